@@ -1,0 +1,89 @@
+"""The converter interface: declare a source, find its episodes, read one into an :class:`Episode`.
+
+A converter is "declare the schema + yield episodes" (the TFDS builder idea): the
+parallel machinery, curation, writing, resume and reporting live once in
+``pipelines/convert.py``. To add a source, subclass :class:`Converter` in one
+module under ``converters/`` and decorate it with :func:`converters.register`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from pipelines.episode_store.errors import EpisodeError, Reason
+from pipelines.episode_store.record import Episode, check_episode
+
+EpisodeOpener = Callable[[], AbstractContextManager[Episode]]
+
+
+class Converter(ABC):
+    """Base class of every source converter.
+
+    Work is split into *units* (a file, a folder, a TFRecord shard): ``discover``
+    lists them and ``episodes(unit)`` yields ``(source_episode, opener)`` pairs.
+    Most sources have one episode per unit and only implement ``discover`` and
+    ``open_episode``. ``source_episode`` is the episode's path or id *relative to
+    the input root*; the stable episode id is derived from it, so moving the root
+    does not change ids.
+    """
+
+    #: registry key, e.g. ``"inhouse"``
+    name: ClassVar[str]
+    #: version of the source release this converter reads
+    source_version: ClassVar[str]
+    #: bump whenever the output for the same input changes
+    converter_version: ClassVar[str]
+    #: embodiment ids this converter can produce
+    embodiments: ClassVar[tuple[str, ...]]
+    #: nominal control frequency (Hz); per-episode values may override it
+    control_hz: ClassVar[float]
+
+    def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
+        self.root = Path(root)
+        self.options = dict(options or {})
+
+    @abstractmethod
+    def discover(self) -> list[str]:
+        """Return the work units under ``root``, sorted, so every run sees the same order."""
+
+    def episodes(self, unit: str) -> Iterator[tuple[str, EpisodeOpener]]:
+        """Yield ``(source_episode, opener)`` for each episode of a unit (default: one)."""
+        yield unit, lambda: self.open_episode(unit)
+
+    def open_episode(self, source_episode: str) -> AbstractContextManager[Episode]:
+        """Open one episode; the context keeps source files open while frames stream."""
+        raise NotImplementedError(f"{type(self).__name__} must implement open_episode or episodes")
+
+    @contextlib.contextmanager
+    def read(self, opener: EpisodeOpener) -> Iterator[Episode]:
+        """Open an episode, stamp the source identity on it and check the format invariants."""
+        with opener() as episode:
+            episode.source = self.name
+            episode.source_version = self.source_version
+            episode.converter_version = self.converter_version
+            check_episode(episode)
+            yield episode
+
+    @classmethod
+    def write_samples(cls, out_dir: Path, seed: int = 0) -> dict[str, str | None]:
+        """Write small native-format sample data (with deliberately broken episodes) to ``out_dir``.
+
+        Returns the expected outcome per source episode: ``None`` for an episode
+        that must convert, else the :class:`Reason` code it must be quarantined
+        with. Tests hold the pipeline to this answer.
+        """
+        raise NotImplementedError(f"{cls.__name__} has no sample generator")
+
+    # Helpers shared by converters -------------------------------------------------
+
+    def require(self, mapping: Any, key: str, where: str) -> Any:
+        """``mapping[key]`` or a ``missing_key`` error naming the episode and key."""
+        try:
+            return mapping[key]
+        except (KeyError, TypeError) as exc:
+            raise EpisodeError(Reason.MISSING_KEY, f"{where}: missing '{key}'") from exc

@@ -1,0 +1,163 @@
+"""The ``a1pipe`` command line: samples, convert, validate, inspect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines import __version__
+
+
+def _load_params(path: str | None) -> dict[str, Any]:
+    if path is None:
+        path = "params.yaml" if Path("params.yaml").is_file() else None
+    if path is None:
+        return {}
+    with open(path) as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from pipelines.samples import write_samples
+
+    sources = args.sources.split(",") if args.sources else None
+    expected = write_samples(args.out, seed=args.seed, sources=sources)
+    for name, outcomes in expected.items():
+        bad = sum(1 for v in outcomes.values() if v is not None)
+        print(f"{name}: {len(outcomes)} sample episodes ({bad} deliberately broken) -> {Path(args.out) / name}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pipelines.convert import ConvertConfig, run_conversion
+    from pipelines.episode_store.images import ImageConfig
+
+    params = _load_params(args.params)
+    image_params = dict(params.get("image", {}))
+    for key in ("height", "width", "quality", "resize"):
+        value = getattr(args, f"image_{key}")
+        if value is not None:
+            image_params[key] = value
+    source_params = params.get("sources", {}).get(args.source, {}) or {}
+    workers = args.workers if args.workers is not None else int(params.get("convert", {}).get("workers", 0))
+    config = ConvertConfig(
+        source=args.source,
+        input_root=args.input,
+        store_root=args.output,
+        image=ImageConfig.from_params(image_params),
+        converter_options=dict(source_params.get("options", {}) or {}),
+        curation=dict(params.get("curation", {}) or {}),
+    )
+    report = run_conversion(config, workers=workers, beam_args=args.beam_args, show_progress=not args.quiet)
+    c = report["counts"]
+    print(
+        f"{args.source}: {c['converted']} converted ({c['resumed']} already present), "
+        f"{c['quarantined']} quarantined {c['quarantined_by_reason']}; {report['frames']} frames, "
+        f"{report['camera_frames_per_s']} camera-frames/s; report: {Path(args.output) / 'conversion_report.json'}"
+    )
+    if args.fail_on_quarantine and c["quarantined"]:
+        return 3
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pipelines.episode_store.validator import merge_reports, validate_path
+
+    reports = [r for path in args.stores for r in validate_path(path, decode_frames=args.decode_frames)]
+    merged = merge_reports(reports)
+    if args.json:
+        print(json.dumps(merged, indent=1))
+    else:
+        for r in reports:
+            status = "OK" if r.ok else f"INVALID ({len(r.errors)} violations)"
+            print(f"{r.root}: {r.episodes} episodes, {r.frames} frames: {status}")
+            for e in r.errors:
+                print(f"  {e}")
+    return 0 if not merged["errors"] else 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipelines.inspect import describe_episode, describe_store
+
+    print(describe_episode(args.store, args.episode) if args.episode else describe_store(args.store))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="a1pipe", description="A1 VLA data pipeline")
+    p.add_argument("--version", action="version", version=f"a1pipe {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("samples", help="write small native-format sample data for every converter")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sources", help="comma-separated subset of sources")
+    s.set_defaults(func=cmd_samples)
+
+    c = sub.add_parser(
+        "convert",
+        help="convert one source into the unified episode store (Apache Beam)",
+        description="Arguments after '--' go to Apache Beam unchanged, e.g. "
+        "'-- --runner=FlinkRunner --flink_master=host:8081' or '-- --runner=DataflowRunner --project=P ...'.",
+    )
+    c.add_argument("--source", required=True)
+    c.add_argument("--input", required=True, help="root of the source's native files")
+    c.add_argument("--output", required=True, help="store directory or object-storage URI")
+    c.add_argument("--workers", type=int, help="local worker processes (0 = every core; default from params)")
+    c.add_argument("--params", help="params.yaml to read image/source/curation settings from (default ./params.yaml)")
+    c.add_argument("--image-height", type=int)
+    c.add_argument("--image-width", type=int)
+    c.add_argument("--image-quality", type=int)
+    c.add_argument("--image-resize", choices=["pad", "stretch", "none"])
+    c.add_argument("--fail-on-quarantine", action="store_true", help="exit 3 if any episode was quarantined")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_convert)
+
+    v = sub.add_parser("validate", help="check stores against the episode format; exit 1 if invalid")
+    v.add_argument("stores", nargs="+", help="store directories (or a directory of stores)")
+    v.add_argument("--json", action="store_true")
+    v.add_argument("--decode-frames", action="store_true", help="fully decode every JPEG (default: headers)")
+    v.set_defaults(func=cmd_validate)
+
+    i = sub.add_parser("inspect", help="readable summary of a store or one episode")
+    i.add_argument("store")
+    i.add_argument("--episode", help="episode id")
+    i.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, beam_args = argv[:cut], argv[cut + 1 :]
+    args = build_parser().parse_args(argv)
+    args.beam_args = beam_args
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        warnings.filterwarnings("ignore")
+        for noisy in ("apache_beam", "root"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+    try:
+        return args.func(args)
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:
+        print(f"a1pipe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

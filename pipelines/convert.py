@@ -1,0 +1,467 @@
+"""The conversion pipeline: discover -> read -> curate -> write, as an Apache Beam pipeline.
+
+``a1pipe convert`` builds one pipeline per source. Work units (files, shards)
+are distributed over workers; each worker converts its units episode by
+episode, publishes each episode atomically and emits an *outcome* (converted or
+quarantined with a reason code). Outcomes and mergeable statistics are written
+by Beam as sharded files under ``STORE/.work/<run>/``; the driver then writes
+``index.parquet``, ``stats.json`` and ``conversion_report.json``. The same code
+runs on Beam's local multi-process runner (default) and on Flink, Spark or
+Dataflow: extra Beam options pass straight through.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import pickle
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from converters import get_converter
+from pipelines import storage
+from pipelines.curation import build_curation
+from pipelines.episode_store.errors import EpisodeError, Reason
+from pipelines.episode_store.images import ImageConfig
+from pipelines.episode_store.index import read_index_rows, summarize_episode_file, write_index
+from pipelines.episode_store.layout import (
+    EPISODES_DIR,
+    LOCK_FILE,
+    REPORT_FILE,
+    STATS_FILE,
+    TMP_DIR,
+    WORK_DIR,
+    episode_id,
+    episode_relpath,
+)
+from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.stats import EpisodeSetStats, build_stats_document
+from pipelines.episode_store.writer import write_episode
+
+log = logging.getLogger("a1pipe.convert")
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    source: str
+    input_root: str
+    store_root: str
+    image: ImageConfig = field(default_factory=ImageConfig)
+    converter_options: dict[str, Any] = field(default_factory=dict)
+    curation: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ worker side
+
+
+class EpisodeConverter:
+    """Converts the episodes of one work unit. Used inside the Beam DoFn, and directly in tests."""
+
+    def __init__(self, config: ConvertConfig, progress_path: str | None = None):
+        self.config = config
+        self.converter = get_converter(config.source)(config.input_root, config.converter_options)
+        self.curation = build_curation(config.curation)
+        self.remote = storage.is_remote(config.store_root)
+        self.progress_path = progress_path
+
+    def convert_unit(self, unit: str) -> Iterator[dict[str, Any]]:
+        try:
+            for source_episode, opener in self.converter.episodes(unit):
+                yield self.convert_episode(source_episode, opener)
+        except EpisodeError as exc:
+            yield _quarantine(unit, None, exc.reason, exc.message)
+        except Exception as exc:  # a bug or an unforeseen failure must not end the run
+            log.error("unit %s failed:\n%s", unit, traceback.format_exc())
+            yield _quarantine(unit, None, Reason.CONVERTER_ERROR, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._progress(unit)
+
+    def convert_episode(self, source_episode: str, opener) -> dict[str, Any]:
+        eid = episode_id(self.config.source, source_episode)
+        rel = episode_relpath(eid)
+        final = storage.join(self.config.store_root, rel)
+        if storage.exists(final):
+            try:
+                return self._converted(source_episode, eid, rel, resumed=True)
+            except Exception as exc:  # damaged published file: convert it again
+                log.warning("re-converting %s: published file unreadable (%s)", eid, exc)
+        try:
+            with self.converter.read(opener) as episode:
+                curated = self.curation(episode)
+                if self.remote:
+                    return self._write_remote(curated.episode, source_episode, eid, rel)
+                write_episode(curated.episode, self.config.store_root, self.config.image)
+            return self._converted(source_episode, eid, rel, resumed=False)
+        except EpisodeError as exc:
+            return _quarantine(source_episode, eid, exc.reason, exc.message)
+        except Exception as exc:
+            log.error("episode %s failed:\n%s", source_episode, traceback.format_exc())
+            return _quarantine(source_episode, eid, Reason.CONVERTER_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _write_remote(self, episode, source_episode: str, eid: str, rel: str) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="a1pipe-stage-") as staging:
+            write_episode(episode, staging, self.config.image)
+            outcome = self._summarize(staging, source_episode, eid, rel, resumed=False)
+            storage.upload(os.path.join(staging, rel), storage.join(self.config.store_root, rel))
+        return outcome
+
+    def _converted(self, source_episode: str, eid: str, rel: str, resumed: bool) -> dict[str, Any]:
+        if not self.remote:
+            return self._summarize(self.config.store_root, source_episode, eid, rel, resumed)
+        with tempfile.TemporaryDirectory(prefix="a1pipe-read-") as staging:
+            local = os.path.join(staging, rel)
+            os.makedirs(os.path.dirname(local))
+            storage.download(storage.join(self.config.store_root, rel), local)
+            return self._summarize(staging, source_episode, eid, rel, resumed)
+
+    @staticmethod
+    def _summarize(root: str, source_episode: str, eid: str, rel: str, resumed: bool) -> dict[str, Any]:
+        row, low = summarize_episode_file(root, rel)
+        stats = EpisodeSetStats.of_episode(low["arrays"], low["names"])
+        return {
+            "source_episode": source_episode,
+            "episode_id": eid,
+            "status": "converted",
+            "reason": None,
+            "message": "already in store (resumed)" if resumed else "",
+            "resumed": resumed,
+            "num_frames": row["num_frames"],
+            "camera_frames": row["num_frames"] * len(row["cameras"]),
+            "index_row": row,
+            "stats_key": [row["source"], row["embodiment"]],
+            "stats": stats,
+        }
+
+    def _progress(self, unit: str) -> None:
+        if self.progress_path is None:
+            return
+        with contextlib.suppress(OSError):
+            fd = os.open(self.progress_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (json.dumps(unit) + "\n").encode())
+            finally:
+                os.close(fd)
+
+
+def _quarantine(source_episode: str, eid: str | None, reason: Reason | str, message: str) -> dict[str, Any]:
+    log.warning("quarantined %s [%s] %s", source_episode, reason, message)
+    return {
+        "source_episode": source_episode,
+        "episode_id": eid,
+        "status": "quarantined",
+        "reason": str(Reason(reason)),
+        "message": message,
+        "resumed": False,
+        "num_frames": 0,
+        "camera_frames": 0,
+    }
+
+
+# ------------------------------------------------------------------------------ Beam graph
+
+
+def _beam():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import apache_beam as beam
+    return beam
+
+
+def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: str, progress_path: str | None):
+    beam = _beam()
+
+    class ConvertUnitFn(beam.DoFn):
+        def __init__(self, cfg: ConvertConfig, progress: str | None):
+            self.cfg = cfg
+            self.progress = progress
+            self.worker: EpisodeConverter | None = None
+
+        def setup(self):
+            self.worker = EpisodeConverter(self.cfg, self.progress)
+
+        def process(self, unit: str):
+            yield from self.worker.convert_unit(unit)
+
+    class MergeStatsFn(beam.CombineFn):
+        def create_accumulator(self):
+            return EpisodeSetStats()
+
+        def add_input(self, acc, stats):
+            return acc.merge(stats)
+
+        def merge_accumulators(self, accs):
+            accs = iter(accs)
+            first = next(accs)
+            for acc in accs:
+                first.merge(acc)
+            return first
+
+        def extract_output(self, acc):
+            return acc
+
+    outcomes = (
+        pipeline
+        | "Units" >> beam.Create(units, reshuffle=False)
+        | "Distribute" >> beam.Reshuffle()
+        | "Convert" >> beam.ParDo(ConvertUnitFn(config, progress_path))
+    )
+    (
+        outcomes
+        | "OutcomeJson" >> beam.Map(lambda o: json.dumps({k: v for k, v in o.items() if k != "stats"}, sort_keys=True))
+        | "WriteOutcomes" >> beam.io.WriteToText(storage.join(work_dir, "outcomes"), file_name_suffix=".jsonl")
+    )
+    (
+        outcomes
+        | "Converted" >> beam.Filter(lambda o: o["status"] == "converted")
+        | "KeyStats" >> beam.Map(lambda o: (tuple(o["stats_key"]), o["stats"]))
+        | "MergeStats" >> beam.CombinePerKey(MergeStatsFn())
+        | "StatsText" >> beam.Map(lambda kv: base64.b64encode(pickle.dumps(kv)).decode())
+        | "WriteStats" >> beam.io.WriteToText(storage.join(work_dir, "stats"), file_name_suffix=".b64")
+    )
+
+
+def pipeline_options(workers: int, beam_args: list[str]):
+    """Default: Beam's local runner, one process per core. Any ``--runner`` in ``beam_args`` wins."""
+    beam = _beam()
+    args = list(beam_args)
+    if not any(a.startswith("--runner") for a in args):
+        workers = workers or os.cpu_count() or 1
+        mode = "in_memory" if workers == 1 else "multi_processing"
+        args = [
+            "--runner=DirectRunner",
+            f"--direct_num_workers={workers}",
+            f"--direct_running_mode={mode}",
+            "--default_sdk_harness_log_level=WARNING",
+            *args,
+        ]
+    return beam.options.pipeline_options.PipelineOptions(args)
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+@contextlib.contextmanager
+def _store_lock(store_root: str):
+    if storage.is_remote(store_root):
+        yield
+        return
+    Path(store_root).mkdir(parents=True, exist_ok=True)
+    with open(Path(store_root) / LOCK_FILE, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RuntimeError(f"another conversion is writing to {store_root}") from exc
+        yield
+
+
+def run_conversion(
+    config: ConvertConfig,
+    *,
+    workers: int = 0,
+    beam_args: list[str] | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Convert one source into a store and return the conversion report."""
+    beam = _beam()
+    started = time.time()
+    converter = get_converter(config.source)(config.input_root, config.converter_options)
+    if not Path(config.input_root).exists() and not storage.is_remote(config.input_root):
+        raise FileNotFoundError(f"input root {config.input_root} does not exist")
+    with _store_lock(config.store_root):
+        _prepare_store(config.store_root)
+        units = converter.discover()
+        log.info("%s: %d work units under %s", config.source, len(units), config.input_root)
+        run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        work_dir = storage.join(config.store_root, WORK_DIR, run_id)
+        progress_path = None
+        if not storage.is_remote(config.store_root):
+            Path(work_dir).mkdir(parents=True)
+            progress_path = os.path.join(work_dir, "progress.log")
+        options = pipeline_options(workers, beam_args or [])
+        with _ProgressBar(progress_path, len(units), config.source, enabled=show_progress):
+            with beam.Pipeline(options=options) as pipeline:
+                build_pipeline(pipeline, config, units, work_dir, progress_path)
+        report = _finalize(config, converter, units, work_dir, started, options)
+        storage.delete_tree(work_dir)
+        if not storage.is_remote(config.store_root):
+            for name in (WORK_DIR, TMP_DIR):
+                with contextlib.suppress(OSError):
+                    (Path(config.store_root) / name).rmdir()
+    return report
+
+
+def _prepare_store(store_root: str) -> None:
+    if storage.is_remote(store_root):
+        marker = storage.join(store_root, "a1pipe_store.json")
+        if not storage.exists(marker):
+            with tempfile.TemporaryDirectory() as tmp:
+                EpisodeStore.create(tmp)
+                storage.upload(os.path.join(tmp, "a1pipe_store.json"), marker)
+        return
+    EpisodeStore.create(store_root)
+    # Leftovers of a killed run: private temporaries, never visible as episodes.
+    storage.delete_tree(os.path.join(store_root, TMP_DIR))
+    storage.delete_tree(os.path.join(store_root, WORK_DIR))
+
+
+def _load_outcomes(work_dir: str) -> tuple[list[dict[str, Any]], dict[tuple[str, str], EpisodeSetStats]]:
+    outcomes = []
+    for path in storage.glob(storage.join(work_dir, "outcomes*.jsonl")):
+        outcomes += [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
+    stats: dict[tuple[str, str], EpisodeSetStats] = {}
+    for path in storage.glob(storage.join(work_dir, "stats*.b64")):
+        for line in storage.read_text(path).splitlines():
+            if line.strip():
+                key, value = pickle.loads(base64.b64decode(line))
+                stats[key] = stats[key].merge(value) if key in stats else value
+    return outcomes, stats
+
+
+def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str, started: float, options) -> dict[str, Any]:
+    outcomes, stats = _load_outcomes(work_dir)
+    outcomes.sort(key=lambda o: (o["source_episode"], o["episode_id"] or ""))
+    converted = [o for o in outcomes if o["status"] == "converted"]
+    stale = _retire_stale(config, {o["episode_id"] for o in converted})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        remote = storage.is_remote(config.store_root)
+        local_root = tmp if remote else config.store_root
+        if remote:
+            _fetch_optional(storage.join(config.store_root, "index.parquet"), os.path.join(tmp, "index.parquet"))
+            _fetch_optional(storage.join(config.store_root, STATS_FILE), os.path.join(tmp, STATS_FILE))
+        rows = [r for r in read_index_rows(local_root) if r["source"] != config.source]
+        rows += [o["index_row"] for o in converted]
+        write_index(rows, local_root)
+        stats_doc = build_stats_document(stats)
+        old_stats = os.path.join(local_root, STATS_FILE)
+        if os.path.exists(old_stats):
+            previous = json.loads(Path(old_stats).read_text()).get("sources", {})
+            for name, entry in previous.items():
+                if name != config.source:
+                    stats_doc["sources"].setdefault(name, entry)
+            stats_doc["sources"] = dict(sorted(stats_doc["sources"].items()))
+        Path(old_stats).write_text(json.dumps(stats_doc, indent=1, sort_keys=False) + "\n")
+        if remote:
+            storage.upload(os.path.join(tmp, "index.parquet"), storage.join(config.store_root, "index.parquet"))
+            storage.upload(old_stats, storage.join(config.store_root, STATS_FILE))
+
+    wall = time.time() - started
+    frames = sum(o["num_frames"] for o in converted)
+    camera_frames = sum(o["camera_frames"] for o in converted)
+    reasons = Counter(o["reason"] for o in outcomes if o["status"] == "quarantined")
+    report = {
+        "source": config.source,
+        "source_version": converter.source_version,
+        "converter_version": converter.converter_version,
+        "input": str(config.input_root),
+        "store": str(config.store_root),
+        "image": config.image.to_dict(),
+        "curation": build_curation(config.curation).name,
+        "runner": options.get_all_options().get("runner") or "DirectRunner",
+        "counts": {
+            "units": len(units),
+            "episodes": len(outcomes),
+            "converted": len(converted),
+            "resumed": sum(1 for o in converted if o["resumed"]),
+            "quarantined": len(outcomes) - len(converted),
+            "quarantined_by_reason": dict(sorted(reasons.items())),
+            "stale_removed": len(stale),
+        },
+        "frames": frames,
+        "camera_frames": camera_frames,
+        "wall_time_s": round(wall, 3),
+        "frames_per_s": round(frames / wall, 2) if wall > 0 else None,
+        "camera_frames_per_s": round(camera_frames / wall, 2) if wall > 0 else None,
+        "episodes": [
+            {
+                "source_episode": o["source_episode"],
+                "episode_id": o["episode_id"],
+                "status": o["status"],
+                "reason": o["reason"],
+                "message": o["message"],
+                "num_frames": o["num_frames"],
+            }
+            for o in outcomes
+        ],
+        "stale_episodes": stale,
+    }
+    storage.write_text(storage.join(config.store_root, REPORT_FILE), json.dumps(report, indent=1) + "\n")
+    log.info(
+        "%s: %d converted (%d resumed), %d quarantined, %d frames in %.1fs",
+        config.source, len(converted), report["counts"]["resumed"], report["counts"]["quarantined"], frames, wall,
+    )
+    return report
+
+
+def _fetch_optional(src: str, dest: str) -> None:
+    if storage.exists(src):
+        storage.download(src, dest)
+
+
+def _retire_stale(config: ConvertConfig, current: set[str]) -> list[dict[str, str]]:
+    """Published episodes of this source that the input no longer has are moved to ``.stale/``.
+
+    They are listed in the report (never silently dropped) and kept on disk for
+    inspection, outside ``episodes/`` so the store stays consistent.
+    """
+    if storage.is_remote(config.store_root):
+        return []
+    base = Path(config.store_root) / EPISODES_DIR / config.source
+    stale = []
+    for path in sorted(base.glob("*/*.zarr.zip")) if base.is_dir() else []:
+        eid = path.name[: -len(".zarr.zip")]
+        if eid not in current:
+            dest = Path(config.store_root) / ".stale" / path.relative_to(config.store_root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+            stale.append({"episode_id": eid, "moved_to": dest.relative_to(config.store_root).as_posix()})
+            log.warning("episode %s is no longer in the input; moved to %s", eid, dest)
+    return stale
+
+
+class _ProgressBar:
+    """Shows units finished / total by following the workers' progress log (local runs)."""
+
+    def __init__(self, path: str | None, total: int, label: str, enabled: bool):
+        self.path, self.total, self.label = path, total, label
+        self.enabled = enabled and path is not None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _count(self) -> int:
+        try:
+            with open(self.path, "rb") as fh:
+                return fh.read().count(b"\n")
+        except OSError:
+            return 0
+
+    def _run(self) -> None:
+        from tqdm import tqdm
+
+        with tqdm(total=self.total, desc=f"convert {self.label}", unit="unit", mininterval=1.0) as bar:
+            while not self._stop.wait(0.5):
+                bar.update(self._count() - bar.n)
+            bar.update(self._count() - bar.n)

@@ -1,0 +1,129 @@
+"""The Parquet episode index (one row per episode) and the per-episode summary it is built from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .layout import INDEX_FILE
+from .reader import EpisodeReader
+from .writer import sha256_file
+
+INDEX_SCHEMA = pa.schema(
+    [
+        pa.field("episode_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_version", pa.string(), nullable=False),
+        pa.field("source_episode", pa.string(), nullable=False),
+        pa.field("embodiment", pa.string(), nullable=False),
+        pa.field("robot_type", pa.string(), nullable=False),
+        pa.field("instruction", pa.string(), nullable=False),
+        pa.field("num_frames", pa.int64(), nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("control_hz", pa.float64(), nullable=False),
+        pa.field("cameras", pa.list_(pa.string()), nullable=False),
+        pa.field("state_dim", pa.int32(), nullable=False),
+        pa.field("action_dim", pa.int32(), nullable=False),
+        pa.field("action_kind", pa.string(), nullable=False),
+        pa.field("converter_version", pa.string(), nullable=False),
+        pa.field("format_version", pa.int32(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+    ]
+)
+
+
+def index_row(reader: EpisodeReader, relpath: str, size_bytes: int, sha256: str) -> dict[str, Any]:
+    meta = reader.meta
+    return {
+        "episode_id": meta["episode_id"],
+        "source": meta["source"]["name"],
+        "source_version": meta["source"]["version"],
+        "source_episode": meta["source"]["episode"],
+        "embodiment": meta["embodiment"],
+        "robot_type": meta["robot_type"],
+        "instruction": meta["language"]["instruction"],
+        "num_frames": int(meta["num_frames"]),
+        "duration_s": float(meta["duration_s"]),
+        "control_hz": float(meta["control_hz"]),
+        "cameras": reader.cameras,
+        "state_dim": len(meta["state_names"]),
+        "action_dim": len(meta["action_names"]),
+        "action_kind": meta["action_kind"],
+        "converter_version": meta["converter"]["version"],
+        "format_version": int(meta["format_version"]),
+        "path": relpath,
+        "size_bytes": int(size_bytes),
+        "sha256": sha256,
+    }
+
+
+def summarize_episode_file(store_root: str | Path, relpath: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read back a published episode: its index row and the low-dim data statistics need.
+
+    The pipeline summarises every episode from the file it just wrote (or found
+    on resume), so the index always describes what is on disk.
+    """
+    path = Path(store_root) / relpath
+    sha = sha256_file(path)
+    with EpisodeReader(path) as reader:
+        row = index_row(reader, relpath, path.stat().st_size, sha)
+        low_dim = {
+            "source": row["source"],
+            "embodiment": row["embodiment"],
+            "arrays": {"state": reader.state, "action": reader.action},
+            "names": {"state": list(reader.meta["state_names"]), "action": list(reader.meta["action_names"])},
+        }
+    return row, low_dim
+
+
+def write_index(rows: list[dict[str, Any]], store_root: str | Path) -> Path:
+    """Write ``index.parquet`` atomically, rows sorted by (source, episode_id) for determinism."""
+    rows = sorted(rows, key=lambda r: (r["source"], r["episode_id"]))
+    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    dest = Path(store_root) / INDEX_FILE
+    tmp = dest.with_name(dest.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, dest)
+    return dest
+
+
+def read_index_rows(store_root: str | Path) -> list[dict[str, Any]]:
+    path = Path(store_root) / INDEX_FILE
+    return pq.read_table(path).to_pylist() if path.is_file() else []
+
+
+def rebuild_index_and_stats(store_root: str | Path) -> tuple[int, int]:
+    """Summarise every published episode file and rewrite ``index.parquet`` and ``stats.json``.
+
+    The single-process counterpart of the conversion pipeline's final step, for
+    recovering a store whose index was lost and for building test stores.
+    Returns (episodes, frames).
+    """
+    import json
+
+    from .layout import STATS_FILE
+    from .reader import EpisodeStore
+    from .stats import EpisodeSetStats, build_stats_document
+
+    store = EpisodeStore(store_root)
+    rows = []
+    per_key: dict[tuple[str, str], EpisodeSetStats] = {}
+    for path in store.episode_files():
+        rel = path.relative_to(store.root).as_posix()
+        row, low = summarize_episode_file(store.root, rel)
+        rows.append(row)
+        part = EpisodeSetStats.of_episode(low["arrays"], low["names"])
+        key = (row["source"], row["embodiment"])
+        per_key[key] = per_key[key].merge(part) if key in per_key else part
+    write_index(rows, store.root)
+    doc = build_stats_document(per_key)
+    tmp = store.root / (STATS_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    os.replace(tmp, store.root / STATS_FILE)
+    return len(rows), sum(r["num_frames"] for r in rows)

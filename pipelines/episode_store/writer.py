@@ -1,0 +1,245 @@
+"""Write one :class:`Episode` into a store as a single ``<id>.zarr.zip`` file, atomically.
+
+The episode is first written as a zarr v3 group into a private temporary
+directory (streaming camera frames block by block, so memory does not grow with
+episode length), then packed into a deterministic ZIP (stored, sorted members,
+fixed timestamps: the same input gives byte-identical files), fsynced, and
+renamed into ``episodes/``. Readers therefore never see a half-written episode,
+and a killed writer leaves only a temporary directory that the next run removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import VLenBytesCodec
+
+from . import FORMAT_VERSION
+from .errors import EpisodeError, Reason
+from .images import ImageConfig, encode_jpeg, resize_frame
+from .layout import EPISODE_ATTR, TMP_DIR, episode_id, episode_relpath
+from .record import Episode, check_episode, iter_blocks
+
+#: frames per shard of an image array (inner chunk = 1 frame); bounds writer memory
+FRAMES_PER_SHARD = 256
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+
+
+def write_episode(
+    episode: Episode,
+    store_root: str | Path,
+    image_config: ImageConfig,
+    *,
+    frames_per_shard: int = FRAMES_PER_SHARD,
+) -> str:
+    """Write ``episode`` into the store and return its episode id.
+
+    Raises :class:`EpisodeError` (never leaves a visible file) when the record
+    breaks the format, when a camera stream yields the wrong number of frames, or
+    when writing fails.
+    """
+    check_episode(episode)
+    store_root = Path(store_root)
+    eid = episode_id(episode.source, episode.source_episode)
+    final = store_root / episode_relpath(eid)
+    tmp = store_root / TMP_DIR / f"{eid}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        group_dir = tmp / "episode.zarr"
+        _write_group(episode, eid, group_dir, image_config, frames_per_shard)
+        packed = tmp / "episode.zarr.zip"
+        pack_directory(group_dir, packed)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(packed, final)
+        _fsync_dir(final.parent)
+    except EpisodeError:
+        raise
+    except OSError as exc:
+        raise EpisodeError(Reason.WRITE_ERROR, f"{episode.source_episode}: cannot write {final}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return eid
+
+
+def episode_attributes(episode: Episode, eid: str, cameras: dict[str, Any]) -> dict[str, Any]:
+    n = episode.num_frames
+    duration = float(episode.timestamp[-1] - episode.timestamp[0]) if n > 1 else 0.0
+    return {
+        "format_version": FORMAT_VERSION,
+        "episode_id": eid,
+        "source": {
+            "name": episode.source,
+            "version": episode.source_version,
+            "episode": episode.source_episode,
+        },
+        "converter": {"name": episode.source, "version": episode.converter_version},
+        "embodiment": episode.embodiment,
+        "robot_type": episode.robot_type,
+        "control_hz": float(episode.control_hz),
+        "num_frames": n,
+        "duration_s": duration,
+        "timestamp_origin": str(episode.timestamp_origin),
+        "state_names": list(episode.state_names),
+        "action_names": list(episode.action_names),
+        "action_kind": str(episode.action_kind),
+        "language": {
+            "instruction": episode.instruction,
+            "alternatives": list(episode.instruction_alternatives),
+            "has_subtasks": episode.subtasks is not None,
+        },
+        "cameras": cameras,
+        "extras": {k: {"names": list(episode.extra_names.get(k, []))} for k in sorted(episode.extras)},
+        "metadata": _jsonable(episode.metadata, "metadata"),
+    }
+
+
+def _write_group(
+    episode: Episode, eid: str, group_dir: Path, image_config: ImageConfig, frames_per_shard: int
+) -> None:
+    n = episode.num_frames
+    root = zarr.open_group(zarr.storage.LocalStore(group_dir), mode="w")
+    root.create_array("timestamp", data=np.asarray(episode.timestamp, dtype=np.float64), chunks=(n,))
+    root.create_array("state", data=np.asarray(episode.state, dtype=np.float32), chunks=(n, len(episode.state_names)))
+    root.create_array(
+        "action", data=np.asarray(episode.action, dtype=np.float32), chunks=(n, len(episode.action_names))
+    )
+    if episode.subtasks is not None:
+        texts = sorted({s for s in episode.subtasks if s})
+        lookup = {s: i for i, s in enumerate(texts)}
+        index = np.array([lookup[s] if s else -1 for s in episode.subtasks], dtype=np.int32)
+        arr = root.create_array("language/subtask_index", data=index, chunks=(n,))
+        arr.attrs["texts"] = texts
+    for key in sorted(episode.extras):
+        data = np.asarray(episode.extras[key])
+        if data.dtype == object or data.dtype.kind in "US":
+            raise EpisodeError(Reason.SHAPE_MISMATCH, f"{episode.source_episode}: extra '{key}' must be numeric")
+        root.create_array(f"extras/{key}", data=data, chunks=data.shape or (1,))
+
+    cameras: dict[str, Any] = {}
+    for name in sorted(episode.cameras):
+        cameras[name] = _write_camera(episode, name, root, image_config, frames_per_shard)
+    root.attrs[EPISODE_ATTR] = episode_attributes(episode, eid, cameras)
+
+
+def _write_camera(
+    episode: Episode, name: str, root: zarr.Group, config: ImageConfig, frames_per_shard: int
+) -> dict[str, Any]:
+    stream = episode.cameras[name]
+    n = episode.num_frames
+    where = f"{episode.source_episode}: camera '{name}'"
+    arr = root.create_array(
+        f"images/{name}",
+        shape=(n,),
+        chunks=(1,),
+        shards=(min(frames_per_shard, n),),
+        dtype=zarr.dtype.VariableLengthBytes(),
+        serializer=VLenBytesCodec(),
+        compressors=None,
+    )
+    source_hw: tuple[int, int] | None = None
+    out_hw: tuple[int, int] | None = None
+    written = 0
+    for block in iter_blocks(stream.open_frames(), frames_per_shard):
+        if written + len(block) > n:
+            raise EpisodeError(Reason.FRAME_COUNT_MISMATCH, f"{where} yielded more than {n} frames")
+        encoded = np.empty(len(block), dtype=object)
+        for i, frame in enumerate(block):
+            frame = np.asarray(frame)
+            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                raise EpisodeError(
+                    Reason.SHAPE_MISMATCH,
+                    f"{where} frame {written + i} must be HxWx3 uint8, got {frame.shape} {frame.dtype}",
+                )
+            if source_hw is None:
+                source_hw = (int(frame.shape[0]), int(frame.shape[1]))
+            elif config.resize == "none" and frame.shape[:2] != source_hw:
+                raise EpisodeError(
+                    Reason.SHAPE_MISMATCH,
+                    f"{where} frame {written + i} is {frame.shape[:2]} but earlier frames are {source_hw}",
+                )
+            im = resize_frame(frame, config)
+            out_hw = (im.height, im.width)
+            encoded[i] = encode_jpeg(im, config.quality)
+        arr[written : written + len(block)] = encoded
+        written += len(block)
+    if written != n:
+        raise EpisodeError(Reason.FRAME_COUNT_MISMATCH, f"{where} yielded {written} frames, expected {n}")
+    assert source_hw is not None and out_hw is not None
+    return {
+        "encoding": "jpeg",
+        "quality": config.quality,
+        "height": out_hw[0],
+        "width": out_hw[1],
+        "source_height": source_hw[0],
+        "source_width": source_hw[1],
+        "resize": config.resize,
+    }
+
+
+def pack_directory(src: Path, dest: Path) -> None:
+    """Pack a zarr directory store into a deterministic, uncompressed ZIP and fsync it.
+
+    Members are stored (JPEG and zstd chunks do not shrink further) so any chunk
+    can be read with one seek; names are sorted and timestamps fixed so equal
+    content gives equal bytes (stable sha256 checksums across re-conversions).
+    """
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    with open(dest, "wb") as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for path in files:
+                info = zipfile.ZipInfo(path.relative_to(src).as_posix(), date_time=_ZIP_EPOCH)
+                info.external_attr = 0o644 << 16
+                info.compress_type = zipfile.ZIP_STORED
+                with open(path, "rb") as fin, zf.open(info, "w", force_zip64=True) as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """Metadata must round-trip through JSON; numpy scalars/arrays are converted, others rejected."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, where) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise EpisodeError(Reason.INVALID_METADATA, f"{where} is not JSON-serialisable: {type(value).__name__}")

@@ -1,0 +1,92 @@
+"""Readable summaries for ``a1pipe inspect``: what is in a store, and what is in one episode."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.episode_store.layout import REPORT_FILE
+from pipelines.episode_store.reader import EpisodeStore
+
+
+def describe_store(root: str | Path) -> str:
+    store = EpisodeStore(root)
+    rows = store.index().to_pylist()
+    lines = [f"store {store.root} (format v{store.info['format_version']})", f"  episodes: {len(rows)}"]
+    lines.append(f"  frames:   {sum(r['num_frames'] for r in rows)}")
+    lines.append(f"  size:     {sum(r['size_bytes'] for r in rows) / 1e6:.1f} MB")
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["source"], r["embodiment"])].append(r)
+    lines.append("")
+    lines.append(f"  {'source':<14} {'embodiment':<22} {'episodes':>8} {'frames':>9} {'hz':>6}  cameras / action")
+    for (source, emb), rs in sorted(groups.items()):
+        cams = ",".join(sorted({c for r in rs for c in r["cameras"]}))
+        hz = "/".join(f"{h:g}" for h in sorted({r["control_hz"] for r in rs}))
+        kinds = ",".join(sorted({f"{r['action_kind']}[{r['action_dim']}]" for r in rs}))
+        lines.append(f"  {source:<14} {emb:<22} {len(rs):>8} {sum(r['num_frames'] for r in rs):>9} {hz:>6}  {cams} / {kinds}")
+    report_path = store.root / REPORT_FILE
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        c = report["counts"]
+        lines.append("")
+        lines.append(
+            f"  last conversion ({report['source']}): {c['converted']} converted, {c['quarantined']} quarantined, "
+            f"{report['wall_time_s']} s, {report['camera_frames_per_s']} camera-frames/s"
+        )
+        for e in report["episodes"]:
+            if e["status"] == "quarantined":
+                lines.append(f"    quarantined {e['source_episode']}: [{e['reason']}] {e['message']}")
+    instructions = Counter(r["instruction"] for r in rows)
+    if instructions:
+        lines.append("")
+        lines.append("  instructions:")
+        for text, n in instructions.most_common(10):
+            lines.append(f"    {n:>5} x {text}")
+    return "\n".join(lines)
+
+
+def describe_episode(root: str | Path, episode_id: str) -> str:
+    store = EpisodeStore(root)
+    with store.open_episode(episode_id) as ep:
+        m = ep.meta
+        t = ep.timestamp
+        lines = [
+            f"episode {m['episode_id']}",
+            f"  source:      {m['source']['name']} {m['source']['version']}  ({m['source']['episode']})",
+            f"  converter:   {m['converter']['version']}",
+            f"  embodiment:  {m['embodiment']} (robot {m['robot_type']}), {m['control_hz']:g} Hz",
+            f"  frames:      {m['num_frames']} over {m['duration_s']:.2f} s, timestamps {m['timestamp_origin']} "
+            f"[{t[0]:.3f} .. {t[-1]:.3f}]",
+            f"  instruction: {m['language']['instruction']!r}",
+        ]
+        for alt in m["language"]["alternatives"]:
+            lines.append(f"               {alt!r}")
+        subtasks = ep.subtasks()
+        if subtasks is not None:
+            lines.append("  sub-tasks:")
+            start = 0
+            for i in range(1, len(subtasks) + 1):
+                if i == len(subtasks) or subtasks[i] != subtasks[start]:
+                    lines.append(f"    frames {start:>5}-{i - 1:<5} {subtasks[start] or '(none)'}")
+                    start = i
+        lines.append("  cameras:")
+        for name, info in sorted(m["cameras"].items()):
+            lines.append(
+                f"    {name:<24} {info['height']}x{info['width']} {info['encoding']} q{info.get('quality')} "
+                f"(source {info.get('source_height')}x{info.get('source_width')}, {info.get('resize')})"
+            )
+        for label, arr, names in (("state", ep.state, m["state_names"]), ("action", ep.action, m["action_names"])):
+            extra = f" ({m['action_kind']})" if label == "action" else ""
+            lines.append(f"  {label}{extra}: {arr.shape[1]} dims")
+            for j, name in enumerate(names):
+                col = arr[:, j]
+                lines.append(f"    {name:<28} min {col.min():>9.4f}  max {col.max():>9.4f}  mean {np.mean(col):>9.4f}")
+        for key, info in m["extras"].items():
+            lines.append(f"  extra {key}: shape {ep.group[f'extras/{key}'].shape}")
+        if m["metadata"]:
+            lines.append(f"  metadata: {json.dumps(m['metadata'], sort_keys=True)[:400]}")
+    return "\n".join(lines)

@@ -1,0 +1,219 @@
+"""The episode store: round trip, determinism, record checks, atomic writes, random access."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import zipfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.episode_store import CameraStream, EpisodeError, Reason
+from pipelines.episode_store.images import ImageConfig
+from pipelines.episode_store.index import rebuild_index_and_stats
+from pipelines.episode_store.layout import EPISODES_DIR, INDEX_FILE, TMP_DIR, episode_id, episode_relpath
+from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.validator import validate_store
+from pipelines.episode_store.writer import sha256_file, write_episode
+from tests.episode_factory import make_episode, make_frames
+
+NATIVE = ImageConfig(resize="none", quality=95)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return EpisodeStore.create(tmp_path / "store")
+
+
+def test_round_trip_reads_what_was_written(store):
+    ep = make_episode(40)
+    eid = write_episode(ep, store.root, NATIVE, frames_per_shard=16)
+    assert eid == episode_id("inhouse", ep.source_episode)
+    with store.open_episode(eid) as r:
+        back = r.to_episode()
+        np.testing.assert_array_equal(back.timestamp, ep.timestamp)
+        assert back.timestamp.dtype == np.float64
+        np.testing.assert_array_equal(back.state, ep.state)
+        assert back.state.dtype == np.float32 and back.action.dtype == np.float32
+        np.testing.assert_array_equal(back.action, ep.action)
+        assert back.state_names == ep.state_names and back.action_names == ep.action_names
+        assert back.action_kind == ep.action_kind
+        assert back.instruction == ep.instruction
+        assert back.instruction_alternatives == ep.instruction_alternatives
+        assert back.subtasks == ep.subtasks
+        np.testing.assert_array_equal(back.extras["qvel"], ep.extras["qvel"])
+        assert back.extra_names == ep.extra_names
+        assert back.metadata == ep.metadata
+        assert (back.source, back.source_version, back.converter_version) == ("inhouse", "test-1", "0.0.1")
+        assert back.embodiment == "franka" and back.control_hz == 10.0
+        for cam in ("top", "wrist"):
+            original = list(ep.cameras[cam].open_frames())
+            decoded = list(back.cameras[cam].open_frames())
+            assert len(decoded) == 40
+            for a, b in zip(original, decoded):
+                assert a.shape == b.shape
+                assert np.abs(a.astype(int) - b.astype(int)).mean() < 3.0  # JPEG q95 tolerance
+
+
+def test_random_access_frame_equals_sequential_frame(store):
+    eid = write_episode(make_episode(50), store.root, NATIVE, frames_per_shard=8)
+    with store.open_episode(eid) as r:
+        sequential = list(r.frames("top"))
+        for i in (0, 7, 8, 31, 49):
+            np.testing.assert_array_equal(r.frame("top", i), sequential[i])
+        with pytest.raises(IndexError):
+            r.encoded_frame("top", 50)
+        # one frame per chunk: the chunk grid is the random-access unit
+        assert r.group["images/top"].chunks == (1,)
+
+
+def test_resize_modes_produce_declared_size(store):
+    ep = make_episode(5, ref="a")
+    eid = write_episode(ep, store.root, ImageConfig(height=32, width=32, resize="pad"))
+    with store.open_episode(eid) as r:
+        info = r.meta["cameras"]["top"]
+        assert (info["height"], info["width"], info["source_height"], info["source_width"]) == (32, 32, 48, 64)
+        frame = r.frame("top", 0)
+        assert frame.shape == (32, 32, 3)
+        assert frame[:2].mean() < 10 < frame[8:24].mean()  # 64x48 -> 32x24 letterboxed: black bars on top
+    eid = write_episode(make_episode(5, ref="b"), store.root, ImageConfig(height=20, width=30, resize="stretch"))
+    with store.open_episode(eid) as r:
+        assert r.frame("wrist", 4).shape == (20, 30, 3)
+
+
+def test_same_input_gives_byte_identical_file(tmp_path):
+    a = EpisodeStore.create(tmp_path / "a")
+    b = EpisodeStore.create(tmp_path / "b")
+    eid = write_episode(make_episode(20), a.root, ImageConfig())
+    write_episode(make_episode(20), b.root, ImageConfig())
+    assert sha256_file(a.episode_path(eid)) == sha256_file(b.episode_path(eid))
+    names = zipfile.ZipFile(a.episode_path(eid)).namelist()
+    assert names == sorted(names) and "zarr.json" in names
+
+
+def test_episode_ids_are_stable_and_distinct():
+    assert episode_id("droid", "x/1") == episode_id("droid", "x/1")
+    assert episode_id("droid", "x/1") != episode_id("droid", "x/2")
+    assert episode_id("droid", "x/1") != episode_id("robomind", "x/1")
+    assert episode_relpath(episode_id("droid", "x/1")).startswith("episodes/droid/")
+    with pytest.raises(ValueError):
+        episode_id("Bad Name", "x")
+
+
+def _mutated(**changes):
+    ep = make_episode(12)
+    for k, v in changes.items():
+        setattr(ep, k, v)
+    return ep
+
+
+@pytest.mark.parametrize(
+    "make,reason",
+    [
+        (lambda: _mutated(timestamp=np.array([]), state=np.zeros((0, 8)), action=np.zeros((0, 8))), Reason.EMPTY_EPISODE),
+        (lambda: _mutated(action=np.zeros((11, 8), np.float32)), Reason.LENGTH_MISMATCH),
+        (lambda: _mutated(state=np.zeros((12,), np.float32)), Reason.SHAPE_MISMATCH),
+        (lambda: _mutated(state_names=["a"] * 3), Reason.NAME_MISMATCH),
+        (lambda: _mutated(action=np.full((12, 8), np.nan, np.float32)), Reason.NON_FINITE_VALUES),
+        (lambda: _mutated(timestamp=np.r_[np.arange(6), np.arange(6)] / 10.0), Reason.NON_MONOTONIC_TIMESTAMPS),
+        (lambda: _mutated(instruction="  "), Reason.MISSING_LANGUAGE),
+        (lambda: _mutated(cameras={}), Reason.MISSING_CAMERA),
+        (lambda: _mutated(cameras={"top": CameraStream.from_array("top", make_frames(11))}), Reason.FRAME_COUNT_MISMATCH),
+        (lambda: _mutated(subtasks=["x"] * 3), Reason.LENGTH_MISMATCH),
+        (lambda: _mutated(control_hz=0.0), Reason.INVALID_METADATA),
+    ],
+)
+def test_broken_records_are_rejected_with_their_reason_and_nothing_is_published(store, make, reason):
+    with pytest.raises(EpisodeError) as info:
+        write_episode(make(), store.root, NATIVE)
+    assert info.value.reason == reason
+    assert not store.episode_files()
+    assert not any((store.root / TMP_DIR).glob("*"))
+
+
+def test_stream_that_lies_about_its_length_is_caught_while_writing(store):
+    ep = make_episode(12)
+    frames = make_frames(10)
+    ep.cameras["top"] = CameraStream("top", 12, lambda: iter(frames))
+    with pytest.raises(EpisodeError) as info:
+        write_episode(ep, store.root, NATIVE)
+    assert info.value.reason == Reason.FRAME_COUNT_MISMATCH
+    assert "yielded 10 frames, expected 12" in info.value.message
+    assert not store.episode_files()
+
+
+def test_undecodable_frame_is_an_image_decode_error(store):
+    ep = make_episode(4)
+    ep.cameras["top"] = CameraStream.from_encoded("top", [b"\xff\xd8garbage"] * 4, where="top")
+    with pytest.raises(EpisodeError) as info:
+        write_episode(ep, store.root, NATIVE)
+    assert info.value.reason == Reason.IMAGE_DECODE_ERROR
+
+
+def _write_then_die(root, kill_after):
+    """Child process: write an episode and die (SIGKILL-like, no cleanup) mid-way through its frames."""
+    import pipelines.episode_store.writer as writer
+
+    calls = {"n": 0}
+    real = writer.encode_jpeg
+
+    def dying_encode(im, quality):
+        calls["n"] += 1
+        if calls["n"] > kill_after:
+            os._exit(9)
+        return real(im, quality)
+
+    writer.encode_jpeg = dying_encode
+    write_episode(make_episode(60, ref="killed"), root, NATIVE, frames_per_shard=16)
+
+
+def test_writer_killed_mid_episode_leaves_nothing_visible(store):
+    write_episode(make_episode(10, ref="earlier"), store.root, NATIVE)
+    proc = mp.get_context("fork").Process(target=_write_then_die, args=(str(store.root), 70))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == 9
+    published = store.episode_files()
+    assert [p.name for p in published] == [f"{episode_id('inhouse', 'earlier')}.zarr.zip"]
+    assert any((store.root / TMP_DIR).iterdir()), "the dead writer's temporary data stays private"
+    rebuild_index_and_stats(store.root)
+    assert validate_store(store.root).ok
+    # a re-run of the same episode completes
+    eid = write_episode(make_episode(60, ref="killed"), store.root, NATIVE)
+    assert store.episode_path(eid).is_file()
+
+
+def test_index_is_one_parquet_file_with_one_row_per_episode(store):
+    for i in range(3):
+        write_episode(make_episode(10 + i, ref=f"t/e{i}", embodiment="franka" if i else "ur5"), store.root, NATIVE)
+    assert rebuild_index_and_stats(store.root) == (3, 33)
+    table = pq.read_table(store.root / INDEX_FILE)
+    assert table.num_rows == 3
+    rows = {r["source_episode"]: r for r in table.to_pylist()}
+    assert rows["t/e2"]["num_frames"] == 12 and rows["t/e0"]["embodiment"] == "ur5"
+    assert rows["t/e1"]["cameras"] == ["top", "wrist"]
+    assert rows["t/e1"]["sha256"] == sha256_file(store.root / rows["t/e1"]["path"])
+    assert rows["t/e1"]["path"].startswith(EPISODES_DIR + "/inhouse/")
+
+
+def test_stats_are_exact_per_embodiment_and_merged_by_name_per_source(store):
+    eps = [make_episode(15, ref=f"e{i}", seed=i, embodiment="franka" if i < 2 else "ur5") for i in range(3)]
+    for ep in eps:
+        write_episode(ep, store.root, NATIVE)
+    rebuild_index_and_stats(store.root)
+    stats = store.stats()["sources"]["inhouse"]
+    franka = np.concatenate([eps[0].state, eps[1].state]).astype(np.float64)
+    emb = stats["embodiments"]["franka"]["state"]
+    assert emb["names"] == eps[0].state_names
+    np.testing.assert_allclose(emb["mean"], franka.mean(0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(emb["std"], franka.std(0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(emb["min"], franka.min(0))
+    np.testing.assert_array_equal(emb["max"], franka.max(0))
+    everything = np.concatenate([e.state for e in eps]).astype(np.float64)
+    np.testing.assert_allclose(stats["state"]["mean"], everything.mean(0), rtol=1e-9, atol=1e-12)
+    assert stats["episodes"] == 3 and stats["frames"] == 45
+    for j in range(8):
+        lo, hi = stats["state"]["q01"][j], stats["state"]["q99"][j]
+        assert everything[:, j].min() <= lo <= hi <= everything[:, j].max()

@@ -1,0 +1,169 @@
+"""Every validator rule is triggered by a store that breaks it, and all violations are reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zarr
+
+from pipelines.episode_store.images import ImageConfig
+from pipelines.episode_store.index import rebuild_index_and_stats
+from pipelines.episode_store.layout import EPISODE_ATTR, INDEX_FILE, STATS_FILE, STORE_MARKER
+from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.validator import RULES, validate_path, validate_store
+from pipelines.episode_store.writer import pack_directory, write_episode
+from tests.episode_factory import make_episode
+
+
+def build_store(root: Path) -> EpisodeStore:
+    store = EpisodeStore.create(root)
+    specs = [("t/a", "franka", 0), ("t/b", "franka", 1), ("u/c", "ur5", 2)]
+    for ref, emb, seed in specs:
+        write_episode(make_episode(16 + seed, ref=ref, embodiment=emb, seed=seed), root, ImageConfig(height=24, width=32))
+    rebuild_index_and_stats(root)
+    return store
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pristine") / "store"
+    build_store(root)
+    return root
+
+
+@pytest.fixture
+def store(pristine, tmp_path):
+    root = tmp_path / "store"
+    shutil.copytree(pristine, root)
+    return EpisodeStore(root)
+
+
+def first_episode(store: EpisodeStore) -> Path:
+    return store.episode_files()[0]
+
+
+def rewrite(path: Path, edit) -> None:
+    """Unpack an episode, let ``edit(group)`` change it through zarr, pack it back in place."""
+    work = path.parent / "_unpacked"
+    with zipfile.ZipFile(path) as zf:
+        zf.extractall(work)
+    group = zarr.open_group(zarr.storage.LocalStore(work), mode="r+")
+    edit(group)
+    packed = path.parent / "_packed.zip"
+    pack_directory(work, packed)
+    packed.replace(path)
+    shutil.rmtree(work)
+
+
+def edit_meta(path: Path, change) -> None:
+    def edit(group):
+        meta = dict(group.attrs[EPISODE_ATTR])
+        change(meta)
+        group.attrs[EPISODE_ATTR] = meta
+
+    rewrite(path, edit)
+
+
+def edit_stats(store: EpisodeStore, change) -> None:
+    doc = json.loads((store.root / STATS_FILE).read_text())
+    change(doc)
+    (store.root / STATS_FILE).write_text(json.dumps(doc))
+
+
+def edit_index(store: EpisodeStore, change) -> None:
+    rows = pq.read_table(store.root / INDEX_FILE).to_pylist()
+    rows = change(rows)
+    table = pq.read_table(store.root / INDEX_FILE)
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), store.root / INDEX_FILE)
+
+
+def replace_array(group, name, data, **kw):
+    attrs = dict(group[name].attrs)
+    del group[name]
+    arr = group.create_array(name, data=data, **kw)
+    arr.attrs.update(attrs)
+
+
+def _vlen(group, name, frames, chunks):
+    del group[name]
+    arr = group.create_array(name, shape=(len(frames),), chunks=chunks, dtype=zarr.dtype.VariableLengthBytes())
+    block = np.empty(len(frames), dtype=object)
+    block[:] = frames
+    arr[:] = block
+
+
+def _frames(group, cam):
+    return [bytes(np.asarray(group[f"images/{cam}"][i : i + 1], dtype=object).reshape(-1)[0]) for i in range(group[f"images/{cam}"].shape[0])]
+
+
+BREAKERS = {
+    "store_marker": lambda s: (s.root / STORE_MARKER).write_text(json.dumps({"format_version": 99})),
+    "index_missing": lambda s: (s.root / INDEX_FILE).unlink(),
+    "index_schema": lambda s: pq.write_table(pq.read_table(s.root / INDEX_FILE).drop(["sha256"]), s.root / INDEX_FILE),
+    "index_duplicate": lambda s: edit_index(s, lambda rows: rows + rows[:1]),
+    "index_orphan": lambda s: edit_index(s, lambda rows: rows + [dict(rows[0], episode_id="inhouse-0000000000000000", path="episodes/inhouse/00/inhouse-0000000000000000.zarr.zip")]),
+    "unindexed_episode": lambda s: edit_index(s, lambda rows: rows[1:]),
+    "index_mismatch": lambda s: edit_index(s, lambda rows: [dict(rows[0], num_frames=999)] + rows[1:]),
+    "stray_file": lambda s: (first_episode(s).parent / "inhouse-1234.zarr.zip.partial").write_bytes(b"half"),
+    "episode_unreadable": lambda s: first_episode(s).write_bytes(first_episode(s).read_bytes()[:100]),
+    "episode_metadata": lambda s: edit_meta(first_episode(s), lambda m: m.pop("robot_type")),
+    "episode_id": lambda s: edit_meta(first_episode(s), lambda m: m.update(episode_id="inhouse-ffffffffffffffff")),
+    "array_missing": lambda s: rewrite(first_episode(s), lambda g: g.__delitem__("action")),
+    "array_dtype": lambda s: rewrite(first_episode(s), lambda g: replace_array(g, "state", g["state"][:].astype(np.float64))),
+    "array_shape": lambda s: rewrite(first_episode(s), lambda g: replace_array(g, "action", g["action"][:-1])),
+    "dimension_names": lambda s: edit_meta(first_episode(s), lambda m: m.update(state_names=["j"] * len(m["state_names"]))),
+    "timestamps": lambda s: rewrite(first_episode(s), lambda g: replace_array(g, "timestamp", g["timestamp"][:][::-1].copy())),
+    "non_finite": lambda s: rewrite(first_episode(s), lambda g: replace_array(g, "state", np.where(np.eye(*g["state"].shape, dtype=bool), np.nan, g["state"][:]).astype(np.float32))),
+    "image_chunking": lambda s: rewrite(first_episode(s), lambda g: _vlen(g, "images/top", _frames(g, "top"), chunks=(4,))),
+    "image_frame": lambda s: rewrite(first_episode(s), lambda g: _vlen(g, "images/top", [b"\x89PNG not a jpeg"] + _frames(g, "top")[1:], chunks=(1,))),
+    "language": lambda s: edit_meta(first_episode(s), lambda m: m["language"].update(instruction="")),
+    "embodiment_consistency": lambda s: edit_meta(first_episode(s), lambda m: m.update(action_names=[f"x{i}" for i in range(len(m["action_names"]))])),
+    "stats_missing": lambda s: edit_stats(s, lambda d: d["sources"]["inhouse"]["embodiments"].pop("ur5")),
+    "stats_mismatch": lambda s: edit_stats(s, lambda d: d["sources"]["inhouse"]["embodiments"]["franka"]["action"]["mean"].__setitem__(0, 5.0)),
+}
+
+
+def test_pristine_store_is_valid(pristine):
+    report = validate_store(pristine, decode_frames=True)
+    assert report.ok, [str(e) for e in report.errors]
+    assert report.episodes == 3 and report.frames == 16 + 17 + 18
+    assert report.sources["inhouse"]["embodiments"] == ["franka", "ur5"]
+
+
+def test_every_rule_has_a_breaking_case():
+    assert set(BREAKERS) == set(RULES)
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_rule_is_enforced(store, rule):
+    BREAKERS[rule](store)
+    report = validate_store(store.root, decode_frames=True)
+    codes = {e.code for e in report.errors}
+    assert rule in codes, [str(e) for e in report.errors]
+
+
+def test_all_violations_are_reported_not_only_the_first(store):
+    files = store.episode_files()
+    edit_meta(files[0], lambda m: m["language"].update(instruction=""))
+    rewrite(files[1], lambda g: replace_array(g, "timestamp", g["timestamp"][:][::-1].copy()))
+    (store.root / STATS_FILE).unlink()
+    report = validate_store(store.root)
+    codes = [e.code for e in report.errors]
+    assert {"language", "timestamps", "stats_missing", "index_mismatch"} <= set(codes)
+    wheres = {e.where for e in report.errors if e.code in ("language", "timestamps")}
+    assert len(wheres) == 2
+
+
+def test_directory_of_stores_is_validated_store_by_store(pristine, tmp_path):
+    shutil.copytree(pristine, tmp_path / "many" / "one")
+    shutil.copytree(pristine, tmp_path / "many" / "two")
+    reports = validate_path(tmp_path / "many")
+    assert [Path(r.root).name for r in reports] == ["one", "two"]
+    assert all(r.ok for r in reports)
