@@ -58,3 +58,24 @@ def make_episode(
         source_version="test-1",
         converter_version="0.0.1",
     )
+
+
+def die_after_encoding(frames: int) -> None:
+    """Make this process exit abruptly (no cleanup, like SIGKILL) once ``frames`` JPEGs were encoded.
+
+    Only for forked child processes in atomicity tests.
+    """
+    import os
+
+    import pipelines.episode_store.writer as writer
+
+    calls = {"n": 0}
+    real = writer.encode_jpeg
+
+    def dying(im, quality):
+        calls["n"] += 1
+        if calls["n"] > frames:
+            os._exit(9)
+        return real(im, quality)
+
+    writer.encode_jpeg = dying

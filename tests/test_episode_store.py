@@ -17,7 +17,7 @@ from pipelines.episode_store.layout import EPISODES_DIR, INDEX_FILE, TMP_DIR, ep
 from pipelines.episode_store.reader import EpisodeStore
 from pipelines.episode_store.validator import validate_store
 from pipelines.episode_store.writer import sha256_file, write_episode
-from tests.episode_factory import make_episode, make_frames
+from tests.episode_factory import die_after_encoding, make_episode, make_frames
 
 NATIVE = ImageConfig(resize="none", quality=95)
 
@@ -153,19 +153,8 @@ def test_undecodable_frame_is_an_image_decode_error(store):
 
 
 def _write_then_die(root, kill_after):
-    """Child process: write an episode and die (SIGKILL-like, no cleanup) mid-way through its frames."""
-    import pipelines.episode_store.writer as writer
-
-    calls = {"n": 0}
-    real = writer.encode_jpeg
-
-    def dying_encode(im, quality):
-        calls["n"] += 1
-        if calls["n"] > kill_after:
-            os._exit(9)
-        return real(im, quality)
-
-    writer.encode_jpeg = dying_encode
+    """Child process: write an episode and die mid-way through its frames."""
+    die_after_encoding(kill_after)
     write_episode(make_episode(60, ref="killed"), root, NATIVE, frames_per_shard=16)
 
 

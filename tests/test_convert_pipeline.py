@@ -1,0 +1,196 @@
+"""The Beam conversion pipeline on the in-house samples: outcomes, report, resume, crashes, CLI."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from converters import get_converter
+from pipelines.cli import main as cli
+from pipelines.convert import ConvertConfig, EpisodeConverter, pipeline_options, run_conversion
+from pipelines.episode_store.images import ImageConfig
+from pipelines.episode_store.layout import REPORT_FILE
+from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.validator import validate_store
+from pipelines.samples import EXPECTED_FILE, write_samples
+from tests.episode_factory import die_after_encoding
+
+SMALL = ImageConfig(height=48, width=64, quality=85)
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("samples")
+    write_samples(out, seed=0, sources=["inhouse"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def expected(samples) -> dict[str, str | None]:
+    return json.loads((samples / EXPECTED_FILE).read_text())["inhouse"]
+
+
+@pytest.fixture(scope="module")
+def converted(samples, tmp_path_factory):
+    """One multi-process conversion (the default runner mode), shared by read-only tests."""
+    store = tmp_path_factory.mktemp("converted") / "inhouse"
+    config = ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=SMALL)
+    report = run_conversion(config, workers=2, show_progress=False)
+    return store, report
+
+
+def config_for(samples: Path, store: Path) -> ConvertConfig:
+    return ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=SMALL)
+
+
+def test_every_sample_episode_gets_its_expected_outcome(converted, expected):
+    store, report = converted
+    outcomes = {e["source_episode"]: e for e in report["episodes"]}
+    assert set(outcomes) == set(expected)
+    for ref, reason in expected.items():
+        entry = outcomes[ref]
+        if reason is None:
+            assert entry["status"] == "converted", entry
+            assert entry["reason"] is None
+        else:
+            assert entry["status"] == "quarantined", entry
+            assert entry["reason"] == reason, entry
+            assert ref.split("/")[-1] in entry["message"] or entry["message"]
+    assert report["counts"]["converted"] == sum(v is None for v in expected.values())
+    assert report["counts"]["quarantined"] == sum(v is not None for v in expected.values())
+
+
+def test_report_has_counts_timing_and_throughput(converted):
+    store, report = converted
+    on_disk = json.loads((store / REPORT_FILE).read_text())
+    assert on_disk["counts"] == report["counts"]
+    assert report["frames"] > 0 and report["camera_frames"] > report["frames"]
+    assert report["wall_time_s"] > 0 and report["camera_frames_per_s"] > 0
+    for entry in report["episodes"]:
+        assert set(entry) >= {"source_episode", "episode_id", "status", "reason", "message"}
+
+
+def test_converted_store_is_valid_and_indexed(converted, expected):
+    store, _ = converted
+    report = validate_store(store, decode_frames=True)
+    assert report.ok, [str(e) for e in report.errors]
+    index = pq.read_table(store / "index.parquet").to_pylist()
+    assert sorted(r["source_episode"] for r in index) == sorted(k for k, v in expected.items() if v is None)
+    assert len({r["embodiment"] for r in index}) >= 2
+
+
+def test_rerun_skips_completed_episodes_and_resumes_missing_ones(converted, samples, tmp_path, expected):
+    src, _ = converted
+    store = tmp_path / "store"
+    shutil.copytree(src, store)
+    files = EpisodeStore(store).episode_files()
+    for f in files[:3]:
+        f.unlink()
+    (store / "index.parquet").unlink()
+    report = run_conversion(config_for(samples, store), workers=1, show_progress=False)
+    good = sum(v is None for v in expected.values())
+    assert report["counts"]["converted"] == good
+    assert report["counts"]["resumed"] == good - 3
+    assert validate_store(store).ok
+
+
+def _convert_then_die(config: ConvertConfig, kill_after_frames: int) -> None:
+    die_after_encoding(kill_after_frames)
+    EpisodeStore.create(config.store_root)
+    worker = EpisodeConverter(config)
+    for unit in worker.converter.discover():
+        list(worker.convert_unit(unit))
+
+
+def test_killed_conversion_leaves_no_partial_episode_and_rerun_completes(samples, tmp_path, expected):
+    store = tmp_path / "store"
+    config = config_for(samples, store)
+    child = mp.get_context("fork").Process(target=_convert_then_die, args=(config, 700))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 9
+    published = EpisodeStore(store).episode_files()
+    assert 0 < len(published) < sum(v is None for v in expected.values())
+    report = run_conversion(config, workers=1, show_progress=False)
+    assert report["counts"]["resumed"] == len(published)
+    assert report["counts"]["converted"] == sum(v is None for v in expected.values())
+    assert validate_store(store, decode_frames=True).ok
+    assert not (store / ".tmp").exists()
+
+
+def test_unexpected_converter_bug_is_quarantined_not_fatal(samples, tmp_path, monkeypatch, expected):
+    cls = get_converter("inhouse")
+    real = cls.open_episode
+
+    def buggy(self, ref):
+        if ref.endswith("aloha_transfer_cube/episode_1.hdf5"):
+            raise ZeroDivisionError("division by zero")
+        return real(self, ref)
+
+    monkeypatch.setattr(cls, "open_episode", buggy)
+    report = run_conversion(config_for(samples, tmp_path / "s"), workers=1, show_progress=False)
+    entry = next(e for e in report["episodes"] if e["source_episode"] == "aloha_transfer_cube/episode_1.hdf5")
+    assert entry["status"] == "quarantined" and entry["reason"] == "converter_error"
+    assert "ZeroDivisionError" in entry["message"]
+    assert report["counts"]["converted"] == sum(v is None for v in expected.values()) - 1
+
+
+def test_episodes_gone_from_the_input_are_retired_and_reported(samples, tmp_path):
+    src = tmp_path / "input"
+    shutil.copytree(samples / "inhouse", src)
+    store = tmp_path / "store"
+    config = ConvertConfig("inhouse", str(src), str(store), image=SMALL)
+    first = run_conversion(config, workers=1, show_progress=False)
+    (src / "franka_pick_cube" / "episode_0.hdf5").unlink()
+    second = run_conversion(config, workers=1, show_progress=False)
+    assert second["counts"]["converted"] == first["counts"]["converted"] - 1
+    assert len(second["stale_episodes"]) == 1
+    assert (store / second["stale_episodes"][0]["moved_to"]).is_file()
+    assert validate_store(store).ok
+
+
+def test_beam_options_pass_through():
+    opts = pipeline_options(3, []).get_all_options()
+    assert opts["runner"] == "DirectRunner" and opts["direct_num_workers"] == 3
+    assert opts["direct_running_mode"] == "multi_processing"
+    opts = pipeline_options(0, ["--runner=FlinkRunner", "--flink_master=host:8081", "--parallelism=8"]).get_all_options()
+    assert opts["runner"] == "FlinkRunner" and opts["flink_master"] == "host:8081" and opts["parallelism"] == 8
+    assert pipeline_options(1, []).get_all_options()["direct_running_mode"] == "in_memory"
+
+
+def test_cli_convert_validate_inspect(samples, tmp_path, capsys):
+    store = tmp_path / "cli_store"
+    rc = cli(["convert", "--source", "inhouse", "--input", str(samples / "inhouse"), "--output", str(store),
+              "--workers", "1", "--image-height", "32", "--image-width", "32", "--quiet"])
+    assert rc == 0
+    assert "converted" in capsys.readouterr().out
+    assert cli(["validate", str(store), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) >= {"format_version", "episodes", "frames", "sources", "errors"}
+    assert doc["sources"]["inhouse"]["episodes"] == doc["episodes"] > 0
+    assert set(doc["sources"]["inhouse"]) == {"episodes", "frames", "embodiments", "cameras"}
+    assert cli(["inspect", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "quarantined" in out and "franka" in out
+    eid = pq.read_table(store / "index.parquet").column("episode_id")[0].as_py()
+    assert cli(["inspect", str(store), "--episode", eid]) == 0
+    assert eid in capsys.readouterr().out
+    (store / "stats.json").unlink()
+    assert cli(["validate", str(store)]) == 1
+    assert "stats_missing" in capsys.readouterr().out
+    assert cli(["convert", "--source", "nope", "--input", str(samples), "--output", str(store)]) == 2
+
+
+def test_samples_are_deterministic(tmp_path):
+    a = write_samples(tmp_path / "a", seed=3, sources=["inhouse"])
+    b = write_samples(tmp_path / "b", seed=3, sources=["inhouse"])
+    assert a == b
+    for f in sorted((tmp_path / "a").rglob("*")):
+        if f.is_file():
+            assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f

@@ -1,0 +1,487 @@
+"""The in-house (ALOHA/ACT HDF5) converter, exercised directly on files written here.
+
+Fixture files are built from a dict ``{hdf5 key: array}`` so each test states the one
+thing it breaks. The spec these tests hold the converter to is docs/inhouse_format.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from converters import get_converter
+from converters.inhouse import InhouseConverter, TaskMetadata, encode_jpeg
+from pipelines.episode_store.errors import EpisodeError, Reason
+from pipelines.episode_store.record import ActionKind, TimestampOrigin
+
+JOINTS = ["j1", "j2", "gripper"]
+CAMERAS = ["cam_front", "cam_wrist"]
+FPS = 20.0
+
+
+# -- fixture builders -------------------------------------------------------------------
+
+
+def smooth_frames(num_frames: int, h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    """Frames with gradients and a moving square: JPEG-friendly, different every frame."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.empty((num_frames, h, w, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        img = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 60 + 10 * seed)], axis=-1)
+        x0 = 2 + t % (w - 10)
+        img[6:14, x0 : x0 + 8] = (250, 250, 30)
+        out[t] = img
+    return out
+
+
+def metadata(**overrides) -> dict:
+    meta = {
+        "instruction": "pick up the cube",
+        "robot_type": "franka",
+        "fps": FPS,
+        "camera_names": list(CAMERAS),
+        "joint_names": list(JOINTS),
+    }
+    meta.update(overrides)
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def datasets(num_frames: int = 12, layout: str = "raw", channel_order: str = "RGB") -> tuple[dict, dict]:
+    """``{key: value}`` for one valid episode, and the RGB frames each camera should yield."""
+    t = np.arange(num_frames, dtype=np.float64)
+    qpos = np.stack([np.sin(t / 5), np.cos(t / 7), np.linspace(0.08, 0.04, num_frames)], axis=1)
+    data: dict = {
+        "/observations/qpos": qpos,
+        "/observations/qvel": np.gradient(qpos, axis=0) * FPS,
+        "/observations/effort": qpos * 2.0,
+        "/action": np.concatenate([qpos[1:], qpos[-1:]]),
+    }
+    frames = {cam: smooth_frames(num_frames, seed=i) for i, cam in enumerate(CAMERAS)}
+    lengths = []
+    for cam, rgb in frames.items():
+        stored = rgb[..., ::-1] if channel_order == "BGR" else rgb
+        key = f"/observations/images/{cam}"
+        if layout == "raw":
+            data[key] = np.ascontiguousarray(stored)
+            continue
+        blobs = [encode_jpeg(np.ascontiguousarray(f), quality=95) for f in stored]
+        lengths.append([len(b) for b in blobs])
+        if layout == "jpeg_vlen":
+            data[key] = ("vlen", blobs)
+        else:
+            padded = max(len(b) for b in blobs) + 7
+            rows = np.zeros((num_frames, padded), dtype=np.uint8)
+            for i, b in enumerate(blobs):
+                rows[i, : len(b)] = np.frombuffer(b, np.uint8)
+            data[key] = rows
+    if layout == "jpeg_padded":
+        data["/compress_len"] = np.asarray(lengths, dtype=np.float32)
+    return data, frames
+
+
+def write_h5(path: Path, data: dict, attrs: dict | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for name, value in (attrs if attrs is not None else {"sim": False, "compress": False}).items():
+            f.attrs[name] = value
+        for key, value in data.items():
+            if isinstance(value, tuple) and value[0] == "vlen":
+                ds = f.create_dataset(key, (len(value[1]),), dtype=h5py.vlen_dtype(np.uint8))
+                for i, blob in enumerate(value[1]):
+                    ds[i] = np.frombuffer(blob, np.uint8)
+            else:
+                f.create_dataset(key, data=value)
+    return path
+
+
+def make_task(root: Path, data: dict, meta: dict | None = None, name: str = "episode_0.hdf5",
+              folder: str = "task", attrs: dict | None = None) -> str:
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    if meta is not False:
+        (root / folder / "metadata.json").write_text(json.dumps(meta or metadata()))
+    write_h5(root / folder / name, data, attrs)
+    return f"{folder}/{name}"
+
+
+def read_all(conv: InhouseConverter, ref: str):
+    """Read an episode through ``Converter.read`` and consume every camera frame."""
+    with conv.read(lambda: conv.open_episode(ref)) as ep:
+        frames = {name: np.stack(list(cam.open_frames())) for name, cam in ep.cameras.items()}
+        return ep, frames
+
+
+def reason_of(conv: InhouseConverter, ref: str) -> Reason:
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert ref in info.value.message  # errors name the episode
+    return info.value.reason
+
+
+# -- registry and discovery ------------------------------------------------------------
+
+
+def test_registered_with_declared_schema():
+    cls = get_converter("inhouse")
+    assert cls is InhouseConverter
+    assert cls.source_version == "aloha-hdf5-1" and cls.converter_version == "1.0.0"
+    assert {"franka", "ur5", "arx5", "agibot_g1", "aloha"} <= set(cls.embodiments)
+    assert cls.control_hz == 50.0
+
+
+def test_discover_is_natural_and_relative(tmp_path):
+    for rel in ["b_task/episode_10.hdf5", "b_task/episode_2.hdf5", "b_task/episode_1.hdf5",
+                "a_task/episode_0.hdf5", "nested/sub/episode_3.hdf5", "no_meta/episode_0.hdf5",
+                ".cache/episode_0.hdf5", "b_task/notes.hdf5", "b_task/episode_1.h5"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "b_task" / "episode_9.hdf5").mkdir()  # a directory is not an episode
+    assert InhouseConverter(tmp_path).discover() == [
+        "a_task/episode_0.hdf5",
+        "b_task/episode_1.hdf5",
+        "b_task/episode_2.hdf5",
+        "b_task/episode_10.hdf5",
+        "nested/sub/episode_3.hdf5",
+        "no_meta/episode_0.hdf5",
+    ]
+
+
+def test_discover_missing_root(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        InhouseConverter(tmp_path / "absent").discover()
+
+
+# -- metadata.json ---------------------------------------------------------------------
+
+
+def test_metadata_defaults():
+    meta = TaskMetadata.from_dict(metadata(robot_type="fr3"), "t")
+    assert meta.embodiment == "franka"
+    assert meta.action_names is None and meta.action_kind is ActionKind.JOINT_POSITION
+    assert meta.image_channel_order == "RGB" and meta.instruction_alternatives == ()
+    assert meta.for_episode("episode_0.hdf5") == ("pick up the cube", [])
+
+
+def test_metadata_explicit_values_and_episode_override():
+    meta = TaskMetadata.from_dict(
+        metadata(
+            robot_type="my_rig",
+            embodiment="arx5",
+            action_names=["a1", "a2", "a3"],
+            action_kind="joint_velocity",
+            image_channel_order="BGR",
+            instruction_alternatives=["grab the cube"],
+            episodes={"episode_4.hdf5": {"instruction": "pick up the red cube"}},
+            extra={"operator": "kim"},
+        ),
+        "t",
+    )
+    assert meta.embodiment == "arx5" and meta.action_kind is ActionKind.JOINT_VELOCITY
+    assert meta.for_episode("episode_4.hdf5") == ("pick up the red cube", ["grab the cube"])
+    assert meta.for_episode("episode_5.hdf5") == ("pick up the cube", ["grab the cube"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"instruction": None},
+        {"instruction": 3},
+        {"fps": 0},
+        {"fps": "fifty"},
+        {"fps": True},
+        {"camera_names": []},
+        {"joint_names": ["a", "a", "b"]},
+        {"robot_type": "Franka Panda"},
+        {"robot_type": "spot"},  # no default embodiment
+        {"embodiment": "spot"},
+        {"action_kind": "torque"},
+        {"image_channel_order": "rgb"},
+        {"instruciton": "typo"},
+        {"episodes": {"episode_1.hdf5": {"fps": 10}}},
+        {"episodes": {"ep1": {"instruction": "x"}}},
+    ],
+)
+def test_metadata_invalid(overrides):
+    with pytest.raises(EpisodeError) as info:
+        TaskMetadata.from_dict(metadata(**overrides), "t")
+    assert info.value.reason is Reason.INVALID_METADATA
+
+
+def test_metadata_file_problems(tmp_path):
+    data, _ = datasets()
+    conv = InhouseConverter(tmp_path)
+    assert reason_of(conv, make_task(tmp_path, data, meta=False)) is Reason.MISSING_METADATA
+    (tmp_path / "task" / "metadata.json").write_text("{not json")
+    assert reason_of(conv, "task/episode_0.hdf5") is Reason.INVALID_METADATA
+    (tmp_path / "task" / "metadata.json").write_text("[1, 2]")
+    assert reason_of(conv, "task/episode_0.hdf5") is Reason.INVALID_METADATA
+    (tmp_path / "task" / "metadata.json").write_text(json.dumps(metadata(format_version=2)))
+    assert reason_of(conv, "task/episode_0.hdf5") is Reason.UNSUPPORTED_LAYOUT
+
+
+# -- layouts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channel_order", ["RGB", "BGR"])
+def test_raw_frames_exact(tmp_path, channel_order):
+    data, frames = datasets(layout="raw", channel_order=channel_order)
+    ref = make_task(tmp_path, data, metadata(image_channel_order=channel_order))
+    ep, got = read_all(InhouseConverter(tmp_path), ref)
+    for cam in CAMERAS:
+        assert got[cam].dtype == np.uint8 and got[cam].shape == frames[cam].shape
+        np.testing.assert_array_equal(got[cam], frames[cam])
+    assert ep.metadata["image_layouts"] == {cam: "raw" for cam in CAMERAS}
+
+
+@pytest.mark.parametrize("layout", ["jpeg_padded", "jpeg_vlen"])
+@pytest.mark.parametrize("channel_order", ["RGB", "BGR"])
+def test_jpeg_frames_close(tmp_path, layout, channel_order):
+    data, frames = datasets(layout=layout, channel_order=channel_order)
+    ref = make_task(tmp_path, data, metadata(image_channel_order=channel_order),
+                    attrs={"sim": False, "compress": True})
+    ep, got = read_all(InhouseConverter(tmp_path), ref)
+    for cam in CAMERAS:
+        assert got[cam].shape == frames[cam].shape
+        assert np.abs(got[cam].astype(int) - frames[cam]).mean() < 3
+    assert ep.metadata["image_layouts"] == {cam: layout for cam in CAMERAS}
+    assert ep.metadata["compress"] is True
+
+
+def test_padded_without_compress_len(tmp_path):
+    data, frames = datasets(layout="jpeg_padded")
+    del data["/compress_len"]  # the decoder stops at the JPEG end marker; zero padding is ignored
+    ep, got = read_all(InhouseConverter(tmp_path), make_task(tmp_path, data))
+    assert np.abs(got["cam_front"].astype(int) - frames["cam_front"]).mean() < 3
+
+
+def test_state_action_extras_and_metadata(tmp_path):
+    data, _ = datasets(num_frames=15)
+    meta = metadata(instruction_alternatives=["lift the cube"], extra={"operator": "kim"},
+                    episodes={"episode_7.hdf5": {"instruction": "pick up the blue cube"}})
+    ref = make_task(tmp_path, data, meta, name="episode_7.hdf5", attrs={"sim": True, "compress": False})
+    ep, _ = read_all(InhouseConverter(tmp_path), ref)
+    assert ep.source == "inhouse" and ep.source_version == "aloha-hdf5-1"
+    assert ep.embodiment == "franka" and ep.robot_type == "franka" and ep.control_hz == FPS
+    assert ep.state.dtype == np.float32 and ep.state_names == JOINTS
+    np.testing.assert_allclose(ep.state, data["/observations/qpos"], rtol=1e-6)
+    np.testing.assert_allclose(ep.action, data["/action"], rtol=1e-6)
+    assert ep.action_names == JOINTS and ep.action_kind is ActionKind.JOINT_POSITION
+    assert ep.instruction == "pick up the blue cube" and ep.instruction_alternatives == ["lift the cube"]
+    assert set(ep.extras) == {"qvel", "effort"}
+    np.testing.assert_allclose(ep.extras["qvel"], data["/observations/qvel"], rtol=1e-5)
+    assert ep.extra_names == {"qvel": [f"{j}_vel" for j in JOINTS], "effort": [f"{j}_effort" for j in JOINTS]}
+    assert ep.metadata == {
+        "task_folder": "task",
+        "episode_file": "episode_7.hdf5",
+        "episode_index": 7,
+        "sim": True,
+        "compress": False,
+        "image_layouts": {"cam_front": "raw", "cam_wrist": "raw"},
+        "image_channel_order": "RGB",
+        "extra": {"operator": "kim"},
+    }
+    json.dumps(ep.metadata)
+
+
+def test_optional_streams_absent_and_unlisted_camera(tmp_path):
+    data, _ = datasets()
+    del data["/observations/qvel"], data["/observations/effort"]
+    data["/observations/images/cam_extra"] = data["/observations/images/cam_front"]
+    ep, frames = read_all(InhouseConverter(tmp_path), make_task(tmp_path, data, attrs={}))
+    assert ep.extras == {} and ep.extra_names == {}
+    assert set(frames) == set(CAMERAS) and ep.metadata["unlisted_cameras"] == ["cam_extra"]
+    assert ep.metadata["sim"] is None and ep.metadata["compress"] is None
+
+
+def test_timestamps_from_fps_or_recorded(tmp_path):
+    data, _ = datasets(num_frames=10)
+    conv = InhouseConverter(tmp_path)
+    ep, _ = read_all(conv, make_task(tmp_path, data))
+    assert ep.timestamp_origin is TimestampOrigin.FROM_CONTROL_RATE
+    np.testing.assert_allclose(ep.timestamp, np.arange(10) / FPS)
+    recorded = 1.7e9 + np.arange(10) * 0.051
+    data["/timestamp"] = recorded
+    ep, _ = read_all(conv, make_task(tmp_path, data, name="episode_1.hdf5"))
+    assert ep.timestamp_origin is TimestampOrigin.RECORDED and ep.timestamp.dtype == np.float64
+    np.testing.assert_array_equal(ep.timestamp, recorded)
+
+
+def test_action_names_and_kind_from_metadata(tmp_path):
+    data, _ = datasets()
+    data["/action"] = np.zeros((12, 2))
+    meta = metadata(action_names=["vx", "vy"], action_kind="ee_velocity")
+    ep, _ = read_all(InhouseConverter(tmp_path), make_task(tmp_path, data, meta))
+    assert ep.action_names == ["vx", "vy"] and ep.action_kind is ActionKind.EE_VELOCITY
+
+
+def test_frames_stream_lazily_and_file_closes(tmp_path):
+    data, _ = datasets(num_frames=30, layout="jpeg_vlen")
+    blobs = data["/observations/images/cam_wrist"][1]
+    blobs[25] = blobs[25][:40]  # only frame 25 is broken
+    conv = InhouseConverter(tmp_path, {"frame_block": 4})
+    ref = make_task(tmp_path, data)
+    with conv.read(lambda: conv.open_episode(ref)) as ep:  # opening does not decode
+        frames = ep.cameras["cam_wrist"].open_frames()
+        for _ in range(25):
+            assert next(frames).shape == (48, 64, 3)
+        with pytest.raises(EpisodeError) as info:
+            next(frames)
+        assert info.value.reason is Reason.IMAGE_DECODE_ERROR
+        assert "cam_wrist[25]" in info.value.message
+    with pytest.raises(Exception):
+        next(ep.cameras["cam_front"].open_frames())  # the HDF5 file is closed with the context
+
+
+# -- broken inputs -------------------------------------------------------------------------
+
+
+def _drop(key):
+    def edit(data):
+        del data[key]
+    return edit
+
+
+def _set(key, fn):
+    def edit(data):
+        data[key] = fn(data)
+    return edit
+
+
+BROKEN = {
+    "no qpos": (_drop("/observations/qpos"), Reason.MISSING_KEY),
+    "no action": (_drop("/action"), Reason.MISSING_KEY),
+    "action truncated": (_set("/action", lambda d: d["/action"][:-3]), Reason.LENGTH_MISMATCH),
+    "qvel truncated": (_set("/observations/qvel", lambda d: d["/observations/qvel"][:-1]), Reason.LENGTH_MISMATCH),
+    "timestamp truncated": (_set("/timestamp", lambda d: np.arange(11.0)), Reason.LENGTH_MISMATCH),
+    "qpos 1-D": (_set("/observations/qpos", lambda d: d["/observations/qpos"][:, 0]), Reason.SHAPE_MISMATCH),
+    "qpos too wide": (_set("/observations/qpos", lambda d: np.zeros((12, 4))), Reason.NAME_MISMATCH),
+    "action too wide": (_set("/action", lambda d: np.zeros((12, 5))), Reason.NAME_MISMATCH),
+    "effort too narrow": (_set("/observations/effort", lambda d: np.zeros((12, 2))), Reason.NAME_MISMATCH),
+    "qpos strings": (_set("/observations/qpos", lambda d: np.array([[b"x"] * 3] * 12)), Reason.UNSUPPORTED_LAYOUT),
+    "camera missing": (_drop("/observations/images/cam_wrist"), Reason.MISSING_CAMERA),
+    "camera short": (_set("/observations/images/cam_wrist", lambda d: d["/observations/images/cam_wrist"][:-2]),
+                     Reason.FRAME_COUNT_MISMATCH),
+    "image 3-D": (_set("/observations/images/cam_wrist", lambda d: d["/observations/images/cam_wrist"][..., 0]),
+                  Reason.SHAPE_MISMATCH),
+    "image float": (_set("/observations/images/cam_wrist", lambda d: d["/observations/images/cam_wrist"] / 255.0),
+                    Reason.UNSUPPORTED_LAYOUT),
+    "nan action": (_set("/action", lambda d: np.where(np.arange(12)[:, None] == 5, np.nan, d["/action"])),
+                   Reason.NON_FINITE_VALUES),
+    "empty episode": (lambda d: d.update({k: v[:0] for k, v in d.items()}), Reason.EMPTY_EPISODE),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_inputs(tmp_path, case):
+    edit, reason = BROKEN[case]
+    data, _ = datasets(num_frames=12)
+    edit(data)
+    assert reason_of(InhouseConverter(tmp_path), make_task(tmp_path, data)) is reason
+
+
+def test_empty_instruction_is_missing_language(tmp_path):
+    data, _ = datasets()
+    ref = make_task(tmp_path, data, metadata(instruction="  "))
+    assert reason_of(InhouseConverter(tmp_path), ref) is Reason.MISSING_LANGUAGE
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.9])
+def test_truncated_or_garbage_file_is_corrupt(tmp_path, keep):
+    data, _ = datasets()
+    ref = make_task(tmp_path, data)
+    path = tmp_path / ref
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)] if keep else b"not an hdf5 file")
+    assert reason_of(InhouseConverter(tmp_path), ref) is Reason.CORRUPT_FILE
+
+
+def test_compress_len_problems(tmp_path):
+    conv = InhouseConverter(tmp_path)
+    data, _ = datasets(layout="jpeg_padded")
+    data["/compress_len"] = data["/compress_len"][:, :-1]
+    assert reason_of(conv, make_task(tmp_path, data, name="episode_0.hdf5")) is Reason.FRAME_COUNT_MISMATCH
+    data, _ = datasets(layout="jpeg_padded")
+    data["/compress_len"] = data["/compress_len"][:1]
+    assert reason_of(conv, make_task(tmp_path, data, name="episode_1.hdf5")) is Reason.SHAPE_MISMATCH
+    data, _ = datasets(layout="jpeg_padded")
+    data["/compress_len"][1, 4] = 10_000  # longer than the padded row
+    assert reason_of(conv, make_task(tmp_path, data, name="episode_2.hdf5")) is Reason.IMAGE_DECODE_ERROR
+
+
+def test_frames_of_changing_size_are_a_shape_mismatch(tmp_path):
+    data, _ = datasets(layout="jpeg_vlen")
+    blobs = data["/observations/images/cam_front"][1]
+    blobs[3] = encode_jpeg(np.zeros((10, 10, 3), np.uint8))
+    assert reason_of(InhouseConverter(tmp_path), make_task(tmp_path, data)) is Reason.SHAPE_MISMATCH
+
+
+# -- sample generator ----------------------------------------------------------------------
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("samples") / "inhouse"
+    expected = InhouseConverter.write_samples(root, seed=0)
+    return root, expected
+
+
+def test_samples_are_deterministic(samples, tmp_path):
+    root, expected = samples
+    again = InhouseConverter.write_samples(tmp_path / "again", seed=0)
+    assert again == expected
+    assert file_hashes(tmp_path / "again") == file_hashes(root)
+    other = InhouseConverter.write_samples(tmp_path / "other", seed=1)
+    assert other == expected  # same episodes and outcomes, different content
+    hashes, other_hashes = file_hashes(root), file_hashes(tmp_path / "other")
+    assert all(hashes[k] != other_hashes[k] for k in hashes if k.endswith(".hdf5"))
+
+
+def test_samples_shape(samples):
+    root, expected = samples
+    refs = InhouseConverter(root).discover()
+    assert set(refs) == set(expected)
+    franka = [r.split("/")[1] for r in refs if r.startswith("franka_pick_cube/")]
+    assert franka[-3:] == ["episode_7.hdf5", "episode_10.hdf5", "episode_11.hdf5"]  # natural order
+    assert not (root / "arx5_fold_towel" / "metadata.json").exists()
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 6_000_000
+    good = [r for r, v in expected.items() if v is None]
+    assert len(good) >= 15
+    assert set(expected.values()) - {None} == {
+        r.value
+        for r in (Reason.LENGTH_MISMATCH, Reason.CORRUPT_FILE, Reason.MISSING_KEY, Reason.MISSING_CAMERA,
+                  Reason.NON_FINITE_VALUES, Reason.IMAGE_DECODE_ERROR, Reason.FRAME_COUNT_MISMATCH,
+                  Reason.MISSING_METADATA)
+    }
+
+
+def test_samples_read_as_declared(samples):
+    root, expected = samples
+    conv = InhouseConverter(root)
+    embodiments = set()
+    for ref in conv.discover():
+        if expected[ref] is not None:
+            assert reason_of(conv, ref) == expected[ref], ref
+            continue
+        ep, frames = read_all(conv, ref)
+        embodiments.add(ep.embodiment)
+        n = ep.num_frames
+        assert 40 <= n <= 160
+        assert all(len(f) == n for f in frames.values())
+        # idle prefix: the first ~10% of frames are still, in state and in every camera
+        idle = max(3, n // 10)
+        assert np.all(ep.state[:idle] == ep.state[0])
+        for f in frames.values():
+            assert np.all(f[:idle] == f[0])
+        assert np.abs(np.diff(ep.state, axis=0)).max() > 1e-3  # but the robot does move
+    assert embodiments == {"franka", "aloha", "ur5"}
