@@ -194,3 +194,36 @@ def test_samples_are_deterministic(tmp_path):
     for f in sorted((tmp_path / "a").rglob("*")):
         if f.is_file():
             assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f
+
+
+def test_object_storage_output_publishes_whole_episodes_and_resumes(samples, tmp_path, monkeypatch, expected):
+    from tests.fake_object_store import FakeObjectStore
+
+    monkeypatch.setattr(FakeObjectStore, "root", str(tmp_path / "bucket"))
+    config = ConvertConfig("inhouse", str(samples / "inhouse"), "fakeobj://stores/inhouse", image=SMALL)
+    first = run_conversion(config, workers=1, show_progress=False)
+    good = sum(v is None for v in expected.values())
+    assert first["counts"]["converted"] == good
+    local_view = tmp_path / "bucket" / "stores" / "inhouse"
+    assert validate_store(local_view).ok
+    assert not list(local_view.rglob("*.partial"))
+    assert not [p for p in (local_view / ".work").rglob("*") if p.is_file()]  # object stores have no empty dirs
+    second = run_conversion(config, workers=1, show_progress=False)
+    assert second["counts"]["resumed"] == good
+
+
+def test_two_conversions_cannot_write_one_store_at_once(samples, tmp_path):
+    import fcntl
+
+    store = tmp_path / "locked"
+    store.mkdir()
+    with open(store / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match="another conversion"):
+            run_conversion(config_for(samples, store), workers=1, show_progress=False)
+
+
+def test_progress_is_shown_while_converting(samples, tmp_path, capfd):
+    run_conversion(config_for(samples, tmp_path / "p"), workers=1, show_progress=True)
+    err = capfd.readouterr().err
+    assert "convert inhouse" in err and "25/25" in err
