@@ -76,6 +76,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -423,6 +424,17 @@ def _proc_children() -> dict[int, list[int]]:
     return children
 
 
+def _proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of a process in seconds (its own threads, not its children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+        fields = stat[stat.rfind(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _proc_mem_kb(pid: int) -> tuple[int, int] | None:
     """(VmRSS, VmHWM) of a process in KiB, or None if it is gone / a zombie."""
     try:
@@ -450,6 +462,7 @@ def run_conversion_child(input_root: Path, store: Path, args, workers: int, labe
     log_path = workdir / f"{label}.log"
     watch = os.path.isdir("/proc/self")
     peaks: dict[int, int] = {}  # pid -> peak VmHWM (KiB)
+    cpu: dict[int, float] = {}  # pid -> last seen utime+stime (s)
     cmds: dict[int, str] = {}
     tree_peak_kb, samples = 0, 0
     started = time.perf_counter()
@@ -471,6 +484,7 @@ def run_conversion_child(input_root: Path, store: Path, args, workers: int, labe
                         continue
                     total += mem[0]
                     peaks[pid] = max(peaks.get(pid, 0), mem[1])
+                    cpu[pid] = _proc_cpu_s(pid) or cpu.get(pid, 0.0)
                     if pid not in cmds:
                         cmds[pid] = _proc_cmd(pid)
                 tree_peak_kb = max(tree_peak_kb, total)
@@ -490,8 +504,10 @@ def run_conversion_child(input_root: Path, store: Path, args, workers: int, labe
         "driver_peak_rss_mb": round(peaks.get(child.pid, 0) / 1024, 1) if watch else None,
         "worker_peak_rss_mb": round(max(workers_kb.values()) / 1024, 1) if workers_kb else None,
         "worker_processes_seen": len(workers_kb),
-        "worker_commands": sorted({cmds.get(p, "?") for p in workers_kb}),
+        "worker_commands": dict(sorted(Counter(cmds.get(p, "?") for p in workers_kb).items())),
         "tree_peak_rss_mb": round(tree_peak_kb / 1024, 1) if watch else None,
+        "cpu_s_driver": round(cpu.get(child.pid, 0.0), 2) if watch else None,
+        "cpu_s_workers": round(sum(v for p, v in cpu.items() if p != child.pid), 2) if watch else None,
         "getrusage_driver_maxrss_mb": round(result["ru_maxrss_self_kb"] / 1024, 1),
         "getrusage_children_maxrss_mb": round(result["ru_maxrss_children_kb"] / 1024, 1),
     }
@@ -665,12 +681,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  resumed run costs {figures['resumed']['fraction_of_first_run']:.2f} x the first run's wall time; "
           f"child process wall incl. Python/Beam start-up: first {conv['process_wall_s']:.1f} s, "
           f"resumed {resumed['process_wall_s']:.1f} s")
+    if mem["cpu_s_workers"] is not None:
+        busy = (mem["cpu_s_workers"] + mem["cpu_s_driver"]) / (conv["wall_s"] * workers)
+        image_cpu = converted_frames / ceiling["per_core_camera_frames_per_s"]
+        print(f"  conversion CPU time (from /proc): workers {mem['cpu_s_workers']:.1f} s + driver "
+              f"{mem['cpu_s_driver']:.1f} s = {busy:.0%} of {workers} process(es) x wall; the image work alone "
+              f"needs {image_cpu:.1f} CPU-s (ceiling per core)")
     print("\n  peak RSS of the conversion run:")
     print(f"    Beam worker processes: {mem['worker_peak_rss_mb']} MiB (max over {mem['worker_processes_seen']} "
-          f"process(es): {', '.join(mem['worker_commands']) or '-'})")
+          f"process(es): {', '.join(f'{n} x {c}' for c, n in mem['worker_commands'].items()) or '-'})")
     print(f"    driver process: {mem['driver_peak_rss_mb']} MiB; whole tree (summed): {mem['tree_peak_rss_mb']} MiB")
     print(f"    getrusage cross-check: driver ru_maxrss {mem['getrusage_driver_maxrss_mb']} MiB, "
-          f"largest waited-for child {mem['getrusage_children_maxrss_mb']} MiB")
+          f"largest waited-for child {mem['getrusage_children_maxrss_mb']} MiB (upper bounds: Linux folds the "
+          f"launching process's peak into ru_maxrss at exec, so trust the /proc figures)")
     print(f"    measured by {mem['method']}")
     b = figures["bytes"]
     print(f"\n  bytes written per camera frame: {b['episode_bytes_per_camera_frame']:.0f} (episode .zarr.zip files; "

@@ -290,7 +290,7 @@ def run_conversion(
             Path(work_dir).mkdir(parents=True)
             progress_path = os.path.join(work_dir, "progress.log")
         options = pipeline_options(workers, beam_args or [])
-        with _ProgressBar(progress_path, len(units), config.source, enabled=show_progress):
+        with _ProgressBar(progress_path, len(units), config.source, enabled=show_progress), _private_tmpdir(work_dir):
             with beam.Pipeline(options=options) as pipeline:
                 build_pipeline(pipeline, config, units, work_dir, progress_path)
         report = _finalize(config, converter, units, work_dir, started, options)
@@ -300,6 +300,29 @@ def run_conversion(
                 with contextlib.suppress(OSError):
                     (Path(config.store_root) / name).rmdir()
     return report
+
+
+@contextlib.contextmanager
+def _private_tmpdir(work_dir: str):
+    """Point TMPDIR (inherited by local Beam workers) into the run's work dir, removed afterwards.
+
+    Beam's local runner leaves empty temporary directories behind in TMPDIR on every run.
+    """
+    if storage.is_remote(work_dir):
+        yield
+        return
+    private = os.path.join(work_dir, "tmp")
+    os.makedirs(private, exist_ok=True)
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = private, None
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        tempfile.tempdir = saved_tempdir
 
 
 def _prepare_store(store_root: str) -> None:
