@@ -79,6 +79,17 @@ class Converter(ABC):
         """
         raise NotImplementedError(f"{cls.__name__} has no sample generator")
 
+    @classmethod
+    def write_synthetic(
+        cls, out_dir: Path, *, episodes: int, frames: int, height: int, width: int, seed: int = 0
+    ) -> None:
+        """Write ``episodes`` valid episodes of ``frames`` frames with ``height x width`` cameras.
+
+        Native layout, same libraries as ``write_samples``, but sized by the caller:
+        benchmarks use it to measure throughput and worker memory at realistic scale.
+        """
+        raise NotImplementedError(f"{cls.__name__} has no synthetic-data generator")
+
     # Helpers shared by converters -------------------------------------------------
 
     def require(self, mapping: Any, key: str, where: str) -> Any:
