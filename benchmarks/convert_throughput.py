@@ -682,14 +682,17 @@ def main(argv: list[str] | None = None) -> int:
           f"child process wall incl. Python/Beam start-up: first {conv['process_wall_s']:.1f} s, "
           f"resumed {resumed['process_wall_s']:.1f} s")
     if mem["cpu_s_workers"] is not None:
-        busy = (mem["cpu_s_workers"] + mem["cpu_s_driver"]) / (conv["wall_s"] * workers)
+        busy = (mem["cpu_s_workers"] + mem["cpu_s_driver"]) / (conv["process_wall_s"] * workers)
         image_cpu = converted_frames / ceiling["per_core_camera_frames_per_s"]
-        print(f"  conversion CPU time (from /proc): workers {mem['cpu_s_workers']:.1f} s + driver "
-              f"{mem['cpu_s_driver']:.1f} s = {busy:.0%} of {workers} process(es) x wall; the image work alone "
-              f"needs {image_cpu:.1f} CPU-s (ceiling per core)")
+        print(f"  conversion CPU time (from /proc, incl. start-up): workers {mem['cpu_s_workers']:.1f} s + driver "
+              f"{mem['cpu_s_driver']:.1f} s = {busy:.0%} of {workers} process(es) x child wall; the image work alone "
+              f"needs {image_cpu:.1f} CPU-s (at the ceiling's per-core rate)")
     print("\n  peak RSS of the conversion run:")
-    print(f"    Beam worker processes: {mem['worker_peak_rss_mb']} MiB (max over {mem['worker_processes_seen']} "
-          f"process(es): {', '.join(f'{n} x {c}' for c, n in mem['worker_commands'].items()) or '-'})")
+    if mem["worker_processes_seen"]:
+        print(f"    Beam worker processes: {mem['worker_peak_rss_mb']} MiB (max over {mem['worker_processes_seen']} "
+              f"process(es): {', '.join(f'{n} x {c}' for c, n in mem['worker_commands'].items())})")
+    else:
+        print("    Beam worker processes: none seen (workers=1 runs in the driver process)")
     print(f"    driver process: {mem['driver_peak_rss_mb']} MiB; whole tree (summed): {mem['tree_peak_rss_mb']} MiB")
     print(f"    getrusage cross-check: driver ru_maxrss {mem['getrusage_driver_maxrss_mb']} MiB, "
           f"largest waited-for child {mem['getrusage_children_maxrss_mb']} MiB (upper bounds: Linux folds the "

@@ -417,6 +417,7 @@ class InhouseConverter(Converter):
                 name=name,
                 num_frames=num_frames,
                 open_frames=_frame_reader(ds, layout, row, meta.image_channel_order, f"{ref}:{key}", block),
+                thread_safe=True,  # h5py serialises access to the shared file with its own lock
             )
             layouts[name] = layout
         unlisted = [c for c in present if c not in meta.camera_names]

@@ -44,16 +44,23 @@ class CameraStream:
     ``num_frames`` frames in time order. Yielding fewer or more is reported as a
     ``frame_count_mismatch``; a frame that cannot be decoded should raise
     :class:`EpisodeError` with ``image_decode_error`` / ``video_decode_error``.
+
+    ``thread_safe`` lets the writer consume this episode's cameras on parallel
+    threads (decode/resize/encode release the GIL, so a single long episode uses
+    several cores). Set it only when streams share no unsynchronised handle
+    (separate files, h5py datasets, in-memory data); e.g. several members of one
+    ``tarfile`` object are *not* safe to read concurrently.
     """
 
     name: str
     num_frames: int
     open_frames: Callable[[], Iterator[np.ndarray]]
+    thread_safe: bool = False
 
     @classmethod
     def from_array(cls, name: str, frames: np.ndarray | Sequence[np.ndarray]) -> CameraStream:
         """Frames already decoded in memory (raw uint8 sources, tests)."""
-        return cls(name=name, num_frames=len(frames), open_frames=lambda: iter(frames))
+        return cls(name=name, num_frames=len(frames), open_frames=lambda: iter(frames), thread_safe=True)
 
     @classmethod
     def from_encoded(
@@ -65,7 +72,7 @@ class CameraStream:
             for i in range(len(encoded)):
                 yield decode_image_bytes(encoded[i], channel_order=channel_order, where=f"{where}[{i}]")
 
-        return cls(name=name, num_frames=len(encoded), open_frames=frames)
+        return cls(name=name, num_frames=len(encoded), open_frames=frames, thread_safe=True)
 
 
 def decode_image_bytes(data: bytes | np.ndarray, *, channel_order: str = "RGB", where: str = "") -> np.ndarray:

@@ -16,6 +16,7 @@ import shutil
 import uuid
 import warnings
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,12 @@ from . import FORMAT_VERSION
 from .errors import EpisodeError, Reason
 from .images import ImageConfig, encode_jpeg, resize_frame
 from .layout import EPISODE_ATTR, TMP_DIR, episode_id, episode_relpath
-from .record import Episode, check_episode, iter_blocks
+from .record import Episode, check_episode
 
 #: frames per shard of an image array (inner chunk = 1 frame); bounds writer memory
 FRAMES_PER_SHARD = 256
+#: cameras of one episode encoded concurrently
+MAX_CAMERA_THREADS = 4
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
@@ -126,9 +129,14 @@ def _write_group(
             raise EpisodeError(Reason.SHAPE_MISMATCH, f"{episode.source_episode}: extra '{key}' must be numeric")
         root.create_array(f"extras/{key}", data=data, chunks=data.shape or (1,))
 
-    cameras: dict[str, Any] = {}
-    for name in sorted(episode.cameras):
-        cameras[name] = _write_camera(episode, name, root, image_config, frames_per_shard)
+    # One thread per camera: decode, resize and JPEG encode release the GIL, so a lone long
+    # episode still uses several cores; each camera owns its array, so threads share nothing.
+    names = sorted(episode.cameras)
+    parallel = all(episode.cameras[n].thread_safe for n in names)
+    threads = max(1, min(len(names), MAX_CAMERA_THREADS)) if parallel else 1
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = {n: pool.submit(_write_camera, episode, n, root, image_config, frames_per_shard) for n in names}
+        cameras: dict[str, Any] = {n: futures[n].result() for n in names}
     root.attrs[EPISODE_ATTR] = episode_attributes(episode, eid, cameras)
 
 
@@ -149,30 +157,29 @@ def _write_camera(
     )
     source_hw: tuple[int, int] | None = None
     out_hw: tuple[int, int] | None = None
+    pending: list[bytes] = []  # encoded frames of the shard being filled; raw frames are never buffered
     written = 0
-    for block in iter_blocks(stream.open_frames(), frames_per_shard):
-        if written + len(block) > n:
+    for i, frame in enumerate(stream.open_frames()):
+        if i >= n:
             raise EpisodeError(Reason.FRAME_COUNT_MISMATCH, f"{where} yielded more than {n} frames")
-        encoded = np.empty(len(block), dtype=object)
-        for i, frame in enumerate(block):
-            frame = np.asarray(frame)
-            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-                raise EpisodeError(
-                    Reason.SHAPE_MISMATCH,
-                    f"{where} frame {written + i} must be HxWx3 uint8, got {frame.shape} {frame.dtype}",
-                )
-            if source_hw is None:
-                source_hw = (int(frame.shape[0]), int(frame.shape[1]))
-            elif config.resize == "none" and frame.shape[:2] != source_hw:
-                raise EpisodeError(
-                    Reason.SHAPE_MISMATCH,
-                    f"{where} frame {written + i} is {frame.shape[:2]} but earlier frames are {source_hw}",
-                )
-            im = resize_frame(frame, config)
-            out_hw = (im.height, im.width)
-            encoded[i] = encode_jpeg(im, config.quality)
-        arr[written : written + len(block)] = encoded
-        written += len(block)
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise EpisodeError(
+                Reason.SHAPE_MISMATCH, f"{where} frame {i} must be HxWx3 uint8, got {frame.shape} {frame.dtype}"
+            )
+        if source_hw is None:
+            source_hw = (int(frame.shape[0]), int(frame.shape[1]))
+        elif config.resize == "none" and frame.shape[:2] != source_hw:
+            raise EpisodeError(
+                Reason.SHAPE_MISMATCH, f"{where} frame {i} is {frame.shape[:2]} but earlier frames are {source_hw}"
+            )
+        im = resize_frame(frame, config)
+        out_hw = (im.height, im.width)
+        pending.append(encode_jpeg(im, config.quality))
+        if len(pending) == frames_per_shard:
+            written = _flush(arr, written, pending)
+    if pending:
+        written = _flush(arr, written, pending)
     if written != n:
         raise EpisodeError(Reason.FRAME_COUNT_MISMATCH, f"{where} yielded {written} frames, expected {n}")
     assert source_hw is not None and out_hw is not None
@@ -185,6 +192,15 @@ def _write_camera(
         "source_width": source_hw[1],
         "resize": config.resize,
     }
+
+
+def _flush(arr: zarr.Array, start: int, pending: list[bytes]) -> int:
+    """Write one whole shard of encoded frames (zarr never rewrites a shard partially)."""
+    block = np.empty(len(pending), dtype=object)
+    block[:] = pending
+    arr[start : start + len(pending)] = block
+    pending.clear()
+    return start + len(block)
 
 
 def pack_directory(src: Path, dest: Path) -> None:
