@@ -1,0 +1,39 @@
+"""The worked example in docs/adding_a_converter.md runs as written and converts as the doc says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import converters
+from pipelines.convert import ConvertConfig, run_conversion
+from pipelines.episode_store.images import ImageConfig
+from pipelines.episode_store.validator import validate_store
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "adding_a_converter.md"
+
+
+@pytest.fixture
+def npylab(monkeypatch):
+    code = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert len(code) == 1, "the doc has exactly one python example"
+    namespace: dict = {"__name__": "npylab_example"}
+    monkeypatch.setattr(converters, "REGISTRY", dict(converters.REGISTRY))
+    exec(compile(code[0], str(DOC), "exec"), namespace)
+    return converters.REGISTRY["npylab"]
+
+
+def test_worked_example_converts_as_documented(npylab, tmp_path):
+    expected = npylab.write_samples(tmp_path / "npylab", seed=0)
+    report = run_conversion(
+        ConvertConfig("npylab", str(tmp_path / "npylab"), str(tmp_path / "store"), image=ImageConfig(height=24, width=32)),
+        workers=1,
+        show_progress=False,
+    )
+    got = {e["source_episode"]: e["reason"] for e in report["episodes"]}
+    assert got == expected == {"wipe/ep0": None, "wipe/ep1": None, "wipe/ep2": "missing_metadata", "wipe/ep3": "non_finite_values"}
+    nan = next(e for e in report["episodes"] if e["source_episode"] == "wipe/ep3")
+    assert "frame 5" in nan["message"] and "target_joint_2" in nan["message"]
+    assert validate_store(tmp_path / "store").ok

@@ -1,0 +1,198 @@
+"""Conformance suite: runs automatically against every registered converter on its own samples.
+
+A converter that passes it works with every later stage: it declares its identity,
+discovers deterministically, gives stable ids, produces records that satisfy the
+unified format (names, dtypes, timestamps, language, decodable frames), quarantines
+each deliberately broken sample episode with the reason its generator declared, and
+round-trips through the store unchanged. Adding a module to
+``converters.CONVERTER_MODULES`` is enough to put it under test here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converters import SOURCE_NAMES, available_sources, get_converter
+from pipelines.convert import ConvertConfig, run_conversion
+from pipelines.episode_store import ActionKind, EpisodeError, TimestampOrigin
+from pipelines.episode_store.images import ImageConfig
+from pipelines.episode_store.layout import episode_id
+from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.validator import validate_store
+from pipelines.episode_store.writer import write_episode
+from pipelines.samples import write_samples
+
+SOURCES = available_sources()
+SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+_CACHE: dict[str, tuple[Path, dict[str, str | None]]] = {}
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("conformance")
+
+    def get(source: str) -> tuple[Path, dict[str, str | None]]:
+        if source not in _CACHE:
+            expected = write_samples(root, seed=0, sources=[source])[source]
+            _CACHE[source] = (root / source, expected)
+        return _CACHE[source]
+
+    return get
+
+
+def _episodes(converter):
+    """Every (unit, source_episode, opener) the converter yields, stopping a unit at its first error."""
+    out = []
+    for unit in converter.discover():
+        try:
+            for ref, opener in converter.episodes(unit):
+                out.append((unit, ref, opener))
+        except EpisodeError:
+            continue
+    return out
+
+
+def _consume(episode):
+    frames = {}
+    for name, cam in episode.cameras.items():
+        n = 0
+        first = last = None
+        for frame in cam.open_frames():
+            if first is None:
+                first = frame
+            last = frame
+            n += 1
+        frames[name] = (n, first, last)
+    return frames
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_declares_its_identity(source):
+    cls = get_converter(source)
+    assert cls.name == source and source in SOURCE_NAMES
+    for attr in ("source_version", "converter_version"):
+        assert isinstance(getattr(cls, attr), str) and getattr(cls, attr)
+    assert cls.embodiments and all(SLUG.match(e) for e in cls.embodiments), cls.embodiments
+    assert cls.control_hz > 0
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_discovery_is_deterministic_and_relative(source, sample_root):
+    root, _ = sample_root(source)
+    cls = get_converter(source)
+    units = cls(root).discover()
+    assert units, "samples must yield work units"
+    assert units == cls(root).discover()
+    assert len(set(units)) == len(units)
+    for unit in units:
+        assert not Path(unit).is_absolute(), f"unit {unit} must be relative to the input root"
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_episode_refs_and_ids_are_stable_and_unique(source, sample_root):
+    root, expected = sample_root(source)
+    cls = get_converter(source)
+    refs = [ref for _, ref, _ in _episodes(cls(root))]
+    assert refs == [ref for _, ref, _ in _episodes(cls(root))]
+    assert len(set(refs)) == len(refs)
+    ids = {episode_id(source, r) for r in refs}
+    assert len(ids) == len(refs)
+    good = {ref for ref, reason in expected.items() if reason is None}
+    assert good <= set(refs), f"good sample episodes not discovered: {sorted(good - set(refs))}"
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_good_episodes_satisfy_the_unified_format(source, sample_root):
+    root, expected = sample_root(source)
+    cls = get_converter(source)
+    converter = cls(root)
+    names_by_embodiment: dict[str, tuple[list[str], list[str]]] = {}
+    checked = 0
+    for _, ref, opener in _episodes(converter):
+        if expected.get(ref, "unknown") is not None:
+            continue
+        with converter.read(opener) as ep:
+            assert ep.source == source and ep.source_episode == ref
+            assert ep.embodiment in cls.embodiments, (ref, ep.embodiment)
+            assert isinstance(ep.robot_type, str) and ep.robot_type
+            assert ActionKind(ep.action_kind) and TimestampOrigin(ep.timestamp_origin)
+            assert np.asarray(ep.state).dtype.kind == "f" and np.asarray(ep.action).dtype.kind == "f"
+            assert all(isinstance(n, str) and n for n in ep.state_names + ep.action_names)
+            names = (list(ep.state_names), list(ep.action_names))
+            assert names_by_embodiment.setdefault(ep.embodiment, names) == names, (
+                f"{ref}: embodiment {ep.embodiment} changes its dimension names"
+            )
+            assert np.all(np.diff(ep.timestamp) > 0)
+            assert ep.instruction.strip()
+            for name, (n, first, last) in _consume(ep).items():
+                assert n == ep.num_frames, (ref, name)
+                for frame in (first, last):
+                    assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+            for key, arr in ep.extras.items():
+                assert len(arr) == ep.num_frames and np.asarray(arr).dtype.kind in "biuf", (ref, key)
+            if ep.subtasks is not None:
+                assert all(s is None or isinstance(s, str) for s in ep.subtasks)
+        checked += 1
+    assert checked == sum(v is None for v in expected.values())
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_round_trip_through_the_store(source, sample_root, tmp_path):
+    root, expected = sample_root(source)
+    converter = get_converter(source)(root)
+    store = EpisodeStore.create(tmp_path / "store")
+    config = ImageConfig(resize="none", quality=95)
+    done = 0
+    for _, ref, opener in _episodes(converter):
+        if expected.get(ref, "unknown") is not None or done >= 3:
+            continue
+        with converter.read(opener) as ep:
+            eid = write_episode(ep, store.root, config)
+        with converter.read(opener) as original, store.open_episode(eid) as stored:
+            back = stored.to_episode()
+            np.testing.assert_array_equal(back.state, np.asarray(original.state, dtype=np.float32))
+            np.testing.assert_array_equal(back.action, np.asarray(original.action, dtype=np.float32))
+            np.testing.assert_array_equal(back.timestamp, np.asarray(original.timestamp, dtype=np.float64))
+            assert (back.state_names, back.action_names) == (original.state_names, original.action_names)
+            assert back.instruction == original.instruction and back.subtasks == original.subtasks
+            assert back.embodiment == original.embodiment and back.metadata == stored.meta["metadata"]
+            for name, cam in original.cameras.items():
+                for a, b in zip(cam.open_frames(), back.cameras[name].open_frames()):
+                    assert a.shape == b.shape
+                    assert np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() < 4.0
+        done += 1
+    assert done > 0
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_samples_convert_to_their_declared_outcomes(source, sample_root, tmp_path):
+    root, expected = sample_root(source)
+    assert any(v is None for v in expected.values()), "samples need good episodes"
+    assert any(v is not None for v in expected.values()), "samples need deliberately broken episodes"
+    config = ConvertConfig(source, str(root), str(tmp_path / "store"), image=ImageConfig(height=32, width=32, quality=80))
+    report = run_conversion(config, workers=1, show_progress=False)
+    got = {e["source_episode"]: e["reason"] for e in report["episodes"]}
+    assert got == expected
+    for entry in report["episodes"]:
+        if entry["status"] == "quarantined":
+            assert entry["message"], entry
+    result = validate_store(tmp_path / "store", decode_frames=True)
+    assert result.ok, [str(e) for e in result.errors]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_samples_are_deterministic(source, tmp_path):
+    a = write_samples(tmp_path / "a", seed=5, sources=[source])
+    b = write_samples(tmp_path / "b", seed=5, sources=[source])
+    assert a == b
+
+    def digest(base: Path) -> dict[str, str]:
+        return {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(base.rglob("*")) if p.is_file()}
+
+    assert digest(tmp_path / "a" / source) == digest(tmp_path / "b" / source)
