@@ -376,6 +376,71 @@ def _pool(workers: int, **kwargs):
     return ctx.Pool(workers, **kwargs)
 
 
+def _generic_ceiling_unit(task: tuple) -> tuple[int, int, float, float, float]:
+    """Ceiling work for any source: decode through the converter's own camera streams, resize, encode."""
+    from converters import get_converter
+    from pipelines.episode_store.images import encode_jpeg, resize_frame
+
+    source, root, unit, config = task
+    converter = get_converter(source)(root)
+    n, out_bytes, t_dec, t_res, t_enc = 0, 0, 0.0, 0.0, 0.0
+    for _, opener in converter.episodes(unit):
+        with converter.read(opener) as episode:
+            for cam in episode.cameras.values():
+                frames = cam.open_frames()
+                while True:
+                    a = time.perf_counter()
+                    frame = next(frames, None)
+                    b = time.perf_counter()
+                    if frame is None:
+                        break
+                    im = resize_frame(frame, config)
+                    c = time.perf_counter()
+                    out_bytes += len(encode_jpeg(im, config.quality))
+                    d = time.perf_counter()
+                    n += 1
+                    t_dec, t_res, t_enc = t_dec + (b - a), t_res + (c - b), t_enc + (d - c)
+    return n, out_bytes, t_dec, t_res, t_enc
+
+
+def run_generic_ceiling(source: str, root: Path, image_config, workers: int) -> dict:
+    """Same worker count as the conversion, one work unit per task (the conversion's own granularity)."""
+    from converters import get_converter
+
+    units = get_converter(source)(root).discover()
+    tasks = [(source, str(root), unit, image_config) for unit in units]
+    with _pool(workers) as pool:
+        t0 = time.perf_counter()
+        results = pool.map(_generic_ceiling_unit, tasks, chunksize=1)
+        wall = time.perf_counter() - t0
+    n = sum(r[0] for r in results)
+    t_dec, t_res, t_enc = (sum(r[i] for r in results) for i in (2, 3, 4))
+    busy = t_dec + t_res + t_enc
+    return {
+        "camera_frames": n,
+        "wall_s": round(wall, 3),
+        "camera_frames_per_s": round(n / wall, 1),
+        "per_core_camera_frames_per_s": round(n / busy, 1),
+        "parallel_efficiency": round(busy / (wall * workers), 3),
+        "decode_ms_per_frame": round(1000 * t_dec / n, 3),
+        "resize_ms_per_frame": round(1000 * t_res / n, 3),
+        "encode_ms_per_frame": round(1000 * t_enc / n, 3),
+        "output_jpeg_bytes_per_frame": round(sum(r[1] for r in results) / n, 1),
+        "tasks": len(tasks),
+        "frames_per_task": round(n / max(1, len(tasks)), 1),
+        "hdf5_read_s_single_process": 0.0,
+    }
+
+
+def generate_synthetic(source: str, root: Path, args) -> dict:
+    from converters import get_converter
+
+    get_converter(source).write_synthetic(
+        root, episodes=args.episodes, frames=args.frames, height=args.height, width=args.width, seed=args.seed
+    )
+    return {"source_bytes": _dir_bytes(root)}
+
+
 # ======================================================================================
 # Conversion, in a child process whose process tree is watched through /proc
 # ======================================================================================
@@ -393,7 +458,7 @@ def _convert_child(argv: list[str]) -> None:
     from pipelines.episode_store.images import ImageConfig
 
     config = ConvertConfig(
-        "inhouse", spec["input"], spec["store"],
+        spec["source"], spec["input"], spec["store"],
         image=ImageConfig(height=spec["size"], width=spec["size"], resize=spec["resize"], quality=spec["quality"]),
     )
     t0 = time.perf_counter()
@@ -457,7 +522,7 @@ def _proc_cmd(pid: int) -> str:
 
 def run_conversion_child(input_root: Path, store: Path, args, workers: int, label: str, workdir: Path) -> dict:
     result_path = workdir / f"{label}.result.json"
-    spec = {"input": str(input_root), "store": str(store), "size": args.image_size, "resize": args.resize,
+    spec = {"source": args.source, "input": str(input_root), "store": str(store), "size": args.image_size, "resize": args.resize,
             "quality": args.quality, "workers": workers, "result": str(result_path)}
     log_path = workdir / f"{label}.log"
     watch = os.path.isdir("/proc/self")
@@ -521,6 +586,9 @@ def run_conversion_child(input_root: Path, store: Path, args, workers: int, labe
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default="inhouse",
+                   help="source to benchmark (default inhouse); other sources generate input with their "
+                        "converter's write_synthetic and measure the ceiling through its own camera streams")
     p.add_argument("--episodes", type=int, help="episode files (default 6; 1 with --long)")
     p.add_argument("--frames", type=int, help="frames per episode (default 300; 3000 with --long)")
     p.add_argument("--cameras", type=int, default=3, help="cameras per episode (default 3)")
@@ -571,24 +639,39 @@ def main(argv: list[str] | None = None) -> int:
     input_root, store = workdir / "input", workdir / "store"
     expected = args.episodes * args.frames * len(cams)
     shape = f"{args.episodes} episode(s) x {args.frames} frames x {len(cams)} cameras @ {args.height}x{args.width}"
-    print(f"a1pipe convert throughput: in-house ({args.layout} JPEG), {shape} = {expected} camera frames")
+    inhouse = args.source == "inhouse"
+    if not inhouse:  # the source's own layout fixes its camera count; counts come from the ceiling run
+        expected = None
+        shape = f"{args.episodes} episode(s) x {args.frames} frames @ {args.height}x{args.width} (cameras: source layout)"
+    label = f"in-house ({args.layout} JPEG)" if inhouse else f"{args.source} (native layout via write_synthetic)"
+    print(f"a1pipe convert throughput: {label}, {shape} = {expected or 'all'} camera frames")
     print(f"  stored as {image_config.height}x{image_config.width} ({image_config.resize}) JPEG q{image_config.quality}; "
           f"{workers} worker process(es); os.cpu_count()={os.cpu_count()}; workdir {workdir}")
     try:
         # 1. input
         t0 = time.perf_counter()
-        gen = generate_input(input_root, args, cams, workers)
-        gen["wall_s"] = round(time.perf_counter() - t0, 2)
-        print(f"  generated input in {gen['wall_s']:.1f} s: {gen['source_jpeg_bytes'] / 2**20:.1f} MiB of source JPEG, "
-              f"mean {gen['source_jpeg_kb_mean']} KiB/frame (min {gen['source_jpeg_kb_min']}, max {gen['source_jpeg_kb_max']})")
+        if inhouse:
+            gen = generate_input(input_root, args, cams, workers)
+            gen["wall_s"] = round(time.perf_counter() - t0, 2)
+            print(f"  generated input in {gen['wall_s']:.1f} s: {gen['source_jpeg_bytes'] / 2**20:.1f} MiB of source JPEG, "
+                  f"mean {gen['source_jpeg_kb_mean']} KiB/frame (min {gen['source_jpeg_kb_min']}, max {gen['source_jpeg_kb_max']})")
+        else:
+            gen = generate_synthetic(args.source, input_root, args)
+            gen["wall_s"] = round(time.perf_counter() - t0, 2)
+            print(f"  generated input in {gen['wall_s']:.1f} s: {gen['source_bytes'] / 2**20:.1f} MiB")
 
         # 2. ceiling (before anything imports Beam in this process, so forking is clean)
-        t0 = time.perf_counter()
-        frames = read_encoded_frames(input_root)
-        read_s = time.perf_counter() - t0
-        ceiling = run_ceiling(frames, image_config, workers)
-        ceiling["hdf5_read_s_single_process"] = round(read_s, 3)
-        del frames
+        if inhouse:
+            t0 = time.perf_counter()
+            frames = read_encoded_frames(input_root)
+            read_s = time.perf_counter() - t0
+            ceiling = run_ceiling(frames, image_config, workers)
+            ceiling["hdf5_read_s_single_process"] = round(read_s, 3)
+            del frames
+        else:
+            ceiling = run_generic_ceiling(args.source, input_root, image_config, workers)
+            expected = ceiling["camera_frames"]
+            gen["camera_frames"] = expected
         print(f"  ceiling done in {ceiling['wall_s']:.1f} s", flush=True)
 
         # 3. conversion + resumed conversion, each in a watched child process
@@ -620,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     mem = conv["memory"]
     figures = {
         "config": {
-            "episodes": args.episodes, "frames": args.frames, "cameras": cams, "height": args.height,
+            "source": args.source, "episodes": args.episodes, "frames": args.frames, "cameras": cams if inhouse else None, "height": args.height,
             "width": args.width, "layout": args.layout, "source_quality": args.source_quality, "noise": args.noise,
             "workers": workers, "image": image_config.to_dict(), "long": args.long, "seed": args.seed,
         },
@@ -655,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             "episode_bytes_per_camera_frame": round(episode_bytes / max(1, converted_frames), 1),
             "store_bytes": store_bytes,
             "jpeg_only_bytes_per_camera_frame": ceiling["output_jpeg_bytes_per_frame"],
-            "source_jpeg_bytes_per_camera_frame": round(gen["source_jpeg_bytes"] / max(1, gen["camera_frames"]), 1),
+            "source_bytes_per_camera_frame": round(gen.get("source_jpeg_bytes", gen.get("source_bytes", 0)) / max(1, gen["camera_frames"]), 1),
         },
         "problems": problems,
         "benchmark_wall_s": round(time.perf_counter() - bench_start, 1),
@@ -676,8 +759,11 @@ def main(argv: list[str] | None = None) -> int:
           f"(decode {ceiling['decode_ms_per_frame']:.2f} + resize {ceiling['resize_ms_per_frame']:.2f} + encode "
           f"{ceiling['encode_ms_per_frame']:.2f} ms/frame); parallel efficiency {ceiling['parallel_efficiency']:.2f} "
           f"over {workers} process(es), {ceiling['tasks']} tasks of {ceiling['frames_per_task']} frames")
-    print(f"  reading the source JPEGs out of HDF5 (not in the ceiling): {ceiling['hdf5_read_s_single_process']:.2f} s "
-          f"in one process")
+    if inhouse:
+        print(f"  reading the source JPEGs out of HDF5 (not in the ceiling): {ceiling['hdf5_read_s_single_process']:.2f} s "
+              f"in one process")
+    else:
+        print("  ceiling decodes through the converter's own camera streams (source reads included), one task per work unit")
     print(f"  resumed run costs {figures['resumed']['fraction_of_first_run']:.2f} x the first run's wall time; "
           f"child process wall incl. Python/Beam start-up: first {conv['process_wall_s']:.1f} s, "
           f"resumed {resumed['process_wall_s']:.1f} s")
@@ -700,8 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    measured by {mem['method']}")
     b = figures["bytes"]
     print(f"\n  bytes written per camera frame: {b['episode_bytes_per_camera_frame']:.0f} (episode .zarr.zip files; "
-          f"JPEG payload alone {b['jpeg_only_bytes_per_camera_frame']:.0f}; source JPEG "
-          f"{b['source_jpeg_bytes_per_camera_frame']:.0f}); whole store {store_bytes / 2**20:.1f} MiB")
+          f"JPEG payload alone {b['jpeg_only_bytes_per_camera_frame']:.0f}; source "
+          f"{b['source_bytes_per_camera_frame']:.0f}); whole store {store_bytes / 2**20:.1f} MiB")
     for problem in problems:
         print(f"\n  WARNING: {problem}")
     print(f"\n  benchmark wall time: {figures['benchmark_wall_s']:.1f} s")

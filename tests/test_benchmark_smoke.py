@@ -1,0 +1,24 @@
+"""The throughput benchmark still runs end to end (tiny sizes; it asserts nothing about speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_convert_throughput_benchmark_runs(tmp_path):
+    out = tmp_path / "figures.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "convert_throughput.py"), "--episodes", "2", "--frames", "20",
+         "--cameras", "2", "--height", "96", "--width", "128", "--workers", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["conversion"]["camera_frames"] == 2 * 20 * 2 == figures["ceiling"]["camera_frames"]
+    assert figures["conversion"]["ratio_to_ceiling"] > 0
+    assert "RATIO conversion / ceiling" in proc.stdout
