@@ -75,13 +75,20 @@ class CameraStream:
         return cls(name=name, num_frames=len(encoded), open_frames=frames, thread_safe=True)
 
 
-def decode_image_bytes(data: bytes | np.ndarray, *, channel_order: str = "RGB", where: str = "") -> np.ndarray:
+#: encodings robot datasets store frames in; PIL's other sniffers (e.g. TGA) can "recognise"
+#: raw pixel buffers as images, so decoding is restricted to these
+IMAGE_FORMATS = ("JPEG", "PNG")
+
+
+def decode_image_bytes(
+    data: bytes | np.ndarray, *, channel_order: str = "RGB", where: str = "", formats: tuple[str, ...] = IMAGE_FORMATS
+) -> np.ndarray:
     """Decode one encoded image into an HxWx3 uint8 RGB array, with a specific error on failure."""
     from PIL import Image, UnidentifiedImageError
 
     raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
     try:
-        with Image.open(io.BytesIO(raw)) as im:
+        with Image.open(io.BytesIO(raw), formats=list(formats)) as im:
             arr = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise EpisodeError(
