@@ -1,0 +1,648 @@
+"""The AgiBot World converter, on its generated sample release and on small episodes built here.
+
+Hand-built episodes start from a valid ``proprio_stats.h5`` dict ``{key: array}`` and one
+video per camera whose frame ``i`` is a flat grey of level ``10 * i`` (so a decoded
+frame tells which video frame it was); each test changes the one thing it checks.
+The spec is docs/sources/agibot.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import converters.agibot as agibot
+from converters import get_converter
+from converters.agibot import (
+    ACTION_LAYOUT,
+    ARM_JOINTS,
+    END_ORIENTATION,
+    AgibotConverter,
+    camera_file,
+)
+from pipelines.episode_store.errors import EpisodeError, Reason
+from pipelines.episode_store.record import ActionKind, TimestampOrigin
+
+T0 = 1_735_689_600_123_456_789
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("agibot_samples")
+    expected = AgibotConverter.write_samples(root, seed=0)
+    return root, expected
+
+
+def proprio(n: int = 20, effector: str = "gripper") -> dict[str, np.ndarray]:
+    """A valid proprio_stats.h5 as ``{key: array}``: every action field N rows (no index needed)."""
+    t = np.arange(n)
+    joints = np.stack([np.sin(t / 7 + j) for j in range(14)], axis=1)
+    width = 12 if effector == "dexhand" else 2
+    eff_state = 120.0 - 2.0 * t[:, None] * np.ones((1, width)) if width == 2 else 0.05 * t[:, None] * np.ones((1, 12))
+    eff_action = np.clip(t / n, 0, 1)[:, None] * np.ones((1, width)) if width == 2 else eff_state + 0.01
+    quat = np.zeros((n, 2, 4))
+    quat[..., 3] = 1.0
+    pos = np.stack([np.stack([0.5 + 0.01 * t, 0.2 + 0 * t, 1.0 + 0 * t], 1),
+                    np.stack([0.5 + 0 * t, -0.2 + 0 * t, 1.0 - 0.01 * t], 1)], axis=1)
+    return {
+        "timestamp": T0 + np.arange(n, dtype=np.int64) * 33_333_333,
+        "state/joint/position": joints,
+        "state/joint/current_value": joints * 2,
+        "state/effector/position": eff_state,
+        "state/head/position": np.tile([0.1, 0.3], (n, 1)),
+        "state/waist/position": np.tile([0.35, 0.28], (n, 1)),
+        "state/end/position": pos,
+        "state/end/orientation": quat,
+        "state/robot/position": np.zeros(0),
+        "state/robot/orientation": np.zeros(0),
+        "action/joint/position": joints + 0.01,
+        "action/effector/position": eff_action,
+        "action/head/position": np.tile([0.1, 0.3], (n, 1)),
+        "action/waist/position": np.tile([0.35, 0.28], (n, 1)),
+        "action/robot/velocity": np.zeros((n, 2)),
+        "action/end/position": pos + 0.001,
+        "action/end/orientation": quat,
+        **{f"action/{g}/index": np.arange(n) for g in ("joint", "effector", "head", "waist", "robot", "end")},
+    }
+
+
+def write_h5(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for key, value in data.items():
+            value = np.asarray(value)
+            f.create_dataset(key, data=value if value.dtype.kind in "iu" else value.astype(np.float64))
+
+
+def grey_video(count: int, codec: str = "h264", h: int = 48, w: int = 64) -> bytes:
+    return agibot._encode([np.full((h, w, 3), 10 * i, np.uint8) for i in range(count)], codec)
+
+
+def record(episode: int, **overrides) -> dict:
+    rec = {"episode_id": episode, "task_name": "Pick up the cup", "init_scene_text": "A cup is on the table.",
+           "label_info": {"action_config": [{"start_frame": 2, "end_frame": 9, "action_text": "Grasp the cup.",
+                                             "skill": "Pick"},
+                                            {"start_frame": 10, "end_frame": 15, "action_text": "Lift the cup.",
+                                             "skill": "Lift"}], "key_frame": []}}
+    rec.update(overrides)
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+def build(root: Path, *, task: int = 327, episode: int = 1000, n: int = 20, data: dict | None = None,
+          frames: dict | int | None = None, codec: str = "h264", rec: dict | None = None,
+          effector: str = "gripper") -> str:
+    """One extracted episode; ``frames``: video frame count (all cameras or per camera)."""
+    data = proprio(n, effector) if data is None else data
+    if data is not False:
+        write_h5(root / "proprio_stats" / str(task) / str(episode) / "proprio_stats.h5", data)
+    info = root / "task_info" / f"task_{task}.json"
+    records = json.loads(info.read_text()) if info.exists() else []
+    if rec is not False:
+        records = [r for r in records if r["episode_id"] != episode] + [rec or record(episode)]
+    info.parent.mkdir(parents=True, exist_ok=True)
+    info.write_text(json.dumps(records))
+    for cam in agibot.EFFECTOR_TYPES[effector].cameras:
+        count = frames.get(cam, n) if isinstance(frames, dict) else (n if frames is None else frames)
+        if count is None:
+            continue
+        path = root / "observations" / str(task) / str(episode) / camera_file(cam)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(grey_video(count, codec))
+    return f"{task}/{episode}"
+
+
+def read_all(conv: AgibotConverter, ref: str):
+    with conv.read(lambda: conv.open_episode(ref)) as ep:
+        frames = {name: np.stack(list(cam.open_frames())) for name, cam in ep.cameras.items()}
+        return ep, frames
+
+
+def reason_of(conv: AgibotConverter, ref: str) -> EpisodeError:
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert ref in info.value.message  # errors name the episode
+    return info.value
+
+
+def levels(frames: np.ndarray) -> list[int]:
+    """Which grey video frame each decoded frame is."""
+    return [int(round(f.mean() / 10)) for f in frames]
+
+
+def through_units(conv: AgibotConverter) -> dict[str, str | None]:
+    """Every outcome the pipeline would report, without Beam."""
+    got = {}
+    for unit in conv.discover():
+        try:
+            for ref, opener in conv.episodes(unit):
+                try:
+                    with conv.read(opener) as ep:
+                        for cam in ep.cameras.values():
+                            for _ in cam.open_frames():
+                                pass
+                    got[ref] = None
+                except EpisodeError as exc:
+                    got[ref] = exc.reason.value
+        except EpisodeError as exc:
+            got[unit] = exc.reason.value
+    return got
+
+
+# -- identity, discovery, samples -----------------------------------------------------------
+
+
+def test_registered_with_declared_schema():
+    cls = get_converter("agibot")
+    assert cls is AgibotConverter
+    assert cls.embodiments == ("agibot_g1_dexhand", "agibot_g1_gripper", "agibot_g1_tactile")
+    assert cls.control_hz == 30.0 and cls.source_version and cls.converter_version
+
+
+def test_discover_both_layouts_sorted_and_relative(tmp_path):
+    for rel in ["observations/327/648649", "observations/327/648642", "observations/52/7", "observations/abc/1",
+                "observations/327/notes", "observations/327/648700"]:
+        (tmp_path / rel).mkdir(parents=True)
+    for rel in ["observations/327/683001-683020.tar", "observations/327/600-700.tar", "observations/327/x.txt",
+                "observations/52/1-9.tar", "observations/327/648700/videos.tar"]:
+        (tmp_path / rel).write_bytes(b"")
+    assert AgibotConverter(tmp_path).discover() == [
+        "observations/52/7", "observations/52/1-9.tar",
+        "observations/327/648642", "observations/327/648649", "observations/327/648700",
+        "observations/327/600-700.tar", "observations/327/683001-683020.tar",
+    ]
+    with pytest.raises(FileNotFoundError):
+        AgibotConverter(tmp_path / "absent").discover()
+    assert AgibotConverter(tmp_path / "observations").discover() == []
+
+
+def test_samples_give_their_declared_outcomes(samples):
+    root, expected = samples
+    assert through_units(AgibotConverter(root)) == expected
+    assert {"327/648642", "390/683001", "475/652110", "666/780201"} <= {r for r, v in expected.items() if v is None}
+    assert "327/648699" not in expected  # listed in task_info only: never discovered
+
+
+def test_samples_are_byte_identical_for_a_seed(samples, tmp_path):
+    root, expected = samples
+    assert AgibotConverter.write_samples(tmp_path / "again", seed=0) == expected
+
+    def digest(base: Path) -> dict[str, str]:
+        return {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(base.rglob("*")) if p.is_file()}
+
+    assert digest(tmp_path / "again") == digest(root)
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 8 * 2**20
+
+
+# -- state / action --------------------------------------------------------------------------
+
+
+def test_gripper_episode_layout_units_and_conventions(samples):
+    root, _ = samples
+    ep, frames = read_all(AgibotConverter(root), "327/648642")
+    n = ep.num_frames
+    assert ep.source == "agibot" and ep.embodiment == "agibot_g1_gripper" and ep.robot_type == "agibot_g1"
+    assert ep.action_kind is ActionKind.JOINT_POSITION and ep.control_hz == 30.0
+    assert ep.state_names == [*ARM_JOINTS, "left_gripper_opening_mm", "right_gripper_opening_mm", "head_yaw",
+                              "head_pitch", "waist_pitch", "waist_lift", *agibot.END_POSITION, *END_ORIENTATION]
+    assert ep.action_names == [*ARM_JOINTS, "left_gripper_closedness", "right_gripper_closedness", "head_yaw",
+                               "head_pitch", "waist_pitch", "waist_lift", "base_vel_x", "base_vel_yaw",
+                               *agibot.END_POSITION, *END_ORIENTATION]
+    assert ep.state.shape == (n, 34) and ep.action.shape == (n, 36) and ep.state.dtype == np.float32
+    opening = ep.state[:, 14:16]
+    closedness = ep.action[:, 14:16]
+    assert 34.0 < opening.min() and opening.max() <= 120.0  # mm
+    assert 0.0 <= closedness.min() and closedness.max() <= 1.0 and closedness.max() > 0.9
+    assert ep.metadata["state_units"][14] == "mm (opening)" and ep.metadata["action_units"][14] == "0=open..1=closed"
+    quat = ep.state[:, -8:].reshape(n, 2, 4)  # xyzw: w last
+    np.testing.assert_allclose(np.linalg.norm(quat, axis=-1), 1.0, atol=1e-5)
+    assert ep.metadata["quaternion_order"] == "xyzw" and "closedness" in ep.metadata["effector_convention"]
+    assert set(frames) == {"head", "hand_left", "hand_right"}
+    assert all(f.shape == (n, 96, 128, 3) for f in frames.values())
+    json.dumps(ep.metadata)
+
+
+def test_dexhand_and_tactile_variants(samples):
+    root, _ = samples
+    conv = AgibotConverter(root)
+    ep, frames = read_all(conv, "475/652110")  # proprio inside Alpha-style proprio_stats/proprio_stats.tar
+    assert ep.embodiment == "agibot_g1_dexhand" and ep.state.shape[1] == 44 and ep.action.shape[1] == 46
+    assert ep.state_names[14:26] == list(agibot.HAND_JOINTS) and ep.action_names[14:26] == list(agibot.HAND_JOINTS)
+    assert set(frames) == {"head", "hand_left_fisheye", "hand_right_fisheye"}
+    assert frames["hand_left_fisheye"].shape[1:] == (96, 120, 3)
+    assert ep.metadata["proprio_from"] == "proprio_stats/proprio_stats.tar:475/652110/proprio_stats.h5"
+    ep, frames = read_all(conv, "666/780201")
+    assert ep.embodiment == "agibot_g1_tactile" and ep.state_names[14] == "left_gripper_opening_mm"
+    assert set(frames) == {"head", "hand_left", "hand_right", *agibot.TACTILE_SENSORS}
+    assert frames["left_sensor_1"].shape[1:] == (112, 64, 3)
+
+
+def test_indexed_actions_are_scattered_and_gaps_filled(tmp_path):
+    n = 20
+    data = proprio(n)
+    joints_cmd = data["action/joint/position"]
+    idx = np.arange(5, 15)
+    data["action/joint/position"] = joints_cmd[idx]
+    data["action/joint/index"] = idx
+    data["action/end/position"] = data["action/end/position"][idx]
+    data["action/end/orientation"] = data["action/end/orientation"][idx]
+    data["action/end/index"] = np.zeros(0, np.int64)  # lost: falls back to action/joint/index
+    grip_idx = np.arange(6, 14, 2)
+    grip = data["action/effector/position"]
+    data["action/effector/position"] = grip[grip_idx]
+    data["action/effector/index"] = grip_idx
+    for key in ("action/head/position", "action/robot/velocity"):
+        data[key] = np.zeros(0)  # empty (0,) groups are absent
+    ref = build(tmp_path, data=data)
+
+    ep, _ = read_all(AgibotConverter(tmp_path), ref)  # default: hold
+    joint = ep.action[:, :14]
+    state = data["state/joint/position"].astype(np.float32)
+    np.testing.assert_allclose(joint[:5], state[:5])  # before the first command: the state
+    np.testing.assert_allclose(joint[5:15], joints_cmd[5:15], rtol=1e-6)
+    np.testing.assert_allclose(joint[15:], np.repeat(joints_cmd[14:15], 5, axis=0), rtol=1e-6)  # held
+    g = ep.action[:, 14:16]
+    np.testing.assert_allclose(g[:6], np.repeat(grip[6:7], 6, axis=0), rtol=1e-6)  # first command (mm != 0..1)
+    np.testing.assert_allclose(g[7], grip[6], rtol=1e-6)  # held between commands
+    np.testing.assert_allclose(ep.action[:, 16:18], data["state/head/position"], rtol=1e-6)  # absent -> state
+    assert np.all(ep.action[:, 20:22] == 0)  # velocity: not commanded -> 0
+    np.testing.assert_allclose(ep.action[5:15, 22:25], data["action/end/position"][:, 0], rtol=1e-6)
+    mask = ep.extras["action_commanded"]
+    assert ep.extra_names["action_commanded"] == [k.replace("/", "_") for k in ACTION_LAYOUT]
+    assert mask.dtype == np.uint8 and mask.shape == (n, 7)
+    assert mask[:, 0].tolist() == [0] * 5 + [1] * 10 + [0] * 5
+    assert mask[:, 1].sum() == 4 and mask[:, 2].sum() == 0 and mask[:, 3].sum() == n
+    sources = ep.metadata["action_sources"]
+    assert sources["end/position"] == {"status": "indexed", "commanded_frames": 10, "index": "action/joint/index"}
+    assert sources["head/position"]["status"] == "absent" and sources["joint/position"]["commanded_frames"] == 10
+
+    ep, _ = read_all(AgibotConverter(tmp_path, {"action_gap_fill": "state"}), ref)
+    np.testing.assert_allclose(ep.action[15:, :14], state[15:])
+    np.testing.assert_allclose(ep.action[7, 14:16], grip[6], rtol=1e-6)  # gripper still holds (units differ)
+
+
+def test_optional_state_extras(tmp_path):
+    data = proprio()
+    data["state/robot/position"] = np.tile([1.0, 2.0, 0.0], (20, 1))
+    data["state/robot/orientation"] = np.tile([0.0, 0.0, 0.0, 1.0], (20, 1))
+    ep, _ = read_all(AgibotConverter(tmp_path), build(tmp_path, data=data))
+    assert ep.extras["base_pose"].shape == (20, 7) and ep.extra_names["base_pose"][-1] == "base_qw"
+    np.testing.assert_allclose(ep.extras["joint_current"], data["state/joint/current_value"], rtol=1e-6)
+    del data["state/joint/current_value"]
+    data["state/robot/position"] = np.zeros(0)  # empty -> absent
+    ep, _ = read_all(AgibotConverter(tmp_path), build(tmp_path, episode=1001, data=data))
+    assert set(ep.extras) == {"action_commanded"}
+    data["state/joint/current_value"] = np.zeros((20, 7))
+    ep, _ = read_all(AgibotConverter(tmp_path), build(tmp_path, episode=1002, data=data))
+    assert "joint_current" not in ep.extras and "state/joint/current_value" in ep.metadata["ignored_fields"][0]
+
+
+def _set(key, value):
+    def edit(data):
+        data[key] = value(data) if callable(value) else value
+    return edit
+
+
+def _drop(key):
+    def edit(data):
+        del data[key]
+    return edit
+
+
+BROKEN_PROPRIO = {
+    "action longer than state": (_set("action/joint/position", lambda d: np.zeros((24, 14))), Reason.LENGTH_MISMATCH),
+    "short action, no index": (lambda d: d.update({"action/joint/position": np.zeros((10, 14)),
+                                                   "action/joint/index": np.zeros(0, np.int64)}),
+                               Reason.LENGTH_MISMATCH),
+    "index length": (lambda d: d.update({"action/joint/position": np.zeros((10, 14)),
+                                         "action/joint/index": np.arange(9)}), Reason.LENGTH_MISMATCH),
+    "index out of range": (lambda d: d.update({"action/joint/position": np.zeros((10, 14)),
+                                               "action/joint/index": np.arange(15, 25)}), Reason.LENGTH_MISMATCH),
+    "index not increasing": (lambda d: d.update({"action/joint/position": np.zeros((10, 14)),
+                                                 "action/joint/index": np.arange(10)[::-1].copy()}),
+                             Reason.CORRUPT_FILE),
+    "no timestamp": (_drop("timestamp"), Reason.MISSING_KEY),
+    "empty timestamp": (_set("timestamp", np.zeros(0, np.int64)), Reason.EMPTY_EPISODE),
+    "no joint state": (_drop("state/joint/position"), Reason.MISSING_KEY),
+    "empty head state": (_set("state/head/position", np.zeros(0)), Reason.MISSING_KEY),
+    "short waist state": (_set("state/waist/position", lambda d: d["state/waist/position"][:-2]),
+                          Reason.LENGTH_MISMATCH),
+    "end position [N,6]": (_set("state/end/position", np.zeros((20, 6))), Reason.SHAPE_MISMATCH),
+    "gripper action absent": (_set("action/effector/position", np.zeros(0)), Reason.MISSING_KEY),
+    "timestamps go back": (_set("timestamp", lambda d: d["timestamp"][::-1].copy()),
+                           Reason.NON_MONOTONIC_TIMESTAMPS),
+    "NaN action": (lambda d: d["action/waist/position"].__setitem__((4, 1), np.nan), Reason.NON_FINITE_VALUES),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_PROPRIO))
+def test_broken_proprio_gives_its_reason(tmp_path, case):
+    edit, reason = BROKEN_PROPRIO[case]
+    data = proprio()
+    edit(data)
+    assert reason_of(AgibotConverter(tmp_path), build(tmp_path, data=data)).reason is reason
+
+
+def test_effector_width_follows_the_task_catalogue_and_option(tmp_path):
+    ref = build(tmp_path, task=327, data=proprio(effector="dexhand"))  # 327 is a gripper task
+    err = reason_of(AgibotConverter(tmp_path), ref)
+    assert err.reason is Reason.SHAPE_MISMATCH and "effector_types" in err.message
+    conv = AgibotConverter(tmp_path, {"effector_types": {"327": "dexhand"},
+                                      "cameras": {"dexhand": ["head", "hand_left", "hand_right"]},
+                                      "embodiments": {"dexhand": "agibot_g1_hand6"}})
+    ep, frames = read_all(conv, ref)
+    assert ep.embodiment == "agibot_g1_hand6" and ep.state.shape[1] == 44 and set(frames) == {"head", "hand_left",
+                                                                                               "hand_right"}
+
+
+# -- timestamps, language ---------------------------------------------------------------------
+
+
+def test_timestamps_are_seconds_since_the_first_frame(tmp_path):
+    data = proprio()
+    data["timestamp"] = data["timestamp"] + np.array([0, 900, -700] * 6 + [0, 5], dtype=np.int64)
+    ep, _ = read_all(AgibotConverter(tmp_path), build(tmp_path, data=data))
+    assert ep.timestamp.dtype == np.float64 and ep.timestamp[0] == 0.0
+    assert ep.timestamp_origin is TimestampOrigin.RECORDED
+    np.testing.assert_allclose(ep.timestamp, (data["timestamp"] - data["timestamp"][0]) / 1e9, rtol=0, atol=1e-12)
+    assert ep.metadata["timestamp_start_ns"] == T0 and ep.metadata["measured_hz"] == pytest.approx(30.0, rel=1e-3)
+
+
+def test_language_and_per_frame_subtasks(samples, tmp_path):
+    root, _ = samples
+    ep, _ = read_all(AgibotConverter(root), "327/648655")
+    assert ep.instruction.startswith("Pickup items in the supermarket. The robot stands in front of")
+    assert ep.instruction_alternatives == ["Pickup items in the supermarket"]
+    config = ep.metadata["label_info"]["action_config"]
+    assert ep.subtasks[0] is None  # idle prefix is unlabeled
+    for seg in config:
+        for f in range(seg["start_frame"], min(seg["end_frame"], ep.num_frames - 1) + 1):
+            assert ep.subtasks[f] == seg["action_text"]
+    assert ep.metadata["subtask_frames_clipped"] == [{"segment": 2, "end_frame": ep.num_frames,
+                                                      "num_frames": ep.num_frames}]
+    ref = build(tmp_path, rec=record(1000, label_info=None, init_scene_text=None))
+    ep, _ = read_all(AgibotConverter(tmp_path, {"instruction_template": "{task_name} | {init_scene_text}"}), ref)
+    assert ep.instruction == "Pick up the cup |" and ep.subtasks is None
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (None, Reason.MISSING_METADATA),  # no task_info/task_327.json
+        ("{not json", Reason.INVALID_METADATA),
+        ('{"episode_id": 1000}', Reason.INVALID_METADATA),  # not a list
+        ('[{"episode_id": 1000, "task_name": "a"}, {"episode_id": 1000, "task_name": "b"}]',
+         Reason.INVALID_METADATA),
+        ('[{"episode_id": 999, "task_name": "a"}]', Reason.MISSING_METADATA),  # episode not listed
+        ('[{"episode_id": 1000, "task_name": " ", "init_scene_text": ""}]', Reason.MISSING_LANGUAGE),
+        ('[{"episode_id": 1000, "task_name": "a", "label_info": {"action_config": [{"start_frame": 5}]}}]',
+         Reason.INVALID_METADATA),
+    ],
+)
+def test_task_info_problems(tmp_path, content, reason):
+    ref = build(tmp_path)
+    info = tmp_path / "task_info" / "task_327.json"
+    if content is None:
+        info.unlink()
+    else:
+        info.write_text(content)
+    assert reason_of(AgibotConverter(tmp_path), ref).reason is reason
+
+
+# -- cameras ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["h264", "av1"])
+def test_h264_and_av1_decode_by_index(tmp_path, codec):
+    ep, frames = read_all(AgibotConverter(tmp_path), build(tmp_path, codec=codec))
+    assert levels(frames["head"]) == list(range(20))
+    assert ep.metadata["videos"]["head"]["codec"] == {"h264": "h264", "av1": "libdav1d"}[codec]
+    assert ep.metadata["videos"]["head"]["alignment"] == "index" and ep.metadata["videos"]["head"]["frames"] == 20
+
+
+def test_small_frame_count_difference_is_matched_by_timestamp(tmp_path):
+    ref = build(tmp_path, frames={"head": 19, "hand_left": 21, "hand_right": 20})
+    ep, frames = read_all(AgibotConverter(tmp_path), ref)
+    assert levels(frames["head"]) == list(range(19)) + [18]  # the video lost its last frame
+    assert levels(frames["hand_left"]) == list(range(20))  # one extra video frame at the end is dropped
+    assert {c: v["alignment"] for c, v in ep.metadata["videos"].items()} == {
+        "head": "nearest_timestamp", "hand_left": "nearest_timestamp", "hand_right": "index"}
+    err = reason_of(AgibotConverter(tmp_path, {"max_frame_drift": 0}), ref)
+    assert err.reason is Reason.FRAME_COUNT_MISMATCH
+
+
+def test_unreconcilable_frame_count_names_both_counts(samples):
+    root, _ = samples
+    err = reason_of(AgibotConverter(root), "327/648700")
+    assert err.reason is Reason.FRAME_COUNT_MISMATCH
+    assert "'hand_right' video has 80 frames but proprio_stats has 105 frames" in err.message
+
+
+def test_missing_and_undecodable_videos(tmp_path):
+    refs = [build(tmp_path, episode=1000, frames={"hand_right": None}), build(tmp_path, episode=1001),
+            build(tmp_path, episode=1002)]
+    (tmp_path / "observations/327/1001" / camera_file("head")).write_bytes(b"\x00" * 4096)
+    video = tmp_path / "observations/327/1002" / camera_file("hand_left")
+    video.write_bytes(video.read_bytes()[:-200])  # the moov atom at the end is cut
+    conv = AgibotConverter(tmp_path)
+    err = reason_of(conv, refs[0])
+    assert err.reason is Reason.MISSING_CAMERA and "videos/hand_right_color.mp4" in err.message
+    assert reason_of(conv, refs[1]).reason is Reason.VIDEO_DECODE_ERROR
+    err = reason_of(conv, refs[2])
+    assert err.reason is Reason.VIDEO_DECODE_ERROR and "'hand_left'" in err.message
+
+
+def test_stream_cut_is_found_while_streaming(samples):
+    root, _ = samples
+    conv = AgibotConverter(root)
+    with conv.read(lambda: conv.open_episode("390/683020")) as ep:  # opening succeeds: the header is intact
+        frames = ep.cameras["hand_left"].open_frames()
+        first = next(frames)
+        assert first.shape == (96, 128, 3)
+        with pytest.raises(EpisodeError) as info:
+            for _ in frames:
+                pass
+    assert info.value.reason is Reason.VIDEO_DECODE_ERROR and "390/683020" in info.value.message
+
+
+def test_frames_stream_lazily_and_close_with_the_context(samples, monkeypatch):
+    root, _ = samples
+    conv = AgibotConverter(root)
+    calls = []
+    original = agibot._Decoded.next
+    monkeypatch.setattr(agibot._Decoded, "next", lambda self: calls.append(1) or original(self))
+    with conv.read(lambda: conv.open_episode("327/648642")) as ep:
+        assert calls == []  # opening decodes nothing
+        frames = ep.cameras["head"].open_frames()
+        next(frames)
+        next(frames)
+        assert len(calls) == 2  # one decoded frame per yielded frame
+        frames.close()
+    with pytest.raises(RuntimeError):
+        next(ep.cameras["head"].open_frames())
+
+
+# -- tar shards and sidecar tars ----------------------------------------------------------------
+
+
+def test_tar_shards_are_read_in_place(samples):
+    root, _ = samples
+    before = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+    conv = AgibotConverter(root)
+    pairs = list(conv.episodes("observations/390/683001-683020.tar"))
+    assert [ref for ref, _ in pairs] == ["390/683001", "390/683009", "390/683020"]
+    with conv.read(pairs[0][1]) as ep:
+        for cam in ep.cameras.values():
+            assert sum(1 for _ in cam.open_frames()) == ep.num_frames
+        assert ep.metadata["layout"] == "tar" and ep.metadata["unit"] == "observations/390/683001-683020.tar"
+        assert ep.metadata["proprio_from"] == "proprio_stats/683001-683130.tar:390/683001/proprio_stats.h5"
+        assert ep.metadata["depth_frames"] == ep.num_frames and ep.metadata["depth_converted"] is False
+        assert set(ep.metadata["camera_intrinsics"]) == {"head", "hand_left", "hand_right"}
+        assert ep.extras["head_extrinsic"].shape == (ep.num_frames, 12)
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == before  # nothing unpacked
+
+
+def test_truncated_shard_yields_the_episodes_before_the_damage(samples):
+    root, _ = samples
+    conv = AgibotConverter(root)
+    refs = []
+    with pytest.raises(EpisodeError) as info:
+        for ref, opener in conv.episodes("observations/390/683101-683130.tar"):
+            refs.append(ref)
+            with conv.read(opener) as ep:  # readable while the generator is suspended
+                assert ep.num_frames > 0
+    assert refs == ["390/683101", "390/683115"]
+    assert info.value.reason is Reason.CORRUPT_FILE
+    assert "observations/390/683101-683130.tar" in info.value.message and "390/683130" in info.value.message
+
+
+def _shard(episodes: dict[str, dict[str, bytes]]) -> bytes:
+    entries = []
+    for eid, files in episodes.items():
+        entries.append((f"{eid}/", None))
+        entries += [(f"{eid}/{rel}", data) for rel, data in sorted(files.items())]
+    return agibot._tar_bytes(entries)
+
+
+def tarfile_open(blob: bytes) -> tarfile.TarFile:
+    return tarfile.open(fileobj=io.BytesIO(blob), mode="r:")
+
+
+@pytest.mark.parametrize("where", ["first member", "boundary", "end marker", "garbage header"])
+def test_damaged_shard_variants(tmp_path, where):
+    for eid in (1, 2):
+        build(tmp_path, episode=eid, frames={"head": None, "hand_left": None, "hand_right": None})
+    videos = {camera_file(c): grey_video(20) for c in ("head", "hand_left", "hand_right")}
+    blob = _shard({"1": videos, "2": videos})
+    with tarfile_open(blob) as tf:
+        first_of_2 = tf.getmember("2/videos/hand_left_color.mp4")
+        dir_of_2 = tf.getmember("2")
+        end = max(m.offset_data + -(-m.size // 512) * 512 for m in tf.getmembers())
+    if where == "first member":  # cut inside episode 2's first file: episode 1 is complete
+        blob, lost = blob[: first_of_2.offset_data + 100], "327/2"
+    elif where == "boundary":  # cut exactly before episode 2's directory header: no end-of-archive block
+        blob, lost = blob[: dir_of_2.offset], "327/1"
+    elif where == "end marker":  # all members intact, the end-of-archive blocks are gone
+        blob, lost = blob[:end], "327/2"
+    else:  # a header overwritten with garbage
+        blob = blob[: dir_of_2.offset] + b"\x7f" * 512 + blob[dir_of_2.offset + 512:]
+        lost = "327/1"
+    shard = tmp_path / "observations/327/1-2.tar"
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    shard.write_bytes(blob)
+    conv = AgibotConverter(tmp_path)
+    refs = []
+    with pytest.raises(EpisodeError) as info:
+        for ref, _ in conv.episodes("observations/327/1-2.tar"):
+            refs.append(ref)
+    assert info.value.reason is Reason.CORRUPT_FILE and f"{lost} was being read" in info.value.message
+    assert refs == {"327/1": [], "327/2": ["327/1"]}[lost]
+
+
+def test_extracted_copy_wins_over_the_shard_copy(samples, tmp_path):
+    root, _ = samples
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    (copy / "observations/390/683009/videos").mkdir(parents=True)
+    refs = [ref for ref, _ in AgibotConverter(copy).episodes("observations/390/683001-683020.tar")]
+    assert refs == ["390/683001", "390/683020"]
+
+
+def test_proprio_lookup_failures(samples, tmp_path):
+    root, _ = samples
+    conv = AgibotConverter(root)
+    err = reason_of(conv, "327/648671")
+    assert err.reason is Reason.MISSING_FILE
+    assert reason_of(conv, "327/648712").reason is Reason.CORRUPT_FILE
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    tar = copy / "proprio_stats/683001-683130.tar"
+    tar.write_bytes(tar.read_bytes()[:4096])  # a damaged sidecar tar that should hold the episode
+    err = reason_of(AgibotConverter(copy), "390/683009")
+    assert err.reason is Reason.CORRUPT_FILE and "683001-683130.tar" in err.message
+
+
+# -- camera parameters, depth, options ------------------------------------------------------------
+
+
+def test_camera_parameters_read_strict_ignore(samples, tmp_path):
+    root, _ = samples
+    ep, _ = read_all(AgibotConverter(root), "327/648642")  # parameters/327/648642/parameters/camera/
+    assert set(ep.metadata["camera_intrinsics"]) == {"head", "hand_left", "hand_right"}
+    assert set(ep.metadata["camera_intrinsics"]["head"]) == {"fx", "fy", "cx", "cy"}
+    assert ep.extra_names["hand_left_extrinsic"][-1] == "hand_left_tz"
+    assert ep.metadata["depth_frames"] == ep.num_frames
+    ep, _ = read_all(AgibotConverter(root), "327/648649")  # parameters/327/648649/camera/ (no nesting)
+    assert set(ep.metadata["camera_intrinsics"]) == {"head"} and "head_extrinsic" not in ep.extras
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    (copy / "parameters/327/648642/parameters/camera/head_intrinsic_params.json").write_text("{broken")
+    ep, _ = read_all(AgibotConverter(copy), "327/648642")
+    assert "head" not in ep.metadata["camera_intrinsics"] and "not valid JSON" in ep.metadata[
+        "camera_parameter_issues"][0]
+    assert reason_of(AgibotConverter(copy, {"camera_parameters": "strict"}), "327/648642").reason is \
+        Reason.INVALID_METADATA
+    ep, _ = read_all(AgibotConverter(copy, {"camera_parameters": "ignore"}), "327/648642")
+    assert "camera_intrinsics" not in ep.metadata and set(ep.extras) == {"action_commanded", "joint_current"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"unknown": 1},
+        {"control_hz": 0},
+        {"effector_types": {"327": "claw"}},
+        {"embodiments": {"gripper": "Agibot G1"}},
+        {"cameras": {"gripper": []}},
+        {"cameras": {"arm": ["head"]}},
+        {"action_gap_fill": "zero"},
+        {"max_frame_drift": -1},
+        {"decode_threads": 1.5},
+        {"camera_parameters": "maybe"},
+        {"instruction_template": "{task}"},
+    ],
+)
+def test_invalid_options_fail_at_construction(options):
+    with pytest.raises(ValueError):
+        AgibotConverter("/nonexistent", options)
+
+
+def test_write_synthetic_gives_valid_episodes(tmp_path):
+    AgibotConverter.write_synthetic(tmp_path, episodes=2, frames=40, height=47, width=64, seed=3)
+    conv = AgibotConverter(tmp_path)
+    assert conv.discover() == ["observations/327/700000", "observations/327/700001"]
+    assert set(through_units(conv).values()) == {None}
+    ep, frames = read_all(conv, "327/700001")
+    assert ep.num_frames == 40 and frames["head"].shape == (40, 48, 64, 3)  # odd height rounded up
+    assert ep.metadata["videos"]["head"]["codec"] == "libdav1d"
