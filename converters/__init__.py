@@ -19,6 +19,7 @@ SOURCE_NAMES = ("droid", "agibot", "robocoin", "robomind", "gm100", "robochallen
 CONVERTER_MODULES = {
     "agibot": "converters.agibot",
     "robomind": "converters.robomind",
+    "robochallenge": "converters.robochallenge",
     "inhouse": "converters.inhouse",
 }
 

@@ -1,0 +1,619 @@
+"""RoboChallenge Table30 converter: layout quirks, partial downloads, broken inputs, samples, streaming."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from converters.robochallenge import (
+    EMBODIMENT_SPECS,
+    ROBOTIQ_2F85_STROKE_M,
+    RoboChallengeConverter,
+    write_video,
+)
+from pipelines.episode_store.errors import EpisodeError, Reason
+from pipelines.episode_store.record import ActionKind, TimestampOrigin
+
+HW = (32, 48)  # multiples of 16: libx264 output is byte-identical
+T0 = 1_753_167_772.4
+
+
+# -- native-layout builders (key sets as found in the release's sample episodes) ---------------------
+
+
+def _ts(n: int, unit: float = 1.0) -> list[float]:
+    return [(T0 + i / 30.0) / unit for i in range(n)]
+
+
+def arx5_lines(n: int, later: bool = False) -> list[dict[str, Any]]:
+    rows = []
+    for i, t in enumerate(_ts(n)):
+        q = [0.01 * i + 0.1 * j for j in range(6)]
+        row: dict[str, Any] = {"joint_positions": q, "joint_velocities": [0.3] * 6}
+        if later:
+            row |= {"effort": [0.5] * 7, "ee_positions": [0.3, 0.0, 0.3, 0.0, 0.2, 0.0, 0.98]}
+        else:
+            row |= {"end_effector_pose": [0.3, 0.0, 0.3, 0.0, 0.4, 0.0]}
+        row |= {"gripper_width": 0.08 - 0.001 * i, "gripper_velocity": -0.03, "timestamp": t}
+        rows.append(row)
+    return rows
+
+
+def ur5_lines(n: int, later: bool = False) -> list[dict[str, Any]]:
+    rows = []
+    for i, t in enumerate(_ts(n)):
+        row: dict[str, Any] = {"joint_positions": [0.02 * i, -1.57, -1.57, -1.57, 1.57, 0.06],
+                               "ee_positions": [-0.49, 0.1, 0.43, 0.73, 0.69, 0.0, 0.0]}
+        row |= {"gripper_width": 0.085} if later else {"gripper": 3 + 10 * i}
+        row["timestamp"] = t
+        rows.append(row)
+    return rows
+
+
+def franka_lines(n: int) -> list[dict[str, Any]]:
+    return [
+        {"joint_positions": [0.0, -0.78, 0.0, -2.75, 0.0, 1.96, 0.01 * i],
+         "ee_positions": [0.3 + 0.01 * i, 0.0, 0.43, 1.0, 0.0, 0.0, 0.0],
+         "gripper": [1.0 if i > 2 else 0.0, 0.0], "gripper_width": [0.085 - 0.005 * i], "timestamp": t}
+        for i, t in enumerate(_ts(n))
+    ]
+
+
+def aloha_arm_lines(n: int, side: int, later: bool = False) -> list[dict[str, Any]]:
+    rows = []
+    for i, t in enumerate(_ts(n)):
+        q = [0.01 * i * (side + 1)] * 6
+        if later:
+            row = {"joint_positions": q, "joint_velocities": [0.0] * 7, "gripper_width": 0.05, "qpos": q,
+                   "ee_positions": [0.05, 0.0, 0.2, 0.0, 0.7, 0.0, 0.7], "effort": [0.1] * 7,
+                   "master_effort": [0.0] * 7, "master_qpos": q + [0.05], "timestamp": t}
+        else:
+            row = {"joint_positions": q, "joint_vel": [0.0] * 7, "gripper": 0.05 - 0.001 * i, "qpos": q,
+                   "ee_pose_quaternion": [0.05, 0.0, 0.2, 0.0, 0.7, 0.0, 0.7],
+                   "ee_pose_rpy": [0.05, 0.0, 0.2, 1.1, 1.4, 1.0], "timestamp": t}
+        rows.append(row)
+    return rows
+
+
+VIDEOS = {
+    "arx5": ("arm_realsense_rgb", "global_realsense_rgb", "right_realsense_rgb"),
+    "arx5_later": ("cam_arm_rgb", "cam_global_rgb", "cam_side_rgb"),
+    "ur5": ("handeye_realsense_rgb", "global_realsense_rgb"),
+    "ur5_later": ("cam_arm_rgb", "cam_global_rgb"),
+    "franka": ("handeye_realsense_rgb", "main_realsense_rgb", "side_realsense_rgb"),
+    "aloha": ("cam_high_rgb", "cam_wrist_left_rgb", "cam_wrist_right_rgb"),
+    "aloha_later": ("cam_high_rgb", "cam_left_wrist_rgb", "cam_right_wrist_rgb"),
+}
+
+
+def colour_frames(n: int, seed: int = 0):
+    for i in range(n):
+        frame = np.zeros((*HW, 3), np.uint8)
+        frame[..., 0] = (40 + 7 * i + seed) % 256
+        frame[: HW[0] // 2, :, 1] = 200
+        yield frame
+
+
+def write_states(ep: Path, lines: dict[str, list[dict[str, Any]]]) -> None:
+    (ep / "states").mkdir(parents=True, exist_ok=True)
+    for arm, rows in lines.items():
+        name = "states.jsonl" if arm == "" else f"{arm}_states.jsonl"
+        (ep / "states" / name).write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
+
+
+def make_episode(
+    root: Path,
+    lines: dict[str, list[dict[str, Any]]],
+    videos: tuple[str, ...] | dict[str, int],
+    *,
+    task: str = "stack_bowls",
+    episode: str = "episode_000000",
+    task_info: dict[str, Any] | None | str = "default",
+    episode_meta: dict[str, Any] | None | str = "default",
+    task_desc: Any = None,
+) -> str:
+    task_dir = root / task
+    ep = task_dir / "data" / episode
+    ep.mkdir(parents=True, exist_ok=True)
+    n = len(next(iter(lines.values())))
+    if task_info == "default":
+        task_info = {"task_desc": {"task_name": task, "prompt": "stack the bowls"}, "video_info": {"fps": 30}}
+    if task_info is not None:
+        (task_dir / "meta").mkdir(parents=True, exist_ok=True)
+        text = task_info if isinstance(task_info, str) else json.dumps(task_info, indent=4)
+        (task_dir / "meta" / "task_info.json").write_text(text)
+    if task_desc is not None:
+        (task_dir / "task_desc.json").write_text(json.dumps(task_desc))
+    if episode_meta == "default":
+        episode_meta = {"episode_index": 0, "start_time": T0 - 0.03, "end_time": T0 + n / 30, "frames": n}
+    if episode_meta is not None:
+        (ep / "meta").mkdir(parents=True, exist_ok=True)
+        text = episode_meta if isinstance(episode_meta, str) else json.dumps(episode_meta, indent=4)
+        (ep / "meta" / "episode_meta.json").write_text(text)
+    write_states(ep, lines)
+    (ep / "videos").mkdir(exist_ok=True)
+    counts = videos if isinstance(videos, dict) else {v: n for v in videos}
+    for k, (stem, count) in enumerate(counts.items()):
+        write_video(ep / "videos" / f"{stem}.mp4", colour_frames(count, 30 * k), HW, "yuv420p", {})
+    return f"{task}/data/{episode}"
+
+
+def read_all(conv: RoboChallengeConverter, ref: str):
+    with conv.read(lambda: conv.open_episode(ref)) as ep:
+        frames = {name: np.stack(list(cam.open_frames())) for name, cam in ep.cameras.items()}
+    return ep, frames
+
+
+def reason_of(conv: RoboChallengeConverter, ref: str) -> Reason | None:
+    try:
+        read_all(conv, ref)
+    except EpisodeError as exc:
+        return exc.reason
+    return None
+
+
+def error_of(conv: RoboChallengeConverter, ref: str) -> EpisodeError:
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    return info.value
+
+
+# -- embodiments, state/action mapping and quirks ----------------------------------------------------
+
+
+def test_arx5_joint_state_and_next_state_action(tmp_path):
+    ref = make_episode(tmp_path, {"": arx5_lines(12)}, VIDEOS["arx5"],
+                       task_info={"robot_id": "arx5_1", "task_desc": {"prompt": "stack the bowls", "task_tag": ["t"]},
+                                  "video_info": {"fps": 30, "width": 48, "height": 32}})
+    ep, frames = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.source == "robochallenge" and ep.embodiment == "arx5" and ep.robot_type == "arx5"
+    assert ep.state_names == [f"joint{i}" for i in range(1, 7)] + ["gripper"] == ep.action_names
+    assert ep.action_kind is ActionKind.NEXT_STATE and ep.timestamp_origin is TimestampOrigin.RECORDED
+    np.testing.assert_array_equal(ep.action[:-1], ep.state[1:])  # action = next frame's state
+    np.testing.assert_array_equal(ep.action[-1], ep.state[-1])  # last frame holds its position
+    assert ep.extras["action_padded"][:, 0].tolist() == [False] * 11 + [True]
+    assert ep.state[0, -1] == pytest.approx(0.08) and ep.state[:, -1].dtype == np.float32
+    assert set(frames) == {"cam_global", "cam_wrist", "cam_side"} and frames["cam_global"].shape == (12, *HW, 3)
+    assert set(ep.extras) == {"action_padded", "joint_vel", "ee_pose_rpy", "gripper_vel"}
+    assert ep.extra_names["ee_pose_rpy"] == ["ee_x", "ee_y", "ee_z", "ee_roll", "ee_pitch", "ee_yaw"]
+    m = ep.metadata
+    assert m["robot_id"] == "arx5_1" and m["embodiment_source"] == "task_info.robot_id"
+    assert m["action"] == {"derived_from": "next_state", "control_space": "joint", "last_frame": "hold"}
+    assert m["gripper"]["unit"] == "m" and m["gripper"]["source_key"] == "gripper_width"
+    assert m["camera_files"]["cam_wrist"] == "videos/arm_realsense_rgb.mp4" and m["missing_cameras"] == []
+    assert m["task_tag"] == ["t"] and m["video_info_size"] == [32, 48] and m["flags"] == []
+    json.dumps(m)
+
+
+def test_ur5_robotiq_gripper_is_converted_to_metres(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(10)}, VIDEOS["ur5"])
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.embodiment == "ur5"
+    raw = np.array([3 + 10 * i for i in range(10)], dtype=np.float64)
+    np.testing.assert_allclose(ep.state[:, -1], ROBOTIQ_2F85_STROKE_M * (255 - raw) / 255, rtol=1e-6)
+    np.testing.assert_array_equal(ep.extras["gripper_raw"][:, 0], raw)  # lossless copy of the register
+    assert ep.metadata["gripper"]["source_unit"] == "robotiq_2f85_0_255"
+    assert ep.extra_names["ee_pose_quat"] == ["ee_x", "ee_y", "ee_z", "ee_qx", "ee_qy", "ee_qz", "ee_qw"]
+
+
+def test_franka_ee_pose_state_episode_idx_and_ffffff_folder(tmp_path):
+    meta = {"episode_idx": 80, "start_time": T0, "end_time": T0 + 1, "frames": 9}
+    ref = make_episode(tmp_path, {"": franka_lines(9)}, VIDEOS["franka"], task="press_three_buttons",
+                       episode="episode_FFFFFF", episode_meta=meta)
+    make_episode(tmp_path, {"": franka_lines(9)}, VIDEOS["franka"], task="press_three_buttons",
+                 episode="episode_000081", episode_meta=meta | {"episode_idx": 81})
+    conv = RoboChallengeConverter(tmp_path)
+    assert conv.discover() == ["press_three_buttons/data/episode_000081", ref]  # non-numeric suffix last
+    ep, frames = read_all(conv, ref)
+    assert ep.embodiment == "franka"
+    assert ep.state_names == ["ee_x", "ee_y", "ee_z", "ee_qx", "ee_qy", "ee_qz", "ee_qw", "gripper"]
+    np.testing.assert_allclose(ep.state[:, 0], [0.3 + 0.01 * i for i in range(9)], rtol=1e-6)
+    np.testing.assert_allclose(ep.state[:, -1], [0.085 - 0.005 * i for i in range(9)], rtol=1e-6)  # [w] list
+    np.testing.assert_array_equal(ep.action[:-1], ep.state[1:])
+    assert ep.metadata["action"]["control_space"] == "ee_pose"
+    assert ep.metadata["episode_index"] == 80 and ep.metadata["episode_index_key"] == "episode_idx"
+    assert ep.metadata["episode_dir"] == "episode_FFFFFF"
+    assert ep.extras["joint_positions"].shape == (9, 7) and ep.extras["gripper_raw"].shape == (9, 2)
+    assert set(frames) == {"cam_main", "cam_wrist", "cam_side"}
+
+
+def test_aloha_arms_zipped_by_line_with_left_timestamps(tmp_path):
+    left, right = aloha_arm_lines(10, 0), aloha_arm_lines(10, 1)
+    for i, row in enumerate(right):
+        row["timestamp"] += 0.0012 * (-1) ** i  # the arms' clocks differ slightly
+    ref = make_episode(tmp_path, {"left": left, "right": right}, VIDEOS["aloha"],
+                       task_info={"robot_id": "aloha_1", "task_desc": {"prompt": "fold the cloth"}})
+    ep, frames = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.embodiment == "aloha" and len(ep.state_names) == 14
+    assert ep.state_names[:7] == [f"left_joint{i}" for i in range(1, 7)] + ["left_gripper"]
+    assert ep.state_names[7:] == [f"right_joint{i}" for i in range(1, 7)] + ["right_gripper"]
+    np.testing.assert_allclose(ep.state[:, 7], [0.02 * i for i in range(10)], rtol=1e-6)
+    np.testing.assert_array_equal(ep.timestamp, [r["timestamp"] for r in left])
+    assert ep.metadata["arm_timestamp_max_skew_s"] == pytest.approx(0.0012, rel=1e-3)
+    assert ep.extra_names["qpos"][0] == "left_qpos1" and ep.extras["joint_vel"].shape == (10, 14)
+    assert set(frames) == {"cam_high", "cam_left_wrist", "cam_right_wrist"}
+
+
+@pytest.mark.parametrize(
+    "embodiment, lines, videos",
+    [
+        ("arx5", lambda n: {"": arx5_lines(n, later=True)}, "arx5_later"),
+        ("ur5", lambda n: {"": ur5_lines(n, later=True)}, "ur5_later"),
+        ("aloha", lambda n: {"left": aloha_arm_lines(n, 0, True), "right": aloha_arm_lines(n, 1, True)}, "aloha_later"),
+    ],
+)
+def test_later_release_key_and_camera_names(tmp_path, embodiment, lines, videos):
+    ref = make_episode(tmp_path, lines(8), VIDEOS[videos], task_info=None,
+                       episode_meta={"start_time": T0, "end_time": T0 + 1, "frames": 8,
+                                     "robot_id": f"rc_{embodiment}_5",
+                                     "features": {"cam_global": {"intrinsics": [], "extrinsics": {}}}})
+    ep, frames = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.embodiment == embodiment and ep.state_names == EMBODIMENT_SPECS[embodiment].state_names()
+    assert ep.metadata["embodiment_source"] == "episode_meta.robot_id" and ep.metadata["episode_index"] is None
+    assert ep.metadata["camera_features"] == {"cam_global": {"intrinsics": [], "extrinsics": {}}}
+    assert len(frames) == len(VIDEOS[videos]) and ep.metadata["gripper"]["source_key"] == "gripper_width"
+    if embodiment == "aloha":
+        assert "leader_qpos" in ep.extras and ep.extras["leader_qpos"].shape == (8, 14)
+
+
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        (lambda: {"": arx5_lines(6)}, "arx5"),
+        (lambda: {"": arx5_lines(6, later=True)}, "arx5"),
+        (lambda: {"": ur5_lines(6)}, "ur5"),
+        (lambda: {"": ur5_lines(6, later=True)}, "ur5"),
+        (lambda: {"": franka_lines(6)}, "franka"),
+        (lambda: {"left": aloha_arm_lines(6, 0), "right": aloha_arm_lines(6, 1)}, "aloha"),
+    ],
+)
+def test_embodiment_inferred_from_state_keys_without_task_info(tmp_path, lines, expected):
+    videos = {"arx5": VIDEOS["arx5"], "ur5": VIDEOS["ur5"], "franka": VIDEOS["franka"], "aloha": VIDEOS["aloha"]}
+    ref = make_episode(tmp_path, lines(), videos[expected], task_info=None)
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.embodiment == expected and ep.metadata["embodiment_source"] == "state_keys"
+    assert {"task_info_missing", "embodiment_inferred"} <= set(ep.metadata["flags"])
+
+
+def test_robot_id_tokens(tmp_path):
+    conv = RoboChallengeConverter(tmp_path)
+    info = lambda rid: {"robot_id": rid, "task_desc": {"prompt": "p"}}  # noqa: E731
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, VIDEOS["ur5"], task="a", task_info=info("robot_7"))
+    ep, _ = read_all(conv, ref)  # unrecognised id: inferred from keys, id kept
+    assert ep.embodiment == "ur5" and ep.metadata["robot_id"] == "robot_7"
+    assert "embodiment_inferred" in ep.metadata["flags"]
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, VIDEOS["ur5"], task="b", task_info=info("rc_w1_2"))
+    assert reason_of(conv, ref) is Reason.UNSUPPORTED_LAYOUT  # DOS-W1 (Table30 v2) is not mapped
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, VIDEOS["ur5"], task="c", task_info=info("franka_2"))
+    err = error_of(conv, ref)  # the id wins over the keys: a Franka line has gripper_width
+    assert err.reason is Reason.MISSING_KEY and "gripper_width" in err.message
+    ref = make_episode(tmp_path, {"": franka_lines(5)}, VIDEOS["franka"], task="d", task_info=info("aloha_1"))
+    assert reason_of(conv, ref) is Reason.MISSING_FILE  # ALOHA needs left/right state files
+
+
+def test_unknown_key_signature_is_unsupported(tmp_path):
+    lines = [{"joint_positions": [0.0] * 5, "gripper": 0.0, "timestamp": t} for t in _ts(4)]
+    ref = make_episode(tmp_path, {"": lines}, VIDEOS["ur5"], task_info=None)
+    assert reason_of(RoboChallengeConverter(tmp_path), ref) is Reason.UNSUPPORTED_LAYOUT
+
+
+def test_timestamps_in_milliseconds_are_detected(tmp_path):
+    lines = ur5_lines(6)
+    for row, t in zip(lines, _ts(6, unit=1e-3)):
+        row["timestamp"] = t
+    ref = make_episode(tmp_path, {"": lines}, VIDEOS["ur5"])
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    np.testing.assert_allclose(ep.timestamp, _ts(6), rtol=0, atol=1e-6)
+    assert ep.metadata["timestamp"]["unit_detected"] == "ms" and "timestamps_rescaled" in ep.metadata["flags"]
+    ep, _ = read_all(RoboChallengeConverter(tmp_path, {"timestamp_unit": "s"}), ref)  # forced: taken as is
+    assert ep.timestamp[0] == pytest.approx(T0 * 1e3)
+
+
+# -- language ----------------------------------------------------------------------------------------
+
+
+def test_language_sources_in_order(tmp_path):
+    conv = RoboChallengeConverter(tmp_path)
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="sort_books",
+                       task_desc={"task_name": "sort_books", "prompt": "from task_desc"})
+    assert read_all(conv, ref)[0].instruction == "stack the bowls"  # task_info prompt first
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="set_the_plates", task_info=None,
+                       task_desc={"task_name": "set_the_plates", "prompt": "put the plates on the mats"})
+    ep, _ = read_all(conv, ref)
+    assert ep.instruction == "put the plates on the mats" and ep.metadata["language_source"] == "task_desc"
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="scan_QR_code", task_info=None)
+    ep, _ = read_all(conv, ref)
+    assert ep.instruction == "scan QR code" and "language_from_folder_name" in ep.metadata["flags"]
+    assert reason_of(RoboChallengeConverter(tmp_path, {"language_fallback": "none"}), ref) is Reason.MISSING_LANGUAGE
+
+
+# -- partial downloads --------------------------------------------------------------------------------
+
+
+def test_missing_secondary_video_converts_and_is_flagged(tmp_path):
+    ref = make_episode(tmp_path, {"": arx5_lines(6)}, VIDEOS["arx5"][:2])  # right_realsense_rgb absent
+    ep, frames = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert set(frames) == {"cam_global", "cam_wrist"}
+    assert ep.metadata["missing_cameras"] == ["cam_side"] and "missing_cameras" in ep.metadata["flags"]
+    assert reason_of(RoboChallengeConverter(tmp_path, {"required_cameras": "all"}), ref) is Reason.MISSING_CAMERA
+
+
+def test_missing_primary_or_all_videos(tmp_path):
+    conv = RoboChallengeConverter(tmp_path)
+    ref = make_episode(tmp_path, {"": arx5_lines(6)}, ("arm_realsense_rgb",), task="a")
+    err = error_of(conv, ref)
+    assert err.reason is Reason.MISSING_CAMERA and "cam_global" in err.message and "global_realsense_rgb" in err.message
+    ep, frames = read_all(RoboChallengeConverter(tmp_path, {"required_cameras": "any"}), ref)
+    assert set(frames) == {"cam_wrist"}
+    ref = make_episode(tmp_path, {"": arx5_lines(6)}, (), task="b")
+    assert reason_of(RoboChallengeConverter(tmp_path, {"required_cameras": "any"}), ref) is Reason.MISSING_CAMERA
+
+
+def test_stray_download_files_are_ignored_and_unknown_videos_listed(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, VIDEOS["ur5"] + ("depth_realsense",))
+    (tmp_path / ref / "videos" / "global_realsense_rgb.mp4.9F9FaDFb").write_bytes(b"partial")
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.metadata["unlisted_videos"] == ["depth_realsense.mp4"] and ep.metadata["missing_cameras"] == []
+
+
+def test_missing_states_and_metadata(tmp_path):
+    conv = RoboChallengeConverter(tmp_path)
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, VIDEOS["ur5"], task="a")
+    (tmp_path / ref / "states" / "states.jsonl").unlink()
+    assert reason_of(conv, ref) is Reason.MISSING_FILE
+    ref = make_episode(tmp_path, {"left": aloha_arm_lines(5, 0)}, VIDEOS["aloha"], task="b")
+    err = error_of(conv, ref)
+    assert err.reason is Reason.MISSING_FILE and "right_states.jsonl" in err.message
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, VIDEOS["ur5"], task="c", episode_meta=None, task_info=None)
+    ep, _ = read_all(conv, ref)
+    assert {"episode_meta_missing", "task_info_missing"} <= set(ep.metadata["flags"])
+    assert ep.metadata["frames_declared"] is None and ep.metadata["fps_source"] == "default" and ep.control_hz == 30.0
+    assert reason_of(conv, "d/data/episode_000009") is Reason.MISSING_FILE  # vanished after discovery
+
+
+# -- broken inputs ------------------------------------------------------------------------------------
+
+
+def _lines_edit(fn):
+    def edit(ep: Path):
+        path = ep / "states" / "states.jsonl"
+        rows = path.read_text().splitlines()
+        path.write_text("\n".join(fn(rows)) + "\n")
+    return edit
+
+
+def _set_line(i, **values):
+    def fn(rows):
+        row = json.loads(rows[i])
+        for k, v in values.items():
+            if v is KeyError:
+                del row[k]
+            else:
+                row[k] = v
+        rows[i] = json.dumps(row)
+        return rows
+    return _lines_edit(fn)
+
+
+def _write(rel, data):
+    def edit(ep: Path):
+        (ep / rel).write_bytes(data(ep / rel) if callable(data) else data)
+    return edit
+
+
+BROKEN = {
+    "malformed line": (_lines_edit(lambda r: r[:3] + [r[3][:40]] + r[4:]), Reason.CORRUPT_FILE, "line 4"),
+    "blank line mid-file": (_lines_edit(lambda r: r[:3] + [""] + r[3:]), Reason.CORRUPT_FILE, "line 4"),
+    "line not an object": (_lines_edit(lambda r: r[:2] + ["[1, 2]"] + r[3:]), Reason.CORRUPT_FILE, "line 3"),
+    "no timestamp": (_set_line(5, timestamp=KeyError), Reason.MISSING_KEY, "line 6 has no 'timestamp'"),
+    "no joints": (_set_line(2, joint_positions=KeyError), Reason.MISSING_KEY, "line 3"),
+    "short joint vector": (_set_line(4, joint_positions=[0.0] * 5), Reason.SHAPE_MISMATCH, "line 5"),
+    "string value": (_set_line(1, gripper="open"), Reason.CORRUPT_FILE, "line 2"),
+    "null value": (_set_line(3, joint_positions=[0.0, None, 0.0, 0.0, 0.0, 0.0]), Reason.NON_FINITE_VALUES,
+                   "frame 3 dimension 'joint2'"),
+    "nan value": (_set_line(6, gripper=math.nan), Reason.NON_FINITE_VALUES, "'gripper'"),
+    "timestamps go back": (_set_line(6, timestamp=T0), Reason.NON_MONOTONIC_TIMESTAMPS, "frame 6"),
+    "states lost lines": (_lines_edit(lambda r: r[:-3]), Reason.LENGTH_MISMATCH, "frames=10"),
+    "empty states": (_write("states/states.jsonl", b""), Reason.EMPTY_EPISODE, "states.jsonl"),
+    "task_info not json": (_write("../../meta/task_info.json", b'{"robot_id": "ur5_'), Reason.INVALID_METADATA,
+                           "meta/task_info.json"),
+    "task_info bad fps": (_write("../../meta/task_info.json", b'{"video_info": {"fps": 0}}'), Reason.INVALID_METADATA,
+                          "video_info.fps"),
+    "episode_meta not json": (_write("meta/episode_meta.json", b"{"), Reason.INVALID_METADATA, "episode_meta"),
+    "episode_meta bad frames": (_write("meta/episode_meta.json", b'{"frames": "ten"}'), Reason.INVALID_METADATA,
+                                "'frames'"),
+    "video truncated": (_write("videos/global_realsense_rgb.mp4", lambda p: p.read_bytes()[: p.stat().st_size // 2]),
+                        Reason.VIDEO_DECODE_ERROR, "global_realsense_rgb.mp4 (camera 'cam_global')"),
+    "video empty": (_write("videos/handeye_realsense_rgb.mp4", b""), Reason.VIDEO_DECODE_ERROR, "cam_wrist"),
+    "video not mp4": (_write("videos/handeye_realsense_rgb.mp4", b"<html>rate limited</html>"),
+                      Reason.VIDEO_DECODE_ERROR, "cannot open video"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_inputs(tmp_path, case):
+    edit, reason, text = BROKEN[case]
+    ref = make_episode(tmp_path, {"": ur5_lines(10)}, VIDEOS["ur5"])
+    edit(tmp_path / ref)
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is reason, err
+    assert text in err.message and ref in err.message
+
+
+def test_video_frame_count_mismatch_and_tolerance(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(10)}, {"handeye_realsense_rgb": 7, "global_realsense_rgb": 10},
+                       task="a")
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.FRAME_COUNT_MISMATCH and "7 frames" in err.message and "10 lines" in err.message
+    ref = make_episode(tmp_path, {"": ur5_lines(10)}, {"handeye_realsense_rgb": 12, "global_realsense_rgb": 10},
+                       task="b")
+    assert reason_of(RoboChallengeConverter(tmp_path), ref) is Reason.FRAME_COUNT_MISMATCH
+    ep, frames = read_all(RoboChallengeConverter(tmp_path, {"frame_count_tolerance": 2}), ref)
+    assert frames["cam_wrist"].shape[0] == 10 and ep.metadata["video_frames_trimmed"] == {"cam_wrist": 2}
+
+
+def test_arm_streams_of_different_length(tmp_path):
+    ref = make_episode(tmp_path, {"left": aloha_arm_lines(9, 0), "right": aloha_arm_lines(7, 1)}, VIDEOS["aloha"],
+                       episode_meta=None)
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.LENGTH_MISMATCH and "9 lines" in err.message and "7 lines" in err.message
+
+
+def test_options_are_validated(tmp_path):
+    for bad in ({"required_camera": "all"}, {"required_cameras": "some"}, {"last_frame": "repeat"},
+                {"frame_count_tolerance": -1}, {"decode_threads": 0}, {"timestamp_unit": "ns"}):
+        with pytest.raises(ValueError):
+            RoboChallengeConverter(tmp_path, bad)
+
+
+def test_last_frame_drop(tmp_path):
+    ref = make_episode(tmp_path, {"": arx5_lines(8)}, VIDEOS["arx5"])
+    ep, frames = read_all(RoboChallengeConverter(tmp_path, {"last_frame": "drop"}), ref)
+    assert ep.num_frames == 7 and all(f.shape[0] == 7 for f in frames.values())
+    full, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    np.testing.assert_array_equal(ep.action, full.state[1:8])
+    assert not ep.extras["action_padded"].any() and ep.metadata["action"]["last_frame"] == "drop"
+
+
+# -- streaming ------------------------------------------------------------------------------------------
+
+
+def test_frames_stream_lazily_and_stop_with_the_context(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(60)}, VIDEOS["ur5"])
+    path = tmp_path / ref / "videos" / "global_realsense_rgb.mp4"
+    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as c:  # index first, then cut
+        s = c.add_stream("libx264", rate=30, options={"threads": "1"})
+        s.height, s.width, s.pix_fmt = *HW, "yuv420p"
+        noise = np.clip(np.random.default_rng(0).normal(128, 60, (60, *HW, 3)), 0, 255).astype(np.uint8)
+        for i, img in enumerate(noise):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 7 // 10])
+    conv = RoboChallengeConverter(tmp_path)
+    with conv.read(lambda: conv.open_episode(ref)) as ep:  # opening reads headers only: no error yet
+        frames = ep.cameras["cam_global"].open_frames()
+        got = 0
+        with pytest.raises(EpisodeError) as info:
+            for frame in frames:
+                assert frame.shape == (*HW, 3) and frame.dtype == np.uint8
+                got += 1
+        assert 10 < got < 60  # the first frames came out before the damage was reached
+        assert info.value.reason is Reason.VIDEO_DECODE_ERROR and str(got) in info.value.message
+        wrist = ep.cameras["cam_wrist"]
+    with pytest.raises(RuntimeError):
+        next(wrist.open_frames())  # the episode context is closed
+
+
+def test_memory_stays_flat_while_streaming(tmp_path):
+    RoboChallengeConverter.write_synthetic(tmp_path, episodes=1, frames=300, height=96, width=128)
+    conv = RoboChallengeConverter(tmp_path)
+    (ref,) = conv.discover()
+    with conv.read(lambda: conv.open_episode(ref)) as ep:
+        assert ep.num_frames == 300 and len(ep.cameras) == 3
+        tracemalloc.start()
+        n = 0
+        for cam in ep.cameras.values():
+            for frame in cam.open_frames():
+                n += 1
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    all_frames = 3 * 300 * 96 * 128 * 3
+    assert n == 900 and peak < all_frames / 10, (peak, all_frames)
+
+
+# -- sample and synthetic generators -------------------------------------------------------------------
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("samples") / "robochallenge"
+    start = time.perf_counter()
+    expected = RoboChallengeConverter.write_samples(root, seed=0)
+    return root, expected, time.perf_counter() - start
+
+
+def test_samples_are_deterministic(samples, tmp_path):
+    root, expected, _ = samples
+    assert RoboChallengeConverter.write_samples(tmp_path / "again", seed=0) == expected
+    assert file_hashes(tmp_path / "again") == file_hashes(root)
+    assert RoboChallengeConverter.write_samples(tmp_path / "other", seed=1) == expected
+    a, b = file_hashes(root), file_hashes(tmp_path / "other")
+    assert all(a[k] != b[k] for k in a if k.endswith(".jsonl"))
+
+
+def test_samples_are_small_and_cover_the_cases(samples):
+    root, expected, seconds = samples
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 8_000_000
+    assert seconds < 30  # ~2 s on an idle core; generous for loaded CI machines
+    assert set(RoboChallengeConverter(root).discover()) == set(expected)
+    assert sum(v is None for v in expected.values()) >= 12
+    assert set(expected.values()) - {None} == {
+        r.value for r in (Reason.CORRUPT_FILE, Reason.MISSING_FILE, Reason.VIDEO_DECODE_ERROR, Reason.LENGTH_MISMATCH,
+                          Reason.FRAME_COUNT_MISMATCH, Reason.MISSING_CAMERA, Reason.NON_FINITE_VALUES,
+                          Reason.MISSING_KEY, Reason.INVALID_METADATA)
+    }
+    quirks = root / "press_three_buttons" / "data" / "episode_FFFFFF"
+    assert json.loads((quirks / "meta" / "episode_meta.json").read_text())["episode_idx"] == 80
+    with av.open(str(quirks / "videos" / "main_realsense_rgb.mp4")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv444p"  # as the release's Franka videos
+    ur5 = json.loads((root / "shred_scrap_paper/data/episode_000000/states/states.jsonl").read_text().splitlines()[0])
+    assert isinstance(ur5["gripper"], int) and 0 <= ur5["gripper"] <= 255
+    assert not (root / "pour_fries_into_plate" / "meta" / "task_info.json").exists()
+    assert (root / "wipe_the_table/data/episode_000001/videos/cam_global_rgb.mp4.9F9FaDFb").exists()
+
+
+def test_samples_read_as_declared(samples):
+    root, expected, _ = samples
+    conv = RoboChallengeConverter(root)
+    embodiments, flags = set(), set()
+    for ref in conv.discover():
+        if expected[ref] is not None:
+            assert reason_of(conv, ref) == expected[ref], ref
+            continue
+        ep, frames = read_all(conv, ref)
+        embodiments.add(ep.embodiment)
+        flags |= set(ep.metadata["flags"])
+        n = ep.num_frames
+        assert 45 <= n <= 90 and all(len(f) == n for f in frames.values())
+        idle = max(3, n // 10)  # still prefix: state and pictures do not change
+        assert np.all(ep.state[:idle] == ep.state[0])
+        for f in frames.values():
+            assert np.abs(f[1:idle].astype(int) - f[:1]).mean() < 2.0
+            assert np.abs(f[-1].astype(int) - f[0]).mean() > 0.5  # the scene is drawn from the moving state
+        assert np.abs(np.diff(ep.state, axis=0)).max() > 1e-3
+        assert np.all(np.diff(ep.timestamp) > 0) and ep.timestamp[0] > 1.7e9
+    assert embodiments == {"arx5", "ur5", "franka", "aloha"}
+    assert {"missing_cameras", "episode_meta_missing", "task_info_missing", "embodiment_inferred",
+            "language_from_folder_name"} <= flags
+
+
+def test_write_synthetic_sizes(tmp_path):
+    RoboChallengeConverter.write_synthetic(tmp_path, episodes=4, frames=20, height=48, width=64, seed=3)
+    conv = RoboChallengeConverter(tmp_path)
+    refs = conv.discover()
+    assert len(refs) == 4
+    seen = set()
+    for ref in refs:
+        ep, frames = read_all(conv, ref)
+        seen.add(ep.embodiment)
+        assert ep.num_frames == 20 and len(frames) == 3
+        assert all(f.shape == (20, 48, 64, 3) for f in frames.values())
+    assert seen == {"arx5", "aloha", "franka"}
