@@ -17,6 +17,7 @@ SOURCE_NAMES = ("droid", "agibot", "robocoin", "robomind", "gm100", "robochallen
 
 #: source name -> module under ``converters/`` that registers it
 CONVERTER_MODULES = {
+    "droid": "converters.droid",
     "agibot": "converters.agibot",
     "robomind": "converters.robomind",
     "robochallenge": "converters.robochallenge",
