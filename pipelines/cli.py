@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:  # Beam's optional-GCP import notice is not our user's concern
+        handler.addFilter(lambda record: "apitools not found" not in record.getMessage())
     if not args.verbose:
         warnings.filterwarnings("ignore")
         for noisy in ("apache_beam", "root"):
