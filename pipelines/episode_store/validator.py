@@ -435,7 +435,7 @@ def _check_episode(
             _check_camera(reader, rel, cam, info, n, report, decode_frames)
 
         if row is not None:
-            _check_row(path, rel, row, meta, reader.cameras, report)
+            _check_row(path, rel, row, reader, report)
         return (meta, state, action) if ok else None
 
 
@@ -488,32 +488,13 @@ def _check_jpeg(data: bytes, expected_hw: tuple[int, int], decode: bool) -> str 
     return None
 
 
-def _check_row(path: Path, rel: str, row: dict[str, Any], meta: dict[str, Any], cameras: list[str],
-               report: ValidationReport) -> None:
-    expected = {
-        "episode_id": meta["episode_id"],
-        "source": meta["source"]["name"],
-        "source_version": meta["source"]["version"],
-        "source_episode": meta["source"]["episode"],
-        "embodiment": meta["embodiment"],
-        "robot_type": meta["robot_type"],
-        "instruction": meta["language"]["instruction"],
-        "num_frames": meta["num_frames"],
-        "control_hz": float(meta["control_hz"]),
-        "cameras": cameras,
-        "state_dim": len(meta["state_names"]),
-        "action_dim": len(meta["action_names"]),
-        "action_kind": meta["action_kind"],
-        "converter_version": meta["converter"]["version"],
-        "format_version": meta["format_version"],
-        "size_bytes": path.stat().st_size,
-    }
+def _check_row(path: Path, rel: str, row: dict[str, Any], reader: EpisodeReader, report: ValidationReport) -> None:
+    from .index import index_row
+
+    expected = index_row(reader, rel, path.stat().st_size, sha256_file(path))
     for key, value in expected.items():
         if key in row and row[key] != value:
-            report.add("index_mismatch", rel, f"index '{key}' = {row[key]!r}, episode has {value!r}")
-    actual_sha = sha256_file(path)
-    if row.get("sha256") != actual_sha:
-        report.add("index_mismatch", rel, f"sha256 in index {row.get('sha256')} != file {actual_sha}")
+            report.add("index_mismatch", rel, f"index '{key}' = {row[key]!r}, episode file gives {value!r}")
 
 
 def _stored_quantiles(stats_doc: dict[str, Any] | None, source: str, emb: str | None, f: str, name: str) -> dict[str, float]:
