@@ -19,7 +19,9 @@ SOURCE_NAMES = ("droid", "agibot", "robocoin", "robomind", "gm100", "robochallen
 CONVERTER_MODULES = {
     "droid": "converters.droid",
     "agibot": "converters.agibot",
+    "robocoin": "converters.robocoin",
     "robomind": "converters.robomind",
+    "gm100": "converters.gm100",
     "robochallenge": "converters.robochallenge",
     "inhouse": "converters.inhouse",
 }

@@ -1,0 +1,1 @@
+"""Readers for dataset formats shared by several sources (libraries, not registered sources)."""

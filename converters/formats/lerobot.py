@@ -1,0 +1,1850 @@
+"""Reader for LeRobot datasets, shared by the converters of LeRobot-format releases.
+
+A library, not a source: ``converters/robocoin.py`` and ``converters/gm100.py`` subclass
+:class:`LeRobotConverter` and only declare their tables (feature keys, embodiment ids,
+language rules). Anyone who brings another LeRobot dataset does the same. The layouts it
+reads, what it checks and every recorded flag are specified in ``docs/sources/lerobot.md``.
+
+Layouts (auto-detected from ``meta/info.json`` ``codebase_version``)::
+
+    v2.0 / v2.1   meta/info.json, meta/episodes.jsonl, meta/tasks.jsonl
+                  data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet      one episode
+                  videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4
+    v3.0          meta/info.json, meta/tasks.parquet, meta/episodes/chunk-XXX/file-XXX.parquet
+                  data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet               many episodes
+                  videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4     many episodes
+
+The work unit is one episode, ``<dataset path relative to the root>/episode_<index:06d>``.
+Reading one episode reads only its own parquet rows (v3: the row groups whose
+``episode_index`` statistics contain it) and streams each camera one decoded frame at a
+time with PyAV (v3: seek to the episode's ``from_timestamp`` and decode only its window).
+
+:class:`DatasetWriter` (at the end) writes datasets in the same layouts with
+the libraries LeRobot uses (pyarrow parquet, PyAV ``yuv420p`` MP4, AV1 via libsvtav1 when the
+PyAV build has it), for the converters' sample generators and the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, ClassVar
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from converters.base import Converter
+from pipelines.episode_store.errors import EpisodeError, Reason
+from pipelines.episode_store.record import (
+    ActionKind,
+    CameraStream,
+    Episode,
+    TimestampOrigin,
+    decode_image_bytes,
+)
+
+INFO_PATH = "meta/info.json"
+V2_EPISODES_PATH = "meta/episodes.jsonl"
+V2_TASKS_PATH = "meta/tasks.jsonl"
+V2_EPISODES_STATS_PATH = "meta/episodes_stats.jsonl"
+V3_TASKS_PATH = "meta/tasks.parquet"
+V3_EPISODES_DIR = "meta/episodes"
+
+#: codebase_version -> layout family
+LAYOUTS = {"v2.0": "v2", "v2.1": "v2", "v3.0": "v3"}
+DEFAULT_PATHS = {
+    "v2": (
+        "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+        "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+    ),
+    "v3": (
+        "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+        "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+    ),
+}
+DEFAULT_CHUNKS_SIZE = 1000
+
+#: per-frame columns every LeRobot dataset has; never copied to extras
+BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+
+#: columns of meta/episodes/*.parquet the reader needs (v3); stats/* columns are never read
+V3_EPISODE_COLUMNS = ("episode_index", "tasks", "length", "dataset_from_index", "dataset_to_index",
+                      "data/chunk_index", "data/file_index")
+V3_VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
+
+EPISODE_REF_RE = re.compile(r"^(?:(?P<dataset>.+)/)?episode_(?P<index>\d+)$")
+NAME_POLICIES = ("pad", "generic", "strict")
+
+_PARQUET_ERRORS = (pa.ArrowException, OSError)
+
+
+# --------------------------------------------------------------------------------------
+# Options and declarative per-source tables
+# --------------------------------------------------------------------------------------
+
+
+READER_OPTION_KEYS = frozenset({"name_policy", "video_extra_frames", "video_time_tolerance_s", "check_frame_times"})
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """Reader knobs; converters take them from their ``options`` (params.yaml).
+
+    ``name_policy``: what to do when a feature's ``names`` list is shorter than the data
+    (see docs/sources/lerobot.md §4): ``pad`` keeps the given names for the leading
+    dimensions and names the rest ``<stub>_dim_<i>``, ``generic`` names every dimension
+    ``<stub>_dim_<i>``, ``strict`` quarantines with ``name_mismatch``. More names than
+    dimensions is always ``name_mismatch``. Every repair is recorded in the metadata.
+    ``video_extra_frames``: a video may hold up to this many frames more than the episode
+    has parquet rows (the extra trailing frames are dropped and recorded); fewer frames
+    or more than this is ``frame_count_mismatch``.
+    ``video_time_tolerance_s``: how far a decoded frame's time may be from
+    ``from_timestamp + timestamp`` of its row (default: half a frame period).
+    ``check_frame_times``: compare every decoded frame's time with its row's timestamp.
+    """
+
+    name_policy: str = "pad"
+    video_extra_frames: int = 0
+    video_time_tolerance_s: float | None = None
+    check_frame_times: bool = True
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> ReaderOptions:
+        policy = options.get("name_policy", cls.name_policy)
+        if policy not in NAME_POLICIES:
+            raise ValueError(f"option name_policy must be one of {NAME_POLICIES}, got {policy!r}")
+        extra = options.get("video_extra_frames", cls.video_extra_frames)
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            raise ValueError(f"option video_extra_frames must be an int >= 0, got {extra!r}")
+        tol = options.get("video_time_tolerance_s", cls.video_time_tolerance_s)
+        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0):
+            raise ValueError(f"option video_time_tolerance_s must be a number > 0, got {tol!r}")
+        check = options.get("check_frame_times", cls.check_frame_times)
+        if not isinstance(check, bool):
+            raise ValueError(f"option check_frame_times must be true or false, got {check!r}")
+        return cls(policy, extra, None if tol is None else float(tol), check)
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """Which LeRobot features become what in the unified episode (one per source)."""
+
+    #: first key present is the state / action (aliases cover early or custom layouts)
+    state_keys: tuple[str, ...] = ("observation.state",)
+    action_keys: tuple[str, ...] = ("action",)
+    #: camera name = video/image feature key minus the first matching prefix
+    camera_prefixes: tuple[str, ...] = ("observation.images.", "observation.image.", "observation.")
+    action_kind: ActionKind = ActionKind.JOINT_POSITION
+    #: dimension name -> canonical name, applied to state, action and extras names
+    renames: Mapping[str, str] = field(default_factory=dict)
+    #: numeric feature keys not copied to ``Episode.extras``
+    exclude_extras: tuple[str, ...] = ()
+
+    def camera_name(self, key: str) -> str:
+        for prefix in self.camera_prefixes:
+            if key.startswith(prefix) and len(key) > len(prefix):
+                return key[len(prefix):].replace(".", "_").replace("/", "_")
+        return key.replace(".", "_").replace("/", "_")
+
+
+# --------------------------------------------------------------------------------------
+# Refs
+# --------------------------------------------------------------------------------------
+
+
+def episode_ref(dataset: str, index: int) -> str:
+    """``<dataset>/episode_000012`` (``episode_000012`` for a dataset at the root)."""
+    name = f"episode_{index:06d}"
+    return name if dataset in ("", ".") else f"{dataset}/{name}"
+
+
+def parse_episode_ref(ref: str) -> tuple[str, int] | None:
+    """``(dataset, index)`` of an episode ref, ``None`` for a dataset-level unit."""
+    m = EPISODE_REF_RE.match(ref)
+    if m is None:
+        return None
+    return (m.group("dataset") or "", int(m.group("index")))
+
+
+def find_datasets(root: Path) -> list[str]:
+    """Every folder under ``root`` holding ``meta/info.json``, as sorted root-relative POSIX paths.
+
+    A dataset's own subfolders are not searched (a dataset never nests another); folders
+    whose name starts with ``.`` are skipped. The root itself is ``""``.
+    """
+    found: list[str] = []
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        if (here / INFO_PATH).is_file():
+            rel = here.relative_to(root).as_posix()
+            found.append("" if rel == "." else rel)
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One entry of ``info.json`` ``features``."""
+
+    key: str
+    dtype: str
+    shape: tuple[int, ...] | None
+    names: tuple[str, ...] | None
+    info: Mapping[str, Any]
+
+    @property
+    def is_video(self) -> bool:
+        return self.dtype == "video"
+
+    @property
+    def is_image(self) -> bool:
+        return self.dtype == "image"
+
+    @property
+    def is_depth(self) -> bool:
+        return bool(self.info.get("video.is_depth_map", False))
+
+    @classmethod
+    def parse(cls, key: str, raw: Any, where: str) -> FeatureSpec:
+        if not isinstance(raw, Mapping):
+            raise EpisodeError(Reason.INVALID_METADATA, f"{where}: features['{key}'] must be an object, got {raw!r}")
+        dtype = raw.get("dtype")
+        if not isinstance(dtype, str):
+            raise EpisodeError(Reason.INVALID_METADATA, f"{where}: features['{key}'] has no dtype")
+        shape = raw.get("shape")
+        if shape is not None:
+            if not isinstance(shape, (list, tuple)) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                             for s in shape):
+                raise EpisodeError(Reason.INVALID_METADATA, f"{where}: features['{key}'].shape is {shape!r}")
+            shape = tuple(shape)
+        # "names" is a list, a {"motors"/"axes": [...]} dict or null; early RoboCOIN files say "name"
+        names = _flatten_names(raw["names"] if "names" in raw else raw.get("name"))
+        info = raw.get("info") or raw.get("video_info") or {}  # v2.0 said "video_info"
+        return cls(key, dtype, shape, names, info if isinstance(info, Mapping) else {})
+
+
+def _flatten_names(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Mapping):
+        out: list[str] = []
+        for part in value.values():
+            out.extend(_flatten_names(part) or ())
+        return tuple(out)
+    if isinstance(value, (list, tuple)):
+        out = []
+        for part in value:
+            if isinstance(part, (list, tuple, Mapping)):
+                out.extend(_flatten_names(part) or ())
+            else:
+                out.append(str(part))
+        return tuple(out)
+    return (str(value),)
+
+
+def resolve_names(
+    declared: Sequence[str] | None, width: int, stub: str, policy: str, where: str, key: str,
+    repairs: dict[str, Any],
+) -> list[str]:
+    """Dimension names for a ``[T, width]`` feature under the reader's name rule (docs §4)."""
+    generic = [f"{stub}_dim_{i}" for i in range(width)]
+    if declared is None:
+        repairs[key] = {"declared": None, "width": width, "rule": "generic"}
+        return generic
+    names = list(declared)
+    if len(names) == width:
+        return names
+    if len(names) > width:
+        raise EpisodeError(
+            Reason.NAME_MISMATCH,
+            f"{where}: feature '{key}' lists {len(names)} names but the data has {width} dimensions",
+        )
+    if policy == "strict":
+        raise EpisodeError(
+            Reason.NAME_MISMATCH,
+            f"{where}: feature '{key}' lists {len(names)} names for {width} dimensions (name_policy strict)",
+        )
+    repairs[key] = {"declared": len(names), "width": width, "rule": policy}
+    if policy == "generic":
+        return generic
+    return names + generic[len(names):]
+
+
+# --------------------------------------------------------------------------------------
+# Dataset metadata
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoSpan:
+    """Where one camera's frames of one episode are: a file and (v3) a time window."""
+
+    path: str  # relative to the dataset root
+    start: float  # seconds; 0 for a v2 per-episode file
+    stop: float | None  # end of the window (exclusive); None = end of file (v2)
+    glob: str | None = None  # v2: the same file in any chunk folder (see LeRobotDataset._locate)
+
+
+@dataclass(frozen=True)
+class EpisodeMeta:
+    """One episode's row of ``meta/episodes.jsonl`` (v2) or ``meta/episodes/*.parquet`` (v3)."""
+
+    index: int
+    length: int | None
+    tasks: tuple[str, ...]
+    data_path: str
+    videos: Mapping[str, VideoSpan]
+    row_range: tuple[int, int] | None = None  # v3 dataset_from_index, dataset_to_index
+    next_data_path: str | None = None  # v3: the following data file, for episodes split across files
+    data_glob: str | None = None  # v2: the same file in any chunk folder
+
+
+class LeRobotDataset:
+    """One LeRobot dataset folder: validated ``info.json``, tasks and the episode list.
+
+    Constructing it reads only ``meta/``; :meth:`read` opens one episode's data. Errors are
+    :class:`EpisodeError`: a dataset-level error applies to every episode of the dataset.
+    """
+
+    def __init__(self, root: Path, rel: str = "", options: ReaderOptions | None = None):
+        self.base = Path(root)
+        self.rel = rel
+        self.path = self.base / rel if rel else self.base
+        self.where = rel or "."
+        self.options = options or ReaderOptions()
+        self.info = self._load_info()
+        version = self.info.get("codebase_version")
+        if version not in LAYOUTS:
+            raise EpisodeError(
+                Reason.UNSUPPORTED_LAYOUT,
+                f"{self.where}: codebase_version {version!r} is not one of {sorted(LAYOUTS)}",
+            )
+        self.version: str = version
+        self.layout = LAYOUTS[version]
+        fps = self.info.get("fps")
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
+            raise EpisodeError(Reason.INVALID_METADATA, f"{self.where}: info.json fps must be a number > 0, got {fps!r}")
+        self.fps = float(fps)
+        robot_type = self.info.get("robot_type")
+        self.robot_type: str | None = robot_type if isinstance(robot_type, str) and robot_type.strip() else None
+        raw_features = self.info.get("features")
+        if not isinstance(raw_features, Mapping) or not raw_features:
+            raise EpisodeError(Reason.INVALID_METADATA, f"{self.where}: info.json has no features")
+        self.features = {k: FeatureSpec.parse(k, v, f"{self.where}: info.json") for k, v in raw_features.items()}
+        chunks = self.info.get("chunks_size", DEFAULT_CHUNKS_SIZE)
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks <= 0:
+            raise EpisodeError(Reason.INVALID_METADATA, f"{self.where}: chunks_size must be an int > 0, got {chunks!r}")
+        self.chunks_size = chunks
+        default_data, default_video = DEFAULT_PATHS[self.layout]
+        self.data_path = self.info.get("data_path") or default_data
+        self.video_path = self.info.get("video_path")
+        if self.video_path is None and any(f.is_video for f in self.features.values()):
+            if "video_path" in self.info:
+                raise EpisodeError(
+                    Reason.UNSUPPORTED_LAYOUT,
+                    f"{self.where}: features declare videos but info.json video_path is null",
+                )
+            self.video_path = default_video
+        self._tasks: dict[int, str] | None = None
+        self._episodes: dict[int, EpisodeMeta] | None = None
+
+    # -- meta ------------------------------------------------------------------------
+
+    def _load_info(self) -> dict[str, Any]:
+        path = self.path / INFO_PATH
+        if not path.is_file():
+            raise EpisodeError(Reason.MISSING_METADATA, f"{self.where}: no {INFO_PATH}")
+        data = _load_json(path, f"{self.where}: {INFO_PATH}")
+        if not isinstance(data, dict):
+            raise EpisodeError(Reason.INVALID_METADATA, f"{self.where}: {INFO_PATH} must hold a JSON object")
+        return data
+
+    @property
+    def tasks(self) -> dict[int, str]:
+        """``task_index -> task text`` from tasks.jsonl (v2) or tasks.parquet (v3); empty if absent."""
+        if self._tasks is None:
+            self._tasks = self._load_tasks_v2() if self.layout == "v2" else self._load_tasks_v3()
+        return self._tasks
+
+    def _load_tasks_v2(self) -> dict[int, str]:
+        path = self.path / V2_TASKS_PATH
+        if not path.is_file():
+            return {}
+        out: dict[int, str] = {}
+        for row in _load_jsonl(path, f"{self.where}: {V2_TASKS_PATH}"):
+            index, text = row.get("task_index"), row.get("task")
+            if isinstance(index, int) and isinstance(text, str):
+                out[index] = text
+        return out
+
+    def _load_tasks_v3(self) -> dict[int, str]:
+        path = self.path / V3_TASKS_PATH
+        if not path.is_file():
+            return {}
+        table = _read_parquet(path, None, f"{self.where}: {V3_TASKS_PATH}")
+        # pandas (LeRobot's writer) stores the DataFrame index, the task text, as a column
+        text_col = next((c for c in ("task", "__index_level_0__") if c in table.column_names), None)
+        if text_col is None or "task_index" not in table.column_names:
+            raise EpisodeError(
+                Reason.INVALID_METADATA,
+                f"{self.where}: {V3_TASKS_PATH} needs columns task and task_index, has {table.column_names}",
+            )
+        texts = table.column(text_col).to_pylist()
+        indices = table.column("task_index").to_pylist()
+        return {int(i): str(t) for i, t in zip(indices, texts) if i is not None and t is not None}
+
+    @property
+    def episodes(self) -> dict[int, EpisodeMeta]:
+        if self._episodes is None:
+            self._episodes = self._load_episodes_v2() if self.layout == "v2" else self._load_episodes_v3()
+        return self._episodes
+
+    def episode_indices(self) -> list[int]:
+        return sorted(self.episodes)
+
+    def _load_episodes_v2(self) -> dict[int, EpisodeMeta]:
+        path = self.path / V2_EPISODES_PATH
+        if not path.is_file():
+            raise EpisodeError(Reason.MISSING_METADATA, f"{self.where}: no {V2_EPISODES_PATH}")
+        out: dict[int, EpisodeMeta] = {}
+        video_keys = [k for k, f in self.features.items() if f.is_video]
+        for row in _load_jsonl(path, f"{self.where}: {V2_EPISODES_PATH}"):
+            index = row.get("episode_index")
+            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                raise EpisodeError(Reason.INVALID_METADATA, f"{self.where}: {V2_EPISODES_PATH} row {row!r}")
+            length = row.get("length")
+            tasks = row.get("tasks") or []
+            chunk = index // self.chunks_size
+            data = self._format(self.data_path, episode_chunk=chunk, episode_index=index)
+            videos = {
+                key: VideoSpan(
+                    self._format(self.video_path, episode_chunk=chunk, episode_index=index, video_key=key),
+                    0.0, None, self._chunk_glob(self.video_path, episode_index=index, video_key=key),
+                )
+                for key in video_keys
+            }
+            out[index] = EpisodeMeta(
+                index=index,
+                length=length if isinstance(length, int) and not isinstance(length, bool) else None,
+                tasks=tuple(t for t in tasks if isinstance(t, str)) if isinstance(tasks, list) else (),
+                data_path=data,
+                videos=videos,
+                data_glob=self._chunk_glob(self.data_path, episode_index=index),
+            )
+        return out
+
+    def _load_episodes_v3(self) -> dict[int, EpisodeMeta]:
+        folder = self.path / V3_EPISODES_DIR
+        files = sorted(folder.glob("chunk-*/file-*.parquet")) if folder.is_dir() else []
+        if not files:
+            raise EpisodeError(Reason.MISSING_METADATA, f"{self.where}: no {V3_EPISODES_DIR}/chunk-*/file-*.parquet")
+        video_keys = [k for k, f in self.features.items() if f.is_video]
+        wanted = list(V3_EPISODE_COLUMNS) + [f"videos/{k}/{c}" for k in video_keys for c in V3_VIDEO_COLUMNS]
+        out: dict[int, EpisodeMeta] = {}
+        for path in files:
+            where = f"{self.where}: {path.relative_to(self.path).as_posix()}"
+            schema = _read_schema(path, where)
+            cols = [c for c in wanted if c in schema.names]
+            for required in ("episode_index", "data/chunk_index", "data/file_index"):
+                if required not in cols:
+                    raise EpisodeError(Reason.MISSING_KEY, f"{where}: no column '{required}'")
+            for row in _read_parquet(path, cols, where).to_pylist():
+                index = int(row["episode_index"])
+                chunk, file = int(row["data/chunk_index"]), int(row["data/file_index"])
+                videos: dict[str, VideoSpan] = {}
+                for key in video_keys:
+                    names = [f"videos/{key}/{c}" for c in V3_VIDEO_COLUMNS]
+                    if any(row.get(n) is None for n in names):
+                        continue  # reading this episode reports the camera as missing
+                    vchunk, vfile, start, stop = (row[n] for n in names)
+                    videos[key] = VideoSpan(
+                        self._format(self.video_path, video_key=key, chunk_index=int(vchunk), file_index=int(vfile)),
+                        float(start), float(stop),
+                    )
+                frm, to = row.get("dataset_from_index"), row.get("dataset_to_index")
+                nchunk, nfile = (chunk, file + 1) if file + 1 < self.chunks_size else (chunk + 1, 0)
+                out[index] = EpisodeMeta(
+                    index=index,
+                    length=int(row["length"]) if row.get("length") is not None else None,
+                    tasks=tuple(str(t) for t in (row.get("tasks") or []) if t is not None),
+                    data_path=self._format(self.data_path, chunk_index=chunk, file_index=file),
+                    videos=videos,
+                    row_range=(int(frm), int(to)) if frm is not None and to is not None else None,
+                    next_data_path=self._format(self.data_path, chunk_index=nchunk, file_index=nfile),
+                )
+        return out
+
+    def _format(self, template: str, **values: Any) -> str:
+        try:
+            return template.format(**values)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise EpisodeError(
+                Reason.INVALID_METADATA, f"{self.where}: path template {template!r} cannot be filled: {exc}"
+            ) from exc
+
+    def _chunk_glob(self, template: str, **values: Any) -> str | None:
+        if "{episode_chunk" not in template:
+            return None
+        return self._format(re.sub(r"\{episode_chunk[^}]*\}", "*", template), **values)
+
+    def _locate(self, rel: str, pattern: str | None, flags: dict[str, Any]) -> Path | None:
+        """The file at ``rel``; if absent (v2), the same file name in another chunk folder.
+
+        ``chunks_size`` in real info.json files does not always match how the files were
+        chunked; a unique match elsewhere is used and recorded in ``flags['path_fallback']``.
+        """
+        path = self.path / rel
+        if path.is_file():
+            return path
+        if pattern is None:
+            return None
+        matches = sorted(p for p in self.path.glob(pattern) if p.is_file())
+        if len(matches) == 1:
+            found = matches[0].relative_to(self.path).as_posix()
+            flags.setdefault("path_fallback", {})[rel] = found
+            return matches[0]
+        return None
+
+    def split_of(self, index: int) -> str | None:
+        """The first split in ``info.json`` ``splits`` that lists ``index`` (None: not covered)."""
+        splits = self.info.get("splits")
+        if not isinstance(splits, Mapping):
+            return None
+        for name, spec in splits.items():
+            items = spec if isinstance(spec, list) else [spec]
+            for item in items:
+                if isinstance(item, int) and not isinstance(item, bool) and item == index:
+                    return str(name)
+                if isinstance(item, str) and ":" in item:
+                    lo, _, hi = item.partition(":")
+                    with contextlib.suppress(ValueError):
+                        if int(lo) <= index < int(hi):
+                            return str(name)
+        return None
+
+    def metadata_flags(self) -> dict[str, Any]:
+        """Dataset-level disagreements of the metadata with itself, recorded on every episode."""
+        flags: dict[str, Any] = {}
+        total = self.info.get("total_episodes")
+        with contextlib.suppress(EpisodeError):
+            count = len(self.episodes)
+            if isinstance(total, int) and total != count:
+                flags["total_episodes_disagrees"] = {"info": total, "episodes_meta": count}
+        known = {"codebase_version", "robot_type", "total_episodes", "total_frames", "total_tasks", "total_videos",
+                 "total_chunks", "chunks_size", "fps", "splits", "data_path", "video_path", "features",
+                 "data_files_size_in_mb", "video_files_size_in_mb", "tools"}
+        extra = {k: self.info[k] for k in sorted(set(self.info) - known)}
+        if extra:
+            flags["info_extra_keys"] = extra
+        return flags
+
+    # -- one episode -----------------------------------------------------------------
+
+    def read(self, index: int, ref: str, feature_map: FeatureMap) -> RawEpisode:
+        """Read episode ``index``'s parquet rows and prepare (not decode) its camera streams."""
+        meta = self.episodes.get(index)
+        if meta is None:
+            raise EpisodeError(Reason.MISSING_METADATA, f"{ref}: episode {index} is not in the episodes metadata")
+        flags: dict[str, Any] = {}
+        table, row_groups, file_columns = self._read_rows(meta, ref, flags)
+        n = table.num_rows
+        if n == 0 and self.layout == "v3":
+            raise EpisodeError(
+                Reason.INVALID_METADATA,
+                f"{ref}: {meta.data_path} holds no rows of episode {index} although the episodes metadata points there",
+            )
+        if n == 0:
+            raise EpisodeError(Reason.EMPTY_EPISODE, f"{ref}: no parquet rows for episode {index}")
+        if meta.length is not None and meta.length != n:
+            flags["length_disagrees"] = {"episodes_meta": meta.length, "parquet_rows": n}
+
+        columns: dict[str, np.ndarray] = {}
+        skipped: dict[str, str] = {}
+        for name in table.column_names:
+            spec = self.features.get(name)
+            if spec is not None and (spec.is_video or spec.is_image):
+                continue
+            values = _column_to_array(table.column(name), f"{ref}: column '{name}'")
+            if values is None:
+                skipped[name] = f"non-numeric column ({table.column(name).type})"
+                continue
+            columns[name] = values
+            if spec is None and name not in BOOKKEEPING:
+                flags.setdefault("undeclared_columns", []).append(name)
+            elif spec is not None:
+                _check_declared(spec, values, table.column(name).type, flags)
+        for key, spec in self.features.items():
+            if not (spec.is_video or spec.is_image) and key not in table.column_names and key not in BOOKKEEPING:
+                flags.setdefault("declared_columns_missing", []).append(key)
+
+        if "timestamp" in columns:
+            timestamp = np.asarray(columns["timestamp"], dtype=np.float64).reshape(n, -1)[:, 0]
+            origin = TimestampOrigin.RECORDED
+            ts_type = str(table.column("timestamp").type)
+            flags["timestamp_dtype"] = _ARROW_DTYPE_NAMES.get(ts_type, ts_type)
+        else:
+            timestamp = np.arange(n, dtype=np.float64) / self.fps
+            origin = TimestampOrigin.FROM_CONTROL_RATE
+            flags["timestamp_missing"] = True
+        if "frame_index" in columns:
+            fi = np.asarray(columns["frame_index"]).reshape(-1)
+            if not np.array_equal(fi, np.arange(n)):
+                flags["frame_index_irregular"] = True
+        task_index = np.asarray(columns["task_index"]).reshape(-1) if "task_index" in columns else None
+
+        cameras: dict[str, CameraStream] = {}
+        camera_keys: dict[str, str] = {}
+        for key, spec in self.features.items():
+            if not (spec.is_video or spec.is_image):
+                continue
+            if spec.is_depth:
+                skipped[key] = "depth video (not an RGB camera)"
+                continue
+            name = feature_map.camera_name(key)
+            if name in cameras:
+                raise EpisodeError(Reason.INVALID_METADATA, f"{ref}: two camera features map to name '{name}'")
+            if spec.is_video:
+                cameras[name] = self._video_stream(meta, key, name, ref, timestamp, n, flags)
+            else:
+                if key not in file_columns:
+                    raise EpisodeError(Reason.MISSING_CAMERA, f"{ref}: image feature '{key}' has no parquet column")
+                cameras[name] = self._image_stream(meta, key, name, ref, row_groups, n)
+            camera_keys[name] = key
+        if skipped:
+            flags["skipped_features"] = skipped
+        return RawEpisode(
+            dataset=self, meta=meta, ref=ref, num_frames=n, timestamp=timestamp, timestamp_origin=origin,
+            columns=columns, task_index=task_index, cameras=cameras, camera_keys=camera_keys, flags=flags,
+        )
+
+    def _read_rows(
+        self, meta: EpisodeMeta, ref: str, flags: dict[str, Any]
+    ) -> tuple[pa.Table, dict[str, list[int]], set[str]]:
+        """The episode's rows (all columns but video/image ones), the row groups read per data
+        file (``[]``: all) and the column names of the file."""
+        wanted = [k for k, f in self.features.items() if not (f.is_video or f.is_image)]
+        if self.layout == "v2":
+            path = self._locate(meta.data_path, meta.data_glob, flags)
+            if path is None:
+                raise EpisodeError(Reason.MISSING_FILE, f"{ref}: parquet file {meta.data_path} not found")
+            where = f"{ref}: {path.relative_to(self.path).as_posix()}"
+            schema = _read_schema(path, where)
+            cols = _columns_to_read(schema, wanted)
+            table = _read_parquet(path, cols, where)
+            if "episode_index" in table.column_names:
+                found = pc.unique(table.column("episode_index")).to_pylist()
+                if found != [meta.index]:
+                    raise EpisodeError(
+                        Reason.INVALID_METADATA, f"{where}: holds rows of episode(s) {found}, expected {meta.index}"
+                    )
+            return table, {path.relative_to(self.path).as_posix(): []}, set(schema.names)
+
+        # v3: only the row groups whose episode_index range contains this episode
+        parts: list[pa.Table] = []
+        groups_read: dict[str, list[int]] = {}
+        file_columns: set[str] = set()
+        for rel in (meta.data_path, meta.next_data_path):
+            if rel is None:
+                continue
+            path = self.path / rel
+            if not path.is_file():
+                if rel == meta.data_path:
+                    raise EpisodeError(Reason.MISSING_FILE, f"{ref}: parquet file {rel} not found")
+                break
+            where = f"{ref}: {rel}"
+            file_columns |= set(_read_schema(path, where).names)
+            part, groups = _read_episode_rows(path, meta.index, wanted, where)
+            if part.num_rows:
+                parts.append(part)
+                groups_read[rel] = groups
+            have = sum(p.num_rows for p in parts)
+            if meta.length is None or have >= meta.length:
+                break
+        if any(rel != meta.data_path for rel in groups_read):
+            # the episodes metadata named one file, (some of) the rows are in the next one
+            flags["rows_from_files"] = {"episodes_meta": meta.data_path, "read": sorted(groups_read)}
+        if not parts:
+            return pa.table({}), groups_read, file_columns
+        table = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
+        if meta.row_range is not None and "index" in table.column_names:
+            idx = table.column("index").to_numpy()
+            lo, hi = meta.row_range
+            if len(idx) and (int(idx[0]) != lo or int(idx[-1]) != hi - 1):
+                flags["row_range_disagrees"] = {"episodes_meta": [lo, hi], "index_column": [int(idx[0]), int(idx[-1]) + 1]}
+        return table, groups_read, file_columns
+
+    def _video_stream(
+        self, meta: EpisodeMeta, key: str, name: str, ref: str, timestamp: np.ndarray, rows: int,
+        flags: dict[str, Any],
+    ) -> CameraStream:
+        span = meta.videos.get(key)
+        if span is None:
+            raise EpisodeError(Reason.MISSING_CAMERA, f"{ref}: no video location for '{key}' in the episodes metadata")
+        path = self._locate(span.path, span.glob, flags)
+        if path is None:
+            raise EpisodeError(Reason.MISSING_FILE, f"{ref}: video file {span.path} not found")
+        where = f"{ref}: {span.path}"
+        tol = self.options.video_time_tolerance_s or 0.5 / self.fps
+        count = count_video_frames(path, span.start, span.stop, tol, where)
+        if count > rows and count - rows <= self.options.video_extra_frames:
+            flags.setdefault("video_frames_trimmed", {})[name] = count - rows
+            count = rows
+        if count != rows:
+            window = "" if span.stop is None else f" in [{span.start:.3f}, {span.stop:.3f}) s"
+            raise EpisodeError(
+                Reason.FRAME_COUNT_MISMATCH,
+                f"{where}: camera '{name}' has {count} video frames{window} but the episode has {rows} parquet rows",
+            )
+        times = timestamp if self.options.check_frame_times else None
+        return CameraStream(
+            name=name,
+            num_frames=rows,
+            open_frames=lambda: decode_video_frames(path, span.start, rows, times, tol, where),
+            thread_safe=True,  # every stream opens its own container
+        )
+
+    def _image_stream(
+        self, meta: EpisodeMeta, key: str, name: str, ref: str, row_groups: Mapping[str, list[int]], rows: int
+    ) -> CameraStream:
+        sources = [(self.path / rel, groups) for rel, groups in row_groups.items()]
+        index = meta.index if self.layout == "v3" else None
+        return CameraStream(
+            name=name,
+            num_frames=rows,
+            open_frames=lambda: image_column_frames(sources, key, index, self.path, f"{ref}: column '{key}'"),
+            thread_safe=True,
+        )
+
+
+@dataclass
+class RawEpisode:
+    """One episode as the LeRobot files hold it, before it is mapped to the unified record."""
+
+    dataset: LeRobotDataset
+    meta: EpisodeMeta
+    ref: str
+    num_frames: int
+    timestamp: np.ndarray
+    timestamp_origin: TimestampOrigin
+    columns: dict[str, np.ndarray]  # numeric columns, [T] or [T, D]
+    task_index: np.ndarray | None
+    cameras: dict[str, CameraStream]
+    camera_keys: dict[str, str]  # camera name -> feature key
+    flags: dict[str, Any]
+
+    def matrix(self, key: str) -> np.ndarray:
+        values = self.columns[key]
+        return values.reshape(len(values), -1)
+
+
+# --------------------------------------------------------------------------------------
+# Parquet helpers
+# --------------------------------------------------------------------------------------
+
+
+def _load_json(path: Path, where: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise EpisodeError(Reason.INVALID_METADATA, f"{where} is not UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise EpisodeError(Reason.INVALID_METADATA, f"{where} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise EpisodeError(Reason.CORRUPT_FILE, f"{where}: cannot read: {exc}") from exc
+
+
+def _load_jsonl(path: Path, where: str) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EpisodeError(Reason.INVALID_METADATA, f"{where} is not UTF-8: {exc}") from exc
+    except OSError as exc:
+        raise EpisodeError(Reason.CORRUPT_FILE, f"{where}: cannot read: {exc}") from exc
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EpisodeError(Reason.INVALID_METADATA, f"{where} line {number} is not valid JSON: {exc}") from exc
+        if not isinstance(row, dict):
+            raise EpisodeError(Reason.INVALID_METADATA, f"{where} line {number} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _read_schema(path: Path, where: str) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except _PARQUET_ERRORS as exc:
+        raise EpisodeError(Reason.CORRUPT_FILE, f"{where}: cannot open parquet file: {exc}") from exc
+
+
+def _read_parquet(path: Path, columns: list[str] | None, where: str) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except _PARQUET_ERRORS as exc:
+        raise EpisodeError(Reason.CORRUPT_FILE, f"{where}: cannot read parquet file: {exc}") from exc
+
+
+def _columns_to_read(schema: pa.Schema, wanted: Iterable[str]) -> list[str]:
+    """Declared non-video features and bookkeeping columns present, plus undeclared numeric columns."""
+    names = set(schema.names)
+    cols = [c for c in wanted if c in names]
+    cols += [c for c in BOOKKEEPING if c in names and c not in cols]
+    for f in schema:
+        if f.name not in cols and _numeric_or_list(f.type) and not f.name.startswith("__"):
+            cols.append(f.name)
+    return cols
+
+
+def _numeric_or_list(t: pa.DataType) -> bool:
+    if pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t):
+        t = t.value_type
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def _read_episode_rows(path: Path, index: int, wanted: list[str], where: str) -> tuple[pa.Table, list[int]]:
+    """v3: rows of one episode from a multi-episode file, reading only the row groups that can hold it.
+
+    Row groups are chosen from the parquet ``episode_index`` column statistics; without
+    statistics the (small) ``episode_index`` column is read to choose them. The chosen groups
+    are then filtered on ``episode_index``.
+    """
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+        if "episode_index" not in schema.names:
+            raise EpisodeError(Reason.MISSING_KEY, f"{where}: no episode_index column in a multi-episode file")
+        md = pf.metadata
+        # statistics are per parquet leaf column (a struct or list column has its own leaves)
+        col = next(i for i in range(md.num_columns) if md.schema.column(i).path == "episode_index")
+        groups: list[int] = []
+        for g in range(md.num_row_groups):
+            stats = md.row_group(g).column(col).statistics
+            if stats is not None and stats.has_min_max:
+                if stats.min <= index <= stats.max:
+                    groups.append(g)
+            else:
+                values = pf.read_row_group(g, columns=["episode_index"]).column(0)
+                if pc.any(pc.equal(values, index)).as_py():
+                    groups.append(g)
+        cols = _columns_to_read(schema, wanted)
+        if not groups:
+            return pa.Table.from_batches([], schema=pa.schema([schema.field(c) for c in cols])), []
+        table = pf.read_row_groups(groups, columns=cols)
+    except EpisodeError:
+        raise
+    except _PARQUET_ERRORS as exc:
+        raise EpisodeError(Reason.CORRUPT_FILE, f"{where}: cannot read parquet file: {exc}") from exc
+    table = table.filter(pc.equal(table.column("episode_index"), index))
+    return table, groups
+
+
+def _column_to_array(col: pa.ChunkedArray, where: str) -> np.ndarray | None:
+    """A numeric column as ``[T]`` or ``[T, D]`` numpy (``None`` for non-numeric columns).
+
+    Null rows are ``non_finite_values`` (a missing value); null elements inside a list
+    become NaN (floats) so the episode check names them.
+    """
+    t = col.type
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if isinstance(arr, pa.ChunkedArray):  # zero chunks
+        arr = pa.array([], type=t)
+    if pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t):
+        vt = t.value_type
+        if not (pa.types.is_integer(vt) or pa.types.is_floating(vt) or pa.types.is_boolean(vt)):
+            return None
+        if arr.null_count:
+            raise EpisodeError(Reason.NON_FINITE_VALUES, f"{where} has {arr.null_count} null rows")
+        n = len(arr)
+        if pa.types.is_fixed_size_list(t):
+            width = t.list_size
+        else:
+            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+            widths = np.unique(lengths)
+            if len(widths) > 1:
+                raise EpisodeError(
+                    Reason.SHAPE_MISMATCH, f"{where} holds vectors of different lengths {widths.tolist()}"
+                )
+            width = int(widths[0]) if n else 0
+        values = arr.flatten().to_numpy(zero_copy_only=False)
+        return np.asarray(values).reshape(n, width)
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+        if arr.null_count and not pa.types.is_floating(t):
+            raise EpisodeError(Reason.NON_FINITE_VALUES, f"{where} has {arr.null_count} null rows")
+        return np.asarray(arr.to_numpy(zero_copy_only=False))
+    return None
+
+
+_ARROW_DTYPE_NAMES = {"float": "float32", "double": "float64", "halffloat": "float16"}
+
+
+def _check_declared(spec: FeatureSpec, values: np.ndarray, arrow_type: pa.DataType, flags: dict[str, Any]) -> None:
+    """Record (not fail) where a numeric column disagrees with its declared dtype or shape."""
+    t = arrow_type.value_type if hasattr(arrow_type, "value_type") else arrow_type
+    actual = _ARROW_DTYPE_NAMES.get(str(t), str(t))
+    if spec.dtype != actual and spec.dtype not in ("video", "image"):
+        flags.setdefault("dtype_disagrees", {})[spec.key] = {"declared": spec.dtype, "parquet": actual}
+    width = 1 if values.ndim == 1 else values.shape[1]
+    declared = int(np.prod(spec.shape)) if spec.shape else None
+    if declared is not None and declared != width:
+        flags.setdefault("shape_disagrees", {})[spec.key] = {"declared": list(spec.shape), "parquet_width": width}
+
+
+# --------------------------------------------------------------------------------------
+# Video and image streams
+# --------------------------------------------------------------------------------------
+
+
+def _open_video(path: Path, where: str):
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: cannot open video: {exc}") from exc
+    if not container.streams.video:
+        container.close()
+        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: file has no video stream")
+    return container, container.streams.video[0]
+
+
+def count_video_frames(path: Path, start: float, stop: float | None, tol: float, where: str) -> int:
+    """Frames of ``path`` presented in ``[start - tol, stop - tol)`` (the whole file if ``stop`` is None).
+
+    Counted from the container, not decoded: the sample table for a whole file, the
+    demuxed packets of the window (after a seek) for a window of a multi-episode file.
+    """
+    container, stream = _open_video(path, where)
+    try:
+        if stop is None and start <= tol and stream.frames > 0:
+            return int(stream.frames)
+        tb = stream.time_base
+        if start > tol:
+            container.seek(int((start - tol) / tb), stream=stream, backward=True, any_frame=False)
+        n = 0
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue  # the demuxer's flush packet
+            t = float(packet.pts * tb)
+            dts = float(packet.dts * tb) if packet.dts is not None else t
+            if stop is not None and dts >= stop - tol:
+                break  # dts <= pts: no later packet can be presented inside the window
+            if t >= start - tol and (stop is None or t < stop - tol):
+                n += 1
+        return n
+    except av.error.FFmpegError as exc:
+        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: cannot read video packets: {exc}") from exc
+    finally:
+        container.close()
+
+
+def decode_video_frames(
+    path: Path, start: float, count: int, times: np.ndarray | None, tol: float, where: str
+) -> Iterator[np.ndarray]:
+    """Decode ``count`` frames from ``start`` on, one at a time, as HxWx3 uint8 RGB.
+
+    The container is opened when iteration starts and closed when it ends (or the consumer
+    stops early). With ``times``, frame ``i`` must be presented within ``tol`` of
+    ``start + times[i]``; a frame out of place means the video lost or gained a frame.
+    """
+    container, stream = _open_video(path, where)
+    try:
+        stream.thread_type = "AUTO"
+        if start > tol:
+            container.seek(int((start - tol) / stream.time_base), stream=stream, backward=True, any_frame=False)
+        n = 0
+        t0 = float(times[0]) if times is not None and len(times) else 0.0
+        for frame in container.decode(stream):
+            t = frame.time
+            if t is not None and t < start - tol:
+                continue
+            if times is not None and t is not None and abs((t - start) - (float(times[n]) - t0)) > tol:
+                raise EpisodeError(
+                    Reason.FRAME_COUNT_MISMATCH,
+                    f"{where}: video frame {n} is presented at {t - start:.4f} s but its parquet row says "
+                    f"{float(times[n]) - t0:.4f} s (the video lost or gained a frame)",
+                )
+            yield frame.to_ndarray(format="rgb24")
+            n += 1
+            if n == count:
+                return
+        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: decoded only {n} of {count} frames")
+    except av.error.FFmpegError as exc:
+        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: cannot decode: {exc}") from exc
+    finally:
+        container.close()
+
+
+def image_column_frames(
+    sources: Sequence[tuple[Path, list[int]]], key: str, episode: int | None, root: Path, where: str,
+    batch_size: int = 16,
+) -> Iterator[np.ndarray]:
+    """Decode an ``image`` feature (parquet ``{bytes, path}`` structs) a small batch at a time."""
+    n = 0
+    for path, groups in sources:
+        try:
+            pf = pq.ParquetFile(path)
+            cols = [key] + (["episode_index"] if episode is not None else [])
+            batches = pf.iter_batches(batch_size=batch_size, row_groups=groups or None, columns=cols)
+            for batch in batches:
+                col = batch.column(0)
+                if episode is not None:
+                    keep = pc.equal(batch.column(1), episode)
+                    col = pc.filter(col, keep)
+                for i in range(len(col)):
+                    yield _decode_image_cell(col, i, root, f"{where}[{n}]")
+                    n += 1
+        except EpisodeError:
+            raise
+        except _PARQUET_ERRORS as exc:
+            raise EpisodeError(Reason.CORRUPT_FILE, f"{where}: cannot read images: {exc}") from exc
+
+
+def _decode_image_cell(col: pa.Array, i: int, root: Path, where: str) -> np.ndarray:
+    if pa.types.is_struct(col.type):
+        cell = col[i].as_py() or {}
+        data, rel = cell.get("bytes"), cell.get("path")
+    elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        data, rel = col[i].as_py(), None
+    else:
+        raise EpisodeError(Reason.UNSUPPORTED_LAYOUT, f"{where}: image column of type {col.type}")
+    if data is None:
+        if not rel:
+            raise EpisodeError(Reason.IMAGE_DECODE_ERROR, f"{where}: image cell has neither bytes nor path")
+        path = root / rel
+        if not path.is_file():
+            raise EpisodeError(Reason.MISSING_FILE, f"{where}: image file {rel} not found")
+        data = path.read_bytes()
+    return decode_image_bytes(data, where=where)
+
+
+# --------------------------------------------------------------------------------------
+# Mapping to the unified episode
+# --------------------------------------------------------------------------------------
+
+
+def episode_tasks(raw: RawEpisode) -> tuple[list[str], dict[str, Any]]:
+    """The episode's task texts, most frequent first, and how they were found.
+
+    Per-row ``task_index`` through the tasks table is authoritative. A ``task_index`` with
+    no text falls back to the episode's own ``tasks`` list when that holds exactly one
+    non-empty text (recorded); otherwise the episode has no usable language.
+    """
+    ds, info = raw.dataset, {}
+    table_name = V2_TASKS_PATH if ds.layout == "v2" else V3_TASKS_PATH
+    if raw.task_index is None:
+        texts = [t for t in raw.meta.tasks if t.strip()]
+        if not texts:
+            raise EpisodeError(Reason.MISSING_LANGUAGE, f"{raw.ref}: no task_index column and no tasks in the episode meta")
+        return texts, {"task_source": "episodes_meta"}
+    counts = Counter(int(v) for v in raw.task_index)
+    ordered = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    texts: list[str] = []
+    missing = [i for i in ordered if i not in ds.tasks]
+    if missing:
+        fallback = [t for t in raw.meta.tasks if t.strip()]
+        if len(fallback) == 1 and len(ordered) == 1:
+            info["task_from_episode_meta"] = {"task_index": missing[0]}
+            return fallback, info
+        raise EpisodeError(
+            Reason.MISSING_LANGUAGE,
+            f"{raw.ref}: task_index {missing} has no text in {table_name} (episode meta tasks: {list(raw.meta.tasks)})",
+        )
+    texts = [ds.tasks[i] for i in ordered]
+    info["task_index"] = ordered
+    if raw.meta.tasks and set(raw.meta.tasks) != set(texts):
+        info["episode_meta_tasks_disagree"] = list(raw.meta.tasks)
+    return texts, info
+
+
+def build_episode(
+    raw: RawEpisode,
+    fmap: FeatureMap,
+    options: ReaderOptions,
+    *,
+    embodiment: str,
+    robot_type: str,
+    instruction: str,
+    alternatives: Sequence[str] = (),
+    subtasks: list[str | None] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Episode:
+    """Map a :class:`RawEpisode` to the unified record under the feature map and name rule."""
+    ds, ref = raw.dataset, raw.ref
+    repairs: dict[str, Any] = {}
+    renamed: dict[str, str] = {}
+
+    def pick(keys: tuple[str, ...], label: str) -> str:
+        for key in keys:
+            if key in raw.columns:
+                return key
+        raise EpisodeError(
+            Reason.MISSING_KEY, f"{ref}: no {label} column (looked for {list(keys)}; have {sorted(raw.columns)})"
+        )
+
+    def names_for(key: str, width: int, stub: str) -> list[str]:
+        spec = ds.features.get(key)
+        names = resolve_names(spec.names if spec else None, width, stub, options.name_policy, ref, key, repairs)
+        out = []
+        for n in names:
+            new = fmap.renames.get(n, n)
+            if new != n:
+                renamed[n] = new
+            out.append(new)
+        return out
+
+    state_key, action_key = pick(fmap.state_keys, "state"), pick(fmap.action_keys, "action")
+    state = raw.matrix(state_key).astype(np.float32)
+    action = raw.matrix(action_key).astype(np.float32)
+    state_names = names_for(state_key, state.shape[1], "state")
+    action_names = names_for(action_key, action.shape[1], "action")
+
+    extras: dict[str, np.ndarray] = {}
+    extra_names: dict[str, list[str]] = {}
+    skip = set(BOOKKEEPING) | {state_key, action_key} | set(fmap.exclude_extras)
+    for key in sorted(raw.columns):
+        if key in skip:
+            continue
+        values = raw.matrix(key)
+        extras[key] = values
+        extra_names[key] = names_for(key, values.shape[1], key.replace(".", "_"))
+
+    flags = dict(raw.flags)
+    flags.update(ds.metadata_flags())
+    if repairs:
+        flags["name_repairs"] = repairs
+    if renamed:
+        flags["renamed_dimensions"] = renamed
+    split = ds.split_of(raw.meta.index)
+    lerobot = {
+        "codebase_version": ds.version,
+        "dataset": ds.rel,
+        "episode_index": raw.meta.index,
+        "fps": ds.fps,
+        "robot_type": ds.robot_type,
+        "state_key": state_key,
+        "action_key": action_key,
+        "cameras": dict(raw.camera_keys),
+        "split": split,
+        "flags": flags,
+    }
+    if split is None and isinstance(ds.info.get("splits"), Mapping):
+        flags["not_in_splits"] = True
+    meta = {"lerobot": lerobot}
+    meta.update(metadata or {})
+    return Episode(
+        source_episode=ref,
+        embodiment=embodiment,
+        robot_type=robot_type,
+        control_hz=ds.fps,
+        timestamp=raw.timestamp,
+        state=state,
+        state_names=state_names,
+        action=action,
+        action_names=action_names,
+        action_kind=fmap.action_kind,
+        instruction=instruction,
+        cameras=raw.cameras,
+        timestamp_origin=raw.timestamp_origin,
+        instruction_alternatives=list(alternatives),
+        subtasks=subtasks,
+        extras=extras,
+        extra_names=extra_names,
+        metadata=meta,
+    )
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
+
+
+# --------------------------------------------------------------------------------------
+# Converter base for LeRobot-format sources
+# --------------------------------------------------------------------------------------
+
+
+class LeRobotConverter(Converter):
+    """Discovery, caching and episode mapping for a root holding one or many LeRobot datasets.
+
+    Subclasses set ``feature_map`` and override :meth:`embodiment_for` /
+    :meth:`language_for` / :meth:`extra_metadata`. Options understood here: the
+    :class:`ReaderOptions` keys, plus ``embodiment`` (force one embodiment id) for the
+    default :meth:`embodiment_for`.
+    """
+
+    feature_map: ClassVar[FeatureMap] = FeatureMap()
+    #: every option key the converter understands; any other key is a configuration error
+    option_keys: ClassVar[frozenset[str]] = READER_OPTION_KEYS | {"embodiment"}
+    #: datasets whose metadata a worker keeps open (LRU)
+    dataset_cache_size: ClassVar[int] = 32
+
+    def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
+        super().__init__(root, options)
+        unknown = sorted(set(self.options) - self.option_keys)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown option(s) {unknown}; known: {sorted(self.option_keys)}")
+        self.reader_options = ReaderOptions.from_options(self.options)
+        self._datasets: OrderedDict[str, LeRobotDataset | EpisodeError] = OrderedDict()
+
+    # -- discovery ---------------------------------------------------------------------
+
+    def discover(self) -> list[str]:
+        """One unit per episode of every dataset under ``root``; a dataset whose episode list
+        cannot be read is one dataset-level unit (its path), quarantined when converted."""
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.name} root {self.root} is not a directory")
+        units: list[str] = []
+        for rel in find_datasets(self.root):
+            try:
+                ds = self.dataset(rel)
+                units.extend(episode_ref(rel, i) for i in ds.episode_indices())
+            except EpisodeError:
+                units.append(rel or ".")
+        return sorted(units)
+
+    def episodes(self, unit: str) -> Iterator[tuple[str, Callable[[], Any]]]:
+        parsed = parse_episode_ref(unit)
+        if parsed is not None:
+            yield unit, lambda: self.open_episode(unit)
+            return
+        rel = "" if unit == "." else unit
+        ds = self.dataset(rel)  # raises the dataset-level error
+        for index in ds.episode_indices():
+            ref = episode_ref(rel, index)
+            yield ref, (lambda r=ref: self.open_episode(r))
+
+    def dataset(self, rel: str) -> LeRobotDataset:
+        """The (cached) dataset at ``rel``; a cached failure is raised again."""
+        cached = self._datasets.get(rel)
+        if cached is None:
+            try:
+                cached = LeRobotDataset(self.root, rel, self.reader_options)
+                _ = cached.episodes  # validate the episode list once
+            except EpisodeError as exc:
+                cached = exc
+            self._datasets[rel] = cached
+            while len(self._datasets) > self.dataset_cache_size:
+                self._datasets.popitem(last=False)
+        else:
+            self._datasets.move_to_end(rel)
+        if isinstance(cached, EpisodeError):
+            raise EpisodeError(cached.reason, cached.message)
+        return cached
+
+    # -- reading -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def open_episode(self, source_episode: str) -> Iterator[Episode]:
+        parsed = parse_episode_ref(source_episode)
+        if parsed is None:
+            raise EpisodeError(Reason.UNSUPPORTED_LAYOUT, f"{source_episode}: not an episode ref")
+        rel, index = parsed
+        ds = self.dataset(rel)
+        embodiment, robot_type = self.embodiment_for(ds, source_episode)
+        raw = ds.read(index, source_episode, self.feature_map)
+        instruction, alternatives, subtasks, language_meta = self.language_for(ds, raw)
+        metadata = dict(language_meta)
+        metadata.update(self.extra_metadata(ds, raw))
+        episode = build_episode(
+            raw, self.feature_map, self.reader_options,
+            embodiment=embodiment, robot_type=robot_type, instruction=instruction,
+            alternatives=alternatives, subtasks=subtasks, metadata=metadata,
+        )
+        yield self.finish(episode, ds, raw)
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def embodiment_for(self, ds: LeRobotDataset, ref: str) -> tuple[str, str]:
+        """``(embodiment id, robot_type)``: option ``embodiment``, else the slug of ``robot_type``."""
+        forced = self.options.get("embodiment")
+        if forced:
+            return str(forced), ds.robot_type or str(forced)
+        if ds.robot_type is None or not slugify(ds.robot_type):
+            raise EpisodeError(
+                Reason.MISSING_METADATA,
+                f"{ref}: info.json robot_type is {ds.robot_type!r} and no embodiment is configured (option 'embodiment')",
+            )
+        return slugify(ds.robot_type), ds.robot_type
+
+    def language_for(
+        self, ds: LeRobotDataset, raw: RawEpisode
+    ) -> tuple[str, list[str], list[str | None] | None, dict[str, Any]]:
+        """``(instruction, alternatives, subtasks, metadata)``: the most frequent task text."""
+        texts, info = episode_tasks(raw)
+        meta: dict[str, Any] = {"tasks": texts}
+        if info:
+            meta["task_info"] = info
+        return texts[0], [], None, meta
+
+    def extra_metadata(self, ds: LeRobotDataset, raw: RawEpisode) -> dict[str, Any]:
+        """Source-specific metadata merged into ``Episode.metadata``."""
+        return {}
+
+    def finish(self, episode: Episode, ds: LeRobotDataset, raw: RawEpisode) -> Episode:
+        """Last look at the mapped episode (final dimension names are known here)."""
+        return episode
+
+
+# ======================================================================================
+# Writing LeRobot datasets (sample generators, synthetic benchmark data, tests)
+# ======================================================================================
+
+#: LeRobot's encoder settings (lerobot.datasets.video_utils.encode_video_frames): g=2, yuv420p
+AV1_CRF, H264_CRF, GOP = 30, 23, 2
+
+
+def av1_encoder() -> str | None:
+    """The AV1 encoder this PyAV build has (libsvtav1 is LeRobot's default), or None."""
+    for name in ("libsvtav1", "libaom-av1"):
+        if name in av.codecs_available:
+            with contextlib.suppress(Exception):
+                av.codec.Codec(name, "w")
+                return name
+    return None
+
+
+def av1_decoder() -> str | None:
+    for name in ("libdav1d", "libaom-av1", "av1"):
+        if name in av.codecs_available:
+            with contextlib.suppress(Exception):
+                av.codec.Codec(name, "r")
+                return name
+    return None
+
+
+def video_codec(preferred: str) -> tuple[str, str]:
+    """``(encoder, info codec name)`` for ``"av1"`` (falls back to H.264 without AV1) or ``"h264"``."""
+    if preferred == "av1":
+        enc = av1_encoder()
+        if enc is not None and av1_decoder() is not None:
+            return enc, "av1"
+    return "libx264", "h264"
+
+
+class VideoWriter:
+    """Appends RGB frames to one MP4 (PyAV, yuv420p), frame slot ``i`` presented at ``i / fps``.
+
+    ``deterministic`` makes the bytes a function of the frames alone: the encoders run on
+    one thread (x264 and SVT-AV1 otherwise split work by core count) and x264's macroblock
+    tree rate control is off (with it this x264 build produced different bitstreams for the
+    same frames from run to run). Without it (benchmark input) SVT-AV1 runs its fastest
+    preset. Odd frame sizes are padded to even ones (yuv420p needs
+    them) by repeating the last row/column.
+    """
+
+    def __init__(self, path: Path, fps: float, height: int, width: int, codec: str, deterministic: bool = True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if codec.startswith("libsvtav1"):
+            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner to stderr at info level
+        options = {"g": str(GOP), "crf": str(AV1_CRF if "av1" in codec else H264_CRF)}
+        if deterministic:
+            if codec == "libsvtav1":
+                options["svtav1-params"] = "lp=1"
+            elif codec == "libx264":
+                options["threads"] = "1"
+                options["x264-params"] = "no-mbtree=1"
+        elif codec == "libsvtav1":
+            options["preset"] = "12"  # synthetic benchmark input: 4x faster to write, same decoder path
+        self.height, self.width = height + height % 2, width + width % 2
+        self.container = av.open(str(path), mode="w")
+        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
+        self.stream.width, self.stream.height = self.width, self.height
+        self.stream.pix_fmt = "yuv420p"
+        self.count = 0  # frame slots used; pts are in the codec time base 1/fps
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.asarray(frame, dtype=np.uint8)
+        if frame.shape[0] != self.height or frame.shape[1] != self.width:
+            frame = np.pad(frame, ((0, self.height - frame.shape[0]), (0, self.width - frame.shape[1]), (0, 0)),
+                           mode="edge")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf.pts = self.count
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.count += 1
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+@dataclass
+class SampleCamera:
+    """A camera feature of a sample dataset: ``video`` (MP4) or ``image`` (PNG in parquet)."""
+
+    key: str
+    height: int
+    width: int
+    codec: str = "h264"  # av1 | h264 | image
+
+
+@dataclass
+class SampleEpisode:
+    """One episode to write. ``columns`` are the parquet feature columns (``[T]`` or ``[T, D]``).
+
+    ``frames(camera_key)`` yields that camera's RGB frames lazily. Defects a writer can
+    plant: ``drop_video_frames`` (camera key -> frames missing at the end of its video),
+    ``missing_videos`` (camera keys whose file is not written), ``corrupt_parquet``
+    (v2 file truncated after writing).
+    """
+
+    index: int
+    columns: dict[str, np.ndarray]
+    task_index: int
+    tasks: list[str]
+    frames: Callable[[str], Iterator[np.ndarray]]
+    timestamp: np.ndarray | None = None
+    drop_video_frames: dict[str, int] = field(default_factory=dict)
+    missing_videos: set[str] = field(default_factory=set)
+    corrupt_parquet: bool = False
+
+    @property
+    def length(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+
+def feature_entry(dtype: str, shape: Sequence[int], names: Any = None, **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"dtype": dtype, "shape": list(shape), "names": names}
+    entry.update(extra)
+    return entry
+
+
+def video_feature(cam: SampleCamera, fps: float, codec_name: str, version: str) -> dict[str, Any]:
+    h, w = cam.height + cam.height % 2, cam.width + cam.width % 2  # yuv420p: encoded at even sizes
+    info = {
+        "video.height": h, "video.width": w, "video.codec": codec_name,
+        "video.pix_fmt": "yuv420p", "video.is_depth_map": False, "video.fps": fps, "video.channels": 3,
+        "has_audio": False,
+    }
+    key = "video_info" if version == "v2.0" else "info"
+    return {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"], key: info}
+
+
+def _arrow_column(values: np.ndarray, fixed: bool, dtype: str) -> pa.Array:
+    values = np.asarray(values)
+    arrow_type = {"float32": pa.float32(), "float64": pa.float64(), "int32": pa.int32(), "int64": pa.int64(),
+                  "bool": pa.bool_()}[dtype]
+    if values.ndim == 1:
+        return pa.array(values.astype(dtype), type=arrow_type)
+    flat = pa.array(values.astype(dtype).reshape(-1), type=arrow_type)
+    width = values.shape[1]
+    if fixed:
+        return pa.FixedSizeListArray.from_arrays(flat, width)
+    offsets = pa.array(np.arange(0, values.size + 1, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, flat)
+
+
+class DatasetWriter:
+    """Writes one LeRobot dataset (v2.0/v2.1 or v3.0) the way LeRobot lays it out.
+
+    ``features`` are the non-camera features (``info.json`` entries, in column order);
+    ``column_dtypes`` their parquet dtypes (e.g. float64 timestamps where a release wrote
+    them). v3 files roll over every ``episodes_per_file`` episodes (LeRobot rolls over by
+    size; the sample sets are too small for that); ``row_group_size`` rows per parquet row
+    group (``None``: one per episode, as recent LeRobot writes them).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        version: str,
+        fps: float,
+        robot_type: str | None,
+        features: dict[str, dict[str, Any]],
+        cameras: Sequence[SampleCamera],
+        tasks: Mapping[int, str],
+        chunks_size: int = DEFAULT_CHUNKS_SIZE,
+        info_overrides: Mapping[str, Any] | None = None,
+        list_columns: str = "fixed",
+        timestamp_dtype: str = "float32",
+        episodes_per_file: int = 50,
+        row_group_size: int | None = None,
+        deterministic: bool = True,
+    ):
+        self.root, self.version, self.fps = Path(root), version, fps
+        self.layout = LAYOUTS[version]
+        self.robot_type, self.tasks = robot_type, dict(tasks)
+        self.cameras = list(cameras)
+        self.codecs = {c.key: video_codec(c.codec) for c in self.cameras if c.codec != "image"}
+        self.features = dict(features)
+        self.chunks_size = chunks_size
+        self.info_overrides = dict(info_overrides or {})
+        self.fixed = list_columns == "fixed"
+        self.timestamp_dtype = timestamp_dtype
+        self.episodes_per_file = episodes_per_file
+        self.row_group_size = row_group_size
+        self.deterministic = deterministic
+        self.episode_rows: list[dict[str, Any]] = []
+        self.stats_rows: list[dict[str, Any]] = []
+        self.total_frames = 0
+        # v3 state: the open data/video files
+        self._file = (0, 0)
+        self._file_tables: list[pa.Table] = []
+        self._file_episodes = 0
+        self._videos: dict[str, VideoWriter] = {}
+
+    # -- info ------------------------------------------------------------------------
+
+    def _all_features(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for cam in self.cameras:
+            if cam.codec == "image":
+                out[cam.key] = feature_entry("image", [cam.height, cam.width, 3], ["height", "width", "channels"])
+            else:
+                out[cam.key] = video_feature(cam, self.fps, self.codecs[cam.key][1], self.version)
+        out.update(self.features)
+        for key, dtype in (("timestamp", self.timestamp_dtype), ("frame_index", "int64"),
+                           ("episode_index", "int64"), ("index", "int64"), ("task_index", "int64")):
+            out.setdefault(key, feature_entry(dtype, [1], None))
+        return out
+
+    def _info(self) -> dict[str, Any]:
+        n = len(self.episode_rows)
+        has_video = any(c.codec != "image" for c in self.cameras)
+        data_path, video_path = DEFAULT_PATHS[self.layout]
+        info: dict[str, Any] = {"codebase_version": self.version, "robot_type": self.robot_type,
+                                "total_episodes": n, "total_frames": self.total_frames,
+                                "total_tasks": len(self.tasks)}
+        if self.layout == "v2":
+            info["total_videos"] = n * sum(1 for c in self.cameras if c.codec != "image")
+            info["total_chunks"] = (max((r["episode_index"] for r in self.episode_rows), default=0)
+                                    // self.chunks_size) + 1
+            info["chunks_size"] = self.chunks_size
+        else:
+            info["chunks_size"] = self.chunks_size
+            info["data_files_size_in_mb"] = 100
+            info["video_files_size_in_mb"] = 200
+        info["fps"] = int(self.fps) if float(self.fps).is_integer() else self.fps
+        info["splits"] = {"train": f"0:{n}"}
+        info["data_path"] = data_path
+        info["video_path"] = video_path if has_video else None
+        info["features"] = self._all_features()
+        for key, value in self.info_overrides.items():
+            if value is _DELETE:
+                info.pop(key, None)
+            else:
+                info[key] = value
+        return info
+
+    # -- episodes ----------------------------------------------------------------------
+
+    def _table(self, ep: SampleEpisode) -> pa.Table:
+        n = ep.length
+        cols: dict[str, pa.Array] = {}
+        for key, values in ep.columns.items():
+            dtype = self.features.get(key, {}).get("dtype", str(np.asarray(values).dtype))
+            cols[key] = _arrow_column(values, self.fixed, dtype)
+        for cam in self.cameras:
+            if cam.codec == "image":
+                blobs = [_encode_png(f) for f in ep.frames(cam.key)]
+                cols[cam.key] = pa.StructArray.from_arrays(
+                    [pa.array(blobs, type=pa.binary()), pa.array([None] * n, type=pa.string())], ["bytes", "path"]
+                )
+        ts = ep.timestamp if ep.timestamp is not None else np.arange(n) / self.fps
+        cols["timestamp"] = pa.array(np.asarray(ts, dtype=self.timestamp_dtype))
+        cols["frame_index"] = pa.array(np.arange(n, dtype=np.int64))
+        cols["episode_index"] = pa.array(np.full(n, ep.index, dtype=np.int64))
+        cols["index"] = pa.array(np.arange(self.total_frames, self.total_frames + n, dtype=np.int64))
+        cols["task_index"] = pa.array(np.full(n, ep.task_index, dtype=np.int64))
+        return pa.table(cols)
+
+    def add(self, ep: SampleEpisode) -> None:
+        table = self._table(ep)
+        row: dict[str, Any] = {"episode_index": ep.index, "tasks": list(ep.tasks), "length": ep.length}
+        if self.layout == "v2":
+            self._add_v2(ep, table)
+        else:
+            row.update(self._add_v3(ep, table))
+        self.episode_rows.append(row)
+        self.stats_rows.append({"episode_index": ep.index, "stats": _episode_stats(ep.columns)})
+        self.total_frames += ep.length
+
+    def _add_v2(self, ep: SampleEpisode, table: pa.Table) -> None:
+        chunk = ep.index // self.chunks_size
+        data_path, video_path = DEFAULT_PATHS["v2"]
+        path = self.root / data_path.format(episode_chunk=chunk, episode_index=ep.index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, row_group_size=self.row_group_size)
+        if ep.corrupt_parquet:
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+        for cam in self.cameras:
+            if cam.codec == "image" or cam.key in ep.missing_videos:
+                continue
+            target = self.root / video_path.format(episode_chunk=chunk, episode_index=ep.index, video_key=cam.key)
+            self._encode(target, cam, ep.frames(cam.key), ep.length - ep.drop_video_frames.get(cam.key, 0))
+
+    def _encode(self, path: Path, cam: SampleCamera, frames: Iterator[np.ndarray], count: int) -> None:
+        writer = VideoWriter(path, self.fps, cam.height, cam.width, self.codecs[cam.key][0], self.deterministic)
+        try:
+            for i, frame in enumerate(frames):
+                if i >= count:
+                    break
+                writer.write(frame)
+        finally:
+            writer.close()
+
+    def _add_v3(self, ep: SampleEpisode, table: pa.Table) -> dict[str, Any]:
+        if self._file_episodes >= self.episodes_per_file:
+            self._roll_over()
+        chunk, file = self._file
+        data_path, video_path = DEFAULT_PATHS["v3"]
+        row: dict[str, Any] = {"data/chunk_index": chunk, "data/file_index": file,
+                               "dataset_from_index": self.total_frames,
+                               "dataset_to_index": self.total_frames + ep.length}
+        self._file_tables.append(table)
+        self._file_episodes += 1
+        for cam in self.cameras:
+            if cam.codec == "image":
+                continue
+            if cam.key not in self._videos:
+                target = self.root / video_path.format(video_key=cam.key, chunk_index=chunk, file_index=file)
+                self._videos[cam.key] = VideoWriter(target, self.fps, cam.height, cam.width,
+                                                    self.codecs[cam.key][0], self.deterministic)
+            writer = self._videos[cam.key]
+            start = writer.count / self.fps
+            keep = ep.length - ep.drop_video_frames.get(cam.key, 0)
+            for i, frame in enumerate(ep.frames(cam.key)):
+                if i >= keep:
+                    break
+                writer.write(frame)
+            # the metadata window is the episode's nominal duration, whatever the video holds
+            pad = ep.drop_video_frames.get(cam.key, 0)
+            writer.count += pad  # keep later episodes at their nominal times (a gap in the file)
+            row[f"videos/{cam.key}/chunk_index"] = chunk
+            row[f"videos/{cam.key}/file_index"] = file
+            row[f"videos/{cam.key}/from_timestamp"] = start
+            row[f"videos/{cam.key}/to_timestamp"] = start + ep.length / self.fps
+        row["meta/episodes/chunk_index"] = 0
+        row["meta/episodes/file_index"] = 0
+        return row
+
+    def _roll_over(self) -> None:
+        self._flush_v3()
+        chunk, file = self._file
+        self._file = (chunk, file + 1) if file + 1 < self.chunks_size else (chunk + 1, 0)
+
+    def _flush_v3(self) -> None:
+        if self._file_tables:
+            chunk, file = self._file
+            path = self.root / DEFAULT_PATHS["v3"][0].format(chunk_index=chunk, file_index=file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            table = pa.concat_tables(self._file_tables)
+            if self.row_group_size is None:
+                with pq.ParquetWriter(path, table.schema) as writer:
+                    for t in self._file_tables:  # one row group per episode
+                        writer.write_table(t)
+            else:
+                pq.write_table(table, path, row_group_size=self.row_group_size)
+        for writer in self._videos.values():
+            writer.close()
+        self._file_tables, self._file_episodes, self._videos = [], 0, {}
+
+    # -- meta --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.layout == "v3":
+            self._flush_v3()
+        meta = self.root / "meta"
+        meta.mkdir(parents=True, exist_ok=True)
+        (meta / "info.json").write_text(json.dumps(self._info(), indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
+        if self.layout == "v2":
+            _write_jsonl(meta / "tasks.jsonl", [{"task_index": i, "task": t} for i, t in sorted(self.tasks.items())])
+            _write_jsonl(meta / "episodes.jsonl", self.episode_rows)
+            if self.version == "v2.1":
+                _write_jsonl(meta / "episodes_stats.jsonl", self.stats_rows)
+            return
+        # v3: tasks.parquet as pandas writes a DataFrame indexed by task text
+        items = sorted(self.tasks.items())
+        tasks = pa.table({"task_index": pa.array([i for i, _ in items], pa.int64()),
+                          "task": pa.array([t for _, t in items], pa.string())})
+        pandas_meta = {"index_columns": ["task"], "column_indexes": [], "columns": [
+            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
+             "metadata": None},
+            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object",
+             "metadata": None}], "creator": {"library": "pyarrow", "version": pa.__version__}}
+        tasks = tasks.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+        pq.write_table(tasks, meta / "tasks.parquet")
+        rows = []
+        for row, stats in zip(self.episode_rows, self.stats_rows):
+            flat = dict(row)
+            for feat, values in stats["stats"].items():
+                for stat, v in values.items():
+                    flat[f"stats/{feat}/{stat}"] = v
+            rows.append(flat)
+        table = pa.Table.from_pylist(rows)
+        path = self.root / V3_EPISODES_DIR / "chunk-000" / "file-000.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+
+
+_DELETE = object()  # info_overrides value: drop the key from info.json
+
+
+def delete_key() -> object:
+    """Sentinel for ``info_overrides``: leave this key out of info.json."""
+    return _DELETE
+
+
+def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _episode_stats(columns: Mapping[str, np.ndarray]) -> dict[str, dict[str, list[float]]]:
+    out = {}
+    for key, values in columns.items():
+        v = np.asarray(values, dtype=np.float64)
+        v = v.reshape(len(v), -1)
+        with np.errstate(all="ignore"):
+            out[key] = {"min": np.nanmin(v, 0).round(6).tolist(), "max": np.nanmax(v, 0).round(6).tolist(),
+                        "mean": np.nanmean(v, 0).round(6).tolist(), "std": np.nanstd(v, 0).round(6).tolist(),
+                        "count": [len(v)]}
+    return out
+
+
+def _encode_png(frame: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(frame)).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic motion and pictures for samples
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One arm of a sample robot: joint count, home pose, gripper dims (open, closed values)."""
+
+    joints: int
+    home: tuple[float, ...]
+    reach: float
+    gripper: tuple[float, float] | None = (1.0, 0.0)  # (open, closed); None: no gripper dimension
+
+
+def min_jerk(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
+    """``steps`` samples from ``a`` (excluded) to ``b`` (included) on a minimum-jerk profile."""
+    tau = np.arange(1, steps + 1) / steps
+    s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5
+    return a + s[:, None] * (b - a)
+
+
+def arm_trajectory(arms: Sequence[ArmSpec], rng: np.random.Generator, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``[T, D]`` (per arm: joints then gripper) and the phase index of every frame.
+
+    Idle prefix at home, then reach, descend, close, a still hold (>= 10%), carry, open,
+    retreat, on one knot schedule for all arms so still stretches are still everywhere.
+    Phase -1 is the idle prefix.
+    """
+    idle = int(round(num_frames * rng.uniform(0.10, 0.20)))
+    phases = rng.dirichlet([3.0, 2.0, 1.2, 1.2, 3.0, 1.2, 2.0])
+    phases[3] = max(phases[3], 0.10)
+    phases /= phases.sum()
+    steps = np.maximum(1, np.round(phases * (num_frames - 1 - idle)).astype(int))
+    steps[-1] = max(1, num_frames - 1 - idle - int(steps[:-1].sum()))
+    phase_of = np.concatenate([np.full(idle + 1, -1)] + [np.full(int(n), k) for k, n in enumerate(steps)])
+    columns = []
+    for arm in arms:
+        home = np.asarray(arm.home, dtype=np.float64)
+        way = [home + rng.uniform(-arm.reach, arm.reach, len(home)) for _ in range(4)]
+        opened, closed = arm.gripper if arm.gripper else (0.0, 0.0)
+        knots = [(way[0], opened), (way[1], opened), (way[1], closed), (way[1], closed),
+                 (way[2], closed), (way[2], opened), (way[3], opened)]
+        start = np.append(home, opened)
+        rows = [np.repeat(start[None], idle + 1, axis=0)]
+        for (pose, grip), n in zip(knots, steps):
+            rows.append(min_jerk(rows[-1][-1], np.append(pose, grip), int(n)))
+        traj = np.concatenate(rows)[:num_frames]
+        columns.append(traj if arm.gripper else traj[:, :-1])
+    return np.concatenate(columns, axis=1), phase_of[:num_frames]
+
+
+class SceneRenderer:
+    """Frames of a toy table scene driven by the state vector (same state -> same pixels).
+
+    ``view``: ``overview`` (one disc per arm, position from the arm's first two joints,
+    size from its gripper) or ``wrist:<arm>`` (the target moving against that arm's
+    joints, finger bars whose gap follows its gripper). Drawing touches only each shape's
+    bounding box, so large frames stay cheap.
+    """
+
+    def __init__(self, arms: Sequence[ArmSpec], view: str, height: int, width: int, tint: int = 0):
+        self.arms, self.view, self.h, self.w = list(arms), view, height, width
+        rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+        t = float(tint % 7) * 6.0
+        wall = np.array([170 + t, 175, 185 - t], np.float32)
+        table = np.array([120, 95 + t, 70], np.float32)
+        bg = np.where(rows < 0.35, wall, table + (rows - 0.35) * 40.0) * np.ones((1, width, 1), np.float32)
+        bg[int(height * 0.35): int(height * 0.37)] = (90.0, 80.0, 70.0)
+        bg[int(height * 0.4):, :: max(8, width // 8)] *= 0.9
+        self.background = bg
+        offsets = [0]
+        for arm in self.arms:
+            offsets.append(offsets[-1] + arm.joints + (1 if arm.gripper else 0))
+        self.offsets = offsets
+
+    def __call__(self, q: np.ndarray) -> np.ndarray:
+        img = self.background.copy()
+        h, w = self.h, self.w
+        for a, arm in enumerate(self.arms):
+            lo = self.offsets[a]
+            j = np.asarray(q[lo: lo + arm.joints], dtype=np.float64) - np.asarray(arm.home)
+            if arm.gripper:
+                opened, closed = arm.gripper
+                grip = float((q[lo + arm.joints] - closed) / (opened - closed)) if opened != closed else 1.0
+            else:
+                grip = 0.5 + 0.5 * math.tanh(float(j[-1]))
+            if self.view == "overview":
+                cx = w * (0.5 + (a - (len(self.arms) - 1) / 2) * 0.4) + j[0] * w * 0.5
+                cy = h * 0.6 + j[1 % len(j)] * h * 0.5
+                colour = (220, 60, 40) if a % 2 == 0 else (40, 90, 220)
+                _disc(img, cx, cy, h * (0.08 + 0.05 * grip), colour)
+            elif self.view == f"wrist:{a}":
+                cx = w * 0.5 - j[min(3, len(j) - 1)] * w * 0.8 - j[0] * w * 0.4
+                cy = h * 0.45 - j[1 % len(j)] * h * 0.6 - j[2 % len(j)] * h * 0.3
+                _disc(img, cx, cy, h * 0.2, (230, 200, 40))
+                gap = w * (0.08 + 0.22 * grip)
+                for x0 in (w / 2 - gap - w * 0.06, w / 2 + gap):
+                    x0i, x1i = max(0, int(x0)), min(w, int(x0 + w * 0.06))
+                    img[int(h * 0.8):, x0i:x1i] = (70, 70, 70)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _disc(img: np.ndarray, cx: float, cy: float, r: float, colour: Sequence[float]) -> None:
+    h, w = img.shape[:2]
+    x0, x1 = max(0, int(cx - r - 2)), min(w, int(cx + r + 3))
+    y0, y1 = max(0, int(cy - r - 2)), min(h, int(cy + r + 3))
+    if x0 >= x1 or y0 >= y1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    alpha = np.clip(r - np.hypot(xx - cx, yy - cy) + 0.5, 0.0, 1.0)[..., None]
+    patch = img[y0:y1, x0:x1]
+    img[y0:y1, x0:x1] = patch * (1.0 - alpha) + alpha * np.asarray(colour, np.float32)

@@ -1,0 +1,191 @@
+"""The GM-100 profile on the LeRobot reader: platforms, task slugs, samples (docs/sources/gm100.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from converters import get_converter
+from converters.formats import lerobot as L
+from converters.gm100 import PLATFORMS, SAMPLE_DEFECTS, GM100Converter, task_instruction
+from pipelines.episode_store.errors import EpisodeError, Reason
+
+POUR = "agibot_g1/pour_water_into_the_cup"
+OPAQUE = "agibot_g1/task_00043"
+TOWEL = "agilex/fold_the_towel_in_half"
+CUPS = "galaxea_r1_pro/stack_the_paper_cups"
+DRAWER = "galaxea_r1_pro/open_the_drawer"
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gm100")
+    t0 = time.perf_counter()
+    expected = GM100Converter.write_samples(root, seed=0)
+    return root, expected, time.perf_counter() - t0
+
+
+def episode(root: Path, ref: str, options=None):
+    conv = GM100Converter(root, options)
+    with conv.read(lambda: conv.open_episode(ref)) as ep:
+        for cam in ep.cameras.values():
+            assert len(list(cam.open_frames())) == ep.num_frames
+        return ep
+
+
+def reason_of(root: Path, ref: str, options=None) -> EpisodeError:
+    conv = GM100Converter(root, options)
+    with pytest.raises(EpisodeError) as err:
+        with conv.read(lambda: conv.open_episode(ref)) as ep:
+            for cam in ep.cameras.values():
+                list(cam.open_frames())
+    return err.value
+
+
+def test_registered_with_the_three_platforms():
+    cls = get_converter("gm100")
+    assert cls is GM100Converter
+    assert set(cls.embodiments) == {"agibot_g1", "agilex_cobot_magic", "galaxea_r1_pro"}
+    assert {p.embodiment for p in PLATFORMS} == set(cls.embodiments)
+
+
+@pytest.mark.parametrize(
+    "task, table, want",
+    [("pour_water_into_the_cup", {}, ("pour water into the cup", "slug_words")),
+     ("Fold-The-Towel", {}, ("fold the towel", "slug_words")),
+     ("stack the cups", {}, ("stack the cups", "text")),
+     ("wipe", {}, ("wipe", "text")),
+     ("task_00043", {"task_00043": "Hang the mug on the rack."}, ("Hang the mug on the rack.", "task_texts")),
+     ("pour_water_into_the_cup", {"pour_water_into_the_cup": "Pour water."}, ("Pour water.", "task_texts"))],
+)
+def test_task_slug_rule(task, table, want):
+    assert task_instruction(task, table, "ref") == want
+
+
+@pytest.mark.parametrize("task", ["task_00043", "TASK-7", "00012", "  "])
+def test_opaque_or_empty_task_without_a_table_entry_is_missing_language(task):
+    with pytest.raises(EpisodeError) as err:
+        task_instruction(task, {}, "ref")
+    assert err.value.reason == Reason.MISSING_LANGUAGE
+
+
+def test_samples_are_small_fast_and_deterministic(samples, tmp_path):
+    root, expected, seconds = samples
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    assert size < 8 * 2**20 and seconds < 10
+    assert GM100Converter.write_samples(tmp_path / "again", seed=0) == expected
+
+    def digest(base: Path) -> dict[str, str]:
+        return {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(base.rglob("*")) if p.is_file()}
+
+    assert digest(root) == digest(tmp_path / "again")
+
+
+def test_samples_mix_v30_and_v21_and_cover_every_defect(samples):
+    root, expected, _ = samples
+    versions = {d: json.loads((root / d / "meta" / "info.json").read_text())["codebase_version"]
+                for d in (POUR, TOWEL, CUPS)}
+    assert versions == {POUR: "v3.0", TOWEL: "v2.1", CUPS: "v3.0"}
+    assert (root / POUR / "data" / "chunk-000" / "file-001.parquet").is_file()  # episodes split over files
+    assert {v for v in expected.values() if v} == {r.value for r in SAMPLE_DEFECTS.values()}
+
+
+def test_samples_read_as_declared(samples):
+    root, expected, _ = samples
+    assert sorted(GM100Converter(root).discover()) == sorted(expected)
+    for ref, want in expected.items():
+        if want is None:
+            episode(root, ref)
+        else:
+            assert reason_of(root, ref).reason == want, ref
+
+
+def test_platform_embodiment_and_language_metadata(samples):
+    root, _, _ = samples
+    ep = episode(root, f"{POUR}/episode_000003")
+    assert (ep.embodiment, ep.robot_type, ep.instruction) == ("agibot_g1", "agibot_g1", "pour water into the cup")
+    assert ep.metadata["gm100"] == {"platform": "agibot_g1", "platform_from": "path",
+                                    "task": "pour_water_into_the_cup", "instruction_rule": "slug_words"}
+    assert ep.metadata["lerobot"]["codebase_version"] == "v3.0" and len(ep.cameras) == 3
+    ep = episode(root, f"{TOWEL}/episode_000004")
+    assert (ep.embodiment, ep.robot_type) == ("agilex_cobot_magic", "AgileX Cobot Magic")  # robot_type null
+    ep = episode(root, f"{CUPS}/episode_000001")
+    assert (ep.embodiment, ep.robot_type) == ("galaxea_r1_pro", "Galaxea R1 Pro")
+    assert ep.state_names[-2:] == ["left_gripper", "right_gripper"]
+
+
+def test_task_texts_table_from_option_or_file(samples, tmp_path):
+    root, _, _ = samples
+    err = reason_of(root, f"{OPAQUE}/episode_000000")
+    assert err.reason == Reason.MISSING_LANGUAGE and "task_00043" in err.message
+    ep = episode(root, f"{OPAQUE}/episode_000000", {"task_texts": {"task_00043": "Hang the mug on the rack."}})
+    assert ep.instruction == "Hang the mug on the rack."
+    assert ep.metadata["gm100"]["instruction_rule"] == "task_texts"
+    table = tmp_path / "gm100_tasks.json"
+    table.write_text(json.dumps({"task_00043": "Hang the mug.", "pour_water_into_the_cup": "Pour the water."}))
+    ep = episode(root, f"{POUR}/episode_000000", {"task_texts_file": str(table)})
+    assert ep.instruction == "Pour the water."
+    for bad in ({"task_texts": {"task_1": ""}}, {"task_texts": {"task_1": 3}}):
+        with pytest.raises(ValueError):
+            GM100Converter(root, bad)
+
+
+def test_platform_from_robot_type_or_option(samples, tmp_path):
+    root, _, _ = samples
+    shutil.copytree(root / POUR, tmp_path / "lingbot" / "pour")  # no platform folder in the path
+    ep = episode(tmp_path, "lingbot/pour/episode_000000")  # info.json robot_type "agibot_g1"
+    assert ep.embodiment == "agibot_g1" and ep.metadata["gm100"]["platform_from"] == "robot_type"
+    shutil.copytree(root / CUPS, tmp_path / "lingbot" / "cups")  # robot_type null and no platform folder
+    err = reason_of(tmp_path, "lingbot/cups/episode_000000")
+    assert err.reason == Reason.MISSING_METADATA and "platform" in err.message
+    ep = episode(tmp_path, "lingbot/cups/episode_000000", {"platform": "R1-Pro"})
+    assert ep.embodiment == "galaxea_r1_pro" and ep.metadata["gm100"]["platform_from"] == "option"
+    with pytest.raises(ValueError):
+        GM100Converter(tmp_path, {"platform": "franka"})
+
+
+@pytest.mark.parametrize(
+    "ref, reason, words",
+    [(f"{POUR}/episode_000002", Reason.FRAME_COUNT_MISMATCH, "video frames in ["),
+     (f"{POUR}/episode_000004", Reason.NON_FINITE_VALUES, "non-finite"),
+     (f"{TOWEL}/episode_000001", Reason.CORRUPT_FILE, "parquet"),
+     (f"{TOWEL}/episode_000002", Reason.MISSING_LANGUAGE, "task_index [9]"),
+     (f"{TOWEL}/episode_000003", Reason.MISSING_FILE, "camera_left_wrist"),
+     (f"{DRAWER}/episode_000001", Reason.NAME_MISMATCH, "18 names but the data has 16")],
+)
+def test_broken_samples_give_specific_reasons(samples, ref, reason, words):
+    root, expected, _ = samples
+    assert expected[ref] == reason.value
+    err = reason_of(root, ref)
+    assert err.reason == reason and words in err.message and ref in err.message
+
+
+def test_episode_next_to_a_short_one_in_the_same_video_file_is_intact(samples):
+    root, _, _ = samples
+    ep = episode(root, f"{POUR}/episode_000001")  # shares file-000 with the short episode 2
+    assert ep.metadata["lerobot"]["flags"] == {"timestamp_dtype": "float32"}
+
+
+def test_write_synthetic_gives_valid_episodes(tmp_path):
+    GM100Converter.write_synthetic(tmp_path, episodes=3, frames=25, height=48, width=64, seed=2)
+    conv = GM100Converter(tmp_path)
+    refs = conv.discover()
+    assert len(refs) == 3
+    ds = L.LeRobotDataset(tmp_path, "agibot_g1/pour_water_into_the_cup")
+    assert ds.version == "v3.0"
+    for ref in refs:
+        ep = episode(tmp_path, ref)
+        assert ep.num_frames == 25 and ep.embodiment == "agibot_g1"
+
+
+def test_unknown_options_are_rejected(samples):
+    root, _, _ = samples
+    with pytest.raises(ValueError, match="unknown option"):
+        GM100Converter(root, {"task_text": {}})
+    GM100Converter(root, {"name_policy": "strict", "video_extra_frames": 1, "platform": "agilex"})
