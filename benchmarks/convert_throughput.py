@@ -381,12 +381,13 @@ def _generic_ceiling_unit(task: tuple) -> tuple[int, int, float, float, float]:
     from converters import get_converter
     from pipelines.episode_store.images import encode_jpeg, resize_frame
 
-    source, root, unit, config = task
+    source, root, unit, camera_index, config = task
     converter = get_converter(source)(root)
     n, out_bytes, t_dec, t_res, t_enc = 0, 0, 0.0, 0.0, 0.0
     for _, opener in converter.episodes(unit):
         with converter.read(opener) as episode:
-            for cam in episode.cameras.values():
+            names = sorted(episode.cameras)
+            for cam in [episode.cameras[names[camera_index]]] if camera_index < len(names) else []:
                 frames = cam.open_frames()
                 while True:
                     a = time.perf_counter()
@@ -403,12 +404,30 @@ def _generic_ceiling_unit(task: tuple) -> tuple[int, int, float, float, float]:
     return n, out_bytes, t_dec, t_res, t_enc
 
 
+def _camera_count(task: tuple) -> int:
+    from converters import get_converter
+
+    source, root, unit = task
+    converter = get_converter(source)(root)
+    for _, opener in converter.episodes(unit):
+        with converter.read(opener) as episode:
+            return len(episode.cameras)
+    return 0
+
+
 def run_generic_ceiling(source: str, root: Path, image_config, workers: int) -> dict:
-    """Same worker count as the conversion, one work unit per task (the conversion's own granularity)."""
+    """Same worker count as the conversion; one task per (work unit, camera).
+
+    The writer encodes an episode's cameras on parallel threads, so the ceiling may
+    spread one unit's cameras over processes too: a single long episode keeps every
+    core busy in both.
+    """
     from converters import get_converter
 
     units = get_converter(source)(root).discover()
-    tasks = [(source, str(root), unit, image_config) for unit in units]
+    with _pool(workers) as pool:
+        cameras = pool.map(_camera_count, [(source, str(root), unit) for unit in units], chunksize=1)
+    tasks = [(source, str(root), unit, k, image_config) for unit, count in zip(units, cameras) for k in range(count)]
     with _pool(workers) as pool:
         t0 = time.perf_counter()
         results = pool.map(_generic_ceiling_unit, tasks, chunksize=1)
@@ -763,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  reading the source JPEGs out of HDF5 (not in the ceiling): {ceiling['hdf5_read_s_single_process']:.2f} s "
               f"in one process")
     else:
-        print("  ceiling decodes through the converter's own camera streams (source reads included), one task per work unit")
+        print("  ceiling decodes through the converter's own camera streams (source reads included), one task per unit and camera")
     print(f"  resumed run costs {figures['resumed']['fraction_of_first_run']:.2f} x the first run's wall time; "
           f"child process wall incl. Python/Beam start-up: first {conv['process_wall_s']:.1f} s, "
           f"resumed {resumed['process_wall_s']:.1f} s")
