@@ -788,9 +788,12 @@ class AgibotConverter(Converter):
                 )
             video = replace(video, alignment=alignment)
             videos[cam] = video
+            # every stream opens its own file handle (also for tar members), so the writer
+            # may consume the cameras on parallel threads
             cameras[cam] = CameraStream(cam, n, _frame_reader(files, video, proprio.t_rel, lease,
                                                               f"{ref}: camera '{cam}' ({rel})",
-                                                              self.settings["decode_threads"]))
+                                                              self.settings["decode_threads"]),
+                                        thread_safe=True)
         return cameras, videos
 
     # -- camera parameters -------------------------------------------------------------
