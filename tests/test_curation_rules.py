@@ -1,0 +1,163 @@
+"""Curation rules on constructed episodes whose correct answer is known exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.curation_rules import (
+    CorruptionRules,
+    CurationReason,
+    MotionThresholds,
+    OutlierRules,
+    SegmentRules,
+    content_digest,
+    corruption,
+    duplicates,
+    first_violation,
+    idle_steps,
+    physical_violation,
+    robust_bounds,
+    segment,
+)
+
+HZ = 10.0
+NAMES = ["j0", "j1", "gripper"]
+
+
+def episode(pattern: list[tuple[str, int]], *, seed: int = 0):
+    """Build state/action from segments ("move", n) / ("still", n); motion is 0.05 rad per step."""
+    rng = np.random.default_rng(seed)
+    rows, pos = [], np.zeros(3)
+    for kind, n in pattern:
+        for _ in range(n):
+            if kind == "move":
+                pos = pos + np.r_[0.05, -0.03, 0.0] + rng.normal(0, 1e-3, 3) * np.r_[1, 1, 0]
+            rows.append(pos.copy())
+    state = np.array(rows)
+    action = np.roll(state, -1, axis=0)
+    action[-1] = state[-1]
+    t = np.arange(len(state)) / HZ
+    return t, state, action
+
+
+def curate(pattern, rules=SegmentRules(), thresholds=MotionThresholds()):
+    t, s, a = episode(pattern)
+    return segment(idle_steps(t, s, a, NAMES, [f"target_{n}" for n in NAMES], thresholds), rules)
+
+
+def test_idle_prefix_is_trimmed_to_the_frame():
+    result = curate([("still", 12), ("move", 40)])
+    # frames 0..11 share one pose, but the action leads the state by one step: at frame 10
+    # the robot is already commanded to move, so frames 0..9 are idle
+    prefix = result.removed[0]
+    assert (prefix.start, prefix.reason) == (0, CurationReason.IDLE_PREFIX)
+    assert prefix.stop == 10
+    assert result.kept == [(10, 52)]
+    assert result.kept_frames + result.removed_frames() == 52
+
+
+def test_idle_suffix_is_trimmed():
+    result = curate([("move", 30), ("still", 20)])
+    assert result.removed[-1].reason == CurationReason.IDLE_SUFFIX
+    assert result.removed[-1].stop == 50
+    assert result.kept == [(0, result.removed[-1].start)]
+    assert result.removed[-1].start == 30  # frame 29 is the last move; 30.. never move again
+
+
+def test_static_run_is_removed_and_its_neighbours_kept():
+    result = curate([("move", 30), ("still", 15), ("move", 30)])
+    static = [r for r in result.removed if r.reason == CurationReason.STATIC_RUN]
+    assert len(static) == 1
+    # still frames 30..44; frames 43 and 44 are already commanded towards the next motion
+    assert (static[0].start, static[0].stop) == (30, 43)
+    assert result.kept == [(0, 30), (43, 75)]
+
+
+def test_short_pause_is_part_of_motion():
+    result = curate([("move", 30), ("still", 5), ("move", 30)])
+    assert result.kept == [(0, 65)] and not result.removed
+
+
+def test_segment_too_short_to_learn_from_is_removed():
+    result = curate([("move", 30), ("still", 15), ("move", 8), ("still", 15), ("move", 30)])
+    short = [r for r in result.removed if r.reason == CurationReason.SHORT_SEGMENT]
+    assert [(r.start, r.stop) for r in short] == [(43, 53)]
+    assert result.kept_frames + result.removed_frames() == 98
+
+
+def test_episode_without_motion_is_one_no_motion_range():
+    result = curate([("still", 40)])
+    assert [(r.start, r.stop, r.reason) for r in result.removed] == [(0, 40, CurationReason.NO_MOTION)]
+    assert result.kept == []
+
+
+def test_ignored_dimensions_do_not_count_as_motion():
+    t, s, a = episode([("still", 20), ("move", 30)])
+    s[:20, 2] = np.linspace(0, 1, 20)  # gripper sensor drifts while the arm is still
+    names = ["j0", "j1", "gripper"]
+    with_gripper = segment(idle_steps(t, s, a, names, names, MotionThresholds()), SegmentRules())
+    without = segment(idle_steps(t, s, a, names, names, MotionThresholds(ignore=("gripper",))), SegmentRules())
+    assert with_gripper.removed == []
+    assert without.removed[0].reason == CurationReason.IDLE_PREFIX
+
+
+def test_every_frame_is_accounted_for_on_random_patterns():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        pattern = [(("move", "still")[i % 2], int(rng.integers(1, 30))) for i in range(int(rng.integers(1, 8)))]
+        result = curate(pattern, SegmentRules(max_idle_run=int(rng.integers(1, 10)), min_segment=int(rng.integers(1, 20))))
+        n = sum(k for _, k in pattern)
+        covered = np.zeros(n, dtype=int)
+        for a, b in result.kept:
+            covered[a:b] += 1
+        for r in result.removed:
+            covered[r.start : r.stop] += 1
+        assert np.all(covered == 1), pattern
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        (lambda t, s, a: (t[:6], s[:6], a[:6]), CurationReason.TOO_SHORT),
+        (lambda t, s, a: (np.r_[t[:20], t[20:] + 2.0], s, a), CurationReason.TIMESTAMP_GAP),
+        (lambda t, s, a: (t, np.repeat(s[::4], 4, axis=0)[: len(t)], np.repeat(a[::4], 4, axis=0)[: len(t)]),
+         CurationReason.DUPLICATED_FRAMES),
+    ],
+)
+def test_each_corruption_kind_gets_its_code(change, reason):
+    t, s, a = episode([("move", 40)])
+    assert corruption(t, s, a, HZ, CorruptionRules()) is None
+    got = corruption(*change(t, s, a), HZ, CorruptionRules())
+    assert got is not None and got[0] == reason, got
+
+
+def test_injected_outlier_is_caught_and_extreme_but_valid_motion_is_not():
+    rng = np.random.default_rng(0)
+    population = rng.normal(0, 0.5, (20000, 3))
+    q01, q99 = np.quantile(population, 0.01, axis=0), np.quantile(population, 0.99, axis=0)
+    low, high = robust_bounds(q01, q99, OutlierRules(k=1.0))
+    extreme_but_valid = rng.normal(0, 0.5, (200, 3))
+    extreme_but_valid[50] = [2.0, -2.0, 1.9]  # ~4 sigma: rare but physical
+    assert first_violation(extreme_but_valid, NAMES, low, high, "state") is None
+    glitch = extreme_but_valid.copy()
+    glitch[120, 1] = 57.3  # degrees written where radians belong
+    message = first_violation(glitch, NAMES, low, high, "state")
+    assert message is not None and "'j1'" in message and "frame 120" in message and "57.3" in message
+
+
+def test_physical_limits():
+    s = np.zeros((10, 3))
+    s[4, 2] = 0.2
+    assert physical_violation(s, NAMES, {"gripper": (0.0, 0.085)}, "state").startswith("state 'gripper' = 0.2 at frame 4")
+    assert physical_violation(s, NAMES, {"gripper": (0.0, 0.3)}, "state") is None
+
+
+def test_duplicates_are_found_and_kept_once():
+    t, s, a = episode([("move", 20)])
+    frames = [b"f%d" % i for i in range(20)]
+    d1 = content_digest(t, s, a, frames)
+    d2 = content_digest(t + 1000.0, s.astype(np.float32), a, frames)  # re-upload recorded later: same content
+    d3 = content_digest(t, s, a, frames[:-1] + [b"other"])
+    assert d1 == d2 != d3
+    assert duplicates({"src_b-02": d1, "src_a-01": d2, "src_a-03": d3}) == {"src_b-02": "src_a-01"}
