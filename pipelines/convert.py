@@ -26,13 +26,16 @@ import traceback
 import uuid
 import warnings
 from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from converters import get_converter
 from pipelines import storage
-from pipelines.curation import build_curation
+from pipelines.curation import BoundsAccumulator, CurationConfig, CurationOutcome, LowDim, curate, summarize
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.index import read_index_rows, summarize_episode_file, write_index
@@ -72,7 +75,6 @@ class EpisodeConverter:
     def __init__(self, config: ConvertConfig, progress_path: str | None = None):
         self.config = config
         self.converter = get_converter(config.source)(config.input_root, config.converter_options)
-        self.curation = build_curation(config.curation)
         self.remote = storage.is_remote(config.store_root)
         self.progress_path = progress_path
 
@@ -99,10 +101,9 @@ class EpisodeConverter:
                 log.warning("re-converting %s: published file unreadable (%s)", eid, exc)
         try:
             with self.converter.read(opener) as episode:
-                curated = self.curation(episode)
                 if self.remote:
-                    return self._write_remote(curated.episode, source_episode, eid, rel)
-                write_episode(curated.episode, self.config.store_root, self.config.image)
+                    return self._write_remote(episode, source_episode, eid, rel)
+                write_episode(episode, self.config.store_root, self.config.image)
             return self._converted(source_episode, eid, rel, resumed=False)
         except EpisodeError as exc:
             return _quarantine(source_episode, eid, exc.reason, exc.message)
@@ -130,6 +131,11 @@ class EpisodeConverter:
     def _summarize(root: str, source_episode: str, eid: str, rel: str, resumed: bool) -> dict[str, Any]:
         row, low = summarize_episode_file(root, rel)
         stats = EpisodeSetStats.of_episode(low["arrays"], low["names"])
+        low_dim = LowDim(
+            episode_id=eid, source=row["source"], embodiment=row["embodiment"], control_hz=low["control_hz"],
+            timestamp=low["timestamp"], state=low["arrays"]["state"], action=low["arrays"]["action"],
+            state_names=low["names"]["state"], action_names=low["names"]["action"],
+        )
         return {
             "source_episode": source_episode,
             "episode_id": eid,
@@ -142,6 +148,8 @@ class EpisodeConverter:
             "index_row": row,
             "stats_key": [row["source"], row["embodiment"]],
             "stats": stats,
+            "low_dim": low_dim,
+            "content_sha256": low["content_sha256"],
         }
 
     def _progress(self, unit: str) -> None:
@@ -211,6 +219,27 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
         def extract_output(self, acc):
             return acc
 
+    class BoundsFn(beam.CombineFn):
+        """First curation pass: value and delta sketches per (source, embodiment)."""
+
+        def create_accumulator(self):
+            return BoundsAccumulator()
+
+        def add_input(self, acc, low):
+            return acc.add(low)
+
+        def merge_accumulators(self, accs):
+            accs = iter(accs)
+            first = next(accs)
+            for acc in accs:
+                first.merge(acc)
+            return first
+
+        def extract_output(self, acc):
+            return acc
+
+    curation = CurationConfig.from_params(config.curation)
+
     outcomes = (
         pipeline
         | "Units" >> beam.Create(units, reshuffle=False)
@@ -219,7 +248,9 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
     )
     (
         outcomes
-        | "OutcomeJson" >> beam.Map(lambda o: json.dumps({k: v for k, v in o.items() if k != "stats"}, sort_keys=True))
+        | "OutcomeJson" >> beam.Map(
+            lambda o: json.dumps({k: v for k, v in o.items() if k not in ("stats", "low_dim")}, sort_keys=True)
+        )
         | "WriteOutcomes" >> beam.io.WriteToText(storage.join(work_dir, "outcomes"), file_name_suffix=".jsonl")
     )
     (
@@ -229,6 +260,25 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
         | "MergeStats" >> beam.CombinePerKey(MergeStatsFn())
         | "StatsText" >> beam.Map(lambda kv: base64.b64encode(pickle.dumps(kv)).decode())
         | "WriteStats" >> beam.io.WriteToText(storage.join(work_dir, "stats"), file_name_suffix=".b64")
+    )
+    converted = outcomes | "ForCuration" >> beam.Filter(lambda o: o["status"] == "converted")
+    bounds = (
+        converted
+        | "KeyLowDim" >> beam.Map(lambda o: ((o["low_dim"].source, o["low_dim"].embodiment), o["low_dim"]))
+        | "Bounds" >> beam.CombinePerKey(BoundsFn())
+        | "BoundValues" >> beam.Map(lambda kv: (kv[0], kv[1].bounds(curation.outliers)))
+    )
+    (
+        converted
+        | "Curate" >> beam.Map(
+            lambda o, b: dict(
+                curate(o["low_dim"], curation, b.get((o["low_dim"].source, o["low_dim"].embodiment))).to_row(),
+                content_sha256=o["content_sha256"],
+            ),
+            b=beam.pvalue.AsDict(bounds),
+        )
+        | "CurationJson" >> beam.Map(lambda row: json.dumps(row, sort_keys=True))
+        | "WriteCuration" >> beam.io.WriteToText(storage.join(work_dir, "curation"), file_name_suffix=".jsonl")
     )
 
 
@@ -377,8 +427,13 @@ def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str,
             stats_doc["sources"] = dict(sorted(stats_doc["sources"].items()))
         Path(old_stats).write_text(json.dumps(stats_doc, indent=1, sort_keys=False) + "\n")
         if remote:
+            _fetch_optional(storage.join(config.store_root, CURATION_FILE), os.path.join(tmp, CURATION_FILE))
+        curation_summary = _write_curation(config, work_dir, local_root)
+        if remote:
             storage.upload(os.path.join(tmp, "index.parquet"), storage.join(config.store_root, "index.parquet"))
             storage.upload(old_stats, storage.join(config.store_root, STATS_FILE))
+            for name in (CURATION_FILE, CURATION_REPORT_FILE):
+                storage.upload(os.path.join(tmp, name), storage.join(config.store_root, name))
 
     wall = time.time() - started
     frames = sum(o["num_frames"] for o in converted)
@@ -391,7 +446,7 @@ def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str,
         "input": str(config.input_root),
         "store": str(config.store_root),
         "image": config.image.to_dict(),
-        "curation": build_curation(config.curation).name,
+        "curation": CurationConfig.from_params(config.curation).enabled,
         "runner": options.get_all_options().get("runner") or "DirectRunner",
         "counts": {
             "units": len(units),
@@ -419,6 +474,10 @@ def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str,
             for o in outcomes
         ],
         "stale_episodes": stale,
+        "curation": {
+            name: {k: v[k] for k in ("episodes_in", "episodes_kept", "frames_in", "frames_kept", "kept_fraction")}
+            for name, v in ((n, s["total"]) for n, s in curation_summary["sources"].items())
+        },
     }
     storage.write_text(storage.join(config.store_root, REPORT_FILE), json.dumps(report, indent=1) + "\n")
     log.info(
@@ -426,6 +485,64 @@ def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str,
         config.source, len(converted), report["counts"]["resumed"], report["counts"]["quarantined"], frames, wall,
     )
     return report
+
+
+CURATION_FILE = "curation.parquet"
+CURATION_REPORT_FILE = "curation_report.json"
+_RANGE = pa.struct([("start", pa.int64()), ("stop", pa.int64())])
+_REMOVAL = pa.struct([("start", pa.int64()), ("stop", pa.int64()), ("reason", pa.string()), ("message", pa.string())])
+CURATION_SCHEMA = pa.schema(
+    [
+        pa.field("episode_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("embodiment", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("frames_in", pa.int64(), nullable=False),
+        pa.field("frames_kept", pa.int64(), nullable=False),
+        pa.field("kept_ranges", pa.list_(_RANGE), nullable=False),
+        pa.field("removed_ranges", pa.list_(_REMOVAL), nullable=False),
+        pa.field("content_sha256", pa.string(), nullable=False),
+    ]
+)
+
+
+def _write_curation(config: ConvertConfig, work_dir: str, local_root: str) -> dict[str, Any]:
+    """``curation.parquet`` (one row per published episode) and ``curation_report.json``.
+
+    Exact duplicates inside the store are found here, where every digest is in one place:
+    the smallest episode id of a group is kept, the others quarantined naming it.
+    """
+    from pipelines.curation_rules import CurationReason, duplicates
+
+    rows: list[dict[str, Any]] = []
+    for path in storage.glob(storage.join(work_dir, "curation*.jsonl")):
+        rows += [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
+    existing = Path(local_root) / CURATION_FILE
+    if existing.is_file():
+        rows += [r for r in pq.read_table(existing).to_pylist() if r["source"] != config.source]
+    twins = duplicates({r["episode_id"]: r["content_sha256"] for r in rows})
+    for r in rows:
+        if r["episode_id"] in twins:
+            message = f"same content (sha256 {r['content_sha256'][:16]}...) as {twins[r['episode_id']]}"
+            r.update(status="quarantined", reason=str(CurationReason.DUPLICATE_EPISODE), message=message,
+                     frames_kept=0, kept_ranges=[],
+                     removed_ranges=[{"start": 0, "stop": r["frames_in"], "reason": str(CurationReason.DUPLICATE_EPISODE),
+                                      "message": message}])
+    rows.sort(key=lambda r: (r["source"], r["episode_id"]))
+    tmp = existing.with_name(CURATION_FILE + ".tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=CURATION_SCHEMA), tmp, compression="zstd")
+    os.replace(tmp, existing)
+    outcomes = [
+        CurationOutcome(r["episode_id"], r["source"], r["embodiment"], r["status"], r["reason"], r["message"] or "",
+                        r["frames_in"], [(k["start"], k["stop"]) for k in r["kept_ranges"]], r["removed_ranges"])
+        for r in rows
+    ]
+    summary = summarize(outcomes)
+    summary["parameters"] = config.curation
+    (Path(local_root) / CURATION_REPORT_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
 
 
 def _fetch_optional(src: str, dest: str) -> None:

@@ -1,9 +1,16 @@
-"""Curation hook of the conversion pipeline: sits between reading and writing each episode.
+"""Curation inside the conversion pipeline: decide, for every converted episode, what training may use.
 
-Until the curation issue lands this is the identity. The contract is fixed now so
-converters and the pipeline do not change when filters arrive: a curation step
-takes an :class:`Episode` and returns the (possibly trimmed) episode plus a list
-of removals, each with a reason code, so nothing disappears silently.
+Curation never rewrites episode files. Every episode that passes the format checks is
+published with all its frames; curation then records, per episode, whether it is kept
+or quarantined (corruption, outliers, no motion, duplicate) and which source-frame
+ranges are kept or removed with which reason (``STORE/curation.parquet``), and
+summarises it per source and embodiment (``STORE/curation_report.json``). Changing a
+threshold therefore re-curates from the stored low-dimensional data without
+re-encoding a single image, and nothing disappears silently.
+
+Outlier bounds need the whole dataset: the pipeline computes them per (source,
+embodiment) in a first pass with mergeable quantile sketches (Beam combiners) and
+applies them to each episode in a second (see ``pipelines/convert.py``).
 """
 
 from __future__ import annotations
@@ -11,27 +18,246 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.episode_store.record import Episode
+import numpy as np
+
+from pipelines.curation_rules import (
+    CorruptionRules,
+    CurationReason,
+    MotionThresholds,
+    OutlierRules,
+    SegmentRules,
+    corruption,
+    first_violation,
+    idle_steps,
+    physical_violation,
+    robust_bounds,
+    segment,
+)
+from pipelines.episode_store.stats import FeatureStats
+
+#: fields whose per-dimension bounds are checked: values and per-step deltas
+BOUND_FIELDS = ("state", "action", "state_delta", "action_delta")
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    """All curation thresholds, from ``params.yaml`` (``curation:``); see docs/curation.md."""
+
+    enabled: bool = True
+    corruption: CorruptionRules = CorruptionRules()
+    outliers: OutlierRules = OutlierRules()
+    check_outliers: bool = True
+    #: below this many frames of an embodiment, bounds are not trusted and not applied
+    min_frames_for_bounds: int = 1000
+    motion: MotionThresholds = MotionThresholds()
+    segments: SegmentRules = SegmentRules()
+    #: per-embodiment overrides: {embodiment: {"motion": {...}, "segments": {...}}}
+    per_embodiment: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: declared physical limits: {embodiment: {dimension name: [low, high]}}
+    physical_limits: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None) -> CurationConfig:
+        p = dict(params or {})
+        known = {"enabled", "corruption", "outliers", "motion", "segments", "per_embodiment", "physical_limits"}
+        unknown = set(p) - known
+        if unknown:
+            raise ValueError(f"unknown curation parameter(s): {sorted(unknown)} (known: {sorted(known)})")
+        outliers = dict(p.get("outliers") or {})
+        check = bool(outliers.pop("enabled", True))
+        min_frames = int(outliers.pop("min_frames", 1000))
+        motion = dict(p.get("motion") or {})
+        if "ignore" in motion:
+            motion["ignore"] = tuple(motion["ignore"])
+        return cls(
+            enabled=bool(p.get("enabled", True)),
+            corruption=CorruptionRules(**(p.get("corruption") or {})),
+            outliers=OutlierRules(**outliers),
+            check_outliers=check,
+            min_frames_for_bounds=min_frames,
+            motion=MotionThresholds(**motion),
+            segments=SegmentRules(**(p.get("segments") or {})),
+            per_embodiment={k: dict(v or {}) for k, v in (p.get("per_embodiment") or {}).items()},
+            physical_limits={
+                emb: {name: (float(lo), float(hi)) for name, (lo, hi) in limits.items()}
+                for emb, limits in (p.get("physical_limits") or {}).items()
+            },
+        )
+
+    def motion_for(self, embodiment: str) -> MotionThresholds:
+        override = dict(self.per_embodiment.get(embodiment, {}).get("motion") or {})
+        if "ignore" in override:
+            override["ignore"] = tuple(override["ignore"])
+        base = self.motion
+        return MotionThresholds(**{**base.__dict__, **override})
+
+    def segments_for(self, embodiment: str) -> SegmentRules:
+        override = self.per_embodiment.get(embodiment, {}).get("segments") or {}
+        return SegmentRules(**{**self.segments.__dict__, **override})
 
 
 @dataclass
-class CurationResult:
-    episode: Episode
-    #: one entry per removed frame range: {"start", "stop", "reason", "message"}
-    removed: list[dict[str, Any]] = field(default_factory=list)
+class LowDim:
+    """The part of an episode curation looks at (read back from the store)."""
+
+    episode_id: str
+    source: str
+    embodiment: str
+    control_hz: float
+    timestamp: np.ndarray
+    state: np.ndarray
+    action: np.ndarray
+    state_names: list[str]
+    action_names: list[str]
 
 
-class Curation:
-    """Identity curation: keeps every frame. Configured from ``params.yaml`` (``curation:``)."""
+class BoundsAccumulator:
+    """First pass: mergeable per-dimension sketches of values and deltas for one (source, embodiment)."""
 
-    name = "identity"
+    def __init__(self) -> None:
+        self.frames = 0
+        self.fields = {f: FeatureStats() for f in BOUND_FIELDS}
 
-    def __init__(self, params: dict[str, Any] | None = None):
-        self.params = dict(params or {})
+    def add(self, low: LowDim) -> BoundsAccumulator:
+        self.frames += len(low.timestamp)
+        self.fields["state"].add(low.state, low.state_names)
+        self.fields["action"].add(low.action, low.action_names)
+        if len(low.timestamp) > 1:
+            self.fields["state_delta"].add(np.diff(low.state, axis=0), low.state_names)
+            self.fields["action_delta"].add(np.diff(low.action, axis=0), low.action_names)
+        return self
 
-    def __call__(self, episode: Episode) -> CurationResult:
-        return CurationResult(episode=episode)
+    def merge(self, other: BoundsAccumulator) -> BoundsAccumulator:
+        self.frames += other.frames
+        for f in BOUND_FIELDS:
+            self.fields[f].merge(other.fields[f])
+        return self
+
+    def bounds(self, rules: OutlierRules) -> dict[str, Any]:
+        out: dict[str, Any] = {"frames": self.frames}
+        for f in BOUND_FIELDS:
+            summary = self.fields[f].summary()
+            low, high = robust_bounds(np.array(summary["q01"]), np.array(summary["q99"]), rules)
+            out[f] = {"names": summary["names"], "low": low.tolist(), "high": high.tolist()}
+        return out
 
 
-def build_curation(params: dict[str, Any] | None = None) -> Curation:
-    return Curation(params)
+@dataclass
+class CurationOutcome:
+    episode_id: str
+    source: str
+    embodiment: str
+    status: str  # kept | quarantined
+    reason: str | None
+    message: str
+    frames_in: int
+    kept: list[tuple[int, int]]
+    removed: list[dict[str, Any]]
+
+    @property
+    def frames_kept(self) -> int:
+        return sum(b - a for a, b in self.kept)
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "episode_id": self.episode_id,
+            "source": self.source,
+            "embodiment": self.embodiment,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "frames_in": self.frames_in,
+            "frames_kept": self.frames_kept,
+            "kept_ranges": [{"start": a, "stop": b} for a, b in self.kept],
+            "removed_ranges": self.removed,
+        }
+
+
+def _bounded(values: np.ndarray, names: list[str], bounds: dict[str, Any], label: str) -> str | None:
+    index = {n: j for j, n in enumerate(bounds["names"])}
+    cols = [j for j, n in enumerate(names) if n in index]
+    if not cols:
+        return None
+    low = np.array([bounds["low"][index[names[j]]] for j in cols])
+    high = np.array([bounds["high"][index[names[j]]] for j in cols])
+    return first_violation(np.asarray(values)[:, cols], [names[j] for j in cols], low, high, label)
+
+
+def curate(low: LowDim, config: CurationConfig, bounds: dict[str, Any] | None) -> CurationOutcome:
+    """Second pass for one episode: whole-episode checks, then idle/static segmentation."""
+    n = len(low.timestamp)
+
+    def quarantined(reason: CurationReason, message: str) -> CurationOutcome:
+        return CurationOutcome(
+            low.episode_id, low.source, low.embodiment, "quarantined", str(reason), message, n, [],
+            [{"start": 0, "stop": n, "reason": str(reason), "message": message}],
+        )
+
+    if not config.enabled:
+        return CurationOutcome(low.episode_id, low.source, low.embodiment, "kept", None, "", n, [(0, n)], [])
+    broken = corruption(low.timestamp, low.state, low.action, low.control_hz, config.corruption)
+    if broken:
+        return quarantined(*broken)
+    limits = config.physical_limits.get(low.embodiment, {})
+    for label, values, names in (("state", low.state, low.state_names), ("action", low.action, low.action_names)):
+        message = physical_violation(values, names, limits, label)
+        if message:
+            return quarantined(CurationReason.PHYSICAL_RANGE, message)
+    if config.check_outliers and bounds is not None and bounds["frames"] >= config.min_frames_for_bounds:
+        checks = (
+            ("state", low.state, low.state_names),
+            ("action", low.action, low.action_names),
+            ("state_delta", np.diff(low.state, axis=0), low.state_names),
+            ("action_delta", np.diff(low.action, axis=0), low.action_names),
+        )
+        for label, values, names in checks:
+            if len(values):
+                message = _bounded(values, names, bounds[label], label)
+                if message:
+                    return quarantined(CurationReason.OUTLIER, message)
+    idle = idle_steps(low.timestamp, low.state, low.action, low.state_names, low.action_names,
+                      config.motion_for(low.embodiment))
+    result = segment(idle, config.segments_for(low.embodiment))
+    if not result.kept:
+        reasons = sorted({str(r.reason) for r in result.removed})
+        return CurationOutcome(
+            low.episode_id, low.source, low.embodiment, "quarantined", str(CurationReason.NO_MOTION),
+            f"no segment left to learn from after removing {', '.join(reasons)}", n, [],
+            [r.to_json() for r in result.removed],
+        )
+    return CurationOutcome(
+        low.episode_id, low.source, low.embodiment, "kept", None, "", n, result.kept,
+        [r.to_json() for r in result.removed],
+    )
+
+
+def summarize(outcomes: list[CurationOutcome]) -> dict[str, Any]:
+    """``curation_report.json``: per source and embodiment, episodes and frames in, out and why."""
+
+    def empty() -> dict[str, Any]:
+        return {"episodes_in": 0, "episodes_kept": 0, "quarantined_by_reason": {}, "frames_in": 0,
+                "frames_kept": 0, "frames_removed_by_reason": {}}
+
+    sources: dict[str, Any] = {}
+    for o in sorted(outcomes, key=lambda o: (o.source, o.embodiment, o.episode_id)):
+        src = sources.setdefault(o.source, {"total": empty(), "embodiments": {}})
+        for entry in (src["total"], src["embodiments"].setdefault(o.embodiment, empty())):
+            entry["episodes_in"] += 1
+            entry["frames_in"] += o.frames_in
+            entry["frames_kept"] += o.frames_kept
+            if o.status == "kept":
+                entry["episodes_kept"] += 1
+            else:
+                entry["quarantined_by_reason"][o.reason] = entry["quarantined_by_reason"].get(o.reason, 0) + 1
+            for r in o.removed:
+                key = r["reason"]
+                entry["frames_removed_by_reason"][key] = entry["frames_removed_by_reason"].get(key, 0) + r["stop"] - r["start"]
+    for src in sources.values():
+        for entry in [src["total"], *src["embodiments"].values()]:
+            removed = sum(entry["frames_removed_by_reason"].values())
+            assert removed + entry["frames_kept"] == entry["frames_in"], "curation must account for every frame"
+            entry["frames_removed"] = removed
+            entry["kept_fraction"] = round(entry["frames_kept"] / entry["frames_in"], 6) if entry["frames_in"] else None
+            entry["quarantined_by_reason"] = dict(sorted(entry["quarantined_by_reason"].items()))
+            entry["frames_removed_by_reason"] = dict(sorted(entry["frames_removed_by_reason"].items()))
+    return {"format_version": 1, "sources": sources}

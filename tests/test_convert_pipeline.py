@@ -227,3 +227,40 @@ def test_progress_is_shown_while_converting(samples, tmp_path, capfd):
     run_conversion(config_for(samples, tmp_path / "p"), workers=1, show_progress=True)
     err = capfd.readouterr().err
     assert "convert inhouse" in err and "25/25" in err
+
+
+def test_curation_records_kept_and_removed_ranges_and_finds_duplicates(samples, tmp_path):
+    src = tmp_path / "input"
+    shutil.copytree(samples / "inhouse", src)
+    shutil.copy(src / "franka_pick_cube" / "episode_0.hdf5", src / "franka_pick_cube" / "episode_99.hdf5")
+    store = tmp_path / "store"
+    report = run_conversion(ConvertConfig("inhouse", str(src), str(store), image=SMALL), workers=1, show_progress=False)
+    rows = {r["episode_id"]: r for r in pq.read_table(store / "curation.parquet").to_pylist()}
+    assert len(rows) == report["counts"]["converted"]
+    by_ref = {e["source_episode"]: e["episode_id"] for e in report["episodes"]}
+    original, copy = rows[by_ref["franka_pick_cube/episode_0.hdf5"]], rows[by_ref["franka_pick_cube/episode_99.hdf5"]]
+    duplicate, kept = (copy, original) if copy["episode_id"] > original["episode_id"] else (original, copy)
+    assert duplicate["status"] == "quarantined" and duplicate["reason"] == "duplicate_episode"
+    assert kept["episode_id"] in duplicate["message"] and kept["status"] == "kept"
+    for r in rows.values():
+        covered = sorted([(k["start"], k["stop"]) for k in r["kept_ranges"]]
+                         + [(k["start"], k["stop"]) for k in r["removed_ranges"]])
+        assert covered[0][0] == 0 and covered[-1][1] == r["frames_in"]
+        assert all(a[1] == b[0] for a, b in zip(covered, covered[1:])), r  # ranges tile the episode
+    # the samples have idle prefixes: curation trims them
+    assert any(k["reason"] == "idle_prefix" for r in rows.values() for k in r["removed_ranges"])
+    summary = json.loads((store / "curation_report.json").read_text())["sources"]["inhouse"]["total"]
+    assert summary["quarantined_by_reason"] == {"duplicate_episode": 1}
+
+
+def test_changing_a_threshold_recurates_without_reencoding(samples, tmp_path):
+    store = tmp_path / "store"
+    run_conversion(config_for(samples, store), workers=1, show_progress=False)
+    before = json.loads((store / "curation_report.json").read_text())["sources"]["inhouse"]["total"]
+    stricter = ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=SMALL,
+                             curation={"segments": {"min_segment": 60}})
+    report = run_conversion(stricter, workers=1, show_progress=False)
+    after = json.loads((store / "curation_report.json").read_text())["sources"]["inhouse"]["total"]
+    assert report["counts"]["resumed"] == report["counts"]["converted"]  # no episode re-encoded
+    assert after["frames_kept"] < before["frames_kept"]
+    assert after["frames_removed_by_reason"].get("short_segment", 0) > before["frames_removed_by_reason"].get("short_segment", 0)

@@ -11,6 +11,7 @@ round-trips through the store unchanged. Adding a module to
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -183,6 +184,11 @@ def test_samples_convert_to_their_declared_outcomes(source, sample_root, tmp_pat
             assert entry["message"], entry
     result = validate_store(tmp_path / "store", decode_frames=True)
     assert result.ok, [str(e) for e in result.errors]
+    # curation accounts for every converted frame: kept + removed = input, per source
+    curation = json.loads((tmp_path / "store" / "curation_report.json").read_text())["sources"][source]["total"]
+    assert curation["episodes_in"] == report["counts"]["converted"]
+    assert curation["frames_in"] == report["frames"]
+    assert curation["frames_kept"] + sum(curation["frames_removed_by_reason"].values()) == curation["frames_in"]
 
 
 @pytest.mark.parametrize("source", SOURCES)

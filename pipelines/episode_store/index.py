@@ -76,10 +76,36 @@ def summarize_episode_file(store_root: str | Path, relpath: str) -> tuple[dict[s
         low_dim = {
             "source": row["source"],
             "embodiment": row["embodiment"],
+            "control_hz": row["control_hz"],
+            "timestamp": reader.timestamp,
             "arrays": {"state": reader.state, "action": reader.action},
             "names": {"state": list(reader.meta["state_names"]), "action": list(reader.meta["action_names"])},
+            "content_sha256": content_sha256(reader),
         }
     return row, low_dim
+
+
+def content_sha256(reader: EpisodeReader) -> str:
+    """Digest of what training sees (relative time, state, action, every stored frame), for duplicates."""
+    import hashlib
+
+    import numpy as np
+
+    from pipelines.curation_rules import content_digest
+
+    frame_digests = []
+    for camera in reader.cameras:
+        arr = reader.group[f"images/{camera}"]
+        for lo in range(0, reader.num_frames, 256):
+            for item in np.asarray(arr[lo : lo + 256], dtype=object).reshape(-1):
+                frame_digests.append(hashlib.sha256(_frame_bytes(item)).digest())
+    return content_digest(reader.timestamp, reader.state, reader.action, frame_digests)
+
+
+def _frame_bytes(item) -> bytes:
+    from .reader import _unwrap
+
+    return _unwrap(item)
 
 
 def write_index(rows: list[dict[str, Any]], store_root: str | Path) -> Path:
