@@ -84,6 +84,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if not merged["errors"] else 1
 
 
+def cmd_curation_summary(args: argparse.Namespace) -> int:
+    import csv
+
+    from pipelines.curation import collect_reports
+
+    metrics, rows = collect_reports(args.stores)
+    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.metrics).write_text(json.dumps(metrics, indent=1) + "\n")
+    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.plot, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["source", "reason", "removed_fraction"])
+        writer.writeheader()
+        writer.writerows(rows)
+    for source, m in metrics.items():
+        print(f"{source}: kept {m['frames_kept']}/{m['frames_in']} frames ({m['kept_fraction']}), "
+              f"{m['episodes_kept']}/{m['episodes_in']} episodes")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pipelines.inspect import describe_episode, describe_store
 
@@ -127,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     v.add_argument("--decode-frames", action="store_true", help="fully decode every JPEG (default: headers)")
     v.set_defaults(func=cmd_validate)
+
+    cs = sub.add_parser("curation-summary", help="merge stores' curation reports into a DVC metric and plot")
+    cs.add_argument("stores", nargs="+")
+    cs.add_argument("--metrics", required=True, help="JSON metric file to write")
+    cs.add_argument("--plot", required=True, help="CSV plot file to write (source, reason, removed_fraction)")
+    cs.set_defaults(func=cmd_curation_summary)
 
     i = sub.add_parser("inspect", help="readable summary of a store or one episode")
     i.add_argument("store")

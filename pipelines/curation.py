@@ -261,3 +261,28 @@ def summarize(outcomes: list[CurationOutcome]) -> dict[str, Any]:
             entry["quarantined_by_reason"] = dict(sorted(entry["quarantined_by_reason"].items()))
             entry["frames_removed_by_reason"] = dict(sorted(entry["frames_removed_by_reason"].items()))
     return {"format_version": 1, "sources": sources}
+
+
+def collect_reports(stores: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Merge the ``curation_report.json`` of several stores into one metric document and plot rows.
+
+    The plot rows give, per source and reason, the fraction of that source's input frames
+    removed for that reason (what ``dvc plots show`` draws).
+    """
+    import json
+    from pathlib import Path
+
+    metrics: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for store in stores:
+        path = Path(store) / "curation_report.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no curation report (convert the store first)")
+        for source, entry in json.loads(path.read_text())["sources"].items():
+            total = entry["total"]
+            metrics[source] = {k: total[k] for k in ("episodes_in", "episodes_kept", "frames_in", "frames_kept",
+                                                      "kept_fraction")}
+            for reason, frames in total["frames_removed_by_reason"].items():
+                rows.append({"source": source, "reason": reason,
+                             "removed_fraction": round(frames / total["frames_in"], 6) if total["frames_in"] else 0.0})
+    return dict(sorted(metrics.items())), sorted(rows, key=lambda r: (r["source"], r["reason"]))

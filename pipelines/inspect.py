@@ -40,6 +40,15 @@ def describe_store(root: str | Path) -> str:
         for e in report["episodes"]:
             if e["status"] == "quarantined":
                 lines.append(f"    quarantined {e['source_episode']}: [{e['reason']}] {e['message']}")
+    curation_path = store.root / "curation_report.json"
+    if curation_path.is_file():
+        lines.append("")
+        lines.append("  curation:")
+        for source, entry in json.loads(curation_path.read_text())["sources"].items():
+            t = entry["total"]
+            lines.append(f"    {source}: {t['frames_kept']}/{t['frames_in']} frames kept ({t['kept_fraction']}), "
+                         f"{t['episodes_kept']}/{t['episodes_in']} episodes; removed {t['frames_removed_by_reason']}; "
+                         f"quarantined {t['quarantined_by_reason']}")
     instructions = Counter(r["instruction"] for r in rows)
     if instructions:
         lines.append("")
@@ -89,4 +98,26 @@ def describe_episode(root: str | Path, episode_id: str) -> str:
             lines.append(f"  extra {key}: shape {ep.group[f'extras/{key}'].shape}")
         if m["metadata"]:
             lines.append(f"  metadata: {json.dumps(m['metadata'], sort_keys=True)[:400]}")
+    lines += _curation_lines(store.root, episode_id)
     return "\n".join(lines)
+
+
+def _curation_lines(root: Path, episode_id: str) -> list[str]:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = Path(root) / "curation.parquet"
+    if not path.is_file():
+        return ["  curation: none recorded"]
+    table = pq.read_table(path)
+    rows = table.filter(pc.equal(table["episode_id"], episode_id)).to_pylist()
+    if not rows:
+        return ["  curation: episode not in curation.parquet"]
+    r = rows[0]
+    head = f"  curation: {r['status']}" + (f" [{r['reason']}] {r['message']}" if r["reason"] else "")
+    lines = [head + f"; {r['frames_kept']} of {r['frames_in']} frames kept"]
+    spans = [(k["start"], k["stop"], "kept", "") for k in r["kept_ranges"]]
+    spans += [(k["start"], k["stop"], f"removed: {k['reason']}", k["message"] or "") for k in r["removed_ranges"]]
+    for start, stop, what, message in sorted(spans):
+        lines.append(f"    frames {start:>5}-{stop - 1:<5} {what}" + (f" ({message})" if message else ""))
+    return lines

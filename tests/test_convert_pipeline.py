@@ -264,3 +264,19 @@ def test_changing_a_threshold_recurates_without_reencoding(samples, tmp_path):
     assert report["counts"]["resumed"] == report["counts"]["converted"]  # no episode re-encoded
     assert after["frames_kept"] < before["frames_kept"]
     assert after["frames_removed_by_reason"].get("short_segment", 0) > before["frames_removed_by_reason"].get("short_segment", 0)
+
+
+def test_curation_summary_metric_plot_and_inspect(converted, tmp_path, capsys):
+    store, _ = converted
+    metrics, plot = tmp_path / "m" / "curation.json", tmp_path / "p" / "removed.csv"
+    assert cli(["curation-summary", str(store), "--metrics", str(metrics), "--plot", str(plot)]) == 0
+    doc = json.loads(metrics.read_text())["inhouse"]
+    assert 0 < doc["kept_fraction"] < 1 and doc["frames_in"] > doc["frames_kept"]
+    lines = plot.read_text().splitlines()
+    assert lines[0] == "source,reason,removed_fraction" and any(l.startswith("inhouse,idle_prefix,") for l in lines)
+    capsys.readouterr()
+    eid = pq.read_table(store / "curation.parquet").column("episode_id")[0].as_py()
+    assert cli(["inspect", str(store), "--episode", eid]) == 0
+    out = capsys.readouterr().out
+    assert "curation: kept" in out and "removed: idle_prefix" in out
+    assert cli(["curation-summary", str(tmp_path), "--metrics", str(metrics), "--plot", str(plot)]) == 2
