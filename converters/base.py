@@ -42,6 +42,9 @@ class Converter(ABC):
     embodiments: ClassVar[tuple[str, ...]]
     #: nominal control frequency (Hz); per-episode values may override it
     control_hz: ClassVar[float]
+    #: hard physical ranges the source guarantees, {embodiment: {dimension name: (low, high)}};
+    #: curation quarantines an episode outside them (``physical_range``); params.yaml may add more
+    physical_limits: ClassVar[dict[str, dict[str, tuple[float, float]]]] = {}
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         self.root = Path(root)

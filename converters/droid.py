@@ -405,6 +405,8 @@ class DroidConverter(Converter):
     converter_version = "1.0.0"
     embodiments = (EMBODIMENT,)
     control_hz = CONTROL_HZ
+    #: gripper position is defined as 1 - width / max_width (droid/franka/robot.py)
+    physical_limits = {EMBODIMENT: {GRIPPER: (-1e-3, 1.0 + 1e-3), GRIPPER_ACTION: (-1e-3, 1.0 + 1e-3)}}
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         super().__init__(root, options)

@@ -238,7 +238,9 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
         def extract_output(self, acc):
             return acc
 
-    curation = CurationConfig.from_params(config.curation)
+    curation = CurationConfig.from_params(config.curation).with_declared_limits(
+        get_converter(config.source).physical_limits
+    )
 
     outcomes = (
         pipeline

@@ -35,8 +35,8 @@ from pipelines.curation_rules import (
 )
 from pipelines.episode_store.stats import FeatureStats
 
-#: fields whose per-dimension bounds are checked: values and per-step deltas
-BOUND_FIELDS = ("state", "action", "state_delta", "action_delta")
+#: fields whose per-dimension value bounds are estimated; per-step delta bounds derive from them
+BOUND_FIELDS = ("state", "action")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,15 @@ class CurationConfig:
             },
         )
 
+    def with_declared_limits(self, declared: dict[str, dict[str, tuple[float, float]]]) -> CurationConfig:
+        """Add a converter's declared physical limits; ranges set in params.yaml take precedence."""
+        from dataclasses import replace
+
+        merged = {emb: dict(limits) for emb, limits in declared.items()}
+        for emb, limits in self.physical_limits.items():
+            merged.setdefault(emb, {}).update(limits)
+        return replace(self, physical_limits=merged)
+
     def motion_for(self, embodiment: str) -> MotionThresholds:
         override = dict(self.per_embodiment.get(embodiment, {}).get("motion") or {})
         if "ignore" in override:
@@ -112,7 +121,12 @@ class LowDim:
 
 
 class BoundsAccumulator:
-    """First pass: mergeable per-dimension sketches of values and deltas for one (source, embodiment)."""
+    """First pass: mergeable per-dimension sketches of values for one (source, embodiment).
+
+    Per-step deltas are bounded by the width of the value bounds (no single step may
+    jump further than the whole plausible range of its dimension): delta quantiles would
+    call every rare-but-real fast event (a gripper closing in one step) an outlier.
+    """
 
     def __init__(self) -> None:
         self.frames = 0
@@ -122,9 +136,6 @@ class BoundsAccumulator:
         self.frames += len(low.timestamp)
         self.fields["state"].add(low.state, low.state_names)
         self.fields["action"].add(low.action, low.action_names)
-        if len(low.timestamp) > 1:
-            self.fields["state_delta"].add(np.diff(low.state, axis=0), low.state_names)
-            self.fields["action_delta"].add(np.diff(low.action, axis=0), low.action_names)
         return self
 
     def merge(self, other: BoundsAccumulator) -> BoundsAccumulator:
@@ -139,6 +150,8 @@ class BoundsAccumulator:
             summary = self.fields[f].summary()
             low, high = robust_bounds(np.array(summary["q01"]), np.array(summary["q99"]), rules)
             out[f] = {"names": summary["names"], "low": low.tolist(), "high": high.tolist()}
+            span = (high - low).tolist()
+            out[f"{f}_delta"] = {"names": summary["names"], "low": [-w for w in span], "high": span}
         return out
 
 

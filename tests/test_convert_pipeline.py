@@ -280,3 +280,23 @@ def test_curation_summary_metric_plot_and_inspect(converted, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "curation: kept" in out and "removed: idle_prefix" in out
     assert cli(["curation-summary", str(tmp_path), "--metrics", str(metrics), "--plot", str(plot)]) == 2
+
+
+def test_outlier_episode_is_quarantined_naming_dimension_value_and_bound(samples, tmp_path):
+    import h5py
+
+    src = tmp_path / "input"
+    shutil.copytree(samples / "inhouse", src)
+    with h5py.File(src / "aloha_transfer_cube" / "episode_2.hdf5", "r+") as f:
+        qpos = f["observations/qpos"][()]
+        qpos[40, 3] = 57.3  # a radian joint logged in degrees for one frame
+        f["observations/qpos"][...] = qpos
+    config = ConvertConfig("inhouse", str(src), str(tmp_path / "store"), image=SMALL,
+                           curation={"outliers": {"min_frames": 100, "k": 1.0}})
+    run_conversion(config, workers=1, show_progress=False)
+    rows = pq.read_table(tmp_path / "store" / "curation.parquet").to_pylist()
+    flagged = [r for r in rows if r["reason"] == "outlier"]
+    assert len(flagged) == 1, [(r["episode_id"], r["message"]) for r in flagged]
+    assert "left_joint4" in flagged[0]["message"] and "57.3" in flagged[0]["message"] and "bound" in flagged[0]["message"]
+    # the other episodes of the embodiment, extreme poses included, pass
+    assert all(r["status"] == "kept" for r in rows if r is not flagged[0])

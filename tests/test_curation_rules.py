@@ -161,3 +161,19 @@ def test_duplicates_are_found_and_kept_once():
     d3 = content_digest(t, s, a, frames[:-1] + [b"other"])
     assert d1 == d2 != d3
     assert duplicates({"src_b-02": d1, "src_a-01": d2, "src_a-03": d3}) == {"src_b-02": "src_a-01"}
+
+
+def test_declared_physical_limits_merge_with_params():
+    from pipelines.curation import CurationConfig, LowDim, curate
+
+    config = CurationConfig.from_params({"physical_limits": {"arm": {"j0": [-5, 5]}}}).with_declared_limits(
+        {"arm": {"gripper": (0.0, 0.085), "j0": (-9.0, 9.0)}}
+    )
+    assert config.physical_limits["arm"] == {"gripper": (0.0, 0.085), "j0": (-5.0, 5.0)}  # params win
+    t, s, a = episode([("move", 40)])
+    s[7, 2] = 0.5
+    low = LowDim("x-0000000000000000", "x", "arm", HZ, t, s, a, NAMES, [f"target_{n}" for n in NAMES])
+    outcome = curate(low, config, None)
+    assert outcome.status == "quarantined" and outcome.reason == "physical_range"
+    assert "'gripper' = 0.5 at frame 7" in outcome.message
+    assert outcome.removed == [{"start": 0, "stop": 40, "reason": "physical_range", "message": outcome.message}]
