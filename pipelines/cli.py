@@ -87,9 +87,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_curation_summary(args: argparse.Namespace) -> int:
     import csv
 
-    from pipelines.curation import collect_reports
+    from pipelines.curation import collect_reports, cross_store_duplicates
 
     metrics, rows = collect_reports(args.stores)
+    twins = cross_store_duplicates(args.stores)
+    metrics["cross_source_duplicates"] = len(twins)
+    if args.duplicates:
+        Path(args.duplicates).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.duplicates).write_text(json.dumps(twins, indent=1) + "\n")
     Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(args.metrics).write_text(json.dumps(metrics, indent=1) + "\n")
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +103,8 @@ def cmd_curation_summary(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     for source, m in metrics.items():
+        if not isinstance(m, dict):
+            continue
         print(f"{source}: kept {m['frames_kept']}/{m['frames_in']} frames ({m['kept_fraction']}), "
               f"{m['episodes_kept']}/{m['episodes_in']} episodes")
     return 0
@@ -151,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("stores", nargs="+")
     cs.add_argument("--metrics", required=True, help="JSON metric file to write")
     cs.add_argument("--plot", required=True, help="CSV plot file to write (source, reason, removed_fraction)")
+    cs.add_argument("--duplicates", help="JSON list of episodes duplicating a kept episode of another store")
     cs.set_defaults(func=cmd_curation_summary)
 
     i = sub.add_parser("inspect", help="readable summary of a store or one episode")

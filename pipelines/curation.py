@@ -299,3 +299,34 @@ def collect_reports(stores: list[str]) -> tuple[dict[str, Any], list[dict[str, A
                 rows.append({"source": source, "reason": reason,
                              "removed_fraction": round(frames / total["frames_in"], 6) if total["frames_in"] else 0.0})
     return dict(sorted(metrics.items())), sorted(rows, key=lambda r: (r["source"], r["reason"]))
+
+
+def cross_store_duplicates(stores: list[str]) -> list[dict[str, str]]:
+    """Episodes kept in one store whose content equals a kept episode of another store.
+
+    Within a store the conversion already keeps one copy; here the smallest episode id
+    over all stores is the copy to keep, and every other copy is listed so the manifests
+    stage can leave it out.
+    """
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from pipelines.curation_rules import duplicates
+
+    digests: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for store in stores:
+        path = Path(store) / "curation.parquet"
+        if not path.is_file():
+            continue
+        for row in pq.read_table(path, columns=["episode_id", "status", "content_sha256"]).to_pylist():
+            if row["status"] == "kept":
+                digests[row["episode_id"]] = row["content_sha256"]
+                where[row["episode_id"]] = str(store)
+    return [
+        {"episode_id": eid, "store": where[eid], "duplicate_of": keep, "duplicate_of_store": where[keep],
+         "content_sha256": digests[eid]}
+        for eid, keep in sorted(duplicates(digests).items())
+        if where[eid] != where[keep]
+    ]

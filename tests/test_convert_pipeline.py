@@ -300,3 +300,17 @@ def test_outlier_episode_is_quarantined_naming_dimension_value_and_bound(samples
     assert "left_joint4" in flagged[0]["message"] and "57.3" in flagged[0]["message"] and "bound" in flagged[0]["message"]
     # the other episodes of the embodiment, extreme poses included, pass
     assert all(r["status"] == "kept" for r in rows if r is not flagged[0])
+
+
+def test_duplicates_across_stores_are_listed_once(samples, tmp_path):
+    from pipelines.curation import cross_store_duplicates
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_conversion(config_for(samples, a), workers=1, show_progress=False)
+    src = tmp_path / "input"
+    (src / "franka_pick_cube").mkdir(parents=True)
+    shutil.copy(samples / "inhouse" / "franka_pick_cube" / "metadata.json", src / "franka_pick_cube")
+    shutil.copy(samples / "inhouse" / "franka_pick_cube" / "episode_1.hdf5", src / "franka_pick_cube" / "episode_77.hdf5")
+    run_conversion(ConvertConfig("inhouse", str(src), str(b), image=SMALL), workers=1, show_progress=False)
+    twins = cross_store_duplicates([str(a), str(b)])
+    assert len(twins) == 1 and twins[0]["store"] != twins[0]["duplicate_of_store"]
