@@ -452,6 +452,13 @@ class InhouseConverter(Converter):
         """Write the synthetic sample set (see ``SAMPLE_TASKS``); returns ref -> expected reason or None."""
         return write_samples(Path(out_dir), seed)
 
+    @classmethod
+    def write_synthetic(
+        cls, out_dir: Path, *, episodes: int, frames: int, height: int, width: int, seed: int = 0
+    ) -> None:
+        """Valid bimanual (ALOHA-style, 3 cameras, variable-length JPEG) episodes at the requested size."""
+        write_synthetic(Path(out_dir), episodes=episodes, frames=frames, height=height, width=width, seed=seed)
+
 
 # --------------------------------------------------------------------------------------
 # HDF5 helpers
@@ -703,6 +710,34 @@ SAMPLE_TASKS: tuple[SampleTask, ...] = (
         write_metadata=False,
     ),
 )
+
+
+def write_synthetic(out_dir: Path, *, episodes: int, frames: int, height: int, width: int, seed: int = 0) -> None:
+    """Benchmark input: frames are rendered and encoded a block at a time, so any length fits in memory."""
+    from dataclasses import replace
+
+    task = replace(SAMPLE_TASKS[1], folder="synthetic_transfer_cube", layout="jpeg_vlen", image_hw=(height, width),
+                   episodes=tuple((i, None) for i in range(episodes)))
+    folder = out_dir / task.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / METADATA_FILE).write_text(json.dumps(_sample_metadata(task), indent=2) + "\n", encoding="utf-8")
+    plain = {"track_times": False}
+    for number in range(episodes):
+        rng = np.random.default_rng([seed, 99, number])
+        qpos = _sample_trajectory(task, rng, frames)
+        action = np.concatenate([qpos[1:], qpos[-1:]])
+        with h5py.File(folder / f"episode_{number}.hdf5", "w") as f:
+            f.attrs["sim"] = False
+            f.attrs["compress"] = True
+            f.create_dataset("observations/qpos", data=qpos, **plain)
+            f.create_dataset("observations/qvel", data=np.gradient(qpos, axis=0) * task.fps, **plain)
+            f.create_dataset("action", data=action, **plain)
+            for cam in task.cameras:
+                ds = f.create_dataset(f"observations/images/{cam}", (frames,), dtype=h5py.vlen_dtype(np.uint8), **plain)
+                for lo in range(0, frames, 64):
+                    block = _render_camera(task, cam, qpos[lo : lo + 64])
+                    for i, frame in enumerate(block):
+                        ds[lo + i] = np.frombuffer(encode_jpeg(frame, quality=90), dtype=np.uint8)
 
 
 def write_samples(out_dir: Path, seed: int = 0) -> dict[str, str | None]:

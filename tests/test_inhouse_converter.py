@@ -485,3 +485,17 @@ def test_samples_read_as_declared(samples):
             assert np.all(f[:idle] == f[0])
         assert np.abs(np.diff(ep.state, axis=0)).max() > 1e-3  # but the robot does move
     assert embodiments == {"franka", "aloha", "ur5"}
+
+
+def test_write_synthetic_writes_valid_episodes_of_the_requested_size(tmp_path):
+    from converters.inhouse import InhouseConverter
+
+    InhouseConverter.write_synthetic(tmp_path, episodes=2, frames=70, height=40, width=56, seed=1)
+    conv = InhouseConverter(tmp_path)
+    refs = conv.discover()
+    assert len(refs) == 2
+    for ref, opener in conv.episodes(refs[0]):
+        with conv.read(opener) as ep:
+            assert ep.num_frames == 70 and len(ep.cameras) == 3
+            frame = next(iter(ep.cameras["cam_high"].open_frames()))
+            assert frame.shape == (40, 56, 3)
