@@ -126,8 +126,16 @@ BREAKERS = {
     "language": lambda s: edit_meta(first_episode(s), lambda m: m["language"].update(instruction="")),
     "embodiment_consistency": lambda s: edit_meta(first_episode(s), lambda m: m.update(action_names=[f"x{i}" for i in range(len(m["action_names"]))])),
     "stats_missing": lambda s: edit_stats(s, lambda d: d["sources"]["inhouse"]["embodiments"].pop("ur5")),
+    "curation": lambda s: _write_bad_curation(s),
     "stats_mismatch": lambda s: edit_stats(s, lambda d: d["sources"]["inhouse"]["embodiments"]["franka"]["action"]["mean"].__setitem__(0, 5.0)),
 }
+
+
+def _write_bad_curation(store: EpisodeStore) -> None:
+    rows = pq.read_table(store.root / INDEX_FILE).to_pylist()
+    out = [{"episode_id": r["episode_id"], "status": "kept", "frames_in": r["num_frames"], "frames_kept": r["num_frames"] - 1,
+            "kept_ranges": [{"start": 0, "stop": r["num_frames"] - 1}], "removed_ranges": []} for r in rows]
+    pq.write_table(pa.Table.from_pylist(out), store.root / "curation.parquet")
 
 
 def test_pristine_store_is_valid(pristine):

@@ -59,6 +59,8 @@ RULES: dict[str, str] = {
     "embodiment_consistency": "episodes of one (source, embodiment) share state and action names",
     "stats_missing": f"{STATS_FILE} exists with an entry for every source and embodiment in the index",
     "stats_mismatch": "stored statistics agree with the data (counts, min, max, mean, std exactly; q01/q99 within rank error)",
+    "curation": "if curation.parquet exists: one row per published episode, frames_in = its length, "
+    "kept and removed ranges tile [0, frames_in), frames_kept = kept length, quarantined rows keep nothing",
 }
 
 _REQUIRED_META: dict[str, type | tuple[type, ...]] = {
@@ -216,7 +218,40 @@ def validate_store(root: str | Path, *, decode_frames: bool = False) -> Validati
 
     if stats_doc is not None:
         _check_stats(stats_doc, checks, counts, source_checks, report)
+    _check_curation(root, {r.get("episode_id"): r.get("num_frames") for r in index_rows}, report)
     return report
+
+
+def _check_curation(root: Path, lengths: dict[str, int], report: ValidationReport) -> None:
+    path = root / "curation.parquet"
+    if not path.is_file():
+        return
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        report.add("curation", "curation.parquet", f"unreadable: {exc}")
+        return
+    seen = set()
+    for r in rows:
+        eid = r.get("episode_id")
+        where = f"curation.parquet:{eid}"
+        seen.add(eid)
+        if eid not in lengths:
+            report.add("curation", where, "row for an episode that is not in the index")
+            continue
+        n = r.get("frames_in")
+        if n != lengths[eid]:
+            report.add("curation", where, f"frames_in {n} but the episode has {lengths[eid]} frames")
+            continue
+        spans = sorted([(k["start"], k["stop"]) for k in r["kept_ranges"]] + [(k["start"], k["stop"]) for k in r["removed_ranges"]])
+        tiles = bool(spans) and spans[0][0] == 0 and spans[-1][1] == n and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        if not tiles or any(a >= b for a, b in spans):
+            report.add("curation", where, f"kept and removed ranges do not tile [0, {n}): {spans}")
+        kept = sum(k["stop"] - k["start"] for k in r["kept_ranges"])
+        if kept != r.get("frames_kept") or (r.get("status") == "quarantined" and kept):
+            report.add("curation", where, f"frames_kept {r.get('frames_kept')} vs kept ranges {kept} (status {r.get('status')})")
+    for eid in sorted(set(lengths) - seen):
+        report.add("curation", "curation.parquet", f"episode {eid} has no curation row")
 
 
 def validate_path(path: str | Path, *, decode_frames: bool = False) -> list[ValidationReport]:
