@@ -77,6 +77,7 @@ class EpisodeConverter:
         self.converter = get_converter(config.source)(config.input_root, config.converter_options)
         self.remote = storage.is_remote(config.store_root)
         self.progress_path = progress_path
+        self.image_signal = CurationConfig.from_params(config.curation).uses_images
 
     def convert_unit(self, unit: str) -> Iterator[dict[str, Any]]:
         try:
@@ -127,14 +128,14 @@ class EpisodeConverter:
             storage.download(storage.join(self.config.store_root, rel), local)
             return self._summarize(staging, source_episode, eid, rel, resumed)
 
-    @staticmethod
-    def _summarize(root: str, source_episode: str, eid: str, rel: str, resumed: bool) -> dict[str, Any]:
-        row, low = summarize_episode_file(root, rel)
+    def _summarize(self, root: str, source_episode: str, eid: str, rel: str, resumed: bool) -> dict[str, Any]:
+        row, low = summarize_episode_file(root, rel, image_change=self.image_signal)
         stats = EpisodeSetStats.of_episode(low["arrays"], low["names"])
         low_dim = LowDim(
             episode_id=eid, source=row["source"], embodiment=row["embodiment"], control_hz=low["control_hz"],
             timestamp=low["timestamp"], state=low["arrays"]["state"], action=low["arrays"]["action"],
             state_names=low["names"]["state"], action_names=low["names"]["action"],
+            image_change=low.get("image_change"),
         )
         return {
             "source_episode": source_episode,

@@ -93,6 +93,14 @@ class CurationConfig:
             merged.setdefault(emb, {}).update(limits)
         return replace(self, physical_limits=merged)
 
+    @property
+    def uses_images(self) -> bool:
+        """Whether any embodiment's idle test needs the per-step image change."""
+        return self.enabled and (
+            self.motion.image_change is not None
+            or any((v.get("motion") or {}).get("image_change") is not None for v in self.per_embodiment.values())
+        )
+
     def motion_for(self, embodiment: str) -> MotionThresholds:
         override = dict(self.per_embodiment.get(embodiment, {}).get("motion") or {})
         if "ignore" in override:
@@ -118,6 +126,8 @@ class LowDim:
     action: np.ndarray
     state_names: list[str]
     action_names: list[str]
+    #: per-step camera change (only when ``motion.image_change`` is configured)
+    image_change: np.ndarray | None = None
 
 
 class BoundsAccumulator:
@@ -229,7 +239,7 @@ def curate(low: LowDim, config: CurationConfig, bounds: dict[str, Any] | None) -
                 if message:
                     return quarantined(CurationReason.OUTLIER, message)
     idle = idle_steps(low.timestamp, low.state, low.action, low.state_names, low.action_names,
-                      config.motion_for(low.embodiment))
+                      config.motion_for(low.embodiment), low.image_change)
     result = segment(idle, config.segments_for(low.embodiment))
     if not result.kept:
         reasons = sorted({str(r.reason) for r in result.removed})

@@ -50,6 +50,9 @@ class MotionThresholds:
     state_velocity: float = 0.01
     action_change: float = 1e-3
     ignore: tuple[str, ...] = ()
+    #: optional third signal: a step whose largest camera change (mean absolute grey-level
+    #: difference, 0..255, of 1/8-scale frames) reaches this is moving; None = not used
+    image_change: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ def idle_steps(
     state_names: list[str],
     action_names: list[str],
     thresholds: MotionThresholds,
+    image_change: np.ndarray | None = None,
 ) -> np.ndarray:
     """Boolean per frame: True where the robot neither moves nor is commanded to.
 
@@ -123,9 +127,36 @@ def idle_steps(
         step_idle &= velocity.max(axis=1) < thresholds.state_velocity
     if da.shape[1]:
         step_idle &= da.max(axis=1) < thresholds.action_change
+    if thresholds.image_change is not None and image_change is not None:
+        step_idle &= np.asarray(image_change, dtype=np.float64) < thresholds.image_change
     before = np.r_[True, step_idle]  # frame 0 has no step into it
     after = np.r_[step_idle, True]  # the last frame has no step out of it
     return before & after
+
+
+def image_change_per_step(frames_by_camera: list[list[bytes]]) -> np.ndarray:
+    """Largest mean absolute grey-level change between consecutive frames over cameras, per step.
+
+    JPEG frames are decoded at 1/8 scale in greyscale (libjpeg's DCT scaling: cheap),
+    which keeps the signal about scene motion rather than sensor noise.
+    """
+    import io
+
+    from PIL import Image
+
+    steps = None
+    for frames in frames_by_camera:
+        previous = None
+        change = np.zeros(max(len(frames) - 1, 0))
+        for i, data in enumerate(frames):
+            with Image.open(io.BytesIO(data)) as im:
+                im.draft("L", (max(1, im.width // 8), max(1, im.height // 8)))
+                grey = np.asarray(im.convert("L"), dtype=np.float32)
+            if previous is not None and previous.shape == grey.shape:
+                change[i - 1] = float(np.abs(grey - previous).mean())
+            previous = grey
+        steps = change if steps is None else np.maximum(steps, change)
+    return steps if steps is not None else np.zeros(0)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

@@ -314,3 +314,17 @@ def test_duplicates_across_stores_are_listed_once(samples, tmp_path):
     run_conversion(ConvertConfig("inhouse", str(src), str(b), image=SMALL), workers=1, show_progress=False)
     twins = cross_store_duplicates([str(a), str(b)])
     assert len(twins) == 1 and twins[0]["store"] != twins[0]["duplicate_of_store"]
+
+
+def test_image_change_signal_runs_in_the_pipeline(samples, tmp_path):
+    plain = run_conversion(config_for(samples, tmp_path / "a"), workers=1, show_progress=False)
+    with_images = run_conversion(
+        ConvertConfig("inhouse", str(samples / "inhouse"), str(tmp_path / "b"), image=SMALL,
+                      curation={"motion": {"image_change": 0.5}}),
+        workers=1, show_progress=False,
+    )
+    assert plain["curation"]["inhouse"]["frames_in"] == with_images["curation"]["inhouse"]["frames_in"]
+    # sample frames are rendered from the state: still state = identical frames, so images add no motion
+    # beyond what the state shows, and never remove frames
+    assert with_images["curation"]["inhouse"]["frames_kept"] >= plain["curation"]["inhouse"]["frames_kept"]
+    assert validate_store(tmp_path / "b").ok

@@ -177,3 +177,26 @@ def test_declared_physical_limits_merge_with_params():
     assert outcome.status == "quarantined" and outcome.reason == "physical_range"
     assert "'gripper' = 0.5 at frame 7" in outcome.message
     assert outcome.removed == [{"start": 0, "stop": 40, "reason": "physical_range", "message": outcome.message}]
+
+
+def test_image_change_is_an_optional_motion_signal():
+    import io
+
+    from PIL import Image
+
+    from pipelines.curation_rules import image_change_per_step
+
+    def jpeg(value: int) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(buf, format="JPEG", quality=95)
+        return buf.getvalue()
+
+    t, s, a = episode([("move", 20), ("still", 20), ("move", 20)])
+    frames = [jpeg(50)] * 25 + [jpeg(50 + 10 * i) for i in range(10)] + [jpeg(150)] * 25  # scene changes at 25..34
+    change = image_change_per_step([frames])
+    assert change.shape == (59,) and change[:24].max() < 1 and change[25:34].min() > 5
+    names = [f"target_{n}" for n in NAMES]
+    without = segment(idle_steps(t, s, a, NAMES, names, MotionThresholds()), SegmentRules())
+    with_images = segment(idle_steps(t, s, a, NAMES, names, MotionThresholds(image_change=2.0), change), SegmentRules())
+    assert any(r.reason == CurationReason.STATIC_RUN for r in without.removed)
+    assert with_images.kept_frames > without.kept_frames  # the robot is still but the scene moves: kept

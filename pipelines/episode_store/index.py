@@ -63,7 +63,9 @@ def index_row(reader: EpisodeReader, relpath: str, size_bytes: int, sha256: str)
     }
 
 
-def summarize_episode_file(store_root: str | Path, relpath: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def summarize_episode_file(
+    store_root: str | Path, relpath: str, *, image_change: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read back a published episode: its index row and the low-dim data statistics need.
 
     The pipeline summarises every episode from the file it just wrote (or found
@@ -82,6 +84,12 @@ def summarize_episode_file(store_root: str | Path, relpath: str) -> tuple[dict[s
             "names": {"state": list(reader.meta["state_names"]), "action": list(reader.meta["action_names"])},
             "content_sha256": content_sha256(reader),
         }
+        if image_change:
+            from pipelines.curation_rules import image_change_per_step
+
+            low_dim["image_change"] = image_change_per_step(
+                [[reader.encoded_frame(c, i) for i in range(reader.num_frames)] for c in reader.cameras]
+            )
     return row, low_dim
 
 
