@@ -1,0 +1,82 @@
+"""Draw training frames with exactly a manifest's probabilities, reproducibly, sharded without overlap.
+
+A manifest gives every episode a probability (equal share per dataset, then per
+embodiment, then per episode or per kept frame) and its kept frame ranges. A frame's
+probability is its episode's probability spread uniformly over the episode's kept frames.
+
+Each epoch is one global sequence of draws fixed by ``(seed, epoch)``; a data-loader
+worker on a distributed rank takes every ``world_size * num_workers``-th draw starting at
+its own slot, so the shards of an epoch are disjoint and together are the whole sequence,
+whatever the worker and rank layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    episode: int  # row of the manifest's episode table
+    frame: int  # source-frame index inside the episode
+
+
+class ManifestSampler:
+    """Sample ``(episode row, frame index)`` pairs with probability ``p_episode / kept_frames``."""
+
+    def __init__(
+        self,
+        episode_probability: Sequence[float],
+        kept_ranges: Sequence[Sequence[tuple[int, int]]],
+        *,
+        seed: int = 0,
+        samples_per_epoch: int | None = None,
+    ):
+        p = np.asarray(episode_probability, dtype=np.float64)
+        if p.ndim != 1 or len(p) != len(kept_ranges):
+            raise ValueError(f"{len(p)} probabilities for {len(kept_ranges)} episodes")
+        if (p < 0).any() or not np.isclose(p.sum(), 1.0, rtol=0, atol=1e-9):
+            raise ValueError(f"episode probabilities must be >= 0 and sum to 1 (sum {p.sum()!r})")
+        self.p = p / p.sum()
+        self.ranges = [np.asarray(r, dtype=np.int64).reshape(-1, 2) for r in kept_ranges]
+        self.lengths = np.array([int((r[:, 1] - r[:, 0]).sum()) for r in self.ranges], dtype=np.int64)
+        empty = np.flatnonzero((self.lengths == 0) & (self.p > 0))
+        if empty.size:
+            raise ValueError(f"episode rows {empty[:5].tolist()} have probability but no kept frames")
+        self.cdf = np.cumsum(self.p)
+        self.cdf[-1] = 1.0
+        self.seed = int(seed)
+        self.samples_per_epoch = int(samples_per_epoch or self.lengths.sum())
+
+    def frame_probability(self, episode: int) -> float:
+        """Probability of each kept frame of an episode (the manifest's definition, for audits)."""
+        return float(self.p[episode] / self.lengths[episode]) if self.lengths[episode] else 0.0
+
+    def epoch(self, epoch: int) -> np.ndarray:
+        """The epoch's global draw sequence: an int64 array [samples_per_epoch, 2] of (episode, frame)."""
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        n = self.samples_per_epoch
+        episodes = np.searchsorted(self.cdf, rng.random(n), side="right").clip(max=len(self.p) - 1)
+        offsets = (rng.random(n) * self.lengths[episodes]).astype(np.int64)
+        frames = np.empty(n, dtype=np.int64)
+        for e in np.unique(episodes):
+            mask = episodes == e
+            r = self.ranges[e]
+            ends = np.cumsum(r[:, 1] - r[:, 0])
+            which = np.searchsorted(ends, offsets[mask], side="right")
+            before = np.r_[0, ends][which]
+            frames[mask] = r[which, 0] + offsets[mask] - before
+        return np.stack([episodes, frames], axis=1)
+
+    def shard(self, epoch: int, *, rank: int = 0, world_size: int = 1, worker: int = 0,
+              num_workers: int = 1) -> Iterator[FrameRef]:
+        """This (rank, worker)'s share of the epoch: draws ``slot, slot + stride, ...``."""
+        if not (0 <= rank < world_size and 0 <= worker < num_workers):
+            raise ValueError(f"rank {rank}/{world_size}, worker {worker}/{num_workers} out of range")
+        stride = world_size * num_workers
+        slot = rank * num_workers + worker
+        for episode, frame in self.epoch(epoch)[slot::stride]:
+            yield FrameRef(int(episode), int(frame))
