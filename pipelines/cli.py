@@ -110,6 +110,36 @@ def cmd_curation_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_manifest_build(args: argparse.Namespace) -> int:
+    from pipelines.manifest.build import ManifestParams, build_manifest
+
+    conf = dict((_load_params(args.params).get("manifests") or {}).get(args.name) or {})
+    params = ManifestParams(
+        name=args.name,
+        within=conf.get("within", "frames"),
+        validation_fraction=float(conf.get("validation_fraction", 0.05)),
+        seed=int(conf.get("seed", 0)),
+        dataset_weights=dict(conf.get("dataset_weights") or {}),
+    )
+    manifest = build_manifest(args.stores, args.out, params)
+    for split, counts in manifest["counts"].items():
+        print(f"{args.name} {split}: {counts['episodes']} episodes, {counts['frames_kept']} kept frames")
+    for dataset, entry in manifest["shares"].get("train", {}).get("datasets", {}).items():
+        embodiments = ", ".join(f"{e} {v['share']:.4f}" for e, v in entry["embodiments"].items())
+        print(f"  {dataset:<14} share {entry['share']:.4f}  ({embodiments})")
+    return 0
+
+
+def cmd_manifest_verify(args: argparse.Namespace) -> int:
+    from pipelines.manifest.build import verify_manifest
+
+    problems = verify_manifest(args.manifest, args.data)
+    for p in problems:
+        print(p)
+    print(f"{args.manifest}: {'OK' if not problems else f'{len(problems)} mismatches'}")
+    return 0 if not problems else 1
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pipelines.inspect import describe_episode, describe_store
 
@@ -160,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("--plot", required=True, help="CSV plot file to write (source, reason, removed_fraction)")
     cs.add_argument("--duplicates", help="JSON list of episodes duplicating a kept episode of another store")
     cs.set_defaults(func=cmd_curation_summary)
+
+    m = sub.add_parser("manifest", help="balanced-sampling manifests")
+    msub = m.add_subparsers(dest="manifest_command", required=True)
+    mb = msub.add_parser("build", help="build a manifest from curated stores")
+    mb.add_argument("stores", nargs="+")
+    mb.add_argument("--name", required=True)
+    mb.add_argument("--out", required=True, help="manifest directory, e.g. manifests/pretrain")
+    mb.add_argument("--params", help="params.yaml with manifests.<name> settings (default ./params.yaml)")
+    mb.set_defaults(func=cmd_manifest_build)
+    mv = msub.add_parser("verify", help="recompute every checksum and range; exit 1 on any mismatch")
+    mv.add_argument("manifest")
+    mv.add_argument("--data", nargs="+", required=True, help="the stores the manifest references")
+    mv.set_defaults(func=cmd_manifest_verify)
 
     i = sub.add_parser("inspect", help="readable summary of a store or one episode")
     i.add_argument("store")

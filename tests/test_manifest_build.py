@@ -58,3 +58,17 @@ def test_verify_passes_then_names_every_kind_of_mismatch(stores, tmp_path):
     problems = verify_manifest(tmp_path / "m", copies)
     assert any(flipped.name[: -len(".zarr.zip")] in p and "sha256" in p for p in problems)
     assert any(missing.name[: -len(".zarr.zip")] in p and "missing" in p for p in problems)
+
+
+def test_cli_build_and_verify(stores, tmp_path, capsys):
+    from pipelines.cli import main as cli
+
+    params = tmp_path / "params.yaml"
+    params.write_text("manifests:\n  pretrain:\n    validation_fraction: 0.1\n    seed: 2\n")
+    out = tmp_path / "manifests" / "pretrain"
+    assert cli(["manifest", "build", *map(str, stores), "--name", "pretrain", "--out", str(out), "--params", str(params)]) == 0
+    text = capsys.readouterr().out
+    assert "pretrain train:" in text and "share 0.5000" in text
+    assert cli(["manifest", "verify", str(out), "--data", *map(str, stores)]) == 0
+    assert cli(["manifest", "verify", str(out), "--data", str(stores[0])]) == 1
+    assert "not among the given stores" in capsys.readouterr().out
