@@ -29,7 +29,7 @@ from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -203,31 +203,17 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
         def process(self, unit: str):
             yield from self.worker.convert_unit(unit)
 
-    class MergeStatsFn(beam.CombineFn):
-        def create_accumulator(self):
-            return EpisodeSetStats()
+    class MergeFn(beam.CombineFn):
+        """Combines mergeable accumulators (``add``/``merge`` methods) such as stats and bounds sketches."""
 
-        def add_input(self, acc, stats):
-            return acc.merge(stats)
-
-        def merge_accumulators(self, accs):
-            accs = iter(accs)
-            first = next(accs)
-            for acc in accs:
-                first.merge(acc)
-            return first
-
-        def extract_output(self, acc):
-            return acc
-
-    class BoundsFn(beam.CombineFn):
-        """First curation pass: value and delta sketches per (source, embodiment)."""
+        def __init__(self, make, add):
+            self.make, self.add = make, add
 
         def create_accumulator(self):
-            return BoundsAccumulator()
+            return self.make()
 
-        def add_input(self, acc, low):
-            return acc.add(low)
+        def add_input(self, acc, value):
+            return self.add(acc, value)
 
         def merge_accumulators(self, accs):
             accs = iter(accs)
@@ -260,7 +246,7 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
         outcomes
         | "Converted" >> beam.Filter(lambda o: o["status"] == "converted")
         | "KeyStats" >> beam.Map(lambda o: (tuple(o["stats_key"]), o["stats"]))
-        | "MergeStats" >> beam.CombinePerKey(MergeStatsFn())
+        | "MergeStats" >> beam.CombinePerKey(MergeFn(EpisodeSetStats, EpisodeSetStats.merge))
         | "StatsText" >> beam.Map(lambda kv: base64.b64encode(pickle.dumps(kv)).decode())
         | "WriteStats" >> beam.io.WriteToText(storage.join(work_dir, "stats"), file_name_suffix=".b64")
     )
@@ -268,7 +254,7 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
     bounds = (
         converted
         | "KeyLowDim" >> beam.Map(lambda o: ((o["low_dim"].source, o["low_dim"].embodiment), o["low_dim"]))
-        | "Bounds" >> beam.CombinePerKey(BoundsFn())
+        | "Bounds" >> beam.CombinePerKey(MergeFn(BoundsAccumulator, BoundsAccumulator.add))
         | "BoundValues" >> beam.Map(lambda kv: (kv[0], kv[1].bounds(curation.outliers)))
     )
     (
@@ -449,7 +435,6 @@ def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str,
         "input": str(config.input_root),
         "store": str(config.store_root),
         "image": config.image.to_dict(),
-        "curation": CurationConfig.from_params(config.curation).enabled,
         "runner": options.get_all_options().get("runner") or "DirectRunner",
         "counts": {
             "units": len(units),

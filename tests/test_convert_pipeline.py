@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import shutil
 from pathlib import Path
 
@@ -328,3 +327,10 @@ def test_image_change_signal_runs_in_the_pipeline(samples, tmp_path):
     # beyond what the state shows, and never remove frames
     assert with_images["curation"]["inhouse"]["frames_kept"] >= plain["curation"]["inhouse"]["frames_kept"]
     assert validate_store(tmp_path / "b").ok
+
+
+def test_fail_on_quarantine_exit_code(samples, tmp_path, capsys):
+    args = ["convert", "--source", "inhouse", "--input", str(samples / "inhouse"), "--output", str(tmp_path / "s"),
+            "--workers", "1", "--quiet"]
+    assert cli(args + ["--fail-on-quarantine"]) == 3  # the samples hold deliberately broken episodes
+    assert cli(args) == 0

@@ -87,9 +87,7 @@ def summarize_episode_file(
         if image_change:
             from pipelines.curation_rules import image_change_per_step
 
-            low_dim["image_change"] = image_change_per_step(
-                [[reader.encoded_frame(c, i) for i in range(reader.num_frames)] for c in reader.cameras]
-            )
+            low_dim["image_change"] = image_change_per_step([list(reader.encoded_frames(c)) for c in reader.cameras])
     return row, low_dim
 
 
@@ -97,23 +95,12 @@ def content_sha256(reader: EpisodeReader) -> str:
     """Digest of what training sees (relative time, state, action, every stored frame), for duplicates."""
     import hashlib
 
-    import numpy as np
-
     from pipelines.curation_rules import content_digest
 
-    frame_digests = []
-    for camera in reader.cameras:
-        arr = reader.group[f"images/{camera}"]
-        for lo in range(0, reader.num_frames, 256):
-            for item in np.asarray(arr[lo : lo + 256], dtype=object).reshape(-1):
-                frame_digests.append(hashlib.sha256(_frame_bytes(item)).digest())
+    frame_digests = [
+        hashlib.sha256(data).digest() for camera in reader.cameras for data in reader.encoded_frames(camera, block=256)
+    ]
     return content_digest(reader.timestamp, reader.state, reader.action, frame_digests)
-
-
-def _frame_bytes(item) -> bytes:
-    from .reader import _unwrap
-
-    return _unwrap(item)
 
 
 def write_index(rows: list[dict[str, Any]], store_root: str | Path) -> Path:

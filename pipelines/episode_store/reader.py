@@ -104,14 +104,17 @@ class EpisodeReader:
     def frame(self, camera: str, index: int) -> np.ndarray:
         return decode_jpeg(self.encoded_frame(camera, index))
 
-    def frames(self, camera: str, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    def encoded_frames(self, camera: str, start: int = 0, stop: int | None = None, block: int = 64) -> Iterator[bytes]:
+        """The stored JPEG bytes of frames ``start..stop``, read a shard-friendly block at a time."""
         stop = self.num_frames if stop is None else stop
         arr = self.group[f"images/{camera}"]
-        step = 64
-        for lo in range(start, stop, step):
-            block = arr[lo : min(lo + step, stop)]
-            for item in np.asarray(block, dtype=object).reshape(-1):
-                yield decode_jpeg(_unwrap(item))
+        for lo in range(start, stop, block):
+            for item in np.asarray(arr[lo : min(lo + block, stop)], dtype=object).reshape(-1):
+                yield _unwrap(item)
+
+    def frames(self, camera: str, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        for data in self.encoded_frames(camera, start, stop):
+            yield decode_jpeg(data)
 
     def to_episode(self) -> Episode:
         """The episode as an in-memory record (frames stream lazily while this reader is open)."""

@@ -9,7 +9,7 @@ decoded in memory: the writer pulls frames one block at a time.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -204,13 +204,3 @@ def check_episode(ep: Episode) -> None:
         if len(arr) != n:
             raise EpisodeError(Reason.LENGTH_MISMATCH, f"{where}: extra field '{key}' has {len(arr)} rows for {n} frames")
 
-
-def iter_blocks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    block: list[Any] = []
-    for item in items:
-        block.append(item)
-        if len(block) == size:
-            yield block
-            block = []
-    if block:
-        yield block

@@ -30,7 +30,7 @@ from .layout import (
     episode_id,
     episode_relpath,
 )
-from .reader import EpisodeReader, _unwrap
+from .reader import EpisodeReader
 from .record import ActionKind, TimestampOrigin
 from .stats import FIELDS, QUANTILE_EPSILON
 from .writer import sha256_file
@@ -494,15 +494,12 @@ def _check_camera(reader: EpisodeReader, rel: str, cam: str, info: dict[str, Any
         return
     expected = (info["height"], info["width"])
     problems = 0
-    for lo in range(0, n, 256):
-        block = np.asarray(arr[lo : min(lo + 256, n)], dtype=object).reshape(-1)
-        for i, item in enumerate(block):
-            data = _unwrap(item)
-            msg = _check_jpeg(data, expected, decode_frames)
-            if msg:
-                problems += 1
-                if problems <= 5:
-                    report.add("image_frame", rel, f"camera '{cam}' frame {lo + i}: {msg}")
+    for i, data in enumerate(reader.encoded_frames(cam, 0, n, block=256)):
+        msg = _check_jpeg(data, expected, decode_frames)
+        if msg:
+            problems += 1
+            if problems <= 5:
+                report.add("image_frame", rel, f"camera '{cam}' frame {i}: {msg}")
     if problems > 5:
         report.add("image_frame", rel, f"camera '{cam}': {problems - 5} more bad frames")
 
