@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/a1pipe validate data/converted
+	for m in manifests/*/; do $(BIN)/a1pipe manifest verify "$${m%/}" --data data/converted || exit 1; done
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

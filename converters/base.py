@@ -12,6 +12,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -19,6 +20,40 @@ from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import Episode, check_episode
 
 EpisodeOpener = Callable[[], AbstractContextManager[Episode]]
+
+
+@dataclass(frozen=True)
+class SourceCard:
+    """What a released training manifest states about one source (its "source card").
+
+    A released manifest (the Croissant JSON-LD file's Responsible-AI fields and the
+    human-readable MANIFEST.md) must state, per source, its license, how the data was
+    collected and its known biases and limitations. The card holds those facts next to
+    the converter that reads the source, so they are reviewed together. Nothing is
+    invented: a fact that is not known is written ``"unknown"`` (or ``""`` for an absent
+    url or citation), and a fact that could not be checked is listed in ``unverified``.
+    """
+
+    #: the dataset's public name, e.g. ``"DROID"``
+    title: str
+    #: homepage or canonical dataset page; ``""`` if unknown
+    url: str
+    #: SPDX id (``"CC-BY-4.0"``, ``"Apache-2.0"``, ...) or ``"unknown"``
+    license: str
+    #: paper title + arXiv id or venue, short; ``""`` if none
+    citation: str
+    #: one paragraph: robots, teleoperation device, scenes, scale
+    collection: str
+    #: e.g. ``("Teleoperation", "Real-world robot demonstrations")``
+    collection_type: tuple[str, ...]
+    #: known biases: lab/scene concentration, success-only demos, task skew, single robot family...
+    biases: tuple[str, ...]
+    #: known limitations and quirks that matter to training
+    limitations: tuple[str, ...]
+    #: personal information the data may contain, only what is known or likely (and said so)
+    personal_information: tuple[str, ...]
+    #: facts on this card that could not be verified
+    unverified: tuple[str, ...] = ()
 
 
 class Converter(ABC):
@@ -45,6 +80,8 @@ class Converter(ABC):
     #: hard physical ranges the source guarantees, {embodiment: {dimension name: (low, high)}};
     #: curation quarantines an episode outside them (``physical_range``); params.yaml may add more
     physical_limits: ClassVar[dict[str, dict[str, tuple[float, float]]]] = {}
+    #: license, collection method, biases and limitations stated in released manifests
+    card: ClassVar[SourceCard]
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         self.root = Path(root)

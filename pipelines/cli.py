@@ -1,4 +1,4 @@
-"""The ``a1pipe`` command line: samples, convert, validate, inspect."""
+"""The ``a1pipe`` command line: samples, convert, validate, inspect, curation-summary, manifest."""
 
 from __future__ import annotations
 
@@ -111,19 +111,22 @@ def cmd_curation_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest_build(args: argparse.Namespace) -> int:
+    import time
+
     from pipelines.manifest.build import ManifestParams, build_manifest
 
-    conf = dict((_load_params(args.params).get("manifests") or {}).get(args.name) or {})
-    params = ManifestParams(
-        name=args.name,
-        within=conf.get("within", "frames"),
-        validation_fraction=float(conf.get("validation_fraction", 0.05)),
-        seed=int(conf.get("seed", 0)),
-        dataset_weights=dict(conf.get("dataset_weights") or {}),
-    )
-    manifest = build_manifest(args.stores, args.out, params)
+    defined = _load_params(args.params).get("manifests") or {}
+    if args.name not in defined:  # a typo must not quietly build a default manifest
+        raise ValueError(f"no manifests.{args.name} in {args.params or 'params.yaml'} (defined: {sorted(defined)})")
+    params = ManifestParams.from_params(args.name, defined[args.name])
+    started = time.perf_counter()
+    manifest = build_manifest(args.stores, args.out or f"manifests/{args.name}", params)
+    elapsed = time.perf_counter() - started
+    weights = params.dataset_weights or "equal"
+    print(f"{args.name}: {manifest['table']['rows']} episodes from {len(manifest['inputs'])} stores in {elapsed:.2f} s "
+          f"(within {params.within}, dataset weights {weights})")
     for split, counts in manifest["counts"].items():
-        print(f"{args.name} {split}: {counts['episodes']} episodes, {counts['frames_kept']} kept frames")
+        print(f"  {split}: {counts['episodes']} episodes, {counts['frames_kept']} kept frames")
     for dataset, entry in manifest["shares"].get("train", {}).get("datasets", {}).items():
         embodiments = ", ".join(f"{e} {v['share']:.4f}" for e, v in entry["embodiments"].items())
         print(f"  {dataset:<14} share {entry['share']:.4f}  ({embodiments})")
@@ -131,13 +134,36 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest_verify(args: argparse.Namespace) -> int:
+    import time
+
     from pipelines.manifest.build import verify_manifest
 
+    started = time.perf_counter()
     problems = verify_manifest(args.manifest, args.data)
-    for p in problems:
-        print(p)
-    print(f"{args.manifest}: {'OK' if not problems else f'{len(problems)} mismatches'}")
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(json.dumps({"manifest": args.manifest, "ok": not problems, "problems": problems}, indent=1))
+    else:
+        for p in problems:
+            print(p)
+        print(f"{args.manifest}: {'OK' if not problems else f'{len(problems)} mismatches'} ({elapsed:.2f} s)")
     return 0 if not problems else 1
+
+
+def cmd_manifest_diff(args: argparse.Namespace) -> int:
+    from pipelines.manifest.compare import diff_manifests, format_diff
+
+    diff = diff_manifests(args.a, args.b)
+    print(json.dumps(diff, indent=1, sort_keys=True) if args.json else format_diff(diff, limit=args.limit))
+    return 0
+
+
+def cmd_manifest_inspect(args: argparse.Namespace) -> int:
+    from pipelines.manifest.compare import inspect_json, inspect_manifest
+
+    print(json.dumps(inspect_json(args.manifest), indent=1, sort_keys=True) if args.json
+          else inspect_manifest(args.manifest))
+    return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -193,16 +219,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("manifest", help="balanced-sampling manifests")
     msub = m.add_subparsers(dest="manifest_command", required=True)
-    mb = msub.add_parser("build", help="build a manifest from curated stores")
-    mb.add_argument("stores", nargs="+")
+    mb = msub.add_parser("build", help="build a manifest from curated stores (settings: params.yaml manifests.<name>)")
+    mb.add_argument("stores", nargs="+", help="store directories, or a directory of stores (data/converted)")
     mb.add_argument("--name", required=True)
-    mb.add_argument("--out", required=True, help="manifest directory, e.g. manifests/pretrain")
+    mb.add_argument("--out", help="manifest directory (default manifests/<name>)")
     mb.add_argument("--params", help="params.yaml with manifests.<name> settings (default ./params.yaml)")
     mb.set_defaults(func=cmd_manifest_build)
-    mv = msub.add_parser("verify", help="recompute every checksum and range; exit 1 on any mismatch")
+    mv = msub.add_parser("verify", help="re-check every checksum, range, probability and derived file; "
+                         "exit 1 on any mismatch")
     mv.add_argument("manifest")
-    mv.add_argument("--data", nargs="+", required=True, help="the stores the manifest references")
+    mv.add_argument("--data", nargs="+", required=True, help="the stores the manifest references (or their directory)")
+    mv.add_argument("--json", action="store_true")
     mv.set_defaults(func=cmd_manifest_verify)
+    md = msub.add_parser("diff", help="episodes added and removed, ranges and shares changed, between two manifests")
+    md.add_argument("a")
+    md.add_argument("b")
+    md.add_argument("--limit", type=int, default=50, help="episodes listed per section")
+    md.add_argument("--json", action="store_true")
+    md.set_defaults(func=cmd_manifest_diff)
+    mi = msub.add_parser("inspect", help="a manifest's composition: datasets, embodiments, shares, left-out counts")
+    mi.add_argument("manifest")
+    mi.add_argument("--json", action="store_true")
+    mi.set_defaults(func=cmd_manifest_inspect)
 
     i = sub.add_parser("inspect", help="readable summary of a store or one episode")
     i.add_argument("store")

@@ -22,3 +22,13 @@ def test_convert_throughput_benchmark_runs(tmp_path):
     assert figures["conversion"]["camera_frames"] == 2 * 20 * 2 == figures["ceiling"]["camera_frames"]
     assert figures["conversion"]["ratio_to_ceiling"] > 0
     assert "RATIO conversion / ceiling" in proc.stdout
+
+
+def test_manifest_cost_benchmark_runs(tmp_path):
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "manifest_cost.py"), "--episodes", "70",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["table"]["episodes"] == 70 and figures["table"]["build_over_floor"] > 0
+    assert "RATIO build / floor" in proc.stdout

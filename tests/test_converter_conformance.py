@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from converters import SOURCE_NAMES, available_sources, get_converter
+from converters.base import SourceCard
 from pipelines.convert import ConvertConfig, run_conversion
 from pipelines.episode_store import ActionKind, EpisodeError, TimestampOrigin
 from pipelines.episode_store.images import ImageConfig
@@ -30,6 +31,7 @@ from pipelines.samples import write_samples
 
 SOURCES = available_sources()
 SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+SPDX_LIKE = re.compile(r"^[A-Za-z0-9.+-]+$")
 _CACHE: dict[str, tuple[Path, dict[str, str | None]]] = {}
 
 
@@ -80,6 +82,23 @@ def test_declares_its_identity(source):
         assert isinstance(getattr(cls, attr), str) and getattr(cls, attr)
     assert cls.embodiments and all(SLUG.match(e) for e in cls.embodiments), cls.embodiments
     assert cls.control_hz > 0
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_has_a_source_card(source):
+    """Released manifests state license, collection method, biases and limitations per source."""
+    card = get_converter(source).__dict__.get("card")
+    assert isinstance(card, SourceCard), f"{source}: set `card = SourceCard(...)` on the converter class"
+    for field in ("title", "url", "license", "citation", "collection"):
+        assert isinstance(getattr(card, field), str), field
+    for field in ("title", "license", "collection"):
+        assert getattr(card, field).strip(), f"{source}: card.{field} is empty"
+    for field in ("collection_type", "biases", "limitations", "personal_information", "unverified"):
+        items = getattr(card, field)
+        assert isinstance(items, tuple), f"{source}: card.{field} must be a tuple"
+        assert all(isinstance(i, str) and i.strip() for i in items), f"{source}: card.{field} has an empty item"
+    assert card.biases and card.limitations, f"{source}: biases and limitations must be stated"
+    assert card.license == "unknown" or SPDX_LIKE.match(card.license), card.license
 
 
 @pytest.mark.parametrize("source", SOURCES)

@@ -1,74 +1,287 @@
-"""Manifest build and verify on converted sample stores."""
+"""Manifest build and verify on converted sample stores: selection, shares, accounting, and every
+kind of mismatch an auditor must be told about."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipelines.convert import ConvertConfig, run_conversion
 from pipelines.episode_store.images import ImageConfig
-from pipelines.manifest.build import ManifestParams, build_manifest, verify_manifest
+from pipelines.manifest.build import (
+    TABLE_SCHEMA,
+    Include,
+    ManifestError,
+    ManifestParams,
+    build_manifest,
+    file_sha256,
+    resolve_stores,
+    verify_manifest,
+)
 from pipelines.samples import write_samples
+
+SOURCES = ("inhouse", "robomind")
+
+
+def _convert(samples: Path, store: Path, curation: dict | None = None) -> None:
+    run_conversion(ConvertConfig(store.name, str(samples / store.name), str(store), image=ImageConfig(height=32, width=32),
+                                 curation=curation or {}), workers=1, show_progress=False)
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
+def converted(tmp_path_factory):
     base = tmp_path_factory.mktemp("manifest")
-    out = []
-    for source in ("inhouse", "robomind"):
-        write_samples(base / "samples", seed=0, sources=[source])
-        store = base / "stores" / source
-        run_conversion(ConvertConfig(source, str(base / "samples" / source), str(store),
-                                     image=ImageConfig(height=32, width=32)), workers=1, show_progress=False)
-        out.append(store)
-    return out
+    write_samples(base / "samples", seed=0, sources=list(SOURCES))
+    for source in SOURCES:
+        _convert(base / "samples", base / "stores" / source)
+    return base
 
 
-def test_two_builds_are_byte_identical_and_shares_are_two_level(stores, tmp_path):
+@pytest.fixture
+def stores(converted, tmp_path):
+    """A private copy of the stores, free to corrupt."""
+    return shutil.copytree(converted / "stores", tmp_path / "stores")
+
+
+def _rows(manifest_dir: Path) -> list[dict]:
+    return pq.read_table(manifest_dir / "episodes.parquet").to_pylist()
+
+
+def _rewrite_table(manifest_dir: Path, rows: list[dict], *, fix_checksum: bool) -> None:
+    """Tamper with the table; with fix_checksum the forger also updates manifest.json's table sha256."""
+    pq.write_table(pa.Table.from_pylist(rows, schema=TABLE_SCHEMA), manifest_dir / "episodes.parquet")
+    if fix_checksum:
+        m = json.loads((manifest_dir / "manifest.json").read_text())
+        m["table"]["sha256"] = file_sha256(manifest_dir / "episodes.parquet")
+        (manifest_dir / "manifest.json").write_text(json.dumps(m, indent=1, sort_keys=True) + "\n")
+
+
+def test_two_builds_are_byte_identical_and_shares_are_two_level(converted, tmp_path):
+    stores = [converted / "stores" / s for s in SOURCES]
     params = ManifestParams(name="pretrain", validation_fraction=0.2, seed=1)
     a = build_manifest(stores, tmp_path / "a", params)
-    build_manifest(list(reversed(stores)), tmp_path / "b", params)
-    for name in ("episodes.parquet", "manifest.json"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    rows = pq.read_table(tmp_path / "a" / "episodes.parquet").to_pylist()
-    train = [r for r in rows if r["split"] == "train"]
-    by_dataset = defaultdict(float)
-    for r in train:
-        by_dataset[r["dataset"]] += r["probability"]
-    assert by_dataset == pytest.approx({"inhouse": 0.5, "robomind": 0.5})
+    build_manifest([converted / "stores"], tmp_path / "b", params)  # a directory of stores, other order
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert {"episodes.parquet", "manifest.json", "croissant.json"} <= set(names)
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    rows = _rows(tmp_path / "a")
+    for split in ("train", "validation"):
+        members = [r for r in rows if r["split"] == split]
+        by_dataset, by_group, frames = defaultdict(float), defaultdict(float), defaultdict(int)
+        for r in members:
+            by_dataset[r["dataset"]] += r["probability"]
+            by_group[r["dataset"], r["embodiment"]] += r["probability"]
+            frames[r["dataset"], r["embodiment"]] += r["frames_kept"]
+        assert by_dataset == pytest.approx({"inhouse": 0.5, "robomind": 0.5}, abs=1e-12)
+        for (dataset, embodiment), p in by_group.items():
+            declared = a["shares"][split]["datasets"][dataset]["embodiments"][embodiment]["share"]
+            n_embodiments = len({e for d, e in by_group if d == dataset})
+            assert declared == pytest.approx(0.5 / n_embodiments, abs=1e-15)
+            assert p == pytest.approx(declared, abs=1e-12)
+        for r in members:  # uniform over kept frames inside a (dataset, embodiment) group
+            group = r["dataset"], r["embodiment"]
+            assert r["probability"] / r["frames_kept"] == pytest.approx(by_group[group] / frames[group], rel=1e-12)
     assert {r["split"] for r in rows} == {"train", "validation"}
-    assert a["counts"]["train"]["episodes"] == len(train)
+    assert a["counts"]["train"]["episodes"] == sum(r["split"] == "train" for r in rows)
+    assert a["inputs"] == sorted(a["inputs"], key=lambda e: e["store"]) and len(a["inputs"]) == 2
+    assert not list(tmp_path.glob(".*"))  # no temp directory left behind
 
 
-def test_verify_passes_then_names_every_kind_of_mismatch(stores, tmp_path):
-    work = tmp_path / "stores"
-    copies = [shutil.copytree(s, work / s.name) for s in stores]
-    build_manifest(copies, tmp_path / "m", ManifestParams(name="x", validation_fraction=0.0))
-    assert verify_manifest(tmp_path / "m", copies) == []
-    rows = pq.read_table(tmp_path / "m" / "episodes.parquet").to_pylist()
-    flipped = work / "inhouse" / next(r["path"] for r in rows if r["dataset"] == "inhouse")
+def test_dataset_weights_are_normalised_and_apply_to_both_splits(converted, tmp_path):
+    params = ManifestParams(name="mix", validation_fraction=0.3, dataset_weights={"inhouse": 3, "robomind": 1})
+    m = build_manifest([converted / "stores"], tmp_path / "m", params)
+    for split in ("train", "validation"):
+        shares = {d: v["share"] for d, v in m["shares"][split]["datasets"].items()}
+        assert shares == {"inhouse": 0.75, "robomind": 0.25}
+    with pytest.raises(ManifestError, match="must be > 0"):
+        ManifestParams(name="mix", dataset_weights={"inhouse": 0, "robomind": 1})
+
+
+def test_episodes_within_gives_equal_episode_probability_per_group(converted, tmp_path):
+    build_manifest([converted / "stores"], tmp_path / "m", ManifestParams(name="e", within="episodes",
+                                                                          validation_fraction=0))
+    groups = defaultdict(set)
+    for r in _rows(tmp_path / "m"):
+        groups[r["dataset"], r["embodiment"]].add(r["probability"])
+    assert all(len(ps) == 1 for ps in groups.values())
+
+
+def test_include_selects_fine_tuning_subsets(converted, tmp_path):
+    by_source = ManifestParams.from_params("ft", {"include": {"sources": ["inhouse"], "embodiments": ["franka"]},
+                                                  "validation_fraction": 0})
+    m = build_manifest([converted / "stores"], tmp_path / "a", by_source)
+    rows = _rows(tmp_path / "a")
+    assert {(r["dataset"], r["embodiment"]) for r in rows} == {("inhouse", "franka")}
+    assert [e["store"] for e in m["inputs"]] == ["inhouse"]
+    assert m["excluded"]["not_included"] == len(pq.read_table(converted / "stores/inhouse/curation.parquet")) - len(rows)
+    assert m["shares"]["train"]["datasets"]["inhouse"]["share"] == 1.0
+
+    by_task = ManifestParams.from_params("task", {"include": {"source_episodes": ["ur5_stack_blocks/*"],
+                                                              "instructions": ["blue block on the red"]}})
+    build_manifest([converted / "stores"], tmp_path / "b", by_task)
+    rows = _rows(tmp_path / "b")
+    assert rows and all(r["source_episode"].startswith("ur5_stack_blocks/") for r in rows)
+    assert all("blue block on the red" in r["instruction"] for r in rows)
+
+    with pytest.raises(ManifestError, match="no kept episode matches"):
+        build_manifest([converted / "stores"], tmp_path / "c",
+                       ManifestParams(name="none", include=Include(source_episodes=("nothing/*",))))
+    with pytest.raises(ManifestError, match="none of the given stores"):
+        build_manifest([converted / "stores"], tmp_path / "c", ManifestParams(name="x", include=Include(sources=("droid",))))
+    with pytest.raises(ManifestError, match="unknown keys"):
+        ManifestParams.from_params("x", {"weights": {}})
+    with pytest.raises(ManifestError, match="unknown include keys"):
+        ManifestParams.from_params("x", {"include": {"task": "a"}})
+    with pytest.raises(ManifestError, match="bad regular expression"):
+        ManifestParams.from_params("x", {"include": {"instructions": ["("]}})
+    assert not (tmp_path / "c").exists()
+
+
+def test_left_out_episodes_are_accounted_for(stores, tmp_path):
+    curation = stores / "robomind" / "curation.parquet"
+    table = pq.read_table(curation).to_pylist()
+    table[0].update(status="removed", reason="too_short", frames_kept=0, kept_ranges=[])
+    pq.write_table(pa.Table.from_pylist(table, schema=pq.read_schema(curation)), curation)
+    m = build_manifest([stores], tmp_path / "m", ManifestParams(name="x"))
+    assert m["excluded"]["curation_removed"] == {"too_short": 1}
+    assert table[0]["episode_id"] not in {r["episode_id"] for r in _rows(tmp_path / "m")}
+    quarantined = defaultdict(int)
+    for source in SOURCES:
+        report = json.loads((stores / source / "conversion_report.json").read_text())
+        for reason, n in report["counts"]["quarantined_by_reason"].items():
+            quarantined[reason] += n
+    assert m["excluded"]["conversion_quarantine"] == dict(quarantined) and sum(quarantined.values()) > 0
+
+
+def test_verify_passes_then_names_a_flipped_byte_and_a_missing_episode(stores, tmp_path):
+    build_manifest([stores], tmp_path / "m", ManifestParams(name="x", validation_fraction=0.0))
+    assert verify_manifest(tmp_path / "m", [stores]) == []
+    rows = _rows(tmp_path / "m")
+    flipped = stores / "inhouse" / next(r["path"] for r in rows if r["dataset"] == "inhouse")
     data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 0xFF
     flipped.write_bytes(bytes(data))
-    missing = work / "robomind" / next(r["path"] for r in rows if r["dataset"] == "robomind")
+    missing = stores / "robomind" / next(r["path"] for r in rows if r["dataset"] == "robomind")
     missing.unlink()
-    problems = verify_manifest(tmp_path / "m", copies)
-    assert any(flipped.name[: -len(".zarr.zip")] in p and "sha256" in p for p in problems)
-    assert any(missing.name[: -len(".zarr.zip")] in p and "missing" in p for p in problems)
+    problems = verify_manifest(tmp_path / "m", [stores])
+    stem = len(".zarr.zip")
+    assert any(flipped.name[:-stem] in p and "sha256 does not match" in p for p in problems)
+    assert any(missing.name[:-stem] in p and "episode file missing" in p for p in problems)
+    assert len(problems) == 2, problems
 
 
-def test_cli_build_and_verify(stores, tmp_path, capsys):
+def test_verify_names_a_changed_frame_range_in_the_table(stores, tmp_path):
+    build_manifest([stores], tmp_path / "m", ManifestParams(name="x", validation_fraction=0.0))
+    rows = _rows(tmp_path / "m")
+    victim = rows[3]
+    victim["kept_ranges"][0]["start"] += 1  # one frame fewer, frames_kept left alone
+    _rewrite_table(tmp_path / "m", rows, fix_checksum=False)
+    problems = verify_manifest(tmp_path / "m", [stores])
+    assert any("episodes.parquet: sha256 differs" in p for p in problems)
+    named = [p for p in problems if victim["episode_id"] in p]
+    assert any("kept ranges add up to" in p for p in named)
+    assert any("differ from the store's curation.parquet" in p for p in named)
+
+    # A forger who also fixes manifest.json's table checksum and frames_kept is still caught.
+    victim["frames_kept"] -= 1
+    _rewrite_table(tmp_path / "m", rows, fix_checksum=True)
+    problems = verify_manifest(tmp_path / "m", [stores])
+    assert not any("sha256 differs" in p for p in problems)
+    assert any(victim["episode_id"] in p and "curation.parquet" in p for p in problems)
+    assert any("train: table has" in p for p in problems)  # counts no longer add up
+
+
+def test_verify_names_episodes_whose_curation_changed_after_the_build(converted, stores, tmp_path):
+    build_manifest([stores], tmp_path / "m", ManifestParams(name="x", validation_fraction=0.0))
+    # Re-curate one store with other thresholds (resumes: no image is re-encoded).
+    _convert(converted / "samples", stores / "inhouse",
+             curation={"segments": {"max_idle_run": 12}, "corruption": {"min_frames": 100}})
+    problems = verify_manifest(tmp_path / "m", [stores])
+    assert any("store inhouse: curation.parquet differs" in p for p in problems)
+    assert any("no longer keeps this episode (too_short)" in p for p in problems)
+    assert any("kept ranges" in p and "differ from the store's curation.parquet" in p for p in problems)
+    assert not any("robomind" in p for p in problems)
+
+
+def test_verify_recomputes_probabilities_and_derived_files(stores, tmp_path):
+    build_manifest([stores], tmp_path / "m", ManifestParams(name="x", validation_fraction=0.0))
+    rows = _rows(tmp_path / "m")
+    rows[0]["probability"], rows[1]["probability"] = rows[1]["probability"], rows[0]["probability"]
+    _rewrite_table(tmp_path / "m", rows, fix_checksum=True)
+    (tmp_path / "m" / "croissant.json").write_text((tmp_path / "m" / "croissant.json").read_text() + " ")
+    problems = verify_manifest(tmp_path / "m", [stores])
+    assert any(rows[0]["episode_id"] in p and "recomputed" in p for p in problems)
+    assert any(rows[1]["episode_id"] in p and "recomputed" in p for p in problems)
+    assert any(p.startswith("croissant.json: not what") for p in problems)
+
+    m = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    m["shares"]["train"]["datasets"]["inhouse"]["share"] = 0.6
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(m))
+    assert any("declared shares" in p for p in verify_manifest(tmp_path / "m", [stores]))
+
+
+def test_verify_names_missing_stores_and_unreadable_manifests(stores, tmp_path):
+    build_manifest([stores], tmp_path / "m", ManifestParams(name="x"))
+    problems = verify_manifest(tmp_path / "m", [stores / "inhouse"])
+    assert problems == ["input store robomind is not among the given data (inhouse)"]
+    assert "cannot read the manifest" in verify_manifest(tmp_path / "nothing", [stores])[0]
+
+
+def test_a_failed_build_leaves_the_previous_manifest_in_place(stores, tmp_path):
+    build_manifest([stores], tmp_path / "m", ManifestParams(name="x"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    with pytest.raises(ManifestError):
+        build_manifest([stores], tmp_path / "m", ManifestParams(name="x", include=Include(embodiments=("none",))))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before
+
+
+def test_resolve_stores(stores, tmp_path):
+    assert [s.name for s in resolve_stores([stores])] == list(SOURCES)
+    assert resolve_stores([stores / "robomind", stores / "inhouse"]) == resolve_stores([stores])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManifestError, match="not a store"):
+        resolve_stores([tmp_path / "empty"])
+
+
+def test_two_level_shares_are_exact_fractions():
+    from pipelines.manifest.weights import episode_probabilities
+
+    rows = [{"dataset": d, "embodiment": e, "frames_kept": n}
+            for d, e, n in [("a", "x", 7), ("a", "x", 11), ("a", "y", 3), ("b", "z", 5)]]
+    probs, shares = episode_probabilities(rows)
+    assert [Fraction(p).limit_denominator(1000) for p in probs] == [Fraction(7, 72), Fraction(11, 72),
+                                                                    Fraction(1, 4), Fraction(1, 2)]
+    assert shares["datasets"]["a"]["embodiments"]["y"]["share"] == 0.25
+
+
+def test_cli_build_verify_inspect_and_diff(converted, tmp_path, capsys):
     from pipelines.cli import main as cli
 
     params = tmp_path / "params.yaml"
-    params.write_text("manifests:\n  pretrain:\n    validation_fraction: 0.1\n    seed: 2\n")
-    out = tmp_path / "manifests" / "pretrain"
-    assert cli(["manifest", "build", *map(str, stores), "--name", "pretrain", "--out", str(out), "--params", str(params)]) == 0
+    params.write_text("manifests:\n  pretrain:\n    validation_fraction: 0.1\n    seed: 2\n"
+                      "  ft:\n    include: {sources: [inhouse]}\n")
+    out = tmp_path / "manifests"
+    data = str(converted / "stores")
+    assert cli(["manifest", "build", data, "--name", "pretrain", "--out", str(out / "pretrain"), "--params", str(params)]) == 0
     text = capsys.readouterr().out
-    assert "pretrain train:" in text and "share 0.5000" in text
-    assert cli(["manifest", "verify", str(out), "--data", *map(str, stores)]) == 0
-    assert cli(["manifest", "verify", str(out), "--data", str(stores[0])]) == 1
-    assert "not among the given stores" in capsys.readouterr().out
+    assert "pretrain:" in text and "share 0.5000" in text
+    assert cli(["manifest", "build", data, "--name", "ft", "--out", str(out / "ft"), "--params", str(params)]) == 0
+    assert cli(["manifest", "verify", str(out / "pretrain"), "--data", data]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert cli(["manifest", "verify", str(out / "pretrain"), "--data", str(converted / "stores" / "inhouse"), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"] and any("robomind" in p for p in report["problems"])
+    assert cli(["manifest", "inspect", str(out / "pretrain")]) == 0
+    assert "robomind" in capsys.readouterr().out
+    assert cli(["manifest", "diff", str(out / "pretrain"), str(out / "ft")]) == 0
+    assert "robomind" in capsys.readouterr().out
+    assert cli(["manifest", "build", data, "--name", "bad", "--out", str(out / "bad"), "--params", str(params)]) == 2
