@@ -72,3 +72,39 @@ def test_invalid_inputs_are_rejected():
     with pytest.raises(ValueError, match="out of range"):
         list(sampler().shard(0, rank=2, world_size=2))
     assert sampler().frame_probability(1) == pytest.approx(0.125 / 8)
+
+
+def test_from_manifest_draws_dataset_and_embodiment_shares_as_declared(tmp_path):
+    """End to end on a released manifest: the shares training actually draws are the declared ones."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from scipy.stats import chisquare
+
+    from pipelines.manifest.build import TABLE_SCHEMA, ManifestParams, assign_probabilities
+
+    rows = []
+    for i, (dataset, embodiment, n) in enumerate([("a", "x", 40), ("a", "x", 10), ("a", "y", 7), ("b", "z", 90),
+                                                  ("b", "z", 30), ("c", "w", 5)]):
+        rows.append({"episode_id": f"{dataset}-{i:016x}", "dataset": dataset, "embodiment": embodiment,
+                     "robot_type": embodiment, "store": dataset, "path": f"e{i}", "sha256": "0" * 64,
+                     "source_episode": f"e{i}", "instruction": "t", "num_frames": n + 4, "frames_kept": n,
+                     "kept_ranges": [{"start": 2, "stop": 2 + n}], "split": "train"})
+    shares = assign_probabilities(rows, ManifestParams(name="t", validation_fraction=0))
+    pq.write_table(pa.Table.from_pylist(rows, schema=TABLE_SCHEMA), tmp_path / "episodes.parquet")
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1, "table": {"file": "episodes.parquet"}}))
+
+    s = ManifestSampler.from_manifest(tmp_path, seed=5, samples_per_epoch=120000)
+    assert [r["episode_id"] for r in s.rows] == [r["episode_id"] for r in rows]
+    draws = s.epoch(0)
+    assert ((draws[:, 1] >= 2) & (draws[:, 1] < 2 + s.lengths[draws[:, 0]])).all()
+    groups = sorted({(r["dataset"], r["embodiment"]) for r in rows})
+    observed = np.zeros(len(groups))
+    for e, r in enumerate(rows):
+        observed[groups.index((r["dataset"], r["embodiment"]))] += (draws[:, 0] == e).sum()
+    declared = np.array([shares["train"]["datasets"][d]["embodiments"][e]["share"] for d, e in groups])
+    assert declared.tolist() == [1 / 6, 1 / 6, 1 / 3, 1 / 3]
+    assert chisquare(observed, declared * len(draws)).pvalue > 0.001
+    with pytest.raises(ValueError, match="no episodes in split"):
+        ManifestSampler.from_manifest(tmp_path, split="validation")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +52,28 @@ class ManifestSampler:
         self.cdf[-1] = 1.0
         self.seed = int(seed)
         self.samples_per_epoch = int(samples_per_epoch or self.lengths.sum())
+
+    @classmethod
+    def from_manifest(cls, manifest_dir: str | Path, *, split: str = "train", seed: int = 0,
+                      samples_per_epoch: int | None = None) -> ManifestSampler:
+        """A sampler over one split of a released manifest; ``self.rows[i]`` is the table row of episode ``i``.
+
+        Training reads the manifest, never the stores' own tables, so what it samples is
+        exactly what the auditor verified.
+        """
+        from pipelines.manifest.build import load_manifest
+
+        _, table = load_manifest(manifest_dir)
+        rows = [r for r in table if r["split"] == split]
+        if not rows:
+            raise ValueError(f"{manifest_dir}: no episodes in split {split!r}")
+        sampler = cls([r["probability"] for r in rows],
+                      [[(k["start"], k["stop"]) for k in r["kept_ranges"]] for r in rows],
+                      seed=seed, samples_per_epoch=samples_per_epoch)
+        sampler.rows = rows
+        return sampler
+
+    rows: list[dict[str, Any]] | None = None
 
     def frame_probability(self, episode: int) -> float:
         """Probability of each kept frame of an episode (the manifest's definition, for audits)."""
