@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipelines.episode_store.digest import content_digest
 from pipelines.curation_rules import (
     CorruptionRules,
     CurationReason,
     MotionThresholds,
     OutlierRules,
     SegmentRules,
-    content_digest,
     corruption,
     duplicates,
     first_violation,

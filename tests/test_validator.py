@@ -16,7 +16,7 @@ import zarr
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.index import rebuild_index_and_stats
 from pipelines.episode_store.layout import EPISODE_ATTR, INDEX_FILE, STATS_FILE, STORE_MARKER
-from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.reader import EpisodeReader, EpisodeStore
 from pipelines.episode_store.validator import RULES, validate_path, validate_store
 from pipelines.episode_store.writer import pack_directory, write_episode
 from tests.episode_factory import make_episode
@@ -127,6 +127,7 @@ BREAKERS = {
     "embodiment_consistency": lambda s: edit_meta(first_episode(s), lambda m: m.update(action_names=[f"x{i}" for i in range(len(m["action_names"]))])),
     "stats_missing": lambda s: edit_stats(s, lambda d: d["sources"]["inhouse"]["embodiments"].pop("ur5")),
     "curation": lambda s: _write_bad_curation(s),
+    "content_digest": lambda s: rewrite(first_episode(s), lambda g: _vlen(g, "images/top", _frames(g, "top")[::-1], chunks=(1,))),
     "stats_mismatch": lambda s: edit_stats(s, lambda d: d["sources"]["inhouse"]["embodiments"]["franka"]["action"]["mean"].__setitem__(0, 5.0)),
 }
 
@@ -143,6 +144,14 @@ def test_pristine_store_is_valid(pristine):
     assert report.ok, [str(e) for e in report.errors]
     assert report.episodes == 3 and report.frames == 16 + 17 + 18
     assert report.sources["inhouse"]["embodiments"] == ["franka", "ur5"]
+
+
+def test_the_writer_records_the_digest_a_full_read_gives(pristine):
+    from pipelines.episode_store.index import content_sha256
+
+    for path in EpisodeStore(pristine).episode_files():
+        with EpisodeReader(path) as reader:
+            assert reader.meta["content_sha256"] == content_sha256(reader, recorded=False)
 
 
 def test_every_rule_has_a_breaking_case():

@@ -91,12 +91,17 @@ def summarize_episode_file(
     return row, low_dim
 
 
-def content_sha256(reader: EpisodeReader) -> str:
-    """Digest of what training sees (relative time, state, action, every stored frame), for duplicates."""
+def content_sha256(reader: EpisodeReader, *, recorded: bool = True) -> str:
+    """Digest of what training sees (relative time, state, action, every stored frame), for duplicates.
+
+    The writer records it as it encodes; files written before it did are read back in full.
+    """
     import hashlib
 
-    from pipelines.curation_rules import content_digest
+    from .digest import content_digest
 
+    if recorded and isinstance(reader.meta.get("content_sha256"), str):
+        return reader.meta["content_sha256"]
     frame_digests = [
         hashlib.sha256(data).digest() for camera in reader.cameras for data in reader.encoded_frames(camera, block=256)
     ]

@@ -6,6 +6,7 @@ place it was found and a message naming the episode, field and value.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections import defaultdict
@@ -19,6 +20,7 @@ import zarr
 from PIL import Image
 
 from . import FORMAT_VERSION
+from .digest import content_digest
 from .layout import (
     EPISODE_ATTR,
     EPISODE_ID_RE,
@@ -59,6 +61,8 @@ RULES: dict[str, str] = {
     "embodiment_consistency": "episodes of one (source, embodiment) share state and action names",
     "stats_missing": f"{STATS_FILE} exists with an entry for every source and embodiment in the index",
     "stats_mismatch": "stored statistics agree with the data (counts, min, max, mean, std exactly; q01/q99 within rank error)",
+    "content_digest": "if the metadata records content_sha256, it is the digest of the stored timestamps, "
+    "state, action and frames",
     "curation": "if curation.parquet exists: one row per published episode, frames_in = its length, "
     "kept and removed ranges tile [0, frames_in), frames_kept = kept length, quarantined rows keep nothing",
 }
@@ -466,8 +470,15 @@ def _check_episode(
                 report.add("array_missing", rel, f"extra '{key}' declared but missing")
         if not meta["cameras"]:
             report.add("array_missing", rel, "episode declares no camera")
+        frame_digests: list[bytes] = []
         for cam, info in sorted(meta["cameras"].items()):
-            _check_camera(reader, rel, cam, info, n, report, decode_frames)
+            frame_digests += _check_camera(reader, rel, cam, info, n, report, decode_frames)
+        recorded = meta.get("content_sha256")
+        if recorded is not None and ok and len(frame_digests) == n * len(meta["cameras"]):
+            actual = content_digest(t, state, action, frame_digests)
+            if recorded != actual:
+                report.add("content_digest", rel, f"metadata content_sha256 {str(recorded)[:16]}... but the stored "
+                           f"timestamps, state, action and frames give {actual[:16]}...")
 
         if row is not None:
             _check_row(path, rel, row, reader, report)
@@ -475,26 +486,29 @@ def _check_episode(
 
 
 def _check_camera(reader: EpisodeReader, rel: str, cam: str, info: dict[str, Any], n: int,
-                  report: ValidationReport, decode_frames: bool) -> None:
+                  report: ValidationReport, decode_frames: bool) -> list[bytes]:
+    """Check one camera's frames; returns the sha256 of each (empty when the array is unusable)."""
     key = f"images/{cam}"
     try:
         arr = reader.group[key]
     except KeyError:
         report.add("array_missing", rel, f"camera '{cam}' declared but '{key}' missing")
-        return
+        return []
     if not isinstance(arr.metadata.data_type, zarr.dtype.VariableLengthBytes):
         report.add("array_dtype", rel, f"'{key}' is {arr.metadata.data_type}, expected variable-length bytes")
     if arr.shape != (n,):
         report.add("array_shape", rel, f"'{key}' shape {arr.shape}, expected ({n},)")
-        return
+        return []
     if tuple(arr.chunks) != (1,):
         report.add("image_chunking", rel, f"'{key}' chunks {arr.chunks}, expected (1,)")
     if not {"encoding", "height", "width"} <= set(info):
         report.add("episode_metadata", rel, f"camera '{cam}' metadata lacks encoding/height/width")
-        return
+        return []
     expected = (info["height"], info["width"])
     problems = 0
+    digests = []
     for i, data in enumerate(reader.encoded_frames(cam, 0, n, block=256)):
+        digests.append(hashlib.sha256(data).digest())
         msg = _check_jpeg(data, expected, decode_frames)
         if msg:
             problems += 1
@@ -502,6 +516,7 @@ def _check_camera(reader: EpisodeReader, rel: str, cam: str, info: dict[str, Any
                 report.add("image_frame", rel, f"camera '{cam}' frame {i}: {msg}")
     if problems > 5:
         report.add("image_frame", rel, f"camera '{cam}': {problems - 5} more bad frames")
+    return digests
 
 
 def _check_jpeg(data: bytes, expected_hw: tuple[int, int], decode: bool) -> str | None:

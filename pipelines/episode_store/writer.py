@@ -25,6 +25,7 @@ import zarr
 from zarr.codecs import VLenBytesCodec
 
 from . import FORMAT_VERSION
+from .digest import content_digest
 from .errors import EpisodeError, Reason
 from .images import ImageConfig, encode_jpeg, resize_frame
 from .layout import EPISODE_ATTR, TMP_DIR, episode_id, episode_relpath
@@ -136,13 +137,21 @@ def _write_group(
     threads = max(1, min(len(names), MAX_CAMERA_THREADS)) if parallel else 1
     with ThreadPoolExecutor(max_workers=threads) as pool:
         futures = {n: pool.submit(_write_camera, episode, n, root, image_config, frames_per_shard) for n in names}
-        cameras: dict[str, Any] = {n: futures[n].result() for n in names}
-    root.attrs[EPISODE_ATTR] = episode_attributes(episode, eid, cameras)
+        written = {n: futures[n].result() for n in names}
+    cameras: dict[str, Any] = {n: written[n][0] for n in names}
+    attributes = episode_attributes(episode, eid, cameras)
+    # The duplicate-detection digest covers every stored frame; hashing the JPEGs as they are
+    # encoded saves reading the whole episode back (the validator re-derives and checks it).
+    attributes["content_sha256"] = content_digest(
+        np.asarray(episode.timestamp, dtype=np.float64), np.asarray(episode.state, dtype=np.float32),
+        np.asarray(episode.action, dtype=np.float32), [d for n in names for d in written[n][1]])
+    root.attrs[EPISODE_ATTR] = attributes
 
 
 def _write_camera(
     episode: Episode, name: str, root: zarr.Group, config: ImageConfig, frames_per_shard: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[bytes]]:
+    """Encode and store one camera; returns its metadata and the sha256 of each stored frame."""
     stream = episode.cameras[name]
     n = episode.num_frames
     where = f"{episode.source_episode}: camera '{name}'"
@@ -158,6 +167,7 @@ def _write_camera(
     source_hw: tuple[int, int] | None = None
     out_hw: tuple[int, int] | None = None
     pending: list[bytes] = []  # encoded frames of the shard being filled; raw frames are never buffered
+    digests: list[bytes] = []
     written = 0
     for i, frame in enumerate(stream.open_frames()):
         if i >= n:
@@ -176,6 +186,7 @@ def _write_camera(
         im = resize_frame(frame, config)
         out_hw = (im.height, im.width)
         pending.append(encode_jpeg(im, config.quality))
+        digests.append(hashlib.sha256(pending[-1]).digest())
         if len(pending) == frames_per_shard:
             written = _flush(arr, written, pending)
     if pending:
@@ -191,7 +202,7 @@ def _write_camera(
         "source_height": source_hw[0],
         "source_width": source_hw[1],
         "resize": config.resize,
-    }
+    }, digests
 
 
 def _flush(arr: zarr.Array, start: int, pending: list[bytes]) -> int:
