@@ -104,7 +104,8 @@ class Converter(ABC):
         """Open an episode, stamp the source identity on it and check the format invariants."""
         with opener() as episode:
             episode.source = self.name
-            episode.source_version = self.source_version
+            # A converter reading several releases sets the one each episode came from.
+            episode.source_version = episode.source_version or self.source_version
             episode.converter_version = self.converter_version
             check_episode(episode)
             yield episode

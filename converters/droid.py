@@ -59,6 +59,8 @@ from pipelines.episode_store.record import (
 
 CONTROL_HZ = 15.0  # DROID's control and recording rate (RobotEnv.control_hz)
 EMBODIMENT = "franka"
+#: source_version of raw-release episodes (droid_raw has no version folder; the RLDS ones carry theirs)
+RAW_SOURCE_VERSION = "raw"
 ROBOT_TYPE = "franka_panda"
 
 JOINTS = tuple(f"joint{i}" for i in range(1, 8))
@@ -401,8 +403,8 @@ class DroidConverter(Converter):
     """DROID (Franka Panda, 15 Hz): RLDS shards or raw trajectory folders."""
 
     name = "droid"
-    source_version = "1.0.1"  # RLDS release read by default; each episode's metadata names what was read
-    converter_version = "1.0.0"
+    source_version = "1.0.1"  # the RLDS release read by default; each episode carries the release it came from
+    converter_version = "1.1.0"
     embodiments = (EMBODIMENT,)
     control_hz = CONTROL_HZ
     #: gripper position is defined as 1 - width / max_width (droid/franka/robot.py)
@@ -922,6 +924,7 @@ class DroidConverter(Converter):
         }
         return Episode(
             source_episode=ref,
+            source_version=metadata["release"]["version"] if metadata["layout"] == "rlds" else RAW_SOURCE_VERSION,
             embodiment=EMBODIMENT,
             robot_type=ROBOT_TYPE,
             control_hz=CONTROL_HZ,

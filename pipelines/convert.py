@@ -97,9 +97,14 @@ class EpisodeConverter:
         final = storage.join(self.config.store_root, rel)
         if storage.exists(final):
             try:
-                return self._converted(source_episode, eid, rel, resumed=True)
+                outcome = self._converted(source_episode, eid, rel, resumed=True)
             except Exception as exc:  # damaged published file: convert it again
                 log.warning("re-converting %s: published file unreadable (%s)", eid, exc)
+            else:
+                outdated = self._outdated(outcome)
+                if outdated is None:
+                    return outcome
+                log.info("re-converting %s: %s", eid, outdated)
         try:
             with self.converter.read(opener) as episode:
                 if self.remote:
@@ -118,6 +123,21 @@ class EpisodeConverter:
             outcome = self._summarize(staging, source_episode, eid, rel, resumed=False)
             storage.upload(os.path.join(staging, rel), storage.join(self.config.store_root, rel))
         return outcome
+
+    def _outdated(self, outcome: dict[str, Any]) -> str | None:
+        """Why a published episode is not what this run would write (None if it is): resuming
+        must never keep episodes from another converter version or other image settings."""
+        written = outcome["index_row"]["converter_version"]
+        if written != self.converter.converter_version:
+            return f"written by converter version {written}, now {self.converter.converter_version}"
+        image = self.config.image
+        for name, cam in sorted(outcome["cameras"].items()):
+            settings = (cam.get("quality"), cam.get("resize"))
+            if settings != (image.quality, image.resize):
+                return f"camera '{name}' stored with quality/resize {settings}, now {(image.quality, image.resize)}"
+            if image.resize != "none" and (cam.get("height"), cam.get("width")) != (image.height, image.width):
+                return f"camera '{name}' stored at {cam.get('height')}x{cam.get('width')}, now {image.height}x{image.width}"
+        return None
 
     def _converted(self, source_episode: str, eid: str, rel: str, resumed: bool) -> dict[str, Any]:
         if not self.remote:
@@ -151,6 +171,7 @@ class EpisodeConverter:
             "stats": stats,
             "low_dim": low_dim,
             "content_sha256": low["content_sha256"],
+            "cameras": low["cameras"],
         }
 
     def _progress(self, unit: str) -> None:

@@ -99,6 +99,33 @@ def test_rerun_skips_completed_episodes_and_resumes_missing_ones(converted, samp
     assert validate_store(store).ok
 
 
+def test_resume_reconverts_episodes_from_another_converter_version_or_image_settings(converted, samples, tmp_path,
+                                                                                  monkeypatch):
+    from pipelines.episode_store.reader import EpisodeReader
+
+    src, first = converted
+    store = tmp_path / "store"
+    shutil.copytree(src, store)
+    good = first["counts"]["converted"]
+    bigger = ImageConfig(height=56, width=72, quality=85)
+    report = run_conversion(ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=bigger), workers=1,
+                            show_progress=False)
+    assert report["counts"]["converted"] == good and report["counts"]["resumed"] == 0
+    for path in EpisodeStore(store).episode_files():
+        with EpisodeReader(path) as ep:
+            assert {(c["height"], c["width"]) for c in ep.meta["cameras"].values()} == {(56, 72)}
+    assert validate_store(store).ok
+
+    monkeypatch.setattr(get_converter("inhouse"), "converter_version", "99.0.0")
+    report = run_conversion(ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=bigger), workers=1,
+                            show_progress=False)
+    assert report["counts"]["resumed"] == 0
+    assert {r["converter_version"] for r in pq.read_table(store / "index.parquet").to_pylist()} == {"99.0.0"}
+    report = run_conversion(ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=bigger), workers=1,
+                            show_progress=False)
+    assert report["counts"]["resumed"] == good  # nothing changed: everything resumes
+
+
 def _convert_then_die(config: ConvertConfig, kill_after_frames: int) -> None:
     die_after_encoding(kill_after_frames)
     EpisodeStore.create(config.store_root)

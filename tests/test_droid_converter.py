@@ -150,6 +150,9 @@ def test_newest_version_by_default_or_the_one_asked(tmp_path):
     ref, ep, _ = only_episode(old, old.discover()[0])
     assert ref.startswith("1.0.0/RAIL/success/")
     assert ep.metadata["release"] == {"builder": "droid", "version": "1.0.0", "split": "train"}
+    assert ep.source_version == "1.0.0"  # the release read, not the converter's default
+    _, newest, _ = only_episode(DroidConverter(tmp_path), SHARD0)
+    assert newest.source_version == "1.0.1"
     assert set(ep.metadata["episode_metadata"]) == {"file_path", "recording_folderpath"}  # 1.0.0 has no more
     with pytest.raises(FileNotFoundError):
         DroidConverter(tmp_path, {"version": "2.0.0"}).discover()
@@ -465,6 +468,7 @@ def test_raw_episode_content(tmp_path):
     conv = DroidConverter(tmp_path)
     assert conv.discover() == [ref]
     got_ref, ep, frames = only_episode(conv, ref)
+    assert ep.source_version == "raw"
     folder = tmp_path / ref
     with h5py.File(folder / "trajectory.h5") as h5:
         joints = h5["observation/robot_state/joint_positions"][()]

@@ -83,6 +83,7 @@ def summarize_episode_file(
             "arrays": {"state": reader.state, "action": reader.action},
             "names": {"state": list(reader.meta["state_names"]), "action": list(reader.meta["action_names"])},
             "content_sha256": content_sha256(reader),
+            "cameras": reader.meta["cameras"],
         }
         if image_change:
             from pipelines.curation_rules import image_change_per_step
