@@ -285,3 +285,31 @@ def test_cli_build_verify_inspect_and_diff(converted, tmp_path, capsys):
     assert cli(["manifest", "diff", str(out / "pretrain"), str(out / "ft")]) == 0
     assert "robomind" in capsys.readouterr().out
     assert cli(["manifest", "build", data, "--name", "bad", "--out", str(out / "bad"), "--params", str(params)]) == 2
+
+
+def test_a_store_is_selected_by_the_source_its_index_holds_not_its_directory_name(converted, tmp_path):
+    renamed = shutil.copytree(converted / "stores" / "inhouse", tmp_path / "lab_recordings")
+    m = build_manifest([renamed, converted / "stores" / "robomind"], tmp_path / "m",
+                       ManifestParams(name="x", include=Include(sources=("inhouse",))))
+    assert m["inputs"][0]["store"] == "lab_recordings" and m["inputs"][0]["source"] == "inhouse"
+    assert [e["store"] for e in m["inputs"]] == ["lab_recordings"]
+    assert verify_manifest(tmp_path / "m", [renamed]) == []
+
+
+def test_verify_names_a_moved_split_and_build_refuses_ambiguous_or_foreign_inputs(stores, tmp_path):
+    build_manifest([stores], tmp_path / "m", ManifestParams(name="x", validation_fraction=0.0))
+    rows = _rows(tmp_path / "m")
+    rows[2]["split"] = "validation"
+    _rewrite_table(tmp_path / "m", rows, fix_checksum=True)
+    problems = verify_manifest(tmp_path / "m", [stores])
+    assert any(rows[2]["episode_id"] in p and "the split rule gives 'train'" in p for p in problems)
+
+    other = tmp_path / "elsewhere" / "inhouse"
+    shutil.copytree(stores / "inhouse", other)
+    with pytest.raises(ManifestError, match="share a directory name"):
+        resolve_stores([stores, other])
+
+    m = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    m["format_version"] = 99
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(m))
+    assert "format_version 99" in verify_manifest(tmp_path / "m", [stores])[0]

@@ -205,3 +205,9 @@ def test_unreadable_file(tmp_path):
     (tmp_path / "croissant.json").write_text("{not json")
     assert validate_croissant(tmp_path / "croissant.json")[0].startswith("cannot read croissant.json")
     assert validate_croissant(tmp_path / "absent.json")
+
+
+def test_record_set_covers_every_column_of_the_episode_table():
+    from pipelines.manifest.build import TABLE_SCHEMA
+
+    assert set(croissant.COLUMNS) | {"kept_ranges"} == set(TABLE_SCHEMA.names)

@@ -1,1 +1,1 @@
-"""Balanced-sampling manifests: which frames training may use, and how often (issue 6, in progress)."""
+"""Balanced-sampling manifests: which frames training may use, and how often (docs/manifests.md)."""

@@ -220,8 +220,11 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
     inputs, rows = [], []
     excluded: dict[str, Any] = {"conversion_quarantine": {}, "curation_removed": {}, "not_included": 0,
                                 "cross_store_duplicates": []}
-    used = [s for s in stores if not params.include.sources or _store_source(s) in params.include.sources]
-    unknown = set(params.include.sources) - {_store_source(s) for s in stores}
+    indexes = {s: pq.read_table(s / INDEX_FILE).to_pylist() for s in stores}
+    sources = {s: ",".join(sorted({r["source"] for r in rows_} or {s.name})) for s, rows_ in indexes.items()}
+    wanted = set(params.include.sources)
+    used = [s for s in stores if not wanted or wanted & set(sources[s].split(","))]
+    unknown = wanted - {name for s in stores for name in sources[s].split(",")}
     if unknown:
         raise ManifestError(f"include.sources names {sorted(unknown)}, which none of the given stores holds")
     duplicates = cross_store_duplicates([str(s) for s in used])
@@ -232,7 +235,7 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
     for store in used:
         if not (store / CURATION_FILE).is_file():
             raise ManifestError(f"{store}: no {CURATION_FILE}; convert with curation enabled first")
-        inputs.append({"store": store.name, "source": _store_source(store),
+        inputs.append({"store": store.name, "source": sources[store],
                        "index_sha256": file_sha256(store / INDEX_FILE),
                        "curation_sha256": file_sha256(store / CURATION_FILE)})
         report = store / REPORT_FILE
@@ -240,7 +243,7 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
             quarantined = json.loads(report.read_text()).get("counts", {}).get("quarantined_by_reason", {})
             for reason, n in quarantined.items():
                 excluded["conversion_quarantine"][reason] = excluded["conversion_quarantine"].get(reason, 0) + n
-        index = {r["episode_id"]: r for r in pq.read_table(store / INDEX_FILE).to_pylist()}
+        index = {r["episode_id"]: r for r in indexes[store]}
         for c in pq.read_table(store / CURATION_FILE).to_pylist():
             if c["status"] != "kept":
                 key = c["reason"] or c["status"]
@@ -265,15 +268,6 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
     for key in ("conversion_quarantine", "curation_removed"):
         excluded[key] = dict(sorted(excluded[key].items()))
     return inputs, rows, excluded
-
-
-def _store_source(store: Path) -> str:
-    marker = store / "a1pipe_store.json"
-    if marker.is_file():
-        source = json.loads(marker.read_text()).get("source")
-        if source:
-            return str(source)
-    return store.name
 
 
 def build_manifest(stores: list[str | Path], out_dir: str | Path, params: ManifestParams) -> dict[str, Any]:

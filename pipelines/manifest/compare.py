@@ -238,14 +238,14 @@ def format_diff(diff: dict[str, Any], *, limit: int = 50) -> str:
     return "\n".join(lines)
 
 
-def inspect_json(manifest_dir: str | Path) -> dict[str, Any]:
-    """A manifest's composition as data.
+def composition(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per split: datasets and embodiments with episodes, kept frames, sampling and natural share.
 
     Episodes and kept frames are counted from the table; sampling shares are the declared
-    ones. Putting them side by side with the natural share (the dataset's fraction of kept
-    frames) shows how far the mixture re-weights the data.
+    ones. Putting them side by side with the natural share (the fraction of kept frames)
+    shows how far the mixture re-weights the data. ``inspect`` prints it and MANIFEST.md
+    tabulates it.
     """
-    manifest, rows = load_manifest(manifest_dir)
     splits: dict[str, Any] = {}
     for split in SPLITS:
         members = [r for r in rows if r["split"] == split]
@@ -267,11 +267,18 @@ def inspect_json(manifest_dir: str | Path) -> dict[str, Any]:
                              "share": dd.get("share", 0.0), "natural_share": frames / total, "embodiments": embs})
         splits[split] = {"within": declared.get("within", manifest["parameters"].get("within")),
                          "episodes": len(members), "frames_kept": total, "datasets": datasets}
+    return splits
+
+
+def inspect_json(manifest_dir: str | Path) -> dict[str, Any]:
+    """A manifest's composition, left-out accounting and inputs as data (``inspect --json``)."""
+    manifest, rows = load_manifest(manifest_dir)
     excluded = manifest.get("excluded", {})
     return {
         "name": manifest["name"], "dir": str(manifest_dir), "code_version": manifest["code_version"],
         "format_version": manifest.get("format_version"), "parameters": manifest["parameters"],
-        "table": manifest["table"], "counts": manifest["counts"], "splits": splits, "excluded": excluded,
+        "table": manifest["table"], "counts": manifest["counts"], "splits": composition(manifest, rows),
+        "excluded": excluded,
         "excluded_totals": {k: (len(v) if isinstance(v, list) else sum(v.values()) if isinstance(v, dict) else v)
                             for k, v in sorted(excluded.items())},
         "inputs": sorted(manifest.get("inputs", []), key=lambda i: i["store"]),

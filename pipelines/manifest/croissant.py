@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # cards are read by attribute only, so callers and tests need not import the converters
     from converters.base import SourceCard
 
+from pipelines.manifest.build import MANIFEST_FILE, TABLE_FILE, manifest_json_text
+
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
-TABLE_FILE = "episodes.parquet"
-MANIFEST_FILE = "manifest.json"
 RECORD_SET = "episodes"
 
 # The standard Croissant 1.0 @context: tools compare against it and warn on any difference.
@@ -115,8 +115,6 @@ def _fields() -> list[dict[str, Any]]:
 
 def _manifest_sha256(manifest: dict[str, Any]) -> str:
     """croissant.json lives beside manifest.json, so it can carry manifest.json's checksum."""
-    from pipelines.manifest.build import manifest_json_text
-
     return hashlib.sha256(manifest_json_text(manifest).encode()).hexdigest()
 
 

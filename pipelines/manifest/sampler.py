@@ -52,6 +52,7 @@ class ManifestSampler:
         self.cdf[-1] = 1.0
         self.seed = int(seed)
         self.samples_per_epoch = int(samples_per_epoch or self.lengths.sum())
+        self.rows: list[dict[str, Any]] | None = None  # the manifest's table rows, when built from one
 
     @classmethod
     def from_manifest(cls, manifest_dir: str | Path, *, split: str = "train", seed: int = 0,
@@ -72,8 +73,6 @@ class ManifestSampler:
                       seed=seed, samples_per_epoch=samples_per_epoch)
         sampler.rows = rows
         return sampler
-
-    rows: list[dict[str, Any]] | None = None
 
     def frame_probability(self, episode: int) -> float:
         """Probability of each kept frame of an episode (the manifest's definition, for audits)."""
