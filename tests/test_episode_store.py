@@ -68,6 +68,72 @@ def test_random_access_frame_equals_sequential_frame(store):
         assert r.group["images/top"].chunks == (1,)
 
 
+def test_one_read_per_frame_gives_zarr_s_bytes_for_every_frame_of_every_shard(store):
+    from pipelines.episode_store.reader import _unwrap
+
+    eid = write_episode(make_episode(37), store.root, NATIVE, frames_per_shard=8)  # 5 shards, the last partial
+    with store.open_episode(eid) as r:
+        for cam in r.cameras:
+            assert r._frame_ranges(cam) is not None  # the byte-range path, not zarr, serves these reads
+            for i in range(37):
+                assert r.encoded_frame(cam, i) == _unwrap(r.group[f"images/{cam}"][i: i + 1])
+        with pytest.raises(KeyError, match="no camera 'side'"):
+            r.encoded_frame("side", 0)
+
+
+def test_direct_reads_of_metadata_and_arrays_equal_zarr_s(store):
+    ep = make_episode(23)
+    ep.extras["flag"] = np.arange(23) % 3 == 0
+    ep.extra_names["flag"] = ["flag"]
+    eid = write_episode(ep, store.root, NATIVE)
+    with store.open_episode(eid) as r:
+        g = r.group
+        assert r.meta == dict(g.attrs["a1pipe_episode"])
+        for name in ("timestamp", "state", "action"):
+            fast = getattr(r, name)
+            assert fast.dtype == g[name].dtype and np.array_equal(fast, g[name][:])
+        for name in ("qvel", "flag"):
+            assert r.extra(name).dtype == g[f"extras/{name}"].dtype
+            assert np.array_equal(r.extra(name), g[f"extras/{name}"][:])
+        assert r.subtasks() == ep.subtasks
+        with pytest.raises(KeyError, match="no extra 'torque'"):
+            r.extra("torque")
+    no_subtasks = write_episode(make_episode(5, ref="b", subtasks=False), store.root, NATIVE)
+    with store.open_episode(no_subtasks) as r:
+        assert r.subtasks() is None
+
+
+def test_a_corrupt_shard_index_is_an_error_not_wrong_bytes(store):
+    from pipelines.episode_store.reader import StoreError
+
+    eid = write_episode(make_episode(10), store.root, NATIVE, frames_per_shard=8)
+    path = store.episode_path(eid)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("images/top/c/0")
+    with store.open_episode(eid) as r:
+        start, _ = r._frame_ranges("top").locate(0)  # the first chunk starts the shard's data
+    with open(path, "r+b") as fh:  # flip a byte inside the shard index (its last 16 * 8 + 4 bytes)
+        fh.seek(int(start) + info.compress_size - 20)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with store.open_episode(eid) as r:
+        with pytest.raises(StoreError, match="shard index checksum mismatch"):
+            r.encoded_frame("top", 0)
+
+
+def test_other_codec_chains_are_read_through_zarr(store, monkeypatch):
+    import pipelines.episode_store.reader as reader
+
+    eid = write_episode(make_episode(12), store.root, NATIVE, frames_per_shard=8)
+    with store.open_episode(eid) as r:
+        expected = [r.encoded_frame("top", i) for i in range(12)]
+    monkeypatch.setattr(reader, "_FRAME_CODECS", {"name": "something-else"})
+    with store.open_episode(eid) as r:
+        assert [r.encoded_frame("top", i) for i in range(12)] == expected
+        assert r._frame_ranges("top") is None
+
+
 def test_resize_modes_produce_declared_size(store):
     ep = make_episode(5, ref="a")
     eid = write_episode(ep, store.root, ImageConfig(height=32, width=32, resize="pad"))
