@@ -108,3 +108,45 @@ def test_from_manifest_draws_dataset_and_embodiment_shares_as_declared(tmp_path)
     assert chisquare(observed, declared * len(draws)).pvalue > 0.001
     with pytest.raises(ValueError, match="no episodes in split"):
         ManifestSampler.from_manifest(tmp_path, split="validation")
+
+
+@pytest.mark.parametrize("world_size,num_workers,batch_size", [(1, 1, 7), (2, 3, 5), (3, 2, 16)])
+def test_batch_shards_are_disjoint_cover_whole_batches_and_ignore_the_worker_count(world_size, num_workers,
+                                                                                     batch_size):
+    s = sampler(samples_per_epoch=1001, seed=2)
+    full = s.epoch(4)
+    total = s.batches_per_epoch(batch_size, world_size)
+    assert total == 1001 // (batch_size * world_size)
+    seen = np.zeros(len(full), dtype=int)
+    for rank in range(world_size):
+        per_worker = [list(s.batches(4, batch_size, rank=rank, world_size=world_size, worker=w,
+                                     num_workers=num_workers)) for w in range(num_workers)]
+        # round-robin over workers gives batches 0, 1, 2, ... in order
+        order = [per_worker[i % num_workers][i // num_workers] for i in range(total)]
+        assert [b for b, _, _ in order] == list(range(total))
+        single = list(s.batches(4, batch_size, rank=rank, world_size=world_size))
+        for (b1, pos1, rows1), (b2, pos2, rows2) in zip(order, single):
+            assert b1 == b2
+            np.testing.assert_array_equal(pos1, pos2)
+            np.testing.assert_array_equal(rows1, full[pos1])
+            np.testing.assert_array_equal(rows1, rows2)
+        for _, pos, _ in single:
+            seen[pos] += 1
+    covered = total * batch_size * world_size
+    assert (seen[:covered] == 1).all() and (seen[covered:] == 0).all()
+
+
+def test_batches_resume_at_a_start_batch_with_the_same_content():
+    s = sampler(samples_per_epoch=300, seed=5)
+    every = list(s.batches(1, 10, num_workers=1))
+    for num_workers in (1, 2, 3):
+        per_worker = [list(s.batches(1, 10, worker=w, num_workers=num_workers, start=13)) for w in range(num_workers)]
+        resumed = [per_worker[i % num_workers][i // num_workers] for i in range(30 - 13)]
+        assert [b for b, _, _ in resumed] == list(range(13, 30))
+        for (_, _, got), (_, _, want) in zip(resumed, every[13:]):
+            np.testing.assert_array_equal(got, want)
+    assert list(s.batches(1, 10, start=30)) == []
+    with pytest.raises(ValueError, match="start batch 31"):
+        list(s.batches(1, 10, start=31))
+    with pytest.raises(ValueError, match="worker 2/2"):
+        list(s.batches(1, 10, worker=2, num_workers=2))

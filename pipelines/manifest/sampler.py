@@ -7,7 +7,9 @@ probability is its episode's probability spread uniformly over the episode's kep
 Each epoch is one global sequence of draws fixed by ``(seed, epoch)``; a data-loader
 worker on a distributed rank takes every ``world_size * num_workers``-th draw starting at
 its own slot, so the shards of an epoch are disjoint and together are the whole sequence,
-whatever the worker and rank layout.
+whatever the worker and rank layout. :meth:`ManifestSampler.batches` shards the same
+sequence by whole batches instead, so what a rank trains on does not depend on how many
+loader workers it uses, and a run can resume at any batch.
 """
 
 from __future__ import annotations
@@ -103,3 +105,32 @@ class ManifestSampler:
         slot = rank * num_workers + worker
         for episode, frame in self.epoch(epoch)[slot::stride]:
             yield FrameRef(int(episode), int(frame))
+
+    def batches_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
+        """Whole global batches (``batch_size`` per rank) in an epoch; the incomplete tail is not drawn."""
+        if batch_size < 1 or world_size < 1:
+            raise ValueError(f"batch_size {batch_size} and world_size {world_size} must be >= 1")
+        return self.samples_per_epoch // (batch_size * world_size)
+
+    def batches(self, epoch: int, batch_size: int, *, rank: int = 0, world_size: int = 1, worker: int = 0,
+                num_workers: int = 1, start: int = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """This (rank, worker)'s batches: ``(batch index, draw positions [B], (episode, frame) rows [B, 2])``.
+
+        The epoch's draws are cut into global batches of ``batch_size * world_size``
+        consecutive draws; rank ``r`` takes rows ``r * batch_size ..`` of each. Loader worker
+        ``w`` of ``num_workers`` takes batches ``start + w, start + w + num_workers, ...``: a
+        PyTorch DataLoader collects from its workers round-robin, so the rank receives
+        batches ``start, start + 1, ...`` in order, the same batches whatever the number of
+        workers, and a run resumed at batch ``start`` sees exactly what it would have seen.
+        Draw positions index the epoch's sequence: a per-sample key independent of the layout.
+        """
+        if not (0 <= rank < world_size and 0 <= worker < num_workers):
+            raise ValueError(f"rank {rank}/{world_size}, worker {worker}/{num_workers} out of range")
+        total = self.batches_per_epoch(batch_size, world_size)
+        if not 0 <= start <= total:
+            raise ValueError(f"start batch {start} outside 0..{total}")
+        draws = self.epoch(epoch)
+        for b in range(start + worker, total, num_workers):
+            lo = (b * world_size + rank) * batch_size
+            positions = np.arange(lo, lo + batch_size, dtype=np.int64)
+            yield b, positions, draws[lo: lo + batch_size]
