@@ -22,8 +22,9 @@ repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/a1pipe validate data/converted
 	for m in manifests/*/; do $(BIN)/a1pipe manifest verify "$${m%/}" --data data/converted || exit 1; done
 
+# Two test processes (one per core here; -n auto elsewhere); files stay whole so module fixtures run once.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/convert_throughput.py

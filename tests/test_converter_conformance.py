@@ -20,7 +20,6 @@ import pytest
 
 from converters import SOURCE_NAMES, available_sources, get_converter
 from converters.base import SourceCard
-from pipelines.convert import ConvertConfig, run_conversion
 from pipelines.episode_store import ActionKind, EpisodeError, TimestampOrigin
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.layout import episode_id
@@ -190,21 +189,23 @@ def test_round_trip_through_the_store(source, sample_root, tmp_path):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_samples_convert_to_their_declared_outcomes(source, sample_root, tmp_path):
-    root, expected = sample_root(source)
+def test_samples_convert_to_their_declared_outcomes(source, sample_stores):
+    """The samples, converted as ``dvc repro`` converts them (params.yaml settings), get their declared outcomes."""
+    stores, outcomes = sample_stores
+    expected = outcomes[source]
     assert any(v is None for v in expected.values()), "samples need good episodes"
     assert any(v is not None for v in expected.values()), "samples need deliberately broken episodes"
-    config = ConvertConfig(source, str(root), str(tmp_path / "store"), image=ImageConfig(height=32, width=32, quality=80))
-    report = run_conversion(config, workers=1, show_progress=False)
+    store = stores / source
+    report = json.loads((store / "conversion_report.json").read_text())
     got = {e["source_episode"]: e["reason"] for e in report["episodes"]}
     assert got == expected
     for entry in report["episodes"]:
         if entry["status"] == "quarantined":
             assert entry["message"], entry
-    result = validate_store(tmp_path / "store", decode_frames=True)
+    result = validate_store(store, decode_frames=True)
     assert result.ok, [str(e) for e in result.errors]
     # curation accounts for every converted frame: kept + removed = input, per source
-    curation = json.loads((tmp_path / "store" / "curation_report.json").read_text())["sources"][source]["total"]
+    curation = json.loads((store / "curation_report.json").read_text())["sources"][source]["total"]
     assert curation["episodes_in"] == report["counts"]["converted"]
     assert curation["frames_in"] == report["frames"]
     assert curation["frames_kept"] + sum(curation["frames_removed_by_reason"].values()) == curation["frames_in"]

@@ -1,0 +1,45 @@
+"""Fixtures shared across test modules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def sample_stores(tmp_path_factory) -> tuple[Path, dict[str, dict[str, str | None]]]:
+    """Every source's samples converted exactly as ``dvc repro`` converts them, once per test session.
+
+    ``a1pipe samples`` and ``a1pipe convert --params params.yaml`` run in a child process (the
+    CLI configures logging for a whole process). Parallel test workers share one copy through
+    a file lock. Returns the directory of stores and the outcome each sample episode must get.
+    """
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if shared.name.startswith("popen-gw"):  # pytest-xdist: every worker has its own base under a shared parent
+        shared = shared.parent
+    root = shared / "sample-stores"
+    done = root / "expected_outcomes.json"
+    with FileLock(str(root) + ".lock"):
+        if not done.is_file():
+            params = yaml.safe_load((REPO / "params.yaml").read_text())
+            code = (
+                "import sys; from pipelines.cli import main; from converters import available_sources\n"
+                "root, params, seed = sys.argv[1], sys.argv[2], sys.argv[3]\n"
+                "assert main(['samples', '--out', root + '/samples', '--seed', seed]) == 0\n"
+                "for s in available_sources():\n"
+                "    assert main(['convert', '--source', s, '--input', f'{root}/samples/{s}', '--output',\n"
+                "                 f'{root}/converted/{s}', '--params', params, '--quiet']) == 0\n")
+            subprocess.run([sys.executable, "-c", code, str(root), str(REPO / "params.yaml"),
+                            str(params["samples"]["seed"])], check=True, cwd=REPO, timeout=900,
+                           capture_output=True)
+            (root / "samples" / "expected_outcomes.json").replace(done)
+    return root / "converted", json.loads(done.read_text())
