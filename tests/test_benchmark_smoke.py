@@ -32,3 +32,19 @@ def test_manifest_cost_benchmark_runs(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["table"]["episodes"] == 70 and figures["table"]["build_over_floor"] > 0
     assert "RATIO build / floor" in proc.stdout
+
+
+def test_loader_throughput_benchmark_runs(tmp_path):
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "loader_throughput.py"), "--episodes", "3,6",
+                           "--frames", "8", "--size", "64", "--batch", "4", "--chunk", "5", "--batches", "2",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert [r["episodes"] for r in figures["runs"]] == [3, 6]
+    for run in figures["runs"]:
+        assert run["ceiling"]["samples"] == 3 * 4 and run["ceiling"]["one_process"] > 0
+        for key in ("loader_w0_plain", "loader_w2_plain", "loader_w0_augment", "loader_w2_augment"):
+            assert run[key]["samples"] == 2 * 4 and run[key]["ratio_to_ceiling"] > 0 and not run[key]["decode_errors"]
+        assert len(run["loader_w2_plain"]["worker_peak_rss_mib"]) == 2
+    assert "ratio" in proc.stdout and "worker peak RSS" in proc.stdout
