@@ -618,7 +618,8 @@ def test_training_never_imports_the_data_half_s_converters_beam_or_curation(buil
     import subprocess
     import sys
 
-    code = ("import sys; from training.config import DataConfig; from training.data import ManifestData, "
+    code = ("import sys; import training.train, training.model.molmo; from training.config import DataConfig; "
+            "from training.data import ManifestData, "
             "ManifestLoader; d = ManifestData(sys.argv[1], DataConfig(num_workers=0, batch_size=2, "
             "data_root=sys.argv[2], chunk=4)); next(iter(ManifestLoader(d))); "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('converters', 'apache_beam', 'tensorflow') or "

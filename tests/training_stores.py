@@ -9,6 +9,7 @@ number and pixel came from.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,27 @@ def build_test_manifest(stores: list[Path], out: Path, *, name: str = "toy", val
 
 def eid(ref: str, source: str = "inhouse") -> str:
     return episode_id(source, ref)
+
+
+COLOURS = ((220, 40, 40), (40, 200, 60), (50, 70, 230))
+
+
+def colour_task_episode(ref: str, colour: int, n: int = 24, size: int = 64) -> Episode:
+    """An episode whose every action is fixed by the colour its front camera sees (the wrist camera is grey):
+    a policy can only predict it by looking. The instruction and the state say nothing about the colour."""
+    rng = np.random.default_rng(zlib.crc32(ref.encode()))
+    names = list(FRANKA_NAMES)
+    target = np.array([1.0, -1.0, 0.5, -0.5, 0.25, -0.25, 0.75, 0.0], dtype=np.float32) * (colour - 1) * 2
+    front = np.zeros((n, size, size, 3), dtype=np.uint8)
+    front[:] = COLOURS[colour]
+    wrist = np.full((n, size, size, 3), 128, dtype=np.uint8)
+    state = rng.normal(0, 0.3, (n, len(names))).astype(np.float32)
+    action = np.repeat(target[None], n, axis=0) + rng.normal(0, 0.02, (n, len(names))).astype(np.float32)
+    return Episode(
+        source_episode=ref, embodiment="franka", robot_type="franka", control_hz=10.0, timestamp=np.arange(n) / 10.0,
+        state=state, state_names=names, action=action.astype(np.float32), action_names=list(names),
+        action_kind=ActionKind.JOINT_POSITION, instruction="do the task", instruction_alternatives=[], subtasks=None,
+        cameras={"cam_front": CameraStream.from_array("cam_front", front),
+                 "cam_wrist": CameraStream.from_array("cam_wrist", wrist)},
+        extras={}, extra_names={}, metadata={"sim": True}, source="inhouse", source_version="test-1",
+        converter_version="0.0.1")

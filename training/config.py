@@ -120,21 +120,262 @@ class DataConfig:
         return dataclasses.replace(self, **changes)
 
 
+BACKBONES = ("tiny", "tiny-molmo", "molmo-7b-d")
+HEADS = ("mlp", "fm")
+EXIT_MODES = ("last", "all", "random")
+PRECISIONS = ("auto", "fp32", "bf16")
+STAGES = ("pretrain", "finetune")
+
+
+@dataclass(frozen=True)
+class ExitConfig:
+    """Which LLM layers can produce an action, and how training supervises them.
+
+    The exit set is layers ``first, first + interval, ...`` plus the last layer (A1's
+    inference set is ``first=1, interval=2``; its training supervises every layer,
+    ``first=0, interval=1``). ``last`` trains the final layer only; ``all`` averages the
+    loss over every exit (A1's "supervise all L layers"); ``random`` draws one exit per
+    step, the same on every rank, and the LLM forward stops after it (A1's
+    ``train_exit_random_layer``).
+    """
+
+    mode: str = "random"
+    first: int = 0
+    interval: int = 1
+
+    def __post_init__(self) -> None:
+        _choice("model.exits.mode", self.mode, EXIT_MODES)
+        if self.first < 0 or self.interval < 1:
+            raise ConfigError(f"model.exits: first must be >= 0 and interval >= 1, got {self.first}, {self.interval}")
+
+    def layers(self, num_layers: int) -> tuple[int, ...]:
+        """The exit set for an LLM of ``num_layers`` layers (0-based layer indices)."""
+        if self.first >= num_layers:
+            raise ConfigError(f"model.exits.first {self.first} is beyond the LLM's {num_layers} layers")
+        return tuple(sorted(set(range(self.first, num_layers, self.interval)) | {num_layers - 1}))
+
+
+@dataclass(frozen=True)
+class WeightsConfig:
+    """Pretrained weights to start from (local directories; nothing is downloaded)."""
+
+    #: a Molmo checkpoint directory (safetensors in Molmo's own key layout; training/model/molmo.py)
+    molmo: str | None = None
+    #: a Hugging Face Qwen2 directory (config.json + safetensors)
+    llm: str | None = None
+    #: a Hugging Face CLIP or SigLIP vision directory
+    vision: str | None = None
+    #: a directory with tokenizer.json (the real tokenizer); None: the byte-level one built in code
+    tokenizer: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The A1 policy (``training/model/``)."""
+
+    #: named architecture: ``tiny`` (random init, minutes on 2 CPU cores), ``molmo-7b-d`` (Molmo-7B-D-0924's
+    #: shape), or ``tiny-molmo`` (tiny, with Molmo's vision side and key layout: for testing weight loading)
+    backbone: str = "tiny"
+    #: ``mlp`` (A1-MLP: query tokens, MLP-ResNet, L1) or ``fm`` (A1-FM: flow-matching expert)
+    head: str = "fm"
+    #: causal LLM attention over the prefix (A1's default is bidirectional: false)
+    causal: bool = False
+    #: MLP head: action query tokens (a divisor of the chunk); None: one per chunk step
+    query_tokens: int | None = None
+    #: FM expert width; None: the backbone's default (tiny 64, molmo-7b-d 1024 as A1)
+    expert_width: int | None = None
+    #: Euler steps when sampling actions
+    fm_steps: int = 10
+    #: instruction tokens kept (longer prompts are cut)
+    max_text_tokens: int = 48
+    exits: ExitConfig = field(default_factory=ExitConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+
+    def __post_init__(self) -> None:
+        _choice("model.backbone", self.backbone, BACKBONES)
+        _choice("model.head", self.head, HEADS)
+        for name in ("fm_steps", "max_text_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.query_tokens is not None and self.query_tokens < 1:
+            raise ConfigError(f"model.query_tokens must be >= 1 or null, got {self.query_tokens}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with A1's parameter groups and schedule (paper Table 8, ``a1/optim.py``).
+
+    Groups: the vision tower (frozen at lr 0: not trained), the connector (image pooling
+    and projector), the LLM (token embeddings frozen when ``freeze_embeddings``) and the
+    action head (MLP head or expert, proprio projector, action queries). Every group warms
+    up linearly from 0 over ``warmup_steps``; the LLM and connector are held at 0 for their
+    first ``freeze_steps`` (then join the ramp already in progress, as A1); after warm-up
+    every group follows a cosine to ``min_lr_ratio`` of its rate at the last step.
+    """
+
+    lr_vision: float = 0.0
+    lr_connector: float = 5e-6
+    lr_llm: float = 5e-6
+    lr_head: float = 5e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 2000
+    freeze_steps: int = 1000
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    freeze_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("lr_vision", "lr_connector", "lr_llm", "lr_head", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.freeze_steps < 0:
+            raise ConfigError("optim.warmup_steps and optim.freeze_steps must be >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training run's recipe: pre-training or one fine-tuning target."""
+
+    steps: int = 300
+    #: samples per optimizer step over all ranks (each rank loads batch_size / world_size)
+    batch_size: int = 16
+    log_every: int = 10
+    checkpoint_every: int = 100
+    #: validation batches evaluated at every checkpoint (0: none); from the manifest's validation split
+    validation_batches: int = 2
+    #: auto: bf16 autocast where the device supports it, else fp32
+    precision: str = "auto"
+    #: torch threads of the training process (0: every core)
+    threads: int = 0
+    seed: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.validation_batches < 0 or self.threads < 0:
+            raise ConfigError("validation_batches and threads must be >= 0")
+        _choice("precision", self.precision, PRECISIONS)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs, resolved from ``params.yaml`` (see :func:`resolve_run`)."""
+
+    stage: str
+    name: str
+    profile: str
+    model: ModelConfig
+    run: StageConfig
+    data: DataConfig
+    #: the manifest's directory, the run's directory (checkpoints) and its dvclive directory (metrics, plots)
+    manifest_dir: str
+    out: str
+    reports: str
+    #: the checkpoint a fine-tuning run starts from
+    init: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """The whole ``training`` section."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    #: the active profile: one switch between the tiny chain and the paper's recipe
+    profile: str = "tiny"
+    #: the manifest pre-training reads (``<manifests>/<pretrain_manifest>``)
+    pretrain_manifest: str = "pretrain"
+    #: fine-tuning targets: manifests that each get a ``finetune@<name>`` stage
+    finetune: tuple[str, ...] = ()
+    #: where the released manifests are, where runs write checkpoints, and their metrics
+    manifests: str = "manifests"
+    out: str = "models"
+    reports: str = "data/reports/training"
+    #: named profiles; each: {model, pretrain, finetune, finetune_targets: {name: overrides}}
+    profiles: dict[str, Any] = field(default_factory=dict)
 
 
 def load_training_config(params: str | Path | dict[str, Any] = "params.yaml") -> TrainingConfig:
     """Parse ``params.yaml``'s ``training`` section (a path or the already-loaded document)."""
+    return parse(TrainingConfig, _training_section(params), "training")
+
+
+def _training_section(params: str | Path | dict[str, Any]) -> dict[str, Any]:
     if not isinstance(params, dict):
         path = Path(params)
         if not path.is_file():
             raise ConfigError(f"{path}: no such parameters file")
         params = yaml.safe_load(path.read_text()) or {}
-    return parse(TrainingConfig, params.get("training") or {}, "training")
+    return dict(params.get("training") or {})
+
+
+def resolve_run(params: str | Path | dict[str, Any], stage: str, name: str | None = None) -> RunConfig:
+    """The configuration of one run: the active profile's model and stage settings, with overrides.
+
+    ``pretrain`` trains on ``training.pretrain_manifest``; ``finetune`` (``name`` = a
+    fine-tuning manifest listed in ``training.finetune``) takes the profile's ``finetune``
+    settings, then that target's ``finetune_targets.<name>`` overrides, trains on manifest
+    ``name`` and starts from the pre-training run's checkpoint. A stage's ``data`` mapping
+    overrides ``training.data`` key by key. Every level is parsed strictly.
+    """
+    _choice("stage", stage, STAGES)
+    section = _training_section(params)
+    top = load_training_config({"training": section})
+    if top.profile not in top.profiles:
+        raise ConfigError(f"training.profile {top.profile!r} is not among training.profiles {sorted(top.profiles)}")
+    where = f"training.profiles.{top.profile}"
+    profile = dict(top.profiles[top.profile] or {})
+    unknown = set(profile) - {"model", "pretrain", "finetune", "finetune_targets"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    model = parse(ModelConfig, profile.get("model") or {}, f"{where}.model")
+    stage_values = dict(profile.get(stage) or {})
+    if stage == "finetune":
+        if not name:
+            raise ConfigError("a fine-tuning run needs the name of its manifest")
+        if name not in top.finetune:
+            raise ConfigError(f"{name!r} is not a fine-tuning target (training.finetune lists {list(top.finetune)})")
+        targets = dict(profile.get("finetune_targets") or {})
+        stage_values = _merge(stage_values, dict(targets.get(name) or {}))
+        manifest = name
+    else:
+        name, manifest = "pretrain", top.pretrain_manifest
+    data_overrides = stage_values.pop("data", None) or {}
+    run = parse(StageConfig, stage_values, f"{where}.{stage}")
+    data_values = _merge(dict(section.get("data") or {}), dict(data_overrides))
+    data = parse(DataConfig, data_values, f"{where}.{stage}.data (over training.data)")
+    out = str(Path(top.out) / ("pretrain" if stage == "pretrain" else f"finetune/{name}"))
+    reports = str(Path(top.reports) / ("pretrain" if stage == "pretrain" else f"finetune/{name}"))
+    init = str(Path(top.out) / "pretrain") if stage == "finetune" else None
+    return RunConfig(stage=stage, name=name, profile=top.profile, model=model, run=run, data=data,
+                     manifest_dir=str(Path(top.manifests) / manifest), out=out, reports=reports, init=init)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, recursively for mappings."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def parse(cls: type, values: Any, where: str) -> Any:
@@ -165,6 +406,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return _coerce(inner, value, where)
     if dataclasses.is_dataclass(hint):
         return parse(hint, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")

@@ -1,0 +1,195 @@
+"""The training loop: run configuration, checkpoints and exact resume, fine-tuning from pre-training,
+two-process DDP, metrics, and whether a tiny policy learns a task it can only solve by looking."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.training_stores import build_store, build_test_manifest, colour_task_episode
+from training.checkpoint import load_train_state, read_config
+from training.config import ConfigError, resolve_run
+from training.data.spec import DataSpec
+from training.train import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    """A colour task: 18 episodes, the front camera's colour (one of three) fixes the action."""
+    base = tmp_path_factory.mktemp("train")
+    episodes = [colour_task_episode(f"colour_{c}/ep{i}.hdf5", c) for c in range(3) for i in range(6)]
+    build_store(base / "data" / "inhouse", episodes)
+    build_test_manifest([base / "data" / "inhouse"], base / "manifests" / "toy", validation_fraction=0.3)
+    return base
+
+
+def params(base: Path, *, head: str = "mlp", mode: str = "random", steps: int = 6, batch_size: int = 4,
+           lr: float = 1e-3, checkpoint_every: int = 3, finetune: dict | None = None, **stage) -> dict:
+    optim = {"lr_vision": lr, "lr_connector": lr, "lr_llm": lr, "lr_head": lr, "warmup_steps": 2,
+             "freeze_steps": 1}
+    pretrain = {"steps": steps, "batch_size": batch_size, "log_every": 1, "checkpoint_every": checkpoint_every,
+                "validation_batches": 1, "threads": 1, "optim": optim, **stage}
+    return {"training": {
+        "profile": "t", "pretrain_manifest": "toy", "finetune": ["toy"], "manifests": str(base / "manifests"),
+        "out": str(base / "models"), "reports": str(base / "reports"),
+        "data": {"data_root": str(base / "data"), "num_workers": 0, "chunk": 4, "augment": {"enabled": False},
+                 "normalization": "bounds_q99"},
+        "profiles": {"t": {"model": {"backbone": "tiny", "head": head, "exits": {"mode": mode}},
+                           "pretrain": pretrain,
+                           "finetune": finetune or {"steps": 2, "batch_size": batch_size, "log_every": 1,
+                                                    "checkpoint_every": 2, "validation_batches": 0, "threads": 1,
+                                                    "optim": optim}}}}}
+
+
+def losses(summary: dict) -> list[float]:
+    return [h["train/loss"] for h in summary["history"] if "train/loss" in h]
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+def test_runs_resolve_from_the_active_profile_with_stage_and_target_overrides():
+    run = resolve_run(REPO / "params.yaml", "pretrain")
+    assert (run.profile, run.model.backbone, run.model.head, run.run.steps) == ("tiny", "tiny", "fm", 300)
+    assert run.data.state_mask_prob == 0.5 and run.data.normalization == "bounds_q99"  # stage over training.data
+    assert run.data.chunk == 50 and run.manifest_dir == "manifests/pretrain" and run.init is None
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    doc["training"]["profile"] = "paper"
+    paper = resolve_run(doc, "finetune", "finetune_rc_arrange_paper_cups")
+    assert paper.model.backbone == "molmo-7b-d" and paper.run.batch_size == 32  # Table 9's ARX5 row
+    assert paper.run.steps == 50000 and paper.data.state_mask_prob == 0.3 and paper.run.optim.lr_vision == 0.0
+    assert paper.init == "models/pretrain" and paper.out == "models/finetune/finetune_rc_arrange_paper_cups"
+    assert resolve_run(doc, "pretrain").run.batch_size == 1024
+    with pytest.raises(ConfigError, match="not a fine-tuning target"):
+        resolve_run(doc, "finetune", "pretrain")
+    doc["training"]["profile"] = "huge"
+    with pytest.raises(ConfigError, match="training.profile 'huge' is not among"):
+        resolve_run(doc, "pretrain")
+    doc["training"]["profile"] = "paper"
+    doc["training"]["profiles"]["paper"]["pretrain"]["stepz"] = 3
+    with pytest.raises(ConfigError, match=r"training.profiles.paper.pretrain: unknown keys \['stepz'\]"):
+        resolve_run(doc, "pretrain")
+
+
+# --- checkpoints and resume -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("head", ["mlp", "fm"])
+def test_n_steps_straight_equal_half_then_resume_then_half(task, tmp_path, head):
+    straight_base = tmp_path / "a"
+    (straight_base).mkdir()
+    for name in ("data", "manifests"):
+        os.symlink(task / name, straight_base / name)
+    straight = Trainer(resolve_run(params(straight_base, head=head), "pretrain"), quiet=True).train()
+    split_base = tmp_path / "b"
+    split_base.mkdir()
+    for name in ("data", "manifests"):
+        os.symlink(task / name, split_base / name)
+    first = Trainer(resolve_run(params(split_base, head=head), "pretrain"), quiet=True).train(stop_at=3)
+    assert read_config(split_base / "models/pretrain/checkpoint")["step"] == 3
+    second = Trainer(resolve_run(params(split_base, head=head), "pretrain"), quiet=True)
+    assert second.start_step == 3
+    rest = second.train()
+    assert losses(straight) == losses(first) + losses(rest)  # bit for bit
+    a = torch.load(straight_base / "models/pretrain/checkpoint/train_state.pt", weights_only=True)
+    b = load_train_state(split_base / "models/pretrain/checkpoint")
+    assert a["loader"] == b["loader"] and a["step"] == b["step"] == 6
+
+
+def test_a_checkpoint_carries_weights_config_data_spec_tokenizer_and_its_manifest(task, tmp_path):
+    for name in ("data", "manifests"):
+        os.symlink(task / name, tmp_path / name)
+    Trainer(resolve_run(params(tmp_path), "pretrain"), quiet=True).train()
+    ckpt = tmp_path / "models/pretrain/checkpoint"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "data_spec.json", "model.safetensors",
+                                                      "normalization.json", "tokenizer.json", "train_state.pt"]
+    config = read_config(ckpt)
+    from pipelines.manifest.build import file_sha256
+
+    assert config["manifest"]["manifest_json_sha256"] == file_sha256(task / "manifests/toy/manifest.json")
+    assert config["manifest"]["name"] == "toy" and config["step"] == 6
+    assert config["shapes"]["chunk"] == 4 and config["shapes"]["image_size"] == [64, 64]
+    spec = DataSpec.load(ckpt)
+    assert spec.normalizer.mode == "bounds_q99" and "inhouse/franka" in spec.normalizer.groups
+    metrics = json.loads((tmp_path / "reports/pretrain/metrics.json").read_text())
+    assert metrics["step"] == 6 and "loss" in metrics["train"] and "action_l1" in metrics["val"]
+    assert (tmp_path / "reports/pretrain/plots/metrics/train/loss.tsv").is_file()
+
+
+def test_a_changed_configuration_starts_over_and_says_why(task, tmp_path, caplog):
+    for name in ("data", "manifests"):
+        os.symlink(task / name, tmp_path / name)
+    Trainer(resolve_run(params(tmp_path), "pretrain"), quiet=True).train(stop_at=3)
+    with caplog.at_level(logging.WARNING, logger="a1pipe.training"):
+        again = Trainer(resolve_run(params(tmp_path, lr=5e-4), "pretrain"), quiet=True)
+    assert again.start_step == 0 and "run.optim.lr_head" in caplog.text
+    assert Trainer(resolve_run(params(tmp_path), "pretrain"), quiet=True).start_step == 3
+
+
+def test_fine_tuning_starts_from_the_pretrained_weights(task, tmp_path):
+    for name in ("data", "manifests"):
+        os.symlink(task / name, tmp_path / name)
+    with pytest.raises(ConfigError, match="run the pretrain stage first"):
+        Trainer(resolve_run(params(tmp_path), "finetune", "toy"), quiet=True)
+    Trainer(resolve_run(params(tmp_path), "pretrain"), quiet=True).train()
+    fine = Trainer(resolve_run(params(tmp_path), "finetune", "toy"), quiet=True)
+    from safetensors.torch import load_file
+
+    pretrained = load_file(str(tmp_path / "models/pretrain/checkpoint/model.safetensors"))
+    assert torch.equal(fine.policy.state_dict()["llm.layers.0.mlp.up_proj.weight"],
+                       pretrained["llm.layers.0.mlp.up_proj.weight"])
+    fine.train()
+    config = read_config(tmp_path / "models/finetune/toy/checkpoint")
+    assert config["init"].endswith("models/pretrain/checkpoint") and config["step"] == 2
+    with pytest.raises(ConfigError, match="model.head 'fm' differs"):
+        Trainer(resolve_run(params(tmp_path, head="fm"), "finetune", "toy"), quiet=True)
+
+
+# --- scale-out --------------------------------------------------------------------------------------
+
+
+def test_two_process_ddp_on_cpu_trains_in_sync(task, tmp_path):
+    for name in ("data", "manifests"):
+        os.symlink(task / name, tmp_path / name)
+    doc = params(tmp_path, head="fm", mode="random", steps=4, checkpoint_every=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           f"--master_port={port}", "-m", "training.train", "pretrain", "--params",
+                           str(tmp_path / "params.yaml"), "--quiet"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    config = read_config(tmp_path / "models/pretrain/checkpoint")
+    assert config["world_size"] == 2 and config["step"] == 4  # replicas were checked equal at both checkpoints
+    state = load_train_state(tmp_path / "models/pretrain/checkpoint")
+    assert state["loader"]["world_size"] == 2 and state["loader"]["batch_size"] == 2  # 4 per step over 2 ranks
+
+
+# --- does it learn? ---------------------------------------------------------------------------------
+
+
+def test_a_tiny_policy_learns_a_task_it_can_only_solve_by_looking(task, tmp_path):
+    for name in ("data", "manifests"):
+        os.symlink(task / name, tmp_path / name)
+    run = resolve_run(params(tmp_path, head="mlp", mode="last", steps=150, batch_size=16, checkpoint_every=150,
+                             validation_batches=2), "pretrain")
+    summary = Trainer(run, quiet=True).train()
+    val = [h for h in summary["history"] if "val/action_l1" in h][-1]
+    curve = losses(summary)
+    assert sum(curve[-10:]) / 10 < 0.5 * sum(curve[:10]) / 10
+    assert val["val/action_l1"] < 0.5 * val["val/mean_action_baseline_l1"], val
+    assert val["val/action_l1_images_shuffled"] > 2 * val["val/action_l1"], val
