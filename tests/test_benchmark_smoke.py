@@ -48,3 +48,17 @@ def test_loader_throughput_benchmark_runs(tmp_path):
             assert run[key]["samples"] == 2 * 4 and run[key]["ratio_to_ceiling"] > 0 and not run[key]["decode_errors"]
         assert len(run["loader_w2_plain"]["worker_peak_rss_mib"]) == 2
     assert "ratio" in proc.stdout and "worker peak RSS" in proc.stdout
+
+
+def test_train_throughput_benchmark_runs(tmp_path):
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_throughput.py"), "--steps", "2",
+                           "--episodes", "4", "--batch", "4", "--chunk", "5", "--heads", "fm", "--modes", "random",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    (row,) = figures["tiny"]
+    assert (row["head"], row["mode"]) == ("fm", "random") and row["samples_per_s"] > 0
+    assert 0 <= row["data_wait_share"] < 1 and row["ratio_loader_fed_to_memory_fed"] > 0
+    assert "skipped" in figures["molmo_7b_d_gpu"] or figures["molmo_7b_d_gpu"]["step_s_mean"] > 0
+    assert "RATIO" in proc.stdout
