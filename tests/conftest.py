@@ -18,8 +18,11 @@ def sample_stores(tmp_path_factory) -> tuple[Path, dict[str, dict[str, str | Non
     """Every source's samples converted exactly as ``dvc repro`` converts them, once per test session.
 
     ``a1pipe samples`` and ``a1pipe convert --params params.yaml`` run in a child process (the
-    CLI configures logging for a whole process). Parallel test workers share one copy through
-    a file lock. Returns the directory of stores and the outcome each sample episode must get.
+    CLI configures logging for a whole process), with one Beam worker: the stores are the same
+    bytes for any worker count, and one worker saves the other processes' start-up here.
+    Parallel test workers share one copy through a file lock. Returns the directory of stores
+    (the samples they were converted from are beside it, in ``../samples``) and the outcome each
+    sample episode must get.
     """
     from filelock import FileLock
 
@@ -37,9 +40,9 @@ def sample_stores(tmp_path_factory) -> tuple[Path, dict[str, dict[str, str | Non
                 "assert main(['samples', '--out', root + '/samples', '--seed', seed]) == 0\n"
                 "for s in available_sources():\n"
                 "    assert main(['convert', '--source', s, '--input', f'{root}/samples/{s}', '--output',\n"
-                "                 f'{root}/converted/{s}', '--params', params, '--quiet']) == 0\n")
+                "                 f'{root}/converted/{s}', '--params', params, '--quiet', '--workers', '1']) == 0\n")
             subprocess.run([sys.executable, "-c", code, str(root), str(REPO / "params.yaml"),
                             str(params["samples"]["seed"])], check=True, cwd=REPO, timeout=900,
                            capture_output=True)
-            (root / "samples" / "expected_outcomes.json").replace(done)
+            (root / "samples" / "expected_outcomes.json").replace(done)  # the samples stay for other tests
     return root / "converted", json.loads(done.read_text())

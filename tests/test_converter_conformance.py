@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from converters import SOURCE_NAMES, available_sources, get_converter
 from converters.base import SourceCard
@@ -31,18 +32,15 @@ from pipelines.samples import write_samples
 SOURCES = available_sources()
 SLUG = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
 SPDX_LIKE = re.compile(r"^[A-Za-z0-9.+-]+$")
-_CACHE: dict[str, tuple[Path, dict[str, str | None]]] = {}
 
 
 @pytest.fixture(scope="module")
-def sample_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("conformance")
+def sample_root(sample_stores):
+    """``get(source)`` -> (the source's samples, the outcome each episode must get): the session's samples."""
+    stores, outcomes = sample_stores
 
     def get(source: str) -> tuple[Path, dict[str, str | None]]:
-        if source not in _CACHE:
-            expected = write_samples(root, seed=0, sources=[source])[source]
-            _CACHE[source] = (root / source, expected)
-        return _CACHE[source]
+        return stores.parent / "samples" / source, outcomes[source]
 
     return get
 
@@ -212,13 +210,15 @@ def test_samples_convert_to_their_declared_outcomes(source, sample_stores):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_samples_are_deterministic(source, tmp_path):
-    a = write_samples(tmp_path / "a", seed=5, sources=[source])
-    b = write_samples(tmp_path / "b", seed=5, sources=[source])
-    assert a == b
+def test_samples_are_deterministic(source, tmp_path, sample_stores):
+    """Written again, in another process's session, a source's samples are the same bytes."""
+    stores, outcomes = sample_stores
+    seed = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["samples"]["seed"]
+    again = write_samples(tmp_path, seed=seed, sources=[source])
+    assert again[source] == outcomes[source]
 
     def digest(base: Path) -> dict[str, str]:
         return {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(base.rglob("*")) if p.is_file()}
 
-    assert digest(tmp_path / "a" / source) == digest(tmp_path / "b" / source)
+    assert digest(tmp_path / source) == digest(stores.parent / "samples" / source)

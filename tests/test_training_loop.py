@@ -182,14 +182,16 @@ def test_two_process_ddp_on_cpu_trains_in_sync(task, tmp_path):
 # --- does it learn? ---------------------------------------------------------------------------------
 
 
-def test_a_tiny_policy_learns_a_task_it_can_only_solve_by_looking(task, tmp_path):
+@pytest.mark.parametrize("head,mode,steps", [("mlp", "last", 80), ("fm", "random", 120)])
+def test_a_tiny_policy_learns_a_task_it_can_only_solve_by_looking(task, tmp_path, head, mode, steps):
     for name in ("data", "manifests"):
         os.symlink(task / name, tmp_path / name)
-    run = resolve_run(params(tmp_path, head="mlp", mode="last", steps=150, batch_size=16, checkpoint_every=150,
+    run = resolve_run(params(tmp_path, head=head, mode=mode, steps=steps, batch_size=16, checkpoint_every=steps,
                              validation_batches=2), "pretrain")
     summary = Trainer(run, quiet=True).train()
     val = [h for h in summary["history"] if "val/action_l1" in h][-1]
     curve = losses(summary)
     assert sum(curve[-10:]) / 10 < 0.5 * sum(curve[:10]) / 10
+    # measured: mlp 0.06 and fm 0.25 against a mean-action baseline of 0.82; shuffled cameras 1.0
     assert val["val/action_l1"] < 0.5 * val["val/mean_action_baseline_l1"], val
     assert val["val/action_l1_images_shuffled"] > 2 * val["val/action_l1"], val
