@@ -313,3 +313,30 @@ def test_verify_names_a_moved_split_and_build_refuses_ambiguous_or_foreign_input
     m["format_version"] = 99
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(m))
     assert "format_version 99" in verify_manifest(tmp_path / "m", [stores])[0]
+
+
+def test_a_calibration_split_takes_training_episodes_only_and_is_verified(converted, tmp_path):
+    from pipelines.manifest.build import split_of
+
+    stores = [converted / "stores" / s for s in SOURCES]
+    plain = build_manifest(stores, tmp_path / "plain", ManifestParams(name="m", validation_fraction=0.2))
+    params = ManifestParams(name="m", validation_fraction=0.2, calibration_fraction=0.3)
+    m = build_manifest(stores, tmp_path / "cal", params)
+    before = {r["episode_id"]: r["split"] for r in _rows(tmp_path / "plain")}
+    after = {r["episode_id"]: r["split"] for r in _rows(tmp_path / "cal")}
+    assert {e for e, s in after.items() if s == "validation"} == {e for e, s in before.items() if s == "validation"}
+    moved = {e for e, s in after.items() if s == "calibration"}
+    assert moved and all(before[e] == "train" for e in moved)  # calibration takes training episodes only
+    assert m["counts"]["calibration"]["episodes"] == len(moved) and "calibration" in m["shares"]
+    assert m["parameters"]["calibration_fraction"] == 0.3 and "calibration_fraction" not in plain["parameters"]
+    assert "calibration" not in plain["counts"]  # without one, the manifest is what earlier versions wrote
+    assert split_of("inhouse-0", 0, 0.0, 0.0) == "train"
+    assert verify_manifest(tmp_path / "cal", stores) == []
+    assert "calibration" in (tmp_path / "cal" / "MANIFEST.md").read_text()
+    rows = _rows(tmp_path / "cal")
+    first = next(r for r in rows if r["split"] == "calibration")
+    first["split"] = "train"
+    _rewrite_table(tmp_path / "cal", rows, fix_checksum=True)
+    assert any(first["episode_id"] in p and "gives 'calibration'" in p for p in verify_manifest(tmp_path / "cal", stores))
+    with pytest.raises(ManifestError, match="calibration_fraction must be in"):
+        ManifestParams(name="x", validation_fraction=0.5, calibration_fraction=0.5)

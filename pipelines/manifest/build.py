@@ -39,7 +39,9 @@ MANIFEST_FORMAT = 1
 TABLE_FILE = "episodes.parquet"
 MANIFEST_FILE = "manifest.json"
 CURATION_FILE = "curation.parquet"
-SPLITS = ("train", "validation")
+#: every split a manifest may have; ``calibration`` exists only when its fraction is non-zero, so a
+#: manifest without one is byte-identical to what earlier versions wrote (see :func:`splits_of`)
+SPLITS = ("train", "validation", "calibration")
 _RANGE = pa.struct([("start", pa.int64()), ("stop", pa.int64())])
 TABLE_SCHEMA = pa.schema(
     [
@@ -111,6 +113,8 @@ class ManifestParams:
     within: str = "frames"
     validation_fraction: float = 0.05
     seed: int = 0
+    #: episodes set apart for early-exit calibration (never trained on, never validated on)
+    calibration_fraction: float = 0.0
     dataset_weights: dict[str, float] = field(default_factory=dict)
     include: Include = field(default_factory=Include)
     description: str = ""
@@ -122,6 +126,9 @@ class ManifestParams:
             raise ManifestError(f"within must be one of {WITHIN}, got {self.within!r}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ManifestError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not 0.0 <= self.calibration_fraction < 1.0 - self.validation_fraction:
+            raise ManifestError(f"calibration_fraction must be in [0, 1 - validation_fraction), got "
+                                f"{self.calibration_fraction}")
         bad = {d: w for d, w in self.dataset_weights.items() if not float(w) > 0}
         if bad:
             raise ManifestError(f"dataset weights must be > 0 (leave a dataset out with include.sources): {bad}")
@@ -130,13 +137,15 @@ class ManifestParams:
     def from_params(cls, name: str, conf: dict[str, Any] | None) -> ManifestParams:
         """From ``params.yaml``'s ``manifests.<name>`` section; unknown keys are an error, not ignored."""
         conf = dict(conf or {})
-        unknown = set(conf) - {"within", "validation_fraction", "seed", "dataset_weights", "include", "description"}
+        unknown = set(conf) - {"within", "validation_fraction", "calibration_fraction", "seed", "dataset_weights",
+                               "include", "description"}
         if unknown:
             raise ManifestError(f"manifests.{name}: unknown keys {sorted(unknown)}")
         return cls(
             name=name,
             within=str(conf.get("within", "frames")),
             validation_fraction=float(conf.get("validation_fraction", 0.05)),
+            calibration_fraction=float(conf.get("calibration_fraction", 0.0)),
             seed=int(conf.get("seed", 0)),
             dataset_weights={str(k): float(v) for k, v in (conf.get("dataset_weights") or {}).items()},
             include=Include.from_params(conf.get("include")),
@@ -144,13 +153,17 @@ class ManifestParams:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "within": self.within, "validation_fraction": self.validation_fraction,
-                "seed": self.seed, "dataset_weights": dict(sorted(self.dataset_weights.items())),
-                "include": self.include.to_json(), "description": self.description}
+        out = {"name": self.name, "within": self.within, "validation_fraction": self.validation_fraction,
+               "seed": self.seed, "dataset_weights": dict(sorted(self.dataset_weights.items())),
+               "include": self.include.to_json(), "description": self.description}
+        if self.calibration_fraction:
+            out["calibration_fraction"] = self.calibration_fraction
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ManifestParams:
         return cls(name=data["name"], within=data["within"], validation_fraction=data["validation_fraction"],
+                   calibration_fraction=data.get("calibration_fraction", 0.0),
                    seed=data["seed"], dataset_weights=dict(data["dataset_weights"]),
                    include=Include(**{k: tuple(v) for k, v in data["include"].items()}),
                    description=data.get("description", ""))
@@ -185,10 +198,22 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def split_of(episode_id: str, seed: int, validation_fraction: float) -> str:
-    """Deterministic per-episode split: depends only on the id and the seed, not on the other episodes."""
+def split_of(episode_id: str, seed: int, validation_fraction: float, calibration_fraction: float = 0.0) -> str:
+    """Deterministic per-episode split: depends only on the id and the seed, not on the other episodes.
+
+    One uniform number per episode: below ``validation_fraction`` validation, then the next
+    ``calibration_fraction`` calibration, else train. Adding a calibration fraction therefore
+    never moves a validation episode, only takes training episodes.
+    """
     u = int(hashlib.sha256(f"{seed}:{episode_id}".encode()).hexdigest()[:15], 16) / 16**15
-    return "validation" if u < validation_fraction else "train"
+    if u < validation_fraction:
+        return "validation"
+    return "calibration" if u < validation_fraction + calibration_fraction else "train"
+
+
+def splits_of(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The splits a manifest has: train and validation, and calibration when it was built with one."""
+    return tuple(s for s in SPLITS if s != "calibration" or "calibration" in manifest.get("counts", {}))
 
 
 def assign_probabilities(rows: list[dict[str, Any]], params: ManifestParams) -> dict[str, Any]:
@@ -263,7 +288,8 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
                 "source_episode": r["source_episode"], "instruction": r["instruction"],
                 "num_frames": r["num_frames"], "frames_kept": c["frames_kept"],
                 "kept_ranges": [{"start": k["start"], "stop": k["stop"]} for k in c["kept_ranges"]],
-                "split": split_of(r["episode_id"], params.seed, params.validation_fraction),
+                "split": split_of(r["episode_id"], params.seed, params.validation_fraction,
+                                  params.calibration_fraction),
             })
     for key in ("conversion_quarantine", "curation_removed"):
         excluded[key] = dict(sorted(excluded[key].items()))
@@ -295,7 +321,7 @@ def build_manifest(stores: list[str | Path], out_dir: str | Path, params: Manife
         "excluded": excluded,
         "counts": {split: {"episodes": sum(r["split"] == split for r in rows),
                            "frames_kept": sum(r["frames_kept"] for r in rows if r["split"] == split)}
-                   for split in SPLITS},
+                   for split in SPLITS if split != "calibration" or params.calibration_fraction},
         "shares": shares,
         "table": {"file": TABLE_FILE, "rows": len(rows), "sha256": file_sha256(tmp / TABLE_FILE)},
         "files": {f"{r['store']}/{r['path']}": r["sha256"] for r in rows},
@@ -366,7 +392,7 @@ def verify_manifest(manifest_dir: str | Path, stores: list[str | Path], *, check
 
 def _verify_accounting(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     problems = []
-    for split in SPLITS:
+    for split in splits_of(manifest):
         members = [r for r in rows if r["split"] == split]
         recorded = manifest["counts"][split]
         found = {"episodes": len(members), "frames_kept": sum(r["frames_kept"] for r in members)}
@@ -374,7 +400,8 @@ def _verify_accounting(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> 
             problems.append(f"{split}: table has {found}, {MANIFEST_FILE} records {recorded}")
     params = manifest["parameters"]
     for r in rows:
-        expected = split_of(r["episode_id"], params["seed"], params["validation_fraction"])
+        expected = split_of(r["episode_id"], params["seed"], params["validation_fraction"],
+                            params.get("calibration_fraction", 0.0))
         if r["split"] != expected:
             problems.append(f"{r['episode_id']}: split {r['split']!r}, the split rule gives {expected!r}")
     listed = {f"{r['store']}/{r['path']}": r["sha256"] for r in rows}

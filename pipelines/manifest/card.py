@@ -11,7 +11,7 @@ import io
 import re
 from typing import Any
 
-from pipelines.manifest.build import SPLITS
+from pipelines.manifest.build import splits_of
 
 DEFAULT_DATA = "data/converted"  # params.yaml convert.out: where `dvc repro` puts the stores
 _CARD_LISTS = (("biases", "Known biases"), ("limitations", "Limitations"),
@@ -120,8 +120,9 @@ def _summary(manifest: dict[str, Any], datasets: list[str]) -> list[str]:
         "every dataset gets an equal share"
     within = ("uniformly over the kept frames of that group (every kept frame of a dataset and embodiment is "
               "equally likely)") if p["within"] == "frames" else "uniformly over its episodes, whatever their length"
-    size = " and ".join(f"{_n(counts[s]['episodes'], f'{w} episode')} ({_n(counts[s]['frames_kept'], 'kept frame')})"
-                        for s, w in zip(SPLITS, ("training", "validation")))
+    words = {"train": "training", "validation": "validation", "calibration": "calibration"}
+    size = " and ".join(f"{_n(counts[s]['episodes'], f'{words[s]} episode')} "
+                        f"({_n(counts[s]['frames_kept'], 'kept frame')})" for s in splits_of(manifest))
     kinds = {"instructions": "instructions matching", "source_episodes": "source episodes matching"}
     filters = [f"{kinds.get(k, k)} {', '.join(f'`{v}`' for v in vals)}"
                for k, vals in sorted(p.get("include", {}).items()) if vals]
@@ -133,7 +134,10 @@ def _summary(manifest: dict[str, Any], datasets: list[str]) -> list[str]:
         f"Sampling is two-level balanced (within `{p['within']}`): {mixture}, each "
         f"embodiment an equal share of its dataset, and inside a dataset and embodiment episodes are drawn {within}. "
         f"Each episode is assigned to validation by a hash of its id with seed {p['seed']} "
-        f"(validation fraction {p['validation_fraction']:g}), so the split does not depend on the other episodes. "
+        f"(validation fraction {p['validation_fraction']:g}"
+        + (f", then calibration fraction {p['calibration_fraction']:g}, episodes set apart for early-exit "
+           "calibration" if p.get("calibration_fraction") else "")
+        + "), so the split does not depend on the other episodes. "
         + (f"Include filters: {'; '.join(filters)}." if filters else
            "No include filters: every kept episode of the input stores is in.")
         + f" Built by {manifest['code_version']} (manifest format {manifest.get('format_version', '?')}).", ""]

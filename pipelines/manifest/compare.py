@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pipelines.manifest.build import SPLITS, load_manifest
+from pipelines.manifest.build import SPLITS, load_manifest, splits_of
 
 # Identity fields that, like sha256, mean "this is not the episode it was" when they change.
 _FIELDS = ("dataset", "embodiment", "robot_type", "store", "path", "source_episode", "instruction", "num_frames")
@@ -247,7 +247,7 @@ def composition(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> dict[st
     tabulates it.
     """
     splits: dict[str, Any] = {}
-    for split in SPLITS:
+    for split in splits_of(manifest):
         members = [r for r in rows if r["split"] == split]
         total = sum(r["frames_kept"] for r in members)
         declared = manifest.get("shares", {}).get(split, {})

@@ -101,8 +101,12 @@ def _field(fid: str, name: str, data_type: str, description: str, source: dict[s
             "dataType": data_type, "source": source}
 
 
-def _fields() -> list[dict[str, Any]]:
-    fields = [_field(f"{RECORD_SET}/{c}", c, t, d, _source(c)) for c, (t, d) in COLUMNS.items()]
+def _fields(calibration: bool = False) -> list[dict[str, Any]]:
+    columns = dict(COLUMNS)
+    if calibration:
+        columns["split"] = ("sc:Text", "train, validation or calibration (set apart for early-exit calibration), "
+                                       "from a hash of the episode id and the seed")
+    fields = [_field(f"{RECORD_SET}/{c}", c, t, d, _source(c)) for c, (t, d) in columns.items()]
     # list<struct<start, stop>>: a repeated field whose sub-fields pick the struct members.
     ranges = {"@type": "cr:Field", "@id": f"{RECORD_SET}/kept_ranges", "name": "kept_ranges",
               "description": "half-open ranges [start, stop) of episode frame indices that curation kept",
@@ -232,7 +236,7 @@ def croissant_jsonld(manifest: dict[str, Any], rows: list[dict[str, Any]],
         "recordSet": [{"@type": "cr:RecordSet", "@id": RECORD_SET, "name": RECORD_SET,
                        "description": "the episodes a model trains on, with the frames kept and the probability "
                                       "of drawing each one",
-                       "key": {"@id": f"{RECORD_SET}/episode_id"}, "field": _fields()}],
+                       "key": {"@id": f"{RECORD_SET}/episode_id"}, "field": _fields("calibration" in counts)}],
         "rai:dataCollection": facts["collection"],
         "rai:dataCollectionType": facts["types"],
         "rai:dataBiases": facts["biases"],
