@@ -166,11 +166,13 @@ def cmd_manifest_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported (training/train.py)
-    from training.train import main as train_main
-
-    return train_main(args.args)
+def cmd_training(command: str, argv: list[str]) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
+    if command == "train":
+        from training.train import main
+    else:
+        from training.calibrate import main
+    return main(argv)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -249,11 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--json", action="store_true")
     mi.set_defaults(func=cmd_manifest_inspect)
 
-    t = sub.add_parser("train", help="pre-train or fine-tune the A1 policy (training/train.py)", add_help=False,
-                       description="a1pipe train {pretrain,finetune} [--name MANIFEST] [--params params.yaml] "
-                       "[--quiet] [--stop-at STEP]; for several processes: torchrun -m training.train ...")
-    t.add_argument("args", nargs=argparse.REMAINDER)
-    t.set_defaults(func=cmd_train)
+    sub.add_parser("train", help="pre-train or fine-tune the A1 policy (training/train.py)")
+    sub.add_parser("calibrate", help="early-exit thresholds for a fine-tuned policy (training/calibrate.py)")
 
     i = sub.add_parser("inspect", help="readable summary of a store or one episode")
     i.add_argument("store")
@@ -264,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # its own parser (training/train.py), options and --help included
-        return cmd_train(argparse.Namespace(args=argv[1:]))
+    if argv[:1] in (["train"], ["calibrate"]):  # their own parsers (training/), options and --help included
+        return cmd_training(argv[0], argv[1:])
     beam_args: list[str] = []
     if "--" in argv:
         cut = argv.index("--")

@@ -46,6 +46,9 @@ def params(base: Path, *, head: str = "mlp", mode: str = "random", steps: int = 
         "data": {"data_root": str(base / "data"), "num_workers": 0, "chunk": 4, "augment": {"enabled": False},
                  "normalization": "bounds_q99"},
         "profiles": {"t": {"model": {"backbone": "tiny", "head": head, "exits": {"mode": mode}},
+                           "calibration": {"max_samples": 32, "batch_size": 8, "first_exit": 1, "exit_interval": 1,
+                                           "distributions": {"exp": [1.0, 0.4], "gauss": [1.0]},
+                                           "online_samples": 16, "budgets": [0.75]},
                            "pretrain": pretrain,
                            "finetune": finetune or {"steps": 2, "batch_size": batch_size, "log_every": 1,
                                                     "checkpoint_every": 2, "validation_batches": 0, "threads": 1,
@@ -61,7 +64,7 @@ def losses(summary: dict) -> list[float]:
 
 def test_runs_resolve_from_the_active_profile_with_stage_and_target_overrides():
     run = resolve_run(REPO / "params.yaml", "pretrain")
-    assert (run.profile, run.model.backbone, run.model.head, run.run.steps) == ("tiny", "tiny", "fm", 300)
+    assert (run.profile, run.model.backbone, run.model.head, run.run.steps) == ("tiny", "tiny", "fm", 200)
     assert run.data.state_mask_prob == 0.5 and run.data.normalization == "bounds_q99"  # stage over training.data
     assert run.data.chunk == 50 and run.manifest_dir == "manifests/pretrain" and run.init is None
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -195,3 +198,40 @@ def test_a_tiny_policy_learns_a_task_it_can_only_solve_by_looking(task, tmp_path
     # measured: mlp 0.06 and fm 0.25 against a mean-action baseline of 0.82; shuffled cameras 1.0
     assert val["val/action_l1"] < 0.5 * val["val/mean_action_baseline_l1"], val
     assert val["val/action_l1_images_shuffled"] > 2 * val["val/action_l1"], val
+
+
+@pytest.mark.parametrize("head", ["fm", "mlp"])
+def test_calibrate_stage_writes_thresholds_from_the_calibration_split(task, tmp_path, head):
+    import numpy as np
+
+    from training.calibrate import calibrate
+    from training.exits import exit_distribution, thresholds
+
+    os.symlink(task / "data", tmp_path / "data")
+    from pipelines.manifest.build import ManifestParams, build_manifest
+
+    build_manifest([task / "data" / "inhouse"], tmp_path / "manifests" / "toy",
+                   ManifestParams(name="toy", validation_fraction=0.2, calibration_fraction=0.3))
+    doc = params(tmp_path, head=head, steps=2, checkpoint_every=2)
+    Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
+    Trainer(resolve_run(doc, "finetune", "toy"), quiet=True).train()
+    result = calibrate("toy", doc)
+    out = tmp_path / "models/calibration/toy"
+    saved = json.loads((out / "thresholds.json").read_text())
+    assert saved["split"] == "calibration" and saved["exits"] == [1, 2, 3] and saved["reference_layer"] == 0
+    chains = ["itfm", "full"] if head == "fm" else ["mlp"]
+    assert sorted(saved["table"]) == sorted(chains) and saved["samples"] == 32
+    arrays = np.load(out / "discrepancies.npz")
+    for chain in chains:
+        v = arrays[f"{chain}_cosine"]
+        assert v.shape == (3, 32)
+        entry = next(e for e in saved["table"][chain]["metrics"]["cosine"]["thresholds"]
+                     if e["distribution"] == "exp" and e["c"] == 0.4)
+        assert entry["thresholds"] == thresholds(v, exit_distribution("exp", 0.4, 3)).tolist()  # reproducible
+        assert sum(entry["achieved"]) == pytest.approx(1.0) and 0 < entry["layer_fraction"] <= 1
+        assert saved["table"][chain]["metrics"]["cosine"]["budgets"][0]["target"] == 0.75
+    assert [r["c"] for r in saved["online"]["rows"]] == [1.0, 0.4] and saved["online"]["samples"] == 16
+    assert result["default"]["chain"] == chains[0]
+    reports = tmp_path / "reports/calibration/toy"
+    assert (reports / "exit_distribution.csv").read_text().startswith("exit_layer,kind,fraction")
+    assert "online_c0.4" in json.loads((reports / "metrics.json").read_text())

@@ -79,3 +79,20 @@ def load_weights(model: torch.nn.Module, checkpoint: str | Path, *, strict: bool
 
 def load_train_state(checkpoint: str | Path) -> dict[str, Any]:
     return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu"):
+    """A trained policy ready for inference, with its data spec: ``(policy, spec, config)``."""
+    from training.config import ModelConfig, parse
+    from training.data.spec import DataSpec
+    from training.model import A1Policy
+    from training.model.tokenizer import load_tokenizer
+
+    checkpoint = Path(checkpoint)
+    config = read_config(checkpoint)
+    model = parse(ModelConfig, config["run"]["model"], f"{checkpoint}/config.json run.model")
+    shapes = config["shapes"]
+    policy = A1Policy(model, chunk=shapes["chunk"], state_dim=shapes["state_dim"], action_dim=shapes["action_dim"],
+                      camera_slots=shapes["camera_slots"], tokenizer=load_tokenizer(checkpoint))
+    load_weights(policy, checkpoint)
+    return policy.to(device).eval(), DataSpec.load(checkpoint), config

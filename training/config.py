@@ -264,6 +264,52 @@ class StageConfig:
 
 
 @dataclass(frozen=True)
+class CalibrationConfig:
+    """Early-exit calibration of a fine-tuned model (``training/calibrate.py``, docs/early_exit.md)."""
+
+    #: the manifest split to calibrate on; when the manifest has no such split: validation, then train
+    split: str = "calibration"
+    max_samples: int = 2048
+    batch_size: int = 16
+    #: the exit set: first, first + interval, ... and the last layer (A1: 1 and 2, 14 exits of 28)
+    first_exit: int = 1
+    exit_interval: int = 2
+    #: exit criteria c per target distribution (exp: p_k ~ c^k; gauss: centre c; gamma: shape c)
+    distributions: dict[str, Any] = field(default_factory=lambda: {"exp": [1.0, 0.7, 0.4, 0.1],
+                                                                   "gauss": [1.0, 3.0], "gamma": [1.0, 2.0]})
+    #: p_0 = 0: never exit at the first exit (A1 does this for its 7B models)
+    disable_first: bool = False
+    #: flow matching: Euler steps per check with Inter-Layer Truncated FM, and without it
+    itfm_steps: int = 2
+    full_steps: int = 10
+    noise_seed: int = 0
+    #: budget mode: target fractions of the full model's LLM layers, solved for c (exp distribution)
+    budgets: tuple[float, ...] = (0.5, 0.75)
+    #: what evaluation uses unless told otherwise
+    metric: str = "cosine"
+    distribution: str = "exp"
+    c: float = 1.0
+    #: samples of the validation split run adaptively with the default thresholds (0: none)
+    online_samples: int = 256
+
+    def __post_init__(self) -> None:
+        from training.exits import DISTRIBUTIONS, METRICS
+
+        for name in ("max_samples", "batch_size", "exit_interval", "itfm_steps", "full_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"calibration.{name} must be >= 1, got {getattr(self, name)}")
+        if self.first_exit < 1:
+            raise ConfigError("calibration.first_exit must be >= 1 (layer first_exit - 1 is its reference)")
+        unknown = sorted(set(self.distributions) - set(DISTRIBUTIONS))
+        if unknown:
+            raise ConfigError(f"calibration.distributions: unknown {unknown} (known: {list(DISTRIBUTIONS)})")
+        _choice("calibration.metric", self.metric, METRICS)
+        _choice("calibration.distribution", self.distribution, DISTRIBUTIONS)
+        if any(not 0 < b <= 1 for b in self.budgets):
+            raise ConfigError(f"calibration.budgets must be fractions in (0, 1], got {list(self.budgets)}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs, resolved from ``params.yaml`` (see :func:`resolve_run`)."""
 
@@ -333,7 +379,7 @@ def resolve_run(params: str | Path | dict[str, Any], stage: str, name: str | Non
         raise ConfigError(f"training.profile {top.profile!r} is not among training.profiles {sorted(top.profiles)}")
     where = f"training.profiles.{top.profile}"
     profile = dict(top.profiles[top.profile] or {})
-    unknown = set(profile) - {"model", "pretrain", "finetune", "finetune_targets"}
+    unknown = set(profile) - {"model", "pretrain", "finetune", "finetune_targets", "calibration"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     model = parse(ModelConfig, profile.get("model") or {}, f"{where}.model")
@@ -450,3 +496,10 @@ def _probability(where: str, value: float) -> None:
 def _range(where: str, pair: tuple, *, low: float) -> None:
     if not low <= pair[0] <= pair[1]:
         raise ConfigError(f"{where} must be [min, max] with {low} <= min <= max, got {list(pair)}")
+
+
+def resolve_calibration(params: str | Path | dict[str, Any]) -> CalibrationConfig:
+    """The active profile's ``calibration`` section."""
+    top = load_training_config({"training": _training_section(params)})
+    profile = dict(top.profiles.get(top.profile) or {})
+    return parse(CalibrationConfig, profile.get("calibration") or {}, f"training.profiles.{top.profile}.calibration")

@@ -137,6 +137,27 @@ class A1Policy(nn.Module):
         kv = None if mlp else [(layer.keys, layer.values) for layer in out.past_key_values.layers[:layers]]
         return LLMOutput(out.hidden_states if mlp else None, kv, layers)
 
+    def iter_layers(self, prefix: Prefix, stop: int | None = None):
+        """Run the LLM one block at a time, yielding ``(i, block i's output, cache)`` after each block.
+
+        Every block runs once; its keys and values stay in ``cache`` (a DynamicCache holding
+        layers 0..i), so an exit check after block i costs nothing extra in the LLM, and going
+        on to block i + 1 recomputes nothing. Equal to ``run_llm`` (tested).
+        """
+        from transformers.cache_utils import DynamicCache
+
+        h = prefix.embeds
+        s = h.shape[1]
+        positions = torch.arange(s, device=h.device)[None].expand(h.shape[0], -1)
+        cache_position = torch.arange(s, device=h.device)
+        rope = self.llm.rotary_emb(h, positions)
+        mask = self.attention_mask(prefix.valid, h.dtype)
+        cache = DynamicCache()
+        for i, layer in enumerate(self.llm.layers[: self.num_layers if stop is None else stop]):
+            h = layer(h, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                      cache_position=cache_position, position_embeddings=rope)
+            yield i, h, cache
+
     # --- training -------------------------------------------------------------------------------------
 
     def exits_for_step(self, mode: str, draw: torch.Generator | None = None) -> tuple[int, ...]:
