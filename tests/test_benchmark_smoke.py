@@ -62,3 +62,20 @@ def test_train_throughput_benchmark_runs(tmp_path):
     assert 0 <= row["data_wait_share"] < 1 and row["ratio_loader_fed_to_memory_fed"] > 0
     assert "skipped" in figures["molmo_7b_d_gpu"] or figures["molmo_7b_d_gpu"]["step_s_mean"] > 0
     assert "RATIO" in proc.stdout
+
+
+def test_calibration_cost_and_early_exit_latency_benchmarks_run(tmp_path):
+    out = tmp_path / "cal.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "calibration_cost.py"), "--samples", "3000",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["identical"] and figures["samples"] == 3000 and figures["budget"]["met"]
+    out = tmp_path / "latency.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "early_exit_latency.py"), "--queries", "3",
+                           "--chunk", "5", "--heads", "fm", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["tiny"]
+    assert [r["mode"] for r in rows][0] == "no exit" and len(rows) == 4 and rows[0]["ratio_to_no_exit"] == 1.0
+    assert all(r["gflops_per_query"] > 0 for r in rows) and "RATIO" in proc.stdout
