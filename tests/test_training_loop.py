@@ -165,7 +165,7 @@ def test_fine_tuning_starts_from_the_pretrained_weights(task, tmp_path):
 def test_two_process_ddp_on_cpu_trains_in_sync(task, tmp_path):
     for name in ("data", "manifests"):
         os.symlink(task / name, tmp_path / name)
-    doc = params(tmp_path, head="fm", mode="random", steps=4, checkpoint_every=2)
+    doc = params(tmp_path, head="fm", mode="random", steps=4, checkpoint_every=2, validation_batches=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -185,7 +185,7 @@ def test_two_process_ddp_on_cpu_trains_in_sync(task, tmp_path):
 # --- does it learn? ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("head,mode,steps", [("mlp", "last", 80), ("fm", "random", 120)])
+@pytest.mark.parametrize("head,mode,steps", [("mlp", "last", 50), ("fm", "random", 120)])
 def test_a_tiny_policy_learns_a_task_it_can_only_solve_by_looking(task, tmp_path, head, mode, steps):
     for name in ("data", "manifests"):
         os.symlink(task / name, tmp_path / name)
@@ -195,7 +195,7 @@ def test_a_tiny_policy_learns_a_task_it_can_only_solve_by_looking(task, tmp_path
     val = [h for h in summary["history"] if "val/action_l1" in h][-1]
     curve = losses(summary)
     assert sum(curve[-10:]) / 10 < 0.5 * sum(curve[:10]) / 10
-    # measured: mlp 0.06 and fm 0.25 against a mean-action baseline of 0.82; shuffled cameras 1.0
+    # measured: mlp 0.06 (50 steps) and fm 0.25 (120) against a mean-action baseline of 0.82; shuffled 1.0
     assert val["val/action_l1"] < 0.5 * val["val/mean_action_baseline_l1"], val
     assert val["val/action_l1_images_shuffled"] > 2 * val["val/action_l1"], val
 
