@@ -229,7 +229,8 @@ def test_calibrate_stage_writes_thresholds_from_the_calibration_split(task, tmp_
                      if e["distribution"] == "exp" and e["c"] == 0.4)
         assert entry["thresholds"] == thresholds(v, exit_distribution("exp", 0.4, 3)).tolist()  # reproducible
         assert sum(entry["achieved"]) == pytest.approx(1.0) and 0 < entry["layer_fraction"] <= 1
-        assert saved["table"][chain]["metrics"]["cosine"]["budgets"][0]["target"] == 0.75
+        budgets = saved["table"][chain]["metrics"]["cosine"]["budgets"]
+        assert [(b["unit"], b["target"]) for b in budgets] == [("layers", 0.75), ("flops", 0.75)]
     assert [r["c"] for r in saved["online"]["rows"]] == [1.0, 0.4] and saved["online"]["samples"] == 16
     assert result["default"]["chain"] == chains[0]
     reports = tmp_path / "reports/calibration/toy"

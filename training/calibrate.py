@@ -11,7 +11,7 @@
    are computed per chunk, as the online test computes them, for all four metrics.
 3. Thresholds for every metric x distribution x c in ``calibration.distributions``, the c
    that meets each budget in ``calibration.budgets`` (a fraction of the full model's LLM
-   layers), and for each the exit distribution it achieves on the calibration samples, its
+   layers, and separately of its FLOPs per query), and for each the exit distribution it achieves on the calibration samples, its
    expected LLM-layer fraction and FLOPs fraction (``training/cost.py``).
 4. Online, on the validation split (or the calibration samples when there is none): the
    adaptive policy with the default metric and distribution at each c, against normal
@@ -138,8 +138,8 @@ def calibrate(name: str, params: str | Path = "params.yaml", *, out: str | Path 
                                     "thresholds": eta.tolist(), "achieved": achieved.tolist(),
                                     "layer_fraction": expected_cost(v, eta, layer_cost),
                                     "flops_fraction": expected_cost(v, eta, flops_cost)})
-            budgets = [dict(solve_budget(v, layer_cost, b, kind="exp", disable_first=cal.disable_first),
-                            unit="layers") for b in cal.budgets]
+            budgets = [dict(solve_budget(v, cost, b, kind="exp", disable_first=cal.disable_first), unit=unit)
+                       for unit, cost in (("layers", layer_cost), ("flops", flops_cost)) for b in cal.budgets]
             table[chain]["metrics"][metric] = {"thresholds": entries, "budgets": budgets}
     online = _online(policy, saved, manifest_dir, probe.manifest, cal, table, exits, model, round(images_per_query))
     result = {
@@ -233,7 +233,7 @@ def _write(out: Path, reports: Path, result: dict[str, Any], values: dict[str, d
         summary[f"online_c{row['c']:g}"] = {k: row[k] for k in ("layer_fraction", "flops_fraction", "time_ratio",
                                                                "action_l1_from_full_depth")}
     for b in result["table"][d["chain"]]["metrics"][d["metric"]]["budgets"]:
-        summary[f"budget_{b['target']:g}"] = {"c": b["c"], "achieved": b["achieved"], "met": b["met"]}
+        summary[f"budget_{b['unit']}_{b['target']:g}"] = {"c": b["c"], "achieved": b["achieved"], "met": b["met"]}
     (reports / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 

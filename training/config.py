@@ -283,7 +283,8 @@ class CalibrationConfig:
     itfm_steps: int = 2
     full_steps: int = 10
     noise_seed: int = 0
-    #: budget mode: target fractions of the full model's LLM layers, solved for c (exp distribution)
+    #: budget mode: target fractions of the full model's LLM layers and, separately, of its FLOPs per
+    #: query, each solved for c (exp distribution)
     budgets: tuple[float, ...] = (0.5, 0.75)
     #: what evaluation uses unless told otherwise
     metric: str = "cosine"
