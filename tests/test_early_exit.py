@@ -181,6 +181,9 @@ def test_max_layer_caps_the_depth():
     settings = ExitSettings(exits=(1, 2, 3), thresholds=(-math.inf,) * 3, max_layer=2)
     r = AdaptivePolicy(pol, settings).act(batch(pol))
     assert r.exit_layer.tolist() == [2, 2, 2] and r.layers_computed == 3
+    between = ExitSettings(exits=(1, 3), thresholds=(-math.inf,) * 2, max_layer=2)  # A1: the first exit beyond
+    r = AdaptivePolicy(pol, between).act(batch(pol))
+    assert r.exit_layer.tolist() == [3, 3, 3] and r.layers_computed == 4
 
 
 def test_itfm_warm_starts_each_exit_from_the_previous_one():

@@ -118,7 +118,8 @@ class AdaptivePolicy:
         state = batch["state"].to(prefix.embeds.dtype)
         state_mask = batch["state_mask"] & ~batch["state_dropped"][:, None]
         checks = (s.reference, *s.exits)
-        last = s.exits[-1] if s.max_layer is None else min(s.exits[-1], max(s.max_layer, s.exits[0]))
+        # A1: exit at the first exit at or beyond max_layer, whatever the discrepancy
+        last = s.exits[-1] if s.max_layer is None else next((e for e in s.exits if e >= s.max_layer), s.exits[-1])
         actions = torch.zeros(b, pol.chunk, pol.action_dim, device=device)
         exit_layer = torch.full((b,), -1, dtype=torch.long, device=device)
         exit_index = torch.full((b,), -1, dtype=torch.long, device=device)
