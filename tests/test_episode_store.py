@@ -134,6 +134,42 @@ def test_other_codec_chains_are_read_through_zarr(store, monkeypatch):
         assert r._frame_ranges("top") is None
 
 
+def test_a_repacked_deflated_episode_reads_the_same_through_zarr(store):
+    """Members compressed by a tool that rewrote the ZIP have no byte ranges; they must not read as blanks."""
+    ep = make_episode(20)
+    eid = write_episode(ep, store.root, NATIVE, frames_per_shard=8)
+    path = store.episode_path(eid)
+    with store.open_episode(eid) as r:
+        expected = (r.meta, r.timestamp, r.state, r.action, r.subtasks(), r.extra("qvel"),
+                    {cam: [r.encoded_frame(cam, i) for i in range(20)] for cam in r.cameras})
+    repacked = path.with_suffix(".tmp")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(repacked, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    repacked.replace(path)
+    with store.open_episode(eid) as r:
+        assert r.meta == expected[0]
+        for got, want in zip((r.timestamp, r.state, r.action), expected[1:4]):
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+        assert r.subtasks() == expected[4] and np.array_equal(r.extra("qvel"), expected[5])
+        for cam, frames in expected[6].items():
+            assert [r.encoded_frame(cam, i) for i in range(20)] == frames
+            assert r._frame_ranges(cam) is None
+
+
+def test_arrays_outside_the_writer_s_chunking_are_read_through_zarr(store, monkeypatch):
+    import pipelines.episode_store.reader as reader
+
+    eid = write_episode(make_episode(9), store.root, NATIVE)
+    with store.open_episode(eid) as r:
+        expected = {name: getattr(r, name) for name in ("timestamp", "state", "action")}
+    monkeypatch.setattr(reader, "_single_chunk_codecs", lambda meta: False)
+    with store.open_episode(eid) as r:
+        for name, want in expected.items():
+            got = getattr(r, name)
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
 def test_resize_modes_produce_declared_size(store):
     ep = make_episode(5, ref="a")
     eid = write_episode(ep, store.root, ImageConfig(height=32, width=32, resize="pad"))

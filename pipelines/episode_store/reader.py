@@ -76,6 +76,10 @@ class FrameRanges:
         codecs = meta.get("codecs") or []
         if len(codecs) != 1 or codecs[0] != _FRAME_CODECS or not _default_keys(meta):
             return None
+        prefix = f"images/{camera}/c/"
+        if any(name.startswith(prefix) and info.compress_type != zipfile.ZIP_STORED
+               for name, info in reader._members.items()):
+            return None  # a deflated shard has no byte ranges to read; zarr inflates it
         return cls(reader, camera, int(meta["chunk_grid"]["configuration"]["chunk_shape"][0]))
 
     def _shard(self, shard: int) -> tuple[int, bytes] | None:
