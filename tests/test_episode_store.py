@@ -163,7 +163,7 @@ def test_arrays_outside_the_writer_s_chunking_are_read_through_zarr(store, monke
     eid = write_episode(make_episode(9), store.root, NATIVE)
     with store.open_episode(eid) as r:
         expected = {name: getattr(r, name) for name in ("timestamp", "state", "action")}
-    monkeypatch.setattr(reader, "_single_chunk_codecs", lambda meta: False)
+    monkeypatch.setattr(reader, "_single_chunk_codecs", lambda meta: None)
     with store.open_episode(eid) as r:
         for name, want in expected.items():
             got = getattr(r, name)
@@ -192,6 +192,67 @@ def test_same_input_gives_byte_identical_file(tmp_path):
     assert sha256_file(a.episode_path(eid)) == sha256_file(b.episode_path(eid))
     names = zipfile.ZipFile(a.episode_path(eid)).namelist()
     assert names == sorted(names) and "zarr.json" in names
+
+
+_WRITE_ONE = """
+import sys
+if sys.argv[2] == "tf":
+    import tensorflow  # noqa: F401  (what the DROID converter loads to read RLDS)
+from pipelines.episode_store.images import ImageConfig
+from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.writer import sha256_file, write_episode
+import numpy as np
+from tests.episode_factory import make_episode
+# Sparse and rounded values: arrays whose zstd bytes differ between numcodecs' zstd and TensorFlow's.
+rng = np.random.default_rng(0)
+episode = make_episode(200, state_dim=34, action_dim=34)
+episode.state = np.where(rng.random((200, 34)) < 0.3, rng.standard_normal((200, 34)), 0).astype(np.float32)
+episode.action = np.round(np.cumsum(rng.normal(0, 0.01, (200, 34)), axis=0), 3).astype(np.float32)
+store = EpisodeStore.create(sys.argv[1])
+print(sha256_file(store.episode_path(write_episode(episode, store.root, ImageConfig()))))
+"""
+
+
+def test_the_file_s_bytes_do_not_depend_on_tensorflow_being_loaded(tmp_path):
+    """TensorFlow exports its own zstd; an episode written after it loads must be the same file."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    digests = [subprocess.run([sys.executable, "-c", _WRITE_ONE, str(tmp_path / mode), mode], cwd=repo, check=True,
+                              capture_output=True, text=True, timeout=300).stdout.split()[-1] for mode in ("tf", "plain")]
+    assert digests[0] == digests[1]
+
+
+def test_zstd_compressed_low_dim_arrays_of_older_stores_read_the_same(store, tmp_path):
+    """Stores written before low-dim arrays were kept plain hold them zstd-compressed; both read alike."""
+    import json
+
+    import numcodecs
+
+    from pipelines.episode_store.writer import pack_directory
+
+    eid = write_episode(make_episode(15), store.root, NATIVE)
+    path = store.episode_path(eid)
+    with store.open_episode(eid) as r:
+        want = {name: getattr(r, name) for name in ("timestamp", "state", "action")}
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(path).extractall(unpacked)
+    for name in want:
+        meta_path = unpacked / name / "zarr.json"
+        meta = json.loads(meta_path.read_text())
+        assert [c["name"] for c in meta["codecs"]] == ["bytes"]  # what the writer stores now
+        meta["codecs"].append({"name": "zstd", "configuration": {"level": 0, "checksum": False}})
+        meta_path.write_text(json.dumps(meta))
+        chunk = unpacked / name / "c" / "/".join("0" * len(meta["shape"]))
+        chunk.write_bytes(numcodecs.Zstd().encode(chunk.read_bytes()))
+    pack_directory(unpacked, path)
+    with store.open_episode(eid) as r:
+        for name, expected in want.items():
+            got = getattr(r, name)
+            assert got.dtype == expected.dtype and np.array_equal(got, expected)
+        assert np.array_equal(r.group["state"][:], want["state"])  # zarr agrees the chunks are zstd
 
 
 def test_episode_ids_are_stable_and_distinct():

@@ -140,6 +140,20 @@ def test_a_changed_configuration_starts_over_and_says_why(task, tmp_path, caplog
     assert Trainer(resolve_run(params(tmp_path), "pretrain"), quiet=True).start_step == 3
 
 
+def test_a_rebuilt_manifest_starts_over_instead_of_refusing_to_resume(task, tmp_path, caplog):
+    """Same settings, other episode table (the stores were re-converted): train from the start."""
+    os.symlink(task / "data", tmp_path / "data")
+    build_test_manifest([task / "data" / "inhouse"], tmp_path / "manifests" / "toy", validation_fraction=0.3)
+    Trainer(resolve_run(params(tmp_path), "pretrain"), quiet=True).train(stop_at=3)
+    assert Trainer(resolve_run(params(tmp_path), "pretrain"), quiet=True).start_step == 3  # same table: resume
+    build_test_manifest([task / "data" / "inhouse"], tmp_path / "manifests" / "toy", validation_fraction=0.5)
+    with caplog.at_level(logging.WARNING, logger="a1pipe.training"):
+        again = Trainer(resolve_run(params(tmp_path), "pretrain"), quiet=True)
+    assert again.start_step == 0 and "manifest toy (episode table)" in caplog.text
+    again.train()
+    assert read_config(tmp_path / "models/pretrain/checkpoint")["step"] == 6
+
+
 def test_fine_tuning_starts_from_the_pretrained_weights(task, tmp_path):
     for name in ("data", "manifests"):
         os.symlink(task / name, tmp_path / name)

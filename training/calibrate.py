@@ -39,16 +39,35 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipelines.manifest.build import load_manifest
 from training.checkpoint import CHECKPOINT_DIR, load_policy
-from training.config import AugmentConfig, CalibrationConfig, ConfigError, parse, resolve_calibration, resolve_run
-from training.config import DataConfig
+from training.config import (
+    AugmentConfig,
+    CalibrationConfig,
+    ConfigError,
+    DataConfig,
+    parse,
+    resolve_calibration,
+    resolve_run,
+)
 from training.cost import cost_model, query_flops
 from training.data import ManifestData, ManifestLoader
-from training.exits import METRICS, assign, exit_distribution, expected_cost, solve_budget, thresholds
-from training.inference import AdaptivePolicy, ExitSettings, exit_settings, stack_discrepancies
+from training.exits import (
+    METRICS,
+    assign,
+    exit_distribution,
+    expected_cost,
+    solve_budget,
+    thresholds,
+)
+from training.inference import (
+    AdaptivePolicy,
+    ExitSettings,
+    exit_settings,
+    stack_discrepancies,
+)
 from training.model.heads import MLPHead, masked_mean
 
-log = logging.getLogger("a1pipe.calibrate")
 FORMAT_VERSION = 1
 
 
@@ -93,11 +112,11 @@ def calibrate(name: str, params: str | Path = "params.yaml", *, out: str | Path 
     out = Path(out or Path(run.out).parents[1] / "calibration" / name)
     reports = Path(reports or Path(run.reports).parents[1] / "calibration" / name)
     torch.set_num_threads(max(1, run.run.threads or os.cpu_count() or 1))
-    policy, spec, saved = load_policy(checkpoint)
+    policy, _, saved = load_policy(checkpoint)
     manifest_dir = saved["manifest"]["dir"]
-    probe = ManifestData(manifest_dir, parse(DataConfig, saved["run"]["data"], "run.data").replace(num_workers=0))
-    split = _split(probe.manifest, cal.split)
-    frames = probe.manifest["counts"][split]["frames_kept"]
+    manifest, _ = load_manifest(manifest_dir)
+    split = _split(manifest, cal.split)
+    frames = manifest["counts"][split]["frames_kept"]
     samples = min(cal.max_samples, max(cal.batch_size, frames))
     data = _data(manifest_dir, saved, split, cal.batch_size, samples - samples % cal.batch_size or cal.batch_size)
     layers = policy.num_layers
@@ -141,7 +160,7 @@ def calibrate(name: str, params: str | Path = "params.yaml", *, out: str | Path 
             budgets = [dict(solve_budget(v, cost, b, kind="exp", disable_first=cal.disable_first), unit=unit)
                        for unit, cost in (("layers", layer_cost), ("flops", flops_cost)) for b in cal.budgets]
             table[chain]["metrics"][metric] = {"thresholds": entries, "budgets": budgets}
-    online = _online(policy, saved, manifest_dir, probe.manifest, cal, table, exits, model, round(images_per_query))
+    online = _online(policy, saved, manifest_dir, manifest, cal, table, exits, model, round(images_per_query))
     result = {
         "format_version": FORMAT_VERSION, "name": name, "checkpoint": str(checkpoint),
         "manifest": saved["manifest"], "split": split, "samples": int(next(iter(values.values()))["cosine"].shape[1]),
@@ -167,13 +186,13 @@ def _online(policy, saved, manifest_dir, manifest, cal, table, exits, model, ima
     entries = [e for e in table[chain]["metrics"][cal.metric]["thresholds"] if e["distribution"] == cal.distribution]
     generator = torch.Generator().manual_seed(cal.noise_seed + 1)
     batches = list(_batches(policy, data, cal.online_samples))
-    full_time, full_actions = 0.0, []
+    full_time, full_actions, noises = 0.0, [], []
     for batch in batches:
         noise = torch.randn((batch["images"].shape[0], policy.chunk, policy.action_dim), generator=generator)
         t = time.perf_counter()
         full_actions.append(policy.predict(batch, noise=noise, steps=cal.full_steps))
         full_time += time.perf_counter() - t
-        batch["_noise"] = noise
+        noises.append(noise)
     layers = policy.num_layers
     full_flops = query_flops(model, images, [layers - 1], layers - 1, cal.full_steps)["total"]
     steps = cal.itfm_steps if chain == "itfm" else cal.full_steps
@@ -184,9 +203,9 @@ def _online(policy, saved, manifest_dir, manifest, cal, table, exits, model, ima
                                 full_steps=cal.full_steps)
         adaptive = AdaptivePolicy(policy, settings)
         exit_layers, flops, moved, elapsed = [], [], [], 0.0
-        for batch, full in zip(batches, full_actions):
+        for batch, full, noise in zip(batches, full_actions, noises):
             t = time.perf_counter()
-            r = adaptive.act(batch, noise=batch["_noise"])
+            r = adaptive.act(batch, noise=noise)
             elapsed += time.perf_counter() - t
             valid = batch["action_time_mask"][:, :, None] & batch["action_mask"][:, None, :]
             for n in range(r.actions.shape[0]):

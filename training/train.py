@@ -143,7 +143,6 @@ class Trainer:
         self.out = Path(run.out)
         self.checkpoint_dir = self.out / CHECKPOINT_DIR
         self.start_step = 0
-        self.resume_state: dict[str, Any] | None = None
         self._prepare()
 
     # --- set-up -------------------------------------------------------------------------------------
@@ -216,6 +215,9 @@ class Trainer:
             return
         saved = read_config(self.checkpoint_dir)
         changed = _changed(saved.get("identity"), run_identity(self.run))
+        # A rebuilt manifest (new stores, other splits) is another run too, whatever the settings say.
+        if (saved.get("manifest") or {}).get("table_sha256") != self.manifest_info["table_sha256"]:
+            changed.insert(0, f"manifest {self.manifest_info['name']} (episode table)")
         if changed:
             log.warning("%s: the configuration changed since its checkpoint (%s); training from the start",
                         self.out, ", ".join(changed[:6]))
@@ -226,7 +228,6 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.loader.load_state_dict(state["loader"])
         self.start_step = int(state["step"])
-        self.resume_state = state
         log.info("%s: resuming at step %d of %d", self.out, self.start_step, self.run.run.steps)
 
     # --- the loop ---------------------------------------------------------------------------------------

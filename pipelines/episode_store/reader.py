@@ -124,14 +124,22 @@ def _default_keys(meta: dict[str, Any]) -> bool:
     return enc.get("name") == "default" and (enc.get("configuration") or {}).get("separator", "/") == "/"
 
 
-def _single_chunk_codecs(meta: dict[str, Any]) -> bool:
-    """A whole array in one chunk, little-endian bytes then zstd: how the writer stores low-dim arrays."""
+def _single_chunk_codecs(meta: dict[str, Any]) -> bool | None:
+    """Whether a whole array sits in one chunk of little-endian bytes, as the writer stores low-dim arrays.
+
+    Returns None when it does not (zarr reads it), else whether the chunk is zstd-compressed
+    (stores written before low-dim arrays were kept uncompressed) or plain.
+    """
     codecs = meta.get("codecs") or []
-    if len(codecs) != 2 or codecs[0].get("name") != "bytes" or codecs[1].get("name") != "zstd":
-        return False
+    if not codecs or codecs[0].get("name") != "bytes" or len(codecs) > 2:
+        return None
+    if len(codecs) == 2 and codecs[1].get("name") != "zstd":
+        return None
     endian = (codecs[0].get("configuration") or {}).get("endian", "little")
-    return (endian == "little" and not meta.get("storage_transformers") and _default_keys(meta)
-            and list(meta["chunk_grid"]["configuration"]["chunk_shape"]) == list(meta["shape"]))
+    if (endian == "little" and not meta.get("storage_transformers") and _default_keys(meta)
+            and list(meta["chunk_grid"]["configuration"]["chunk_shape"]) == list(meta["shape"])):
+        return len(codecs) == 2
+    return None
 
 
 class EpisodeReader:
@@ -217,12 +225,13 @@ class EpisodeReader:
     def _array(self, name: str) -> np.ndarray:
         """A whole low-dimensional array: its one chunk decoded directly, else through zarr."""
         meta = self._json(f"{name}/zarr.json")
-        if _single_chunk_codecs(meta):
+        compressed = _single_chunk_codecs(meta)
+        if compressed is not None:
             key = f"{name}/c/" + "/".join("0" * len(meta["shape"])) if meta["shape"] else f"{name}/c"
             chunk = self._member(key)
             if chunk is not None:
                 dtype = np.dtype(meta["data_type"]).newbyteorder("<")
-                raw = numcodecs.Zstd().decode(chunk)
+                raw = numcodecs.Zstd().decode(chunk) if compressed else chunk
                 expected = int(np.prod(meta["shape"], dtype=np.int64)) * dtype.itemsize
                 if len(raw) != expected:
                     raise StoreError(f"{self.path}: {name}: chunk holds {len(raw)} bytes, its shape needs {expected}")

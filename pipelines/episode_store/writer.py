@@ -113,22 +113,30 @@ def _write_group(
 ) -> None:
     n = episode.num_frames
     root = zarr.open_group(zarr.storage.LocalStore(group_dir), mode="w")
-    root.create_array("timestamp", data=np.asarray(episode.timestamp, dtype=np.float64), chunks=(n,))
-    root.create_array("state", data=np.asarray(episode.state, dtype=np.float32), chunks=(n, len(episode.state_names)))
+    # Low-dimensional arrays are stored uncompressed. They are a fraction of a percent of an
+    # episode next to its JPEGs, and compressing them made the file's bytes depend on which zstd
+    # the process had bound: TensorFlow (loaded to read DROID's RLDS) exports its own zstd
+    # symbols, and once it is loaded numcodecs' calls may resolve to them and emit other bytes
+    # for the same values. Uncompressed, equal data gives equal files whatever else is loaded.
+    root.create_array("timestamp", data=np.asarray(episode.timestamp, dtype=np.float64), chunks=(n,),
+                      compressors=None)
+    root.create_array("state", data=np.asarray(episode.state, dtype=np.float32), chunks=(n, len(episode.state_names)),
+                      compressors=None)
     root.create_array(
-        "action", data=np.asarray(episode.action, dtype=np.float32), chunks=(n, len(episode.action_names))
+        "action", data=np.asarray(episode.action, dtype=np.float32), chunks=(n, len(episode.action_names)),
+        compressors=None,
     )
     if episode.subtasks is not None:
         texts = sorted({s for s in episode.subtasks if s})
         lookup = {s: i for i, s in enumerate(texts)}
         index = np.array([lookup[s] if s else -1 for s in episode.subtasks], dtype=np.int32)
-        arr = root.create_array("language/subtask_index", data=index, chunks=(n,))
+        arr = root.create_array("language/subtask_index", data=index, chunks=(n,), compressors=None)
         arr.attrs["texts"] = texts
     for key in sorted(episode.extras):
         data = np.asarray(episode.extras[key])
         if data.dtype == object or data.dtype.kind in "US":
             raise EpisodeError(Reason.SHAPE_MISMATCH, f"{episode.source_episode}: extra '{key}' must be numeric")
-        root.create_array(f"extras/{key}", data=data, chunks=data.shape or (1,))
+        root.create_array(f"extras/{key}", data=data, chunks=data.shape or (1,), compressors=None)
 
     # One thread per camera: decode, resize and JPEG encode release the GIL, so a lone long
     # episode still uses several cores; each camera owns its array, so threads share nothing.
@@ -217,7 +225,7 @@ def _flush(arr: zarr.Array, start: int, pending: list[bytes]) -> int:
 def pack_directory(src: Path, dest: Path) -> None:
     """Pack a zarr directory store into a deterministic, uncompressed ZIP and fsync it.
 
-    Members are stored (JPEG and zstd chunks do not shrink further) so any chunk
+    Members are stored (JPEG chunks do not shrink further) so any chunk
     can be read with one seek; names are sorted and timestamps fixed so equal
     content gives equal bytes (stable sha256 checksums across re-conversions).
     """

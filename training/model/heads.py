@@ -99,10 +99,6 @@ class FlowMatchingExpert(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(2 * width, width), nn.SiLU(), nn.Linear(width, width))
         self.out = nn.Linear(width, action_dim)
 
-    @property
-    def layers(self) -> int:
-        return len(self.expert.layers)
-
     def velocity(self, prefix_kv: Sequence[tuple[torch.Tensor, torch.Tensor]], prefix_valid: torch.Tensor,
                  state: torch.Tensor, state_mask: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """v(x_t, t) [B, H, D] using the first ``len(prefix_kv)`` expert layers."""
