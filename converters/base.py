@@ -73,6 +73,10 @@ class Converter(ABC):
     source_version: ClassVar[str]
     #: bump whenever the output for the same input changes
     converter_version: ClassVar[str]
+    #: the dataset name episodes are stamped with; None: the converter's own name. Set on an instance
+    #: when another dataset is recorded in this converter's layout (Meta-World demonstrations in the
+    #: in-house layout: ``sources.<name>.converter``)
+    dataset_name: str | None = None
     #: embodiment ids this converter can produce
     embodiments: ClassVar[tuple[str, ...]]
     #: nominal control frequency (Hz); per-episode values may override it
@@ -103,7 +107,8 @@ class Converter(ABC):
     def read(self, opener: EpisodeOpener) -> Iterator[Episode]:
         """Open an episode, stamp the source identity on it and check the format invariants."""
         with opener() as episode:
-            episode.source = self.name
+            episode.source = self.dataset_name or self.name
+            episode.converter = self.name
             # A converter reading several releases sets the one each episode came from.
             episode.source_version = episode.source_version or self.source_version
             episode.converter_version = self.converter_version

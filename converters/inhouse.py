@@ -60,8 +60,9 @@ ROBOT_EMBODIMENTS: dict[str, str] = {
     "agibot_g1": "agibot_g1",
     "aloha": "aloha",
     "aloha2": "aloha",
+    "sawyer": "sawyer",
 }
-EMBODIMENTS = ("agibot_g1", "aloha", "arx5", "franka", "ur5")
+EMBODIMENTS = ("agibot_g1", "aloha", "arx5", "franka", "sawyer", "ur5")
 
 #: dataset keys inside an episode file
 QPOS, QVEL, EFFORT, ACTION, TIMESTAMP = (
@@ -253,7 +254,7 @@ class InhouseConverter(Converter):
 
     name = "inhouse"
     source_version = "aloha-hdf5-1"
-    converter_version = "1.0.0"
+    converter_version = "1.1.0"
     embodiments = EMBODIMENTS
     control_hz = 50.0  # ALOHA's rate; every task folder's metadata.json gives its own fps
     card = SourceCard(
@@ -387,6 +388,8 @@ class InhouseConverter(Converter):
             "image_layouts": layouts,
             "image_channel_order": meta.image_channel_order,
         }
+        if "success" in h5.attrs:  # the attempt's outcome, where the recorder knows it (curation may drop failures)
+            metadata["success"] = _attr_bool(h5.attrs["success"])
         if unlisted:
             metadata["unlisted_cameras"] = unlisted
         if meta.extra:

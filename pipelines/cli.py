@@ -54,7 +54,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         store_root=args.output,
         image=ImageConfig.from_params(image_params),
         converter_options=dict(source_params.get("options", {}) or {}),
-        curation=dict(params.get("curation", {}) or {}),
+        converter=source_params.get("converter"),
+        curation=_source_curation(params.get("curation") or {}, source_params.get("curation") or {}),
     )
     report = run_conversion(config, workers=workers, beam_args=args.beam_args, show_progress=not args.quiet)
     c = report["counts"]
@@ -66,6 +67,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.fail_on_quarantine and c["quarantined"]:
         return 3
     return 0
+
+
+def _source_curation(common: dict, override: dict) -> dict:
+    """``curation`` with a source's own ``sources.<name>.curation`` laid over it, section by section."""
+    merged = dict(common)
+    for key, value in override.items():
+        merged[key] = {**(merged.get(key) or {}), **value} if isinstance(value, dict) else value
+    return merged
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -170,6 +179,8 @@ def cmd_training(command: str, argv: list[str]) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
     if command == "train":
         from training.train import main
+    elif command == "evaluate":
+        from training.evaluate import main
     else:
         from training.calibrate import main
     return main(argv)
@@ -253,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("train", help="pre-train or fine-tune the A1 policy (training/train.py)")
     sub.add_parser("calibrate", help="early-exit thresholds for a fine-tuned policy (training/calibrate.py)")
+    sub.add_parser("evaluate", help="closed-loop (Meta-World) or open-loop evaluation of a fine-tune, with early "
+                                    "exit (training/evaluate.py)")
 
     i = sub.add_parser("inspect", help="readable summary of a store or one episode")
     i.add_argument("store")
@@ -263,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["train"], ["calibrate"]):  # their own parsers (training/), options and --help included
+    if argv[:1] in (["train"], ["calibrate"], ["evaluate"]):  # their own parsers (training/), options and --help included
         return cmd_training(argv[0], argv[1:])
     beam_args: list[str] = []
     if "--" in argv:

@@ -64,6 +64,19 @@ class ConvertConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     converter_options: dict[str, Any] = field(default_factory=dict)
     curation: dict[str, Any] = field(default_factory=dict)
+    #: the converter to read ``input_root`` with, when it is not ``source``'s own: another dataset in
+    #: an existing converter's layout (``sources.<name>.converter``); ``source`` names the dataset
+    converter: str | None = None
+
+    @property
+    def converter_name(self) -> str:
+        return self.converter or self.source
+
+    def make_converter(self):
+        converter = get_converter(self.converter_name)(self.input_root, self.converter_options)
+        if self.converter:
+            converter.dataset_name = self.source
+        return converter
 
 
 # ------------------------------------------------------------------------------ worker side
@@ -74,7 +87,7 @@ class EpisodeConverter:
 
     def __init__(self, config: ConvertConfig, progress_path: str | None = None):
         self.config = config
-        self.converter = get_converter(config.source)(config.input_root, config.converter_options)
+        self.converter = config.make_converter()
         self.remote = storage.is_remote(config.store_root)
         self.progress_path = progress_path
         self.image_signal = CurationConfig.from_params(config.curation).uses_images
@@ -156,6 +169,7 @@ class EpisodeConverter:
             timestamp=low["timestamp"], state=low["arrays"]["state"], action=low["arrays"]["action"],
             state_names=low["names"]["state"], action_names=low["names"]["action"],
             image_change=low.get("image_change"),
+            success=low["success"] if isinstance(low.get("success"), bool) else None,
         )
         return {
             "source_episode": source_episode,
@@ -247,7 +261,7 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
             return acc
 
     curation = CurationConfig.from_params(config.curation).with_declared_limits(
-        get_converter(config.source).physical_limits
+        get_converter(config.converter_name).physical_limits
     )
 
     outcomes = (
@@ -336,7 +350,7 @@ def run_conversion(
     """Convert one source into a store and return the conversion report."""
     beam = _beam()
     started = time.time()
-    converter = get_converter(config.source)(config.input_root, config.converter_options)
+    converter = config.make_converter()
     if not Path(config.input_root).exists() and not storage.is_remote(config.input_root):
         raise FileNotFoundError(f"input root {config.input_root} does not exist")
     with _store_lock(config.store_root):

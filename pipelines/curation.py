@@ -44,6 +44,8 @@ class CurationConfig:
     """All curation thresholds, from ``params.yaml`` (``curation:``); see docs/curation.md."""
 
     enabled: bool = True
+    #: episodes whose source marks them failed (``metadata.success`` false): keep | remove
+    failed_episodes: str = "keep"
     corruption: CorruptionRules = CorruptionRules()
     outliers: OutlierRules = OutlierRules()
     check_outliers: bool = True
@@ -59,7 +61,8 @@ class CurationConfig:
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> CurationConfig:
         p = dict(params or {})
-        known = {"enabled", "corruption", "outliers", "motion", "segments", "per_embodiment", "physical_limits"}
+        known = {"enabled", "failed_episodes", "corruption", "outliers", "motion", "segments", "per_embodiment",
+                 "physical_limits"}
         unknown = set(p) - known
         if unknown:
             raise ValueError(f"unknown curation parameter(s): {sorted(unknown)} (known: {sorted(known)})")
@@ -69,8 +72,12 @@ class CurationConfig:
         motion = dict(p.get("motion") or {})
         if "ignore" in motion:
             motion["ignore"] = tuple(motion["ignore"])
+        failed = str(p.get("failed_episodes", "keep"))
+        if failed not in ("keep", "remove"):
+            raise ValueError(f"curation.failed_episodes must be keep or remove, got {failed!r}")
         return cls(
             enabled=bool(p.get("enabled", True)),
+            failed_episodes=failed,
             corruption=CorruptionRules(**(p.get("corruption") or {})),
             outliers=OutlierRules(**outliers),
             check_outliers=check,
@@ -128,6 +135,8 @@ class LowDim:
     action_names: list[str]
     #: per-step camera change (only when ``motion.image_change`` is configured)
     image_change: np.ndarray | None = None
+    #: the source's outcome flag (``metadata.success``); None where the source has none
+    success: bool | None = None
 
 
 class BoundsAccumulator:
@@ -218,6 +227,8 @@ def curate(low: LowDim, config: CurationConfig, bounds: dict[str, Any] | None) -
 
     if not config.enabled:
         return CurationOutcome(low.episode_id, low.source, low.embodiment, "kept", None, "", n, [(0, n)], [])
+    if low.success is False and config.failed_episodes == "remove":
+        return quarantined(CurationReason.FAILED_ATTEMPT, "the source records this attempt as failed")
     broken = corruption(low.timestamp, low.state, low.action, low.control_hz, config.corruption)
     if broken:
         return quarantined(*broken)

@@ -29,6 +29,7 @@ class CurationReason(StrEnum):
     PHYSICAL_RANGE = "physical_range"
     DUPLICATE_EPISODE = "duplicate_episode"
     NO_MOTION = "no_motion"
+    FAILED_ATTEMPT = "failed_attempt"
     # frame ranges
     IDLE_PREFIX = "idle_prefix"
     IDLE_SUFFIX = "idle_suffix"

@@ -46,3 +46,29 @@ def sample_stores(tmp_path_factory) -> tuple[Path, dict[str, dict[str, str | Non
                            capture_output=True)
             (root / "samples" / "expected_outcomes.json").replace(done)  # the samples stay for other tests
     return root / "converted", json.loads(done.read_text())
+
+
+@pytest.fixture(scope="session")
+def sim_store(tmp_path_factory) -> Path:
+    """The Meta-World demonstrations recorded and converted as ``dvc repro`` does (``sim_demos``, then
+    ``convert@metaworld`` with params.yaml's settings), once per test session; returns the store.
+
+    Each step runs in its own child process, as its DVC stage does: rendering must happen in a
+    process that never loaded TensorFlow.
+    """
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if shared.name.startswith("popen-gw"):
+        shared = shared.parent
+    root = shared / "sim-store"
+    store = root / "converted" / "metaworld"
+    with FileLock(str(root) + ".lock"):
+        if not (store / "index.parquet").is_file():
+            demos = root / "demos"
+            subprocess.run([sys.executable, "-m", "training.sim.demos", "--params", str(REPO / "params.yaml"),
+                            "--out", str(demos)], check=True, cwd=REPO, timeout=900, capture_output=True)
+            subprocess.run([sys.executable, "-m", "pipelines.cli", "convert", "--source", "metaworld", "--input",
+                            str(demos), "--output", str(store), "--params", str(REPO / "params.yaml"), "--quiet",
+                            "--workers", "1"], check=True, cwd=REPO, timeout=900, capture_output=True)
+    return store

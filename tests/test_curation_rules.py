@@ -200,3 +200,39 @@ def test_image_change_is_an_optional_motion_signal():
     with_images = segment(idle_steps(t, s, a, NAMES, names, MotionThresholds(image_change=2.0), change), SegmentRules())
     assert any(r.reason == CurationReason.STATIC_RUN for r in without.removed)
     assert with_images.kept_frames > without.kept_frames  # the robot is still but the scene moves: kept
+
+
+@pytest.mark.parametrize("success,setting,status", [
+    (False, "remove", "quarantined"), (False, "keep", "kept"), (None, "remove", "kept"), (True, "remove", "kept"),
+])
+def test_failed_attempts_are_removed_only_when_asked_and_only_when_the_source_says_failed(success, setting, status):
+    from pipelines.curation import CurationConfig, LowDim, curate
+
+    config = CurationConfig.from_params({"failed_episodes": setting})
+    t, s, a = episode([("move", 40)])
+    low = LowDim("x-0000000000000000", "x", "arm", HZ, t, s, a, NAMES, [f"target_{n}" for n in NAMES],
+                 success=success)
+    outcome = curate(low, config, None)
+    assert outcome.status == status
+    if status == "quarantined":
+        assert outcome.reason == "failed_attempt" and outcome.kept == []
+        assert outcome.removed == [{"start": 0, "stop": 40, "reason": "failed_attempt", "message": outcome.message}]
+
+
+def test_failed_episodes_setting_is_checked():
+    from pipelines.curation import CurationConfig
+
+    assert CurationConfig.from_params({}).failed_episodes == "keep"
+    with pytest.raises(ValueError, match="keep or remove"):
+        CurationConfig.from_params({"failed_episodes": "drop"})
+
+
+def test_a_source_s_own_curation_lies_over_the_common_settings_section_by_section():
+    from pipelines.cli import _source_curation
+
+    common = {"enabled": True, "motion": {"state_velocity": 0.01, "action_change": 0.001}, "segments": {"min_segment": 16}}
+    merged = _source_curation(common, {"failed_episodes": "remove", "motion": {"state_velocity": 0.05}})
+    assert merged == {"enabled": True, "failed_episodes": "remove", "segments": {"min_segment": 16},
+                      "motion": {"state_velocity": 0.05, "action_change": 0.001}}
+    assert common["motion"]["state_velocity"] == 0.01  # the common settings are not changed
+    assert _source_curation(common, {}) == common

@@ -128,8 +128,8 @@ def reason_of(conv: InhouseConverter, ref: str) -> Reason:
 def test_registered_with_declared_schema():
     cls = get_converter("inhouse")
     assert cls is InhouseConverter
-    assert cls.source_version == "aloha-hdf5-1" and cls.converter_version == "1.0.0"
-    assert {"franka", "ur5", "arx5", "agibot_g1", "aloha"} <= set(cls.embodiments)
+    assert cls.source_version == "aloha-hdf5-1" and cls.converter_version == "1.1.0"
+    assert {"franka", "ur5", "arx5", "agibot_g1", "aloha", "sawyer"} <= set(cls.embodiments)
     assert cls.control_hz == 50.0
 
 
@@ -295,6 +295,17 @@ def test_optional_streams_absent_and_unlisted_camera(tmp_path):
     assert ep.extras == {} and ep.extra_names == {}
     assert set(frames) == set(CAMERAS) and ep.metadata["unlisted_cameras"] == ["cam_extra"]
     assert ep.metadata["sim"] is None and ep.metadata["compress"] is None
+    assert "success" not in ep.metadata  # no outcome attribute: none claimed
+
+
+@pytest.mark.parametrize("value,expected", [(True, True), (False, False), ("false", False), (np.int8(1), True)])
+def test_a_recorded_outcome_becomes_metadata_success(tmp_path, value, expected):
+    data, _ = datasets()
+    meta = metadata(robot_type="sawyer")
+    ref = make_task(tmp_path, data, meta, attrs={"sim": True, "compress": False, "success": value})
+    ep, _ = read_all(InhouseConverter(tmp_path), ref)
+    assert ep.metadata["success"] is expected and ep.metadata["sim"] is True
+    assert ep.embodiment == "sawyer" and ep.robot_type == "sawyer"
 
 
 def test_timestamps_from_fps_or_recorded(tmp_path):

@@ -1,9 +1,10 @@
 """Batches from every committed sample manifest, over the stores ``make repro`` builds.
 
 The stores are ``data/converted`` when ``make repro`` has built them and they are the ones
-the committed manifests record; otherwise the session's ``sample_stores`` (the samples
-converted exactly as the DVC stages convert them), which must be those same stores: the
-committed manifests are reproducible from a clean clone, and training can read them.
+the committed manifests record; otherwise the session's ``sample_stores`` and ``sim_store``
+(the samples and the Meta-World demonstrations converted exactly as the DVC stages convert
+them), which must be those same stores: the committed manifests are reproducible from a
+clean clone, and training can read them.
 """
 
 from __future__ import annotations
@@ -38,19 +39,26 @@ def _matches(root: Path, inputs: dict[str, str]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stores(request) -> Path:
+def stores(request, tmp_path_factory) -> Path:
     inputs = _recorded_inputs()
     built = REPO / PARAMS["convert"]["out"]
     if _matches(built, inputs):
         return built
     converted, _ = request.getfixturevalue("sample_stores")
-    mismatched = sorted(s for s, sha in inputs.items() if file_sha256(converted / s / "index.parquet") != sha)
+    root = tmp_path_factory.mktemp("stores")
+    for store in converted.iterdir():
+        (root / store.name).symlink_to(store)
+    if "metaworld" in inputs:
+        (root / "metaworld").symlink_to(request.getfixturevalue("sim_store"))
+    mismatched = sorted(s for s, sha in inputs.items()
+                        if not (root / s / "index.parquet").is_file() or file_sha256(root / s / "index.parquet") != sha)
     assert not mismatched, f"converting the samples no longer reproduces the committed manifests' stores {mismatched}"
-    return converted
+    return root
 
 
 def test_there_are_committed_manifests():
-    assert {"pretrain", "a1_mixture", "finetune_robochallenge", "finetune_rc_arrange_paper_cups"} <= set(MANIFESTS)
+    assert {"pretrain", "a1_mixture", "finetune_robochallenge", "finetune_rc_arrange_paper_cups",
+            "finetune_metaworld"} <= set(MANIFESTS)
 
 
 @pytest.mark.parametrize("name", MANIFESTS)

@@ -250,3 +250,107 @@ def test_calibrate_stage_writes_thresholds_from_the_calibration_split(task, tmp_
     reports = tmp_path / "reports/calibration/toy"
     assert (reports / "exit_distribution.csv").read_text().startswith("exit_layer,kind,fraction")
     assert "online_c0.4" in json.loads((reports / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("head", ["fm", "mlp"])
+def test_open_loop_evaluation_rows_costs_and_known_errors(task, tmp_path, head):
+    from pipelines.manifest.build import ManifestParams, build_manifest
+    from training.calibrate import calibrate
+    from training.checkpoint import load_policy
+    from training.config import EvaluationConfig
+    from training.evaluate import evaluate, open_loop
+
+    os.symlink(task / "data", tmp_path / "data")
+    build_manifest([task / "data" / "inhouse"], tmp_path / "manifests" / "toy",
+                   ManifestParams(name="toy", validation_fraction=0.2, calibration_fraction=0.3))
+    doc = params(tmp_path, head=head, steps=2, checkpoint_every=2)
+    doc["training"]["profiles"]["t"]["evaluation"] = {"cs": [1.0, 0.4], "max_samples": 16, "batch_size": 8}
+    Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
+    Trainer(resolve_run(doc, "finetune", "toy"), quiet=True).train()
+    calibrate("toy", doc)
+    result = evaluate("toy", doc)
+    rows = result["open_loop"]["rows"]
+    chains = ["itfm", "full"] if head == "fm" else ["mlp"]
+    assert list(rows) == ["no_exit", "layer 0", "layer 1", "layer 2"] + [f"{c} c={v:g}" for c in chains for v in (1.0, 0.4)]
+    assert result["open_loop"]["split"] == "validation" and rows["no_exit"]["samples"] == 16
+    assert rows["no_exit"]["flops_reduction"] == 0 and rows["no_exit"]["layer_fraction"] == 1.0
+    assert rows["layer 0"]["layer_fraction"] == 0.25 and rows["layer 0"]["flops_reduction"] > 0.1
+    assert rows["layer 0"]["exit_layer_histogram"] == {"0": 16}
+    for name in rows:
+        if " c=" in name:
+            assert 0.25 < rows[name]["layer_fraction"] <= 1.0 and sum(rows[name]["exit_layer_histogram"].values()) == 16
+    reports = tmp_path / "reports/evaluation/toy"
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["mode"] == "open_loop" and metrics["no_exit"]["l1"] == rows["no_exit"]["l1"]
+    assert (reports / "compute.csv").read_text().splitlines()[0] == "policy,tflops_per_query,layer_fraction,score"
+    text = (reports / "report.md").read_text()
+    assert "| no_exit |" in text and "Table 3" in text and ("Table 6" in text) == (head == "fm")
+
+    # a model whose error at layer i is exactly 0.1 (i + 1) in every valid entry
+    policy, _, saved = load_policy(tmp_path / "models/finetune/toy/checkpoint")
+    policy.predict = lambda batch, exit_layer=None, noise=None, steps=None: batch["action"] + 0.1 * (exit_layer + 1)
+    calibration = json.loads((tmp_path / "models/calibration/toy/thresholds.json").read_text())
+    known = open_loop(policy, saved, calibration, EvaluationConfig(cs=(1.0,), chains=("itfm",), max_samples=16,
+                                                                   batch_size=8), full_steps=10, itfm_steps=2)["rows"]
+    for name, layer in (("no_exit", 3), ("layer 0", 0), ("layer 2", 2)):
+        assert known[name]["l1"] == pytest.approx(0.1 * (layer + 1), rel=1e-5)
+        assert known[name]["mse"] == pytest.approx((0.1 * (layer + 1)) ** 2, rel=1e-4)
+
+
+def test_evaluation_settings_are_checked():
+    from training.config import ConfigError, EvaluationConfig
+    from training.sim.closed_loop import closed_loop_config
+
+    with pytest.raises(ConfigError, match="chains"):
+        EvaluationConfig(chains=("fast",))
+    sim = {"tasks": ["drawer-open-v3"], "demos": {"seed_start": 0, "per_task": 10}}
+    assert closed_loop_config({}) is None
+    config = closed_loop_config({"sim": {**sim, "eval": {"seed_start": 10, "episodes": 3}}})
+    assert config.seeds == (10, 11, 12)  # just past the last demonstration seed
+    with pytest.raises(ConfigError, match="overlap the demonstration seeds"):
+        closed_loop_config({"sim": {**sim, "eval": {"seed_start": 9}}})
+    with pytest.raises(ConfigError, match="overlap"):
+        closed_loop_config({"sim": {"tasks": ["drawer-open-v3"], "demos": {"seed_start": 100, "per_task": 5},
+                                    "eval": {"seed_start": 98, "episodes": 3}}})
+    assert closed_loop_config({"sim": {"tasks": ["drawer-open-v3"], "demos": {"seed_start": 100, "per_task": 5},
+                                       "eval": {"seed_start": 97, "episodes": 3}}}).seeds == (97, 98, 99)
+    with pytest.raises(ConfigError, match="unknown keys"):
+        closed_loop_config({"sim": {**sim, "eval": {"episode": 3}}})
+    with pytest.raises(ConfigError, match="baselines"):
+        closed_loop_config({"sim": {**sim, "eval": {"seed_start": 50, "baselines": ["oracle"]}}})
+
+
+def test_exit_rows_take_each_c_from_the_calibration_and_refuse_a_missing_one():
+    from training.config import ConfigError
+    from training.sim.closed_loop import exit_rows
+
+    entry = lambda c, eta: {"distribution": "exp", "c": c, "thresholds": eta}  # noqa: E731
+    cal = {"default": {"metric": "cosine", "distribution": "exp"}, "exits": [1, 2, 3],
+           "table": {"itfm": {"metrics": {"cosine": {"thresholds": [entry(1.0, [0.1, 0.2, 9]), entry(0.4, [0.3, 0.4, 9])]}}},
+                     "full": {"metrics": {"cosine": {"thresholds": [entry(0.4, [0.5, 0.6, 9])]}}}}}
+    rows = exit_rows(cal, [0.4], ["itfm", "full"], itfm_steps=2, full_steps=10)
+    assert [(c, v, s.thresholds, s.fm_mode, s.steps) for c, v, s in rows] == [
+        ("itfm", 0.4, (0.3, 0.4, 9), "itfm", 2), ("full", 0.4, (0.5, 0.6, 9), "full", 10)]
+    with pytest.raises(ConfigError, match=r"c = 1.0 was not calibrated"):
+        exit_rows(cal, [1.0], ["full"], itfm_steps=2, full_steps=10)
+    mlp = {"default": cal["default"], "exits": [1, 2, 3], "table": {"mlp": cal["table"]["itfm"]}}
+    assert [r[0] for r in exit_rows(mlp, [1.0], ["itfm", "full"], itfm_steps=2, full_steps=10)] == ["mlp"]
+
+
+def test_the_report_renders_tables_5_6_and_3_from_fixed_inputs():
+    from training.evaluate import report
+
+    def row(success, tflops, fraction):
+        return {"success": success, "per_task": {"a": {"success": success}, "b": {"success": 1.0}},
+                "tflops_per_query": tflops, "layer_fraction": fraction, "policy_ms_per_query": 12.5}
+
+    result = {"itfm_steps": 2, "full_steps": 10, "components": {"llm layer": 1.5},
+              "closed_loop": {"tasks": ["a", "b"], "seeds": [1000, 1001], "max_steps": 120, "execute_steps": 4,
+                              "rows": {"no_exit": row(0.5, 2.0, 1.0), "itfm c=0.7": row(0.5, 1.0, 0.5),
+                                       "expert": row(1.0, None, None)}}}
+    text = report("toy", result)
+    assert "| no_exit | 0.50 | 1.00 | 0.50 | 2 | 0% | 100% | 12.5 |" in text
+    assert "| itfm c=0.7 | 0.50 | 1.00 | 0.50 | 1 | 50% | 50% | 12.5 |" in text
+    assert "| expert | 1.00 | 1.00 | 1.00 | - | - | - | 12.5 |" in text
+    assert "| 0.7 | itfm | 2 | yes | 0.5000 | 1 | 50% |" in text
+    assert "| llm layer | 1.5 |" in text and "seeds 1000..1001" in text

@@ -311,6 +311,30 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Open-loop evaluation of a fine-tune on its manifest (``training/evaluate.py``, docs/evaluation.md)."""
+
+    #: the split whose actions are compared; when the manifest has none: calibration, then train (recorded)
+    split: str = "validation"
+    max_samples: int = 256
+    batch_size: int = 16
+    #: exit criteria evaluated (each must be among the calibration's c of its default distribution)
+    cs: tuple[float, ...] = (1.0, 0.7, 0.4, 0.1)
+    #: flow-matching chains with exits: itfm (Inter-Layer Truncated FM, delta = calibration.itfm_steps
+    #: from the previous exit's action) and full (calibration.full_steps from noise at every check)
+    chains: tuple[str, ...] = ("itfm", "full")
+    noise_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_samples", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"evaluation.{name} must be >= 1, got {getattr(self, name)}")
+        bad = [c for c in self.chains if c not in ("itfm", "full")]
+        if bad or not self.chains:
+            raise ConfigError(f"evaluation.chains must be a non-empty subset of [itfm, full], got {list(self.chains)}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs, resolved from ``params.yaml`` (see :func:`resolve_run`)."""
 
@@ -380,7 +404,7 @@ def resolve_run(params: str | Path | dict[str, Any], stage: str, name: str | Non
         raise ConfigError(f"training.profile {top.profile!r} is not among training.profiles {sorted(top.profiles)}")
     where = f"training.profiles.{top.profile}"
     profile = dict(top.profiles[top.profile] or {})
-    unknown = set(profile) - {"model", "pretrain", "finetune", "finetune_targets", "calibration"}
+    unknown = set(profile) - {"model", "pretrain", "finetune", "finetune_targets", "calibration", "evaluation"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     model = parse(ModelConfig, profile.get("model") or {}, f"{where}.model")
@@ -504,3 +528,10 @@ def resolve_calibration(params: str | Path | dict[str, Any]) -> CalibrationConfi
     top = load_training_config({"training": _training_section(params)})
     profile = dict(top.profiles.get(top.profile) or {})
     return parse(CalibrationConfig, profile.get("calibration") or {}, f"training.profiles.{top.profile}.calibration")
+
+
+def resolve_evaluation(params: str | Path | dict[str, Any]) -> EvaluationConfig:
+    """The active profile's ``evaluation`` section."""
+    top = load_training_config({"training": _training_section(params)})
+    profile = dict(top.profiles.get(top.profile) or {})
+    return parse(EvaluationConfig, profile.get("evaluation") or {}, f"training.profiles.{top.profile}.evaluation")

@@ -84,6 +84,7 @@ def summarize_episode_file(
             "names": {"state": list(reader.meta["state_names"]), "action": list(reader.meta["action_names"])},
             "content_sha256": content_sha256(reader),
             "cameras": reader.meta["cameras"],
+            "success": (reader.meta.get("metadata") or {}).get("success"),
         }
         if image_change:
             from pipelines.curation_rules import image_change_per_step

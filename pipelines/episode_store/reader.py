@@ -336,6 +336,7 @@ class EpisodeReader:
             source=meta["source"]["name"],
             source_version=meta["source"]["version"],
             converter_version=meta["converter"]["version"],
+            converter="" if meta["converter"]["name"] == meta["source"]["name"] else meta["converter"]["name"],
         )
 
 

@@ -128,6 +128,8 @@ class Episode:
     source: str = ""
     source_version: str = ""
     converter_version: str = ""
+    #: the converter that read it, where that is not the source's own (default: ``source``)
+    converter: str = ""
 
     @property
     def num_frames(self) -> int:

@@ -87,7 +87,7 @@ def episode_attributes(episode: Episode, eid: str, cameras: dict[str, Any]) -> d
             "version": episode.source_version,
             "episode": episode.source_episode,
         },
-        "converter": {"name": episode.source, "version": episode.converter_version},
+        "converter": {"name": episode.converter or episode.source, "version": episode.converter_version},
         "embodiment": episode.embodiment,
         "robot_type": episode.robot_type,
         "control_hz": float(episode.control_hz),

@@ -1,0 +1,238 @@
+"""Meta-World as the closed-loop benchmark: seeding, observations, the rollout loop, the recorder.
+
+Run by ``tests/test_sim_metaworld.py`` in a fresh interpreter (a test process that loaded
+TensorFlow for the DROID tests cannot render); ``pytest tests/metaworld_cases.py`` runs them directly.
+"""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from training.sim.demos import DemoConfig, config_from_params, record, task_folder
+from training.sim.metaworld import PROPRIO_NAMES, MetaWorldTask, SimError
+from training.sim.rollout import ConstantPolicy, ExpertPolicy, Query, rollout, summarize
+
+TASK = "button-press-topdown-v3"
+
+
+@pytest.fixture(scope="module")
+def task():
+    with MetaWorldTask(TASK, image_size=32, max_steps=150) as t:
+        yield t
+
+
+def test_a_seed_is_one_start_state_and_seeds_differ(task):
+    a = task.reset(3)
+    b = task.reset(3)
+    c = task.reset(4)
+    assert np.array_equal(a.privileged, b.privileged) and np.array_equal(a.images["corner2"], b.images["corner2"])
+    assert not np.array_equal(a.privileged[4:], c.privileged[4:])  # the object moved with the seed
+    assert a.proprio.shape == (len(PROPRIO_NAMES),) and a.proprio.dtype == np.float32
+    assert np.array_equal(a.proprio, a.privileged[:4].astype(np.float32))
+    for image in a.images.values():
+        assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and image.std() > 0
+
+
+def test_the_scene_camera_is_turned_upright(task):
+    task.reset(0)
+    raw = task._renderer
+    raw.update_scene(task.env.data, camera="corner2")
+    assert np.array_equal(task.render("corner2"), raw.render()[::-1, ::-1])
+    raw.update_scene(task.env.data, camera="gripperPOV")
+    assert np.array_equal(task.render("gripperPOV"), raw.render())
+
+
+def _manual_expert(task, seed):
+    task.reset(seed)
+    for _ in range(task.max_steps):
+        _, success = task.step(task.expert_action())
+        if success:
+            return True, task.steps
+    return False, task.steps
+
+
+def test_the_loop_with_the_expert_standing_in_reproduces_the_expert(task):
+    for seed in (0, 1):
+        success, steps = _manual_expert(task, seed)
+        result = rollout(task, ExpertPolicy(), seed, execute_steps=1)
+        assert success and (result.success, result.steps, result.queries) == (True, steps, steps)
+
+
+class _Chunked:
+    """Returns H copies of the expert's action and counts what the loop executes."""
+
+    def __init__(self, horizon):
+        self.horizon, self.calls = horizon, 0
+
+    def reset(self, task):
+        self.calls = 0
+
+    def act(self, observation, task):
+        self.calls += 1
+        return Query(np.repeat(task.expert_action()[None], self.horizon, 0), exit_layer=2, layer_fraction=0.75,
+                     flops=10.0)
+
+
+@pytest.mark.parametrize("execute", [1, 4, 8, 10])
+def test_chunks_run_open_loop_for_execute_steps_then_the_policy_is_asked_again(task, execute):
+    policy = _Chunked(horizon=8)
+    result = rollout(task, policy, 0, execute_steps=execute)
+    assert result.success  # held expert actions still press the button
+    assert result.queries == policy.calls == -(-result.steps // min(execute, 8))  # a chunk never runs past its end
+    assert result.exit_layers == [2] * result.queries and result.flops == [10.0] * result.queries
+
+
+def test_an_unsolved_episode_runs_exactly_max_steps(task):
+    result = rollout(task, ConstantPolicy([0.0, 0.0, 0.0, 0.0]), 0, execute_steps=4)
+    assert not result.success and result.steps == task.max_steps
+    assert result.queries == task.max_steps  # a one-action chunk: asked every step
+    with pytest.raises(SimError, match="already ran"):
+        task.step(np.zeros(4))
+
+
+def test_bad_settings_and_calls_are_named():
+    with pytest.raises(SimError, match="unknown Meta-World task"):
+        MetaWorldTask("button-press-v2")
+    with pytest.raises(SimError, match="no camera"):
+        MetaWorldTask(TASK, cameras=("wrist",))
+    with pytest.raises(SimError, match="max_steps"):
+        MetaWorldTask(TASK, max_steps=501)
+    with MetaWorldTask(TASK, image_size=16) as t:
+        with pytest.raises(SimError, match="before reset"):
+            t.step(np.zeros(4))
+        t.reset(0)
+        with pytest.raises(SimError, match="4 numbers"):
+            t.step(np.zeros(3))
+    with pytest.raises(ValueError, match="execute_steps"):
+        rollout(t, ExpertPolicy(), 0, execute_steps=0)
+
+
+def test_summary_counts_success_steps_and_exits():
+    from training.sim.rollout import EpisodeResult
+
+    results = [EpisodeResult("a", 0, True, 40, 10, 1.0, 0.5, [1, 1, 3], [0.5, 0.5, 1.0], [1.0, 2.0]),
+               EpisodeResult("a", 1, False, 100, 25, 2.0, 1.0, [3], [1.0], [4.0]),
+               EpisodeResult("b", 0, True, 60, 15, 1.5, 0.7)]
+    s = summarize(results)
+    assert s["a"]["success"] == 0.5 and s["a"]["steps_to_success"] == 40 and s["a"]["episodes"] == 2
+    assert s["a"]["exit_layer_histogram"] == {"1": 2, "3": 2} and s["a"]["layer_fraction"] == 0.75
+    assert s["a"]["flops_per_episode"] == 3.5 and s["b"]["layer_fraction"] is None and s["b"]["success"] == 1.0
+
+
+def test_recorded_demonstrations_are_in_house_recordings_with_the_outcome(tmp_path):
+    config = DemoConfig(out=str(tmp_path / "demos"), tasks=(TASK,), seeds=(0, 1), image_size=32, max_steps=40)
+    summary = record(config)
+    folder = tmp_path / "demos" / task_folder(TASK)
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["robot_type"] == "sawyer" and meta["camera_names"] == ["corner2", "gripperPOV"]
+    assert meta["joint_names"] == list(PROPRIO_NAMES) and meta["fps"] == 80.0
+    assert meta["instruction"] == "press the button from the top"
+    # 40 steps is too few for this expert (it needs ~60-75): recorded, and marked failed
+    assert [e["success"] for e in summary["episodes"]] == [False, False]
+    with h5py.File(folder / "episode_0.hdf5") as f:
+        assert bool(f.attrs["sim"]) and not bool(f.attrs["success"])
+        assert f["/observations/qpos"].shape == (40, 4) and f["/action"].shape == (40, 4)
+        assert np.abs(f["/action"][:]).max() <= 1.0
+        assert f["/observations/images/gripperPOV"].shape == (40,)
+    with MetaWorldTask(TASK, image_size=32, max_steps=40) as t:  # frame t is the state before action t
+        first = t.reset(0)
+        with h5py.File(folder / "episode_0.hdf5") as f:
+            assert np.array_equal(f["/observations/qpos"][0], first.proprio)
+            assert np.allclose(f["/action"][0], np.clip(t.expert_action(), -1, 1))
+    mtime = (folder / "episode_1.hdf5").stat().st_mtime_ns
+    assert record(config)["episodes"] == summary["episodes"]  # resumed: nothing re-recorded
+    assert (folder / "episode_1.hdf5").stat().st_mtime_ns == mtime
+
+
+def test_demo_settings_are_checked():
+    config = config_from_params({"sim": {"tasks": [TASK], "demos": {"per_task": 3, "seed_start": 5}}})
+    assert config.seeds == (5, 6, 7) and config.tasks == (TASK,)
+    with pytest.raises(SimError, match="unknown keys"):
+        config_from_params({"sim": {"tasks": [TASK], "demos": {"per_tsk": 3}}})
+    with pytest.raises(SimError, match="sim.tasks is empty"):
+        config_from_params({"sim": {"demos": {}}})
+
+
+def test_demonstrations_convert_as_their_own_dataset_and_failed_ones_are_curated_out(tmp_path):
+    """The recorder's files through the in-house converter, as ``sources.metaworld`` converts them."""
+    import pyarrow.parquet as pq
+
+    from pipelines.convert import ConvertConfig, run_conversion
+    from pipelines.episode_store.images import ImageConfig
+    from pipelines.episode_store.reader import EpisodeStore
+    from pipelines.episode_store.validator import validate_store
+
+    demos = tmp_path / "demos"
+    record(DemoConfig(out=str(demos), tasks=(TASK,), seeds=(0, 1), image_size=32, max_steps=120))
+    record(DemoConfig(out=str(demos), tasks=(TASK,), seeds=(2,), image_size=32, max_steps=30))  # too short: fails
+    store = tmp_path / "converted" / "metaworld"
+    config = ConvertConfig(source="metaworld", converter="inhouse", input_root=str(demos), store_root=str(store),
+                           image=ImageConfig(height=32, width=32), curation={"failed_episodes": "remove"})
+    report = run_conversion(config, workers=1, show_progress=False)
+    assert report["counts"]["converted"] == 3 and report["counts"]["quarantined"] == 0
+    assert validate_store(store).ok
+    rows = {r["source_episode"]: r for r in pq.read_table(store / "index.parquet").to_pylist()}
+    assert {r["source"] for r in rows.values()} == {"metaworld"} and {r["embodiment"] for r in rows.values()} == {"sawyer"}
+    curation = {r["episode_id"]: r for r in pq.read_table(store / "curation.parquet").to_pylist()}
+    ref = f"{task_folder(TASK)}/episode_2.hdf5"
+    assert curation[rows[ref]["episode_id"]]["reason"] == "failed_attempt"
+    assert all(curation[rows[f"{task_folder(TASK)}/episode_{s}.hdf5"]["episode_id"]]["status"] == "kept" for s in (0, 1))
+    with EpisodeStore(store).open_episode(rows[ref]["episode_id"]) as r:
+        assert r.meta["converter"]["name"] == "inhouse" and r.meta["source"]["name"] == "metaworld"
+        assert r.meta["metadata"]["success"] is False and r.meta["metadata"]["sim"] is True
+        episode = r.to_episode()
+        assert episode.source == "metaworld" and episode.converter == "inhouse"
+        assert episode.state_names == list(PROPRIO_NAMES) and episode.action_kind == "ee_pose_delta"
+
+
+def test_closed_loop_evaluation_of_a_policy_fine_tuned_on_the_demonstrations(tmp_path):
+    """demos -> store -> manifest -> pretrain -> fine-tune -> calibrate -> evaluate, every row on the same seeds."""
+    from pipelines.convert import ConvertConfig, run_conversion
+    from pipelines.episode_store.images import ImageConfig
+    from pipelines.manifest.build import ManifestParams, build_manifest
+    from training.calibrate import calibrate
+    from training.config import resolve_run
+    from training.evaluate import evaluate
+    from training.train import Trainer
+
+    record(DemoConfig(out=str(tmp_path / "demos"), tasks=(TASK,), seeds=(0, 1, 2, 3), image_size=64, max_steps=120))
+    run_conversion(ConvertConfig(source="metaworld", converter="inhouse", input_root=str(tmp_path / "demos"),
+                                 store_root=str(tmp_path / "data" / "metaworld"), image=ImageConfig(height=64, width=64)),
+                   workers=1, show_progress=False)
+    build_manifest([tmp_path / "data" / "metaworld"], tmp_path / "manifests" / "mw",
+                   ManifestParams(name="mw", validation_fraction=0.0, calibration_fraction=0.3))
+    optim = {"lr_vision": 1e-3, "lr_connector": 1e-3, "lr_llm": 1e-3, "lr_head": 1e-3, "warmup_steps": 1,
+             "freeze_steps": 0}
+    stage = {"steps": 2, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "validation_batches": 0,
+             "threads": 1, "optim": optim}
+    doc = {"training": {
+        "profile": "t", "pretrain_manifest": "mw", "finetune": ["mw"], "manifests": str(tmp_path / "manifests"),
+        "out": str(tmp_path / "models"), "reports": str(tmp_path / "reports"),
+        "data": {"data_root": str(tmp_path / "data"), "num_workers": 0, "chunk": 8, "image_size": [64, 64],
+                 "augment": {"enabled": False}, "normalization": "bounds_q99"},
+        "profiles": {"t": {"model": {"backbone": "tiny", "head": "fm"}, "pretrain": stage, "finetune": stage,
+                           "calibration": {"max_samples": 16, "batch_size": 8, "first_exit": 1, "exit_interval": 1,
+                                           "distributions": {"exp": [1.0, 0.4]}, "online_samples": 0,
+                                           "budgets": [0.75]}}}},
+        "sim": {"tasks": [TASK], "demos": {"seed_start": 0, "per_task": 4},
+                "eval": {"targets": ["mw"], "episodes": 1, "seed_start": 100, "max_steps": 100, "execute_steps": 4,
+                         "cs": [0.4], "chains": ["itfm", "full"]}}}
+    Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
+    Trainer(resolve_run(doc, "finetune", "mw"), quiet=True).train()
+    calibrate("mw", doc)
+    result = evaluate("mw", doc)
+    rows = result["closed_loop"]["rows"]
+    assert list(rows) == ["expert", "mean_action", "no_exit", "itfm c=0.4", "full c=0.4"]
+    assert rows["expert"]["success"] == 1.0 and rows["mean_action"]["success"] == 0.0
+    assert rows["no_exit"]["layer_fraction"] == 1.0 and rows["no_exit"]["tflops_per_query"] > 0
+    assert rows["itfm c=0.4"]["tflops_per_query"] < rows["full c=0.4"]["tflops_per_query"]  # 2 steps per check, not 10
+    episodes = json.loads((tmp_path / "reports/evaluation/mw/episodes.json").read_text())
+    assert {(e["config"], e["seed"]) for e in episodes} == {(name, 100) for name in rows}
+    no_exit = next(e for e in episodes if e["config"] == "no_exit")
+    assert no_exit["queries"] == -(-no_exit["steps"] // 4) and set(no_exit["exit_layers"]) == {3}
+    metrics = json.loads((tmp_path / "reports/evaluation/mw/metrics.json").read_text())
+    assert metrics["mode"] == "closed_loop" and metrics["expert"]["per_task"] == {TASK: 1.0}

@@ -1,0 +1,164 @@
+"""The closed-loop benchmark of one fine-tune: its policy, with and without early exit, and the
+reference policies, on the same held-out seeds of the same tasks.
+
+Rows (each over ``tasks`` x ``episodes`` rollouts from seeds ``seed_start ..``, disjoint from the
+demonstration seeds):
+
+- ``no_exit``: the full model, ``full_steps`` flow-matching steps (the normal A1 query);
+- ``<chain> c=<c>``: early exit with the calibration's thresholds for that c (its default metric
+  and distribution), per chain (``itfm``: delta = ``itfm_steps`` warm-started steps per check;
+  ``full``: ``full_steps`` from noise at every check; an MLP head has one chain, ``mlp``);
+- ``expert``: Meta-World's scripted expert (reads the privileged state): the ceiling;
+- ``mean_action``: the demonstrations' mean action of the task, every step: the floor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.config import ConfigError
+
+BASELINES = ("expert", "mean_action")
+
+
+@dataclass(frozen=True)
+class ClosedLoopConfig:
+    tasks: tuple[str, ...]
+    targets: tuple[str, ...]
+    episodes: int = 3
+    seed_start: int = 1000
+    max_steps: int = 150
+    execute_steps: int = 4
+    baselines: tuple[str, ...] = BASELINES
+    cs: tuple[float, ...] = (1.0, 0.7, 0.4, 0.1)
+    chains: tuple[str, ...] = ("itfm",)
+    noise_seed: int = 0
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(range(self.seed_start, self.seed_start + self.episodes))
+
+
+def closed_loop_config(params: dict[str, Any]) -> ClosedLoopConfig | None:
+    """``sim.eval`` from params.yaml (None without a ``sim`` section); evaluation seeds must not
+    overlap the demonstration seeds."""
+    sim = params.get("sim")
+    if not sim:
+        return None
+    raw = dict(sim.get("eval") or {})
+    known = {"targets", "episodes", "seed_start", "max_steps", "execute_steps", "baselines", "cs", "chains",
+             "noise_seed"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"sim.eval: unknown keys {unknown} (known: {sorted(known)})")
+    config = ClosedLoopConfig(
+        tasks=tuple(sim.get("tasks") or ()), targets=tuple(raw.get("targets") or ()),
+        episodes=int(raw.get("episodes", 3)), seed_start=int(raw.get("seed_start", 1000)),
+        max_steps=int(raw.get("max_steps", 150)), execute_steps=int(raw.get("execute_steps", 4)),
+        baselines=tuple(raw.get("baselines", BASELINES)), cs=tuple(float(c) for c in raw.get("cs", (1.0, 0.7, 0.4, 0.1))),
+        chains=tuple(raw.get("chains", ("itfm",))), noise_seed=int(raw.get("noise_seed", 0)))
+    if not config.tasks:
+        raise ConfigError("sim.tasks is empty")
+    if config.episodes < 1 or config.execute_steps < 1 or config.max_steps < 1:
+        raise ConfigError("sim.eval: episodes, execute_steps and max_steps must be >= 1")
+    bad = [b for b in config.baselines if b not in BASELINES]
+    if bad:
+        raise ConfigError(f"sim.eval.baselines: unknown {bad} (known: {list(BASELINES)})")
+    demos = sim.get("demos") or {}
+    d0, dn = int(demos.get("seed_start", 0)), int(demos.get("per_task", 10))
+    if config.seed_start < d0 + dn and d0 < config.seed_start + config.episodes:
+        raise ConfigError(f"sim.eval seeds {config.seed_start}..{config.seed_start + config.episodes - 1} overlap the "
+                          f"demonstration seeds {d0}..{d0 + dn - 1}: evaluate on starts the policy never saw")
+    return config
+
+
+def mean_actions(data) -> dict[str, np.ndarray]:
+    """Per instruction: the mean action over the kept frames of a manifest split's episodes."""
+    from pipelines.episode_store.reader import EpisodeReader
+
+    sums: dict[str, list[np.ndarray]] = {}
+    for row in data.rows:
+        with EpisodeReader(data.data_root / row["store"] / row["path"]) as reader:
+            action = reader.action
+        kept = [action[r["start"]:r["stop"]] for r in row["kept_ranges"]]
+        sums.setdefault(row["instruction"], []).extend(kept)
+    return {k: np.concatenate(v).mean(axis=0) for k, v in sums.items() if v}
+
+
+def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopConfig, *, train_data,
+        full_steps: int, itfm_steps: int) -> dict[str, Any]:
+    """Every row of the benchmark; returns ``{"rows": {name: {...}}, "episodes": [...]}``."""
+    from training.checkpoint import load_policy
+    from training.sim.metaworld import INSTRUCTIONS, MetaWorldTask
+    from training.sim.policy import A1SimPolicy
+    from training.sim.rollout import ConstantPolicy, ExpertPolicy, rollout, summarize
+
+    loaded = load_policy(checkpoint)
+    policies: dict[str, Any] = {}
+    for baseline in config.baselines:
+        if baseline == "expert":
+            policies["expert"] = ExpertPolicy()
+        else:
+            means = mean_actions(train_data)
+            missing = [t for t in config.tasks if INSTRUCTIONS[t] not in means]
+            if missing:
+                raise ConfigError(f"no demonstrations of {missing} in the fine-tuning manifest for mean_action")
+            policies["mean_action"] = ConstantPolicy(lambda task, m=means: m[INSTRUCTIONS[task]])
+    policies["no_exit"] = A1SimPolicy(checkpoint, full_steps=full_steps, noise_seed=config.noise_seed, loaded=loaded)
+    for chain, c, settings in exit_rows(calibration, config.cs, config.chains, itfm_steps, full_steps):
+        policies[f"{chain} c={c:g}"] = A1SimPolicy(checkpoint, settings=settings, full_steps=full_steps,
+                                                   noise_seed=config.noise_seed, loaded=loaded)
+    size = policies["no_exit"].image_size
+    episodes, rows = [], {}
+    for name, policy in policies.items():
+        results = []
+        for task_name in config.tasks:
+            with MetaWorldTask(task_name, image_size=size, max_steps=config.max_steps) as task:
+                results += [rollout(task, policy, seed, execute_steps=config.execute_steps) for seed in config.seeds]
+        per_task = summarize(results)
+        queries = sum(r.queries for r in results)
+        flops = [f for r in results for f in r.flops]
+        fractions = [f for r in results for f in r.layer_fractions]
+        rows[name] = {
+            "success": float(np.mean([r.success for r in results])),
+            "per_task": per_task,
+            "tflops_per_query": float(np.mean(flops)) / 1e12 if flops else None,
+            "layer_fraction": float(np.mean(fractions)) if fractions else None,
+            "policy_ms_per_query": 1000 * sum(r.policy_s for r in results) / max(1, queries),
+            "exit_layer_histogram": _histogram([e for r in results for e in r.exit_layers]),
+        }
+        episodes += [dict(r.to_json(), config=name) for r in results]
+    return {"rows": rows, "episodes": episodes, "seeds": list(config.seeds), "tasks": list(config.tasks),
+            "execute_steps": config.execute_steps, "max_steps": config.max_steps}
+
+
+def _histogram(layers: list[int]) -> dict[str, int]:
+    values, counts = np.unique(np.asarray(layers, dtype=np.int64), return_counts=True)
+    return {str(int(v)): int(n) for v, n in zip(values, counts)}
+
+
+def exit_rows(calibration: dict[str, Any], cs, chains, itfm_steps: int, full_steps: int):
+    """(chain, c, ExitSettings) for each requested c and chain, thresholds from the calibration."""
+    from training.inference import ExitSettings
+
+    default = calibration["default"]
+    available = list(calibration["table"])
+    wanted = ["mlp"] if available == ["mlp"] else [c for c in chains if c in available]
+    if not wanted:
+        raise ConfigError(f"none of the chains {list(chains)} was calibrated (calibrated: {available})")
+    out = []
+    for chain in wanted:
+        entries = calibration["table"][chain]["metrics"][default["metric"]]["thresholds"]
+        by_c = {e["c"]: e for e in entries if e["distribution"] == default["distribution"]}
+        for c in cs:
+            if float(c) not in by_c:
+                raise ConfigError(f"c = {c} was not calibrated for {default['distribution']} (calibrated: {sorted(by_c)})")
+            settings = ExitSettings(exits=tuple(calibration["exits"]), thresholds=tuple(by_c[float(c)]["thresholds"]),
+                                    metric=default["metric"], fm_mode="full" if chain == "full" else "itfm",
+                                    itfm_steps=itfm_steps, full_steps=full_steps)
+            out.append((chain, float(c), settings))
+    return out

@@ -1,0 +1,192 @@
+"""Scripted-expert demonstrations of Meta-World tasks, written as in-house recordings.
+
+The demonstrations enter the pipeline the way a new robot's recordings would: in a native
+layout an existing converter reads (the in-house ALOHA/ACT HDF5 layout,
+``docs/inhouse_format.md``), then conversion, curation and a manifest through the usual
+stages. One task folder per task::
+
+    <out>/metaworld_<task>/metadata.json        # instruction, robot sawyer, cameras, names, 80 Hz
+    <out>/metaworld_<task>/episode_<seed>.hdf5  # qpos = hand xyz + gripper opening, action, JPEG frames
+
+Every file is root-attributed ``sim = True`` and ``success`` (whether the expert solved the
+task within ``max_steps``); failed attempts are recorded, not hidden, and curation removes
+them (``sources.<name>.curation.failed_episodes``). Frame t holds the observation before
+action t, and the action is the one executed (clipped to [-1, 1]). Files are written to a
+temporary name and renamed, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.sim.metaworld import (
+    ACTION_NAMES,
+    CONTROL_HZ,
+    PROPRIO_NAMES,
+    MetaWorldTask,
+    SimError,
+)
+
+ROBOT_TYPE = "sawyer"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: str
+    tasks: tuple[str, ...]
+    seeds: tuple[int, ...]
+    image_size: int = 224
+    max_steps: int = 200
+    jpeg_quality: int = 95
+
+
+def task_folder(task: str) -> str:
+    return "metaworld_" + task.removesuffix("-v3").replace("-", "_")
+
+
+def _metadata(task: MetaWorldTask) -> dict[str, Any]:
+    import metaworld
+
+    return {
+        "format_version": 1,
+        "instruction": task.instruction,
+        "robot_type": ROBOT_TYPE,
+        "embodiment": ROBOT_TYPE,
+        "fps": CONTROL_HZ,
+        "camera_names": list(task.cameras),
+        "joint_names": list(PROPRIO_NAMES),
+        "action_names": list(ACTION_NAMES),
+        "action_kind": "ee_pose_delta",
+        "extra": {
+            "simulator": f"metaworld {getattr(metaworld, '__version__', 'unknown')}",
+            "task": task.task,
+            "units": "hand position in m; gripper opening 0 (closed) .. 1 (open); action: hand motion in "
+                     "1/100 m per step and gripper effort (-1 open .. 1 close)",
+            "cameras": "corner2 turned 180 degrees (MuJoCo renders it upside down); gripperPOV is the wrist",
+        },
+    }
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+
+def record_episode(task: MetaWorldTask, seed: int, path: Path, quality: int) -> dict[str, Any]:
+    """Run the expert from ``seed`` and write the episode file atomically; returns its summary."""
+    import h5py
+
+    observation = task.reset(seed)
+    proprio, actions, frames = [], [], {c: [] for c in task.cameras}
+    success = False
+    while not success and task.steps < task.max_steps:
+        action = np.clip(task.expert_action(), -1.0, 1.0)
+        proprio.append(observation.proprio)
+        actions.append(action)
+        for c in task.cameras:
+            frames[c].append(_jpeg(observation.images[c], quality))
+        observation, success = task.step(action)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["sim"] = True
+        f.attrs["compress"] = True
+        f.attrs["success"] = bool(success)
+        f.attrs["seed"] = int(seed)
+        f.create_dataset("/observations/qpos", data=np.asarray(proprio, dtype=np.float32))
+        f.create_dataset("/action", data=np.asarray(actions, dtype=np.float32))
+        jpeg = h5py.vlen_dtype(np.dtype("uint8"))
+        for c in task.cameras:
+            ds = f.create_dataset(f"/observations/images/{c}", shape=(len(frames[c]),), dtype=jpeg)
+            for i, data in enumerate(frames[c]):
+                ds[i] = data
+    os.replace(tmp, path)
+    return {"task": task.task, "seed": int(seed), "success": bool(success), "frames": len(actions)}
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def record(config: DemoConfig) -> dict[str, Any]:
+    """Record every (task, seed) not yet on disk; returns and writes ``<out>/demos.json``."""
+    out = Path(config.out)
+    episodes = []
+    for name in config.tasks:
+        folder = out / task_folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with MetaWorldTask(name, image_size=config.image_size, max_steps=config.max_steps) as task:
+            _write_json(folder / "metadata.json", _metadata(task))
+            for seed in config.seeds:
+                path = folder / f"episode_{seed}.hdf5"
+                if path.is_file():
+                    episodes.append(_summary(path, name, seed))
+                    continue
+                episodes.append(record_episode(task, seed, path, config.jpeg_quality))
+    summary = {
+        "config": {**config.__dict__, "tasks": list(config.tasks), "seeds": list(config.seeds)},
+        "episodes": episodes,
+        "success": {t: float(np.mean([e["success"] for e in episodes if e["task"] == t])) for t in config.tasks},
+    }
+    _write_json(out / "demos.json", summary)
+    return summary
+
+
+def _summary(path: Path, task: str, seed: int) -> dict[str, Any]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {"task": task, "seed": seed, "success": bool(f.attrs["success"]),
+                "frames": int(f["/action"].shape[0])}
+
+
+def config_from_params(params: dict[str, Any]) -> DemoConfig:
+    sim = params.get("sim") or {}
+    demos = sim.get("demos") or {}
+    known = {"out", "per_task", "seed_start", "image_size", "max_steps", "jpeg_quality"}
+    unknown = set(demos) - known
+    if unknown:
+        raise SimError(f"sim.demos: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+    tasks = tuple(sim.get("tasks") or ())
+    if not tasks:
+        raise SimError("sim.tasks is empty: name at least one Meta-World task")
+    start, count = int(demos.get("seed_start", 0)), int(demos.get("per_task", 10))
+    return DemoConfig(out=str(demos.get("out", "data/sim/metaworld")), tasks=tasks,
+                      seeds=tuple(range(start, start + count)), image_size=int(demos.get("image_size", 224)),
+                      max_steps=int(demos.get("max_steps", sim.get("max_steps", 200))),
+                      jpeg_quality=int(demos.get("jpeg_quality", 95)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import yaml
+
+    parser = argparse.ArgumentParser(description="record Meta-World scripted-expert demonstrations "
+                                                 "in the in-house HDF5 layout (params.yaml sim section)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", help="output directory (default: sim.demos.out)")
+    args = parser.parse_args(argv)
+    config = config_from_params(yaml.safe_load(Path(args.params).read_text()) or {})
+    if args.out:
+        config = replace(config, out=args.out)
+    summary = record(config)
+    for task, rate in summary["success"].items():
+        print(f"{task}: {len(config.seeds)} demonstrations, expert success {rate:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Closed-loop rollouts: a policy queried for action chunks, executed open-loop, until success.
+
+A policy here is anything with ``act(observation) -> Query``: the trained A1 policy (with or
+without early exit), the scripted expert, a constant action, a policy that ignores images.
+The loop is the same for all of them, so their success rates on the same seeds compare.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from training.sim.metaworld import MetaWorldTask, Observation
+
+
+@dataclass
+class Query:
+    """One policy call: ``actions`` [H, D] (H >= 1; D = 4 in Meta-World, 7 in LIBERO) and, for the A1
+    policy, where it exited."""
+
+    actions: np.ndarray
+    exit_layer: int | None = None
+    layer_fraction: float | None = None  # LLM layers run / all layers
+    flops: float | None = None
+
+
+class Policy(Protocol):
+    def reset(self, task: MetaWorldTask) -> None: ...
+
+    def act(self, observation: Observation, task: MetaWorldTask) -> Query: ...
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    seed: int
+    success: bool
+    steps: int  # steps run (to success, or max_steps)
+    queries: int
+    wall_s: float  # whole episode: policy, simulation and rendering
+    policy_s: float  # inside the policy's act calls
+    exit_layers: list[int] = field(default_factory=list)
+    layer_fractions: list[float] = field(default_factory=list)
+    flops: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def ask(self, act: Callable[..., Query], *args: Any) -> Query:
+        """``act(*args)`` once: the policy's query, timed, with where it exited and what it cost recorded."""
+        t = time.perf_counter()
+        query = act(*args)
+        self.policy_s += time.perf_counter() - t
+        self.queries += 1
+        if query.exit_layer is not None:
+            self.exit_layers.append(int(query.exit_layer))
+        if query.layer_fraction is not None:
+            self.layer_fractions.append(float(query.layer_fraction))
+        if query.flops is not None:
+            self.flops.append(float(query.flops))
+        return query
+
+
+def rollout(task: MetaWorldTask, policy: Policy, seed: int, *, execute_steps: int) -> EpisodeResult:
+    """Run one episode of ``task`` from ``seed``: query, execute up to ``execute_steps`` actions of
+    the chunk, re-query; stop at the first success or after the task's ``max_steps``."""
+    if execute_steps < 1:
+        raise ValueError(f"execute_steps must be >= 1, got {execute_steps}")
+    start = time.perf_counter()
+    observation = task.reset(seed)
+    policy.reset(task)
+    result = EpisodeResult(task.task, int(seed), False, 0, 0, 0.0, 0.0)
+    while task.steps < task.max_steps and not result.success:
+        query = result.ask(policy.act, observation, task)
+        actions = np.asarray(query.actions, dtype=np.float32).reshape(-1, 4)
+        if not len(actions):
+            raise ValueError(f"{task.task}: the policy returned no action")
+        for action in actions[:execute_steps]:
+            observation, result.success = task.step(action)
+            if result.success or task.steps >= task.max_steps:
+                break
+    result.steps = task.steps
+    result.wall_s = time.perf_counter() - start
+    return result
+
+
+# --- reference policies ------------------------------------------------------------------------------
+
+
+class ExpertPolicy:
+    """Meta-World's scripted expert (reads the privileged state): the upper reference."""
+
+    def reset(self, task: MetaWorldTask) -> None:
+        pass
+
+    def act(self, observation: Observation, task: MetaWorldTask) -> Query:
+        return Query(task.expert_action()[None])
+
+
+class ConstantPolicy:
+    """One fixed action every step (the demonstrations' mean action): the lower reference."""
+
+    def __init__(self, action: Sequence[float] | np.ndarray | Callable[[str], np.ndarray]):
+        self._action = action
+
+    def reset(self, task: MetaWorldTask) -> None:
+        pass
+
+    def act(self, observation: Observation, task: MetaWorldTask) -> Query:
+        action = self._action(task.task) if callable(self._action) else self._action
+        return Query(np.asarray(action, dtype=np.float32).reshape(1, 4))
+
+
+def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """Per task: success rate, steps to success, exit-layer histogram, layer fraction, FLOPs, time."""
+    out: dict[str, Any] = {}
+    for name in sorted({r.task for r in results}):
+        rs = [r for r in results if r.task == name]
+        won = [r.steps for r in rs if r.success]
+        layers = [e for r in rs for e in r.exit_layers]
+        fractions = [f for r in rs for f in r.layer_fractions]
+        flops = [sum(r.flops) for r in rs if r.flops]
+        out[name] = {
+            "episodes": len(rs),
+            "success": float(np.mean([r.success for r in rs])),
+            "steps_to_success": float(np.mean(won)) if won else None,
+            "queries_per_episode": float(np.mean([r.queries for r in rs])),
+            "exit_layer_histogram": ({str(k): int(v) for k, v in zip(*np.unique(layers, return_counts=True))}
+                                     if layers else {}),
+            "layer_fraction": float(np.mean(fractions)) if fractions else None,
+            "flops_per_episode": float(np.mean(flops)) if flops else None,
+            "wall_s_per_episode": float(np.mean([r.wall_s for r in rs])),
+            "policy_s_per_episode": float(np.mean([r.policy_s for r in rs])),
+        }
+    return out
