@@ -1,6 +1,6 @@
 """Meta-World as the closed-loop benchmark: seeding, observations, the rollout loop, the recorder.
 
-Run by ``tests/test_sim_metaworld.py`` in a fresh interpreter (a test process that loaded
+Run by ``tests/test_closed_loop_metaworld.py`` in a fresh interpreter (a test process that loaded
 TensorFlow for the DROID tests cannot render); ``pytest tests/metaworld_cases.py`` runs them directly.
 """
 
@@ -189,50 +189,29 @@ def test_demonstrations_convert_as_their_own_dataset_and_failed_ones_are_curated
         assert episode.state_names == list(PROPRIO_NAMES) and episode.action_kind == "ee_pose_delta"
 
 
-def test_closed_loop_evaluation_of_a_policy_fine_tuned_on_the_demonstrations(tmp_path):
-    """demos -> store -> manifest -> pretrain -> fine-tune -> calibrate -> evaluate, every row on the same seeds."""
-    from pipelines.convert import ConvertConfig, run_conversion
-    from pipelines.episode_store.images import ImageConfig
-    from pipelines.manifest.build import ManifestParams, build_manifest
-    from training.calibrate import calibrate
-    from training.config import resolve_run
-    from training.evaluate import evaluate
-    from training.train import Trainer
+def test_closed_loop_evaluation_end_to_end_through_the_benchmark_script(tmp_path, capsys):
+    """demos -> store -> manifest -> training -> calibration -> closed loop, every row on the same seed."""
+    import importlib.util
+    from pathlib import Path
 
-    record(DemoConfig(out=str(tmp_path / "demos"), tasks=(TASK,), seeds=(0, 1, 2, 3), image_size=64, max_steps=120))
-    run_conversion(ConvertConfig(source="metaworld", converter="inhouse", input_root=str(tmp_path / "demos"),
-                                 store_root=str(tmp_path / "data" / "metaworld"), image=ImageConfig(height=64, width=64)),
-                   workers=1, show_progress=False)
-    build_manifest([tmp_path / "data" / "metaworld"], tmp_path / "manifests" / "mw",
-                   ManifestParams(name="mw", validation_fraction=0.0, calibration_fraction=0.3))
-    optim = {"lr_vision": 1e-3, "lr_connector": 1e-3, "lr_llm": 1e-3, "lr_head": 1e-3, "warmup_steps": 1,
-             "freeze_steps": 0}
-    stage = {"steps": 2, "batch_size": 4, "log_every": 1, "checkpoint_every": 2, "validation_batches": 0,
-             "threads": 1, "optim": optim}
-    doc = {"training": {
-        "profile": "t", "pretrain_manifest": "mw", "finetune": ["mw"], "manifests": str(tmp_path / "manifests"),
-        "out": str(tmp_path / "models"), "reports": str(tmp_path / "reports"),
-        "data": {"data_root": str(tmp_path / "data"), "num_workers": 0, "chunk": 8, "image_size": [64, 64],
-                 "augment": {"enabled": False}, "normalization": "bounds_q99"},
-        "profiles": {"t": {"model": {"backbone": "tiny", "head": "fm"}, "pretrain": stage, "finetune": stage,
-                           "calibration": {"max_samples": 16, "batch_size": 8, "first_exit": 1, "exit_interval": 1,
-                                           "distributions": {"exp": [1.0, 0.4]}, "online_samples": 0,
-                                           "budgets": [0.75]}}}},
-        "sim": {"tasks": [TASK], "demos": {"seed_start": 0, "per_task": 4},
-                "eval": {"targets": ["mw"], "episodes": 1, "seed_start": 100, "max_steps": 100, "execute_steps": 4,
-                         "cs": [0.4], "chains": ["itfm", "full"]}}}
-    Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
-    Trainer(resolve_run(doc, "finetune", "mw"), quiet=True).train()
-    calibrate("mw", doc)
-    result = evaluate("mw", doc)
-    rows = result["closed_loop"]["rows"]
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "metaworld_closed_loop.py"
+    spec = importlib.util.spec_from_file_location("metaworld_closed_loop", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, work = tmp_path / "result.json", tmp_path / "work"
+    assert module.main(["--tasks", TASK, "--demos", "3", "--steps", "2", "--batch-size", "4", "--image-size", "32",
+                        "--episodes", "1", "--max-steps", "90", "--cs", "0.4", "--chains", "itfm", "full",
+                        "--threads", "1", "--workdir", str(work), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
     assert list(rows) == ["expert", "mean_action", "no_exit", "itfm c=0.4", "full c=0.4"]
-    assert rows["expert"]["success"] == 1.0 and rows["mean_action"]["success"] == 0.0
+    assert all(f"\n{name}" in printed for name in rows)
+    assert rows["expert"]["per_task"] == {TASK: 1.0} and rows["mean_action"]["success"] == 0.0
     assert rows["no_exit"]["layer_fraction"] == 1.0 and rows["no_exit"]["tflops_per_query"] > 0
-    assert rows["itfm c=0.4"]["tflops_per_query"] < rows["full c=0.4"]["tflops_per_query"]  # 2 steps per check, not 10
-    episodes = json.loads((tmp_path / "reports/evaluation/mw/episodes.json").read_text())
-    assert {(e["config"], e["seed"]) for e in episodes} == {(name, 100) for name in rows}
+    assert rows["itfm c=0.4"]["tflops_per_query"] < rows["full c=0.4"]["tflops_per_query"]  # 2 steps a check, not 10
+    episodes = json.loads((work / "reports/evaluation/mw/episodes.json").read_text())
+    assert {(e["config"], e["seed"]) for e in episodes} == {(name, 10000) for name in rows}
     no_exit = next(e for e in episodes if e["config"] == "no_exit")
     assert no_exit["queries"] == -(-no_exit["steps"] // 4) and set(no_exit["exit_layers"]) == {3}
-    metrics = json.loads((tmp_path / "reports/evaluation/mw/metrics.json").read_text())
+    metrics = json.loads((work / "reports/evaluation/mw/metrics.json").read_text())
     assert metrics["mode"] == "closed_loop" and metrics["expert"]["per_task"] == {TASK: 1.0}

@@ -113,12 +113,14 @@ def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopC
         policies[f"{chain} c={c:g}"] = A1SimPolicy(checkpoint, settings=settings, full_steps=full_steps,
                                                    noise_seed=config.noise_seed, loaded=loaded)
     size = policies["no_exit"].image_size
+    by_policy: dict[str, list] = {name: [] for name in policies}
+    for task_name in config.tasks:  # one scene per task (building one costs about a second), every policy in it
+        with MetaWorldTask(task_name, image_size=size, max_steps=config.max_steps) as task:
+            for name, policy in policies.items():
+                by_policy[name] += [rollout(task, policy, seed, execute_steps=config.execute_steps)
+                                    for seed in config.seeds]
     episodes, rows = [], {}
-    for name, policy in policies.items():
-        results = []
-        for task_name in config.tasks:
-            with MetaWorldTask(task_name, image_size=size, max_steps=config.max_steps) as task:
-                results += [rollout(task, policy, seed, execute_steps=config.execute_steps) for seed in config.seeds]
+    for name, results in by_policy.items():
         per_task = summarize(results)
         queries = sum(r.queries for r in results)
         flops = [f for r in results for f in r.flops]

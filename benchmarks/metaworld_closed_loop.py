@@ -1,0 +1,147 @@
+"""The Meta-World closed-loop benchmark at a chosen scale: does the A1 policy this project trains act?
+
+What is measured
+----------------
+The same chain ``dvc repro`` runs for ``finetune_metaworld``, at the scale given on the command
+line, in a scratch directory: scripted-expert demonstrations of ``--tasks`` (``--demos`` per
+task, seeds 0..), conversion into a store (in-house converter, failed runs curated out), a
+manifest with a calibration split, training of the ``tiny`` policy on it (``--steps``, from
+random weights: the demonstrations are its only data), early-exit calibration, and the closed
+loop on ``--episodes`` held-out seeds per task (10000..): the policy at full depth and with
+early exit at each ``--cs`` (ITFM, delta = 2), next to the scripted expert and the demonstrations'
+mean action (``--chains full`` adds the same thresholds without warm start). Printed per row: success per task and mean, TFLOPs and LLM layers per query, ms per
+query; and the wall time of each phase. The expert row is the ceiling and the mean-action row the
+floor, measured on the same seeds in the same run.
+
+Usage::
+
+    python benchmarks/metaworld_closed_loop.py                                   # 2 tasks, 20 demos, 1500 steps
+    python benchmarks/metaworld_closed_loop.py --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 \
+        window-open-v3 --demos 50 --steps 5000 --episodes 20 --json out.json
+
+Rendering needs a process without TensorFlow (``docs/evaluation.md``); this script never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["button-press-topdown-v3", "drawer-open-v3"])
+    parser.add_argument("--demos", type=int, default=20, help="demonstrations per task")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--head", choices=["fm", "mlp"], default="fm")
+    parser.add_argument("--image-size", type=int, default=224, help="render and model input size")
+    parser.add_argument("--chunk", type=int, default=8)
+    parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per task")
+    parser.add_argument("--max-steps", type=int, default=150)
+    parser.add_argument("--execute-steps", type=int, default=4)
+    parser.add_argument("--cs", type=float, nargs="+", default=[1.0, 0.7])
+    parser.add_argument("--chains", nargs="+", choices=["itfm", "full"], default=["itfm"],
+                        help="flow-matching exit chains: itfm (delta = 2, warm start) and/or full (10 steps per check)")
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
+    parser.add_argument("--workdir", help="keep everything here (default: a temporary directory)")
+    parser.add_argument("--json", help="write the result here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from pipelines.convert import ConvertConfig, run_conversion
+    from pipelines.episode_store.images import ImageConfig
+    from pipelines.manifest.build import ManifestParams, build_manifest
+    from training.calibrate import calibrate
+    from training.config import resolve_run
+    from training.evaluate import evaluate
+    from training.sim.demos import DemoConfig, record
+    from training.train import Trainer
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="a1pipe-metaworld-"))
+    work.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+
+    t = time.perf_counter()
+    demos = record(DemoConfig(out=str(work / "demos"), tasks=tuple(args.tasks), seeds=tuple(range(args.demos)),
+                              image_size=args.image_size, max_steps=args.max_steps))
+    times["demonstrations"] = time.perf_counter() - t
+    t = time.perf_counter()
+    run_conversion(ConvertConfig(source="metaworld", converter="inhouse", input_root=str(work / "demos"),
+                                 store_root=str(work / "data" / "metaworld"),
+                                 image=ImageConfig(height=args.image_size, width=args.image_size),
+                                 curation={"failed_episodes": "remove"}), workers=1, show_progress=False)
+    build_manifest([work / "data" / "metaworld"], work / "manifests" / "mw",
+                   ManifestParams(name="mw", validation_fraction=0.0, calibration_fraction=0.1))
+    times["conversion_and_manifest"] = time.perf_counter() - t
+
+    optim = {"lr_vision": args.lr, "lr_connector": args.lr, "lr_llm": args.lr, "lr_head": args.lr,
+             "warmup_steps": min(100, args.steps // 10), "freeze_steps": 0}
+    stage = {"steps": args.steps, "batch_size": args.batch_size, "log_every": 50,
+             "checkpoint_every": max(1, args.steps // 4), "validation_batches": 0, "threads": args.threads,
+             "optim": optim, "data": {"num_workers": 1}}
+    doc = {"training": {
+        "profile": "b", "pretrain_manifest": "mw", "finetune": ["mw"], "manifests": str(work / "manifests"),
+        "out": str(work / "models"), "reports": str(work / "reports"),
+        "data": {"data_root": str(work / "data"), "num_workers": 1, "chunk": args.chunk,
+                 "image_size": [args.image_size, args.image_size], "normalization": "bounds_q99",
+                 "augment": {"enabled": False}},
+        "profiles": {"b": {"model": {"backbone": "tiny", "head": args.head},
+                           # the fine-tune is the training: the pre-trained start is one step from random
+                           "pretrain": {**stage, "steps": 1, "optim": {**optim, "warmup_steps": 0}},
+                           "finetune": stage,
+                           "calibration": {"max_samples": 256, "batch_size": 16, "first_exit": 1, "exit_interval": 1,
+                                           "distributions": {"exp": sorted(set(args.cs) | {1.0})},
+                                           "online_samples": 0, "budgets": [0.75]}}}},
+        "sim": {"tasks": list(args.tasks), "demos": {"seed_start": 0, "per_task": args.demos},
+                "eval": {"targets": ["mw"], "episodes": args.episodes, "seed_start": 10000,
+                         "max_steps": args.max_steps, "execute_steps": args.execute_steps, "cs": list(args.cs),
+                         "chains": list(args.chains)}}}
+    t = time.perf_counter()
+    Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
+    Trainer(resolve_run(doc, "finetune", "mw"), quiet=True).train()
+    times["training"] = time.perf_counter() - t
+    t = time.perf_counter()
+    calibrate("mw", doc)
+    times["calibration"] = time.perf_counter() - t
+    t = time.perf_counter()
+    result = evaluate("mw", doc)
+    times["closed_loop"] = time.perf_counter() - t
+
+    rows = result["closed_loop"]["rows"]
+    print(f"Meta-World closed loop: {len(args.tasks)} tasks, {args.demos} demonstrations each "
+          f"(expert success {demos['success']}), {args.steps} training steps (batch {args.batch_size}), "
+          f"{args.episodes} held-out episodes per task, {args.threads} threads")
+    header = "policy".ljust(14) + "".join(t.removesuffix("-v3")[:22].rjust(24) for t in args.tasks)
+    print(header + "    mean  TFLOPs/q  layers  ms/query")
+    for name, row in rows.items():
+        per = "".join(f"{row['per_task'][t]['success']:24.2f}" for t in args.tasks)
+        tflops = "-" if row["tflops_per_query"] is None else f"{row['tflops_per_query']:.2e}"
+        layers = "-" if row["layer_fraction"] is None else f"{row['layer_fraction']:.0%}"
+        print(f"{name:14s}{per}{row['success']:8.2f}{tflops:>10s}{layers:>8s}{row['policy_ms_per_query']:10.1f}")
+    print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+    print(f"report: {work / 'reports/evaluation/mw/report.md'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "times_s": times, "demos": demos["success"],
+                                               "rows": {k: {kk: vv for kk, vv in v.items() if kk != "per_task"}
+                                                        | {"per_task": {t: v["per_task"][t]["success"]
+                                                                        for t in args.tasks}}
+                                                        for k, v in rows.items()}}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
