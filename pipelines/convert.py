@@ -306,12 +306,24 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
     )
 
 
-def pipeline_options(workers: int, beam_args: list[str]):
-    """Default: Beam's local runner, one process per core. Any ``--runner`` in ``beam_args`` wins."""
+#: work units that make another local worker process pay for its start-up (~4 s of Beam harness and
+#: imports; a sample-sized unit converts in well under a second)
+UNITS_PER_AUTO_WORKER = 32
+
+
+def auto_workers(units: int, cores: int | None = None) -> int:
+    """``workers: 0``: one process per core, but no more than the units keep busy."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(cores, -(-units // UNITS_PER_AUTO_WORKER)))
+
+
+def pipeline_options(workers: int, beam_args: list[str], units: int | None = None):
+    """Default: Beam's local runner, one process per core (``workers`` 0; fewer for a handful of
+    ``units``). Any ``--runner`` in ``beam_args`` wins."""
     beam = _beam()
     args = list(beam_args)
     if not any(a.startswith("--runner") for a in args):
-        workers = workers or os.cpu_count() or 1
+        workers = workers or (auto_workers(units) if units is not None else os.cpu_count() or 1)
         mode = "in_memory" if workers == 1 else "multi_processing"
         args = [
             "--runner=DirectRunner",
@@ -363,7 +375,7 @@ def run_conversion(
         if not storage.is_remote(config.store_root):
             Path(work_dir).mkdir(parents=True)
             progress_path = os.path.join(work_dir, "progress.log")
-        options = pipeline_options(workers, beam_args or [])
+        options = pipeline_options(workers, beam_args or [], units=len(units))
         with _ProgressBar(progress_path, len(units), config.source, enabled=show_progress), _private_tmpdir(work_dir):
             with beam.Pipeline(options=options) as pipeline:
                 build_pipeline(pipeline, config, units, work_dir, progress_path)

@@ -188,6 +188,17 @@ def test_beam_options_pass_through():
     opts = pipeline_options(0, ["--runner=FlinkRunner", "--flink_master=host:8081", "--parallelism=8"]).get_all_options()
     assert opts["runner"] == "FlinkRunner" and opts["flink_master"] == "host:8081" and opts["parallelism"] == 8
     assert pipeline_options(1, []).get_all_options()["direct_running_mode"] == "in_memory"
+    # workers 0 with a known unit count: every core, but no process without 32 units to keep it busy
+    assert pipeline_options(0, [], units=12).get_all_options()["direct_running_mode"] == "in_memory"
+    assert pipeline_options(3, [], units=12).get_all_options()["direct_num_workers"] == 3  # an explicit count wins
+
+
+@pytest.mark.parametrize("units,cores,expected", [(0, 8, 1), (1, 8, 1), (32, 8, 1), (33, 8, 2), (64, 8, 2),
+                                                  (65, 8, 3), (10_000, 8, 8), (10_000, 2, 2)])
+def test_auto_workers_start_no_process_the_units_cannot_keep_busy(units, cores, expected):
+    from pipelines.convert import auto_workers
+
+    assert auto_workers(units, cores) == expected
 
 
 def test_cli_convert_validate_inspect(samples, tmp_path, capsys):

@@ -64,11 +64,14 @@ def losses(summary: dict) -> list[float]:
 
 def test_runs_resolve_from_the_active_profile_with_stage_and_target_overrides():
     run = resolve_run(REPO / "params.yaml", "pretrain")
-    assert (run.profile, run.model.backbone, run.model.head, run.run.steps) == ("tiny", "tiny", "fm", 200)
+    assert (run.profile, run.model.backbone, run.model.head, run.run.steps) == ("tiny", "tiny", "fm", 120)
     assert run.data.state_mask_prob == 0.5 and run.data.normalization == "bounds_q99"  # stage over training.data
     assert run.data.chunk == 50 and run.manifest_dir == "manifests/pretrain" and run.init is None
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
     doc["training"]["profile"] = "paper"
+    with pytest.raises(ConfigError, match="not a fine-tuning target"):  # released, but not in the default chain
+        resolve_run(doc, "finetune", "finetune_rc_arrange_paper_cups")
+    doc["training"]["finetune"].append("finetune_rc_arrange_paper_cups")
     paper = resolve_run(doc, "finetune", "finetune_rc_arrange_paper_cups")
     assert paper.model.backbone == "molmo-7b-d" and paper.run.batch_size == 32  # Table 9's ARX5 row
     assert paper.run.steps == 50000 and paper.data.state_mask_prob == 0.3 and paper.run.optim.lr_vision == 0.0
