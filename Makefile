@@ -14,7 +14,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -e ".[test]"  # no .pyc for every file of torch and TensorFlow up front: imports compile what they use
+	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
 repro: $(STAMP)

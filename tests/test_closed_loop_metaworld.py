@@ -33,3 +33,14 @@ def test_rendering_after_tensorflow_is_a_named_error_not_a_crash():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SimError:" in done.stdout and "TensorFlow" in done.stdout
+
+
+def test_recording_and_converting_as_dvc_does_reproduces_the_committed_demonstration_store(sim_store):
+    """The demonstrations are generated data: a clean clone must rebuild the store the manifest records."""
+    import json
+
+    from pipelines.manifest.build import file_sha256
+
+    manifest = json.loads((REPO / "manifests" / "finetune_metaworld" / "manifest.json").read_text())
+    recorded = {entry["store"]: entry["index_sha256"] for entry in manifest["inputs"]}
+    assert recorded == {"metaworld": file_sha256(sim_store / "index.parquet")}
