@@ -64,7 +64,7 @@ def losses(summary: dict) -> list[float]:
 
 def test_runs_resolve_from_the_active_profile_with_stage_and_target_overrides():
     run = resolve_run(REPO / "params.yaml", "pretrain")
-    assert (run.profile, run.model.backbone, run.model.head, run.run.steps) == ("tiny", "tiny", "fm", 100)
+    assert (run.profile, run.model.backbone, run.model.head, run.run.steps) == ("tiny", "tiny", "fm", 60)
     assert run.data.state_mask_prob == 0.5 and run.data.normalization == "bounds_q99"  # stage over training.data
     assert run.data.chunk == 50 and run.manifest_dir == "manifests/pretrain" and run.init is None
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
