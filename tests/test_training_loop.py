@@ -217,6 +217,19 @@ def test_a_tiny_policy_learns_a_task_it_can_only_solve_by_looking(task, tmp_path
     assert val["val/action_l1_images_shuffled"] > 2 * val["val/action_l1"], val
 
 
+def _fine_tuned(task: Path, base: Path, head: str) -> dict:
+    """Pre-train and fine-tune 2 steps on the colour task, with validation and calibration splits."""
+    from pipelines.manifest.build import ManifestParams, build_manifest
+
+    os.symlink(task / "data", base / "data")
+    build_manifest([task / "data" / "inhouse"], base / "manifests" / "toy",
+                   ManifestParams(name="toy", validation_fraction=0.2, calibration_fraction=0.3))
+    doc = params(base, head=head, steps=2, checkpoint_every=2)
+    Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
+    Trainer(resolve_run(doc, "finetune", "toy"), quiet=True).train()
+    return doc
+
+
 @pytest.mark.parametrize("head", ["fm", "mlp"])
 def test_calibrate_stage_writes_thresholds_from_the_calibration_split(task, tmp_path, head):
     import numpy as np
@@ -224,14 +237,7 @@ def test_calibrate_stage_writes_thresholds_from_the_calibration_split(task, tmp_
     from training.calibrate import calibrate
     from training.exits import exit_distribution, thresholds
 
-    os.symlink(task / "data", tmp_path / "data")
-    from pipelines.manifest.build import ManifestParams, build_manifest
-
-    build_manifest([task / "data" / "inhouse"], tmp_path / "manifests" / "toy",
-                   ManifestParams(name="toy", validation_fraction=0.2, calibration_fraction=0.3))
-    doc = params(tmp_path, head=head, steps=2, checkpoint_every=2)
-    Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
-    Trainer(resolve_run(doc, "finetune", "toy"), quiet=True).train()
+    doc = _fine_tuned(task, tmp_path, head)
     result = calibrate("toy", doc)
     out = tmp_path / "models/calibration/toy"
     saved = json.loads((out / "thresholds.json").read_text())
@@ -257,19 +263,13 @@ def test_calibrate_stage_writes_thresholds_from_the_calibration_split(task, tmp_
 
 @pytest.mark.parametrize("head", ["fm", "mlp"])
 def test_open_loop_evaluation_rows_costs_and_known_errors(task, tmp_path, head):
-    from pipelines.manifest.build import ManifestParams, build_manifest
     from training.calibrate import calibrate
     from training.checkpoint import load_policy
     from training.config import EvaluationConfig
     from training.evaluate import evaluate, open_loop
 
-    os.symlink(task / "data", tmp_path / "data")
-    build_manifest([task / "data" / "inhouse"], tmp_path / "manifests" / "toy",
-                   ManifestParams(name="toy", validation_fraction=0.2, calibration_fraction=0.3))
-    doc = params(tmp_path, head=head, steps=2, checkpoint_every=2)
+    doc = _fine_tuned(task, tmp_path, head)
     doc["training"]["profiles"]["t"]["evaluation"] = {"cs": [1.0, 0.4], "max_samples": 16, "batch_size": 8}
-    Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
-    Trainer(resolve_run(doc, "finetune", "toy"), quiet=True).train()
     calibrate("toy", doc)
     result = evaluate("toy", doc)
     rows = result["open_loop"]["rows"]
@@ -327,7 +327,7 @@ def test_exit_rows_take_each_c_from_the_calibration_and_refuse_a_missing_one():
     from training.config import ConfigError
     from training.sim.closed_loop import exit_rows
 
-    entry = lambda c, eta: {"distribution": "exp", "c": c, "thresholds": eta}  # noqa: E731
+    entry = lambda c, eta: {"distribution": "exp", "c": c, "thresholds": eta}
     cal = {"default": {"metric": "cosine", "distribution": "exp"}, "exits": [1, 2, 3],
            "table": {"itfm": {"metrics": {"cosine": {"thresholds": [entry(1.0, [0.1, 0.2, 9]), entry(0.4, [0.3, 0.4, 9])]}}},
                      "full": {"metrics": {"cosine": {"thresholds": [entry(0.4, [0.5, 0.6, 9])]}}}}}
