@@ -10,10 +10,21 @@ STAMP  := $(VENV)/.installed
 
 env: $(STAMP)
 
-# torch==2.13.0 is pinned in pyproject.toml; pip takes the local CPU wheel where one is provided.
+# uv installs the same packages as pip in about half the time (parallel downloads and unpacking,
+# byte-compiled in parallel: PYTHONDONTWRITEBYTECODE machines would otherwise pay for uncompiled
+# modules in every process). uv does not read pip's configuration, so it is given the same package
+# sources pip is configured with (local wheel folders and index mirrors): torch==2.13.0, pinned in
+# pyproject.toml, then comes from the local CPU wheel where one is provided. Where uv cannot be
+# installed or fails, pip installs instead.
+UV_VERSION  := 0.13.9
+PIP_SOURCES  = $(foreach l,$(sort $(PIP_FIND_LINKS) $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)),--find-links $(l)) \
+               $(foreach u,$(sort $(PIP_EXTRA_INDEX_URL) $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)),--extra-index-url $(u))
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	( $(BIN)/python -m pip install --quiet uv==$(UV_VERSION) && \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode \
+	    --index-strategy unsafe-best-match $(PIP_SOURCES) -e ".[test]" ) || \
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 

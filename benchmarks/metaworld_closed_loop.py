@@ -9,7 +9,8 @@ manifest with a calibration split, training of the ``tiny`` policy on it (``--st
 random weights: the demonstrations are its only data), early-exit calibration, and the closed
 loop on ``--episodes`` held-out seeds per task (10000..): the policy at full depth and with
 early exit at each ``--cs`` (ITFM, delta = 2), next to the scripted expert and the demonstrations'
-mean action (``--chains full`` adds the same thresholds without warm start). Printed per row: success per task and mean, TFLOPs and LLM layers per query, ms per
+mean action and the same fine-tune trained without cameras (``no_images``: proprioception and
+instruction only, the bar an image policy must clear) (``--chains full`` adds the same thresholds without warm start). Printed per row: success per task and mean, TFLOPs and LLM layers per query, ms per
 query; and the wall time of each phase. The expert row is the ceiling and the mean-action row the
 floor, measured on the same seeds in the same run.
 
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cs", type=float, nargs="+", default=[1.0, 0.7])
     parser.add_argument("--chains", nargs="+", choices=["itfm", "full"], default=["itfm"],
                         help="flow-matching exit chains: itfm (delta = 2, warm start) and/or full (10 steps per check)")
+    parser.add_argument("--baselines", nargs="+", choices=["expert", "mean_action", "no_images"],
+                        default=["expert", "mean_action", "no_images"])
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
     parser.add_argument("--workdir", help="keep everything here (default: a temporary directory)")
     parser.add_argument("--json", help="write the result here")
@@ -109,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         "sim": {"tasks": list(args.tasks), "demos": {"seed_start": 0, "per_task": args.demos},
                 "eval": {"targets": ["mw"], "episodes": args.episodes, "seed_start": 10000,
                          "max_steps": args.max_steps, "execute_steps": args.execute_steps, "cs": list(args.cs),
-                         "chains": list(args.chains)}}}
+                         "chains": list(args.chains), "baselines": list(args.baselines)}}}
     t = time.perf_counter()
     Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
     Trainer(resolve_run(doc, "finetune", "mw"), quiet=True).train()
     times["training"] = time.perf_counter() - t
+    if "no_images" in args.baselines:
+        t = time.perf_counter()
+        Trainer(resolve_run(doc, "finetune", "mw", variant="no_images"), quiet=True).train()
+        times["training_no_images"] = time.perf_counter() - t
     t = time.perf_counter()
     calibrate("mw", doc)
     times["calibration"] = time.perf_counter() - t

@@ -181,6 +181,8 @@ def cmd_training(command: str, argv: list[str]) -> int:
         from training.train import main
     elif command == "evaluate":
         from training.evaluate import main
+    elif command == "libero":
+        from training.libero_eval import main
     else:
         from training.calibrate import main
     return main(argv)
@@ -266,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("calibrate", help="early-exit thresholds for a fine-tuned policy (training/calibrate.py)")
     sub.add_parser("evaluate", help="closed-loop (Meta-World) or open-loop evaluation of a fine-tune, with early "
                                     "exit (training/evaluate.py)")
+    sub.add_parser("libero", help="a fine-tune in the LIBERO benchmark under the published protocol, with early "
+                                  "exit; needs the libero package and its assets (training/libero_eval.py)")
 
     i = sub.add_parser("inspect", help="readable summary of a store or one episode")
     i.add_argument("store")
@@ -276,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["train"], ["calibrate"], ["evaluate"]):  # their own parsers (training/), options and --help included
+    if argv[:1] in (["train"], ["calibrate"], ["evaluate"], ["libero"]):  # their own parsers (training/), options and --help included
         return cmd_training(argv[0], argv[1:])
     beam_args: list[str] = []
     if "--" in argv:

@@ -204,11 +204,16 @@ def test_closed_loop_evaluation_end_to_end_through_the_benchmark_script(tmp_path
                         "--threads", "1", "--workdir", str(work), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
-    assert list(rows) == ["expert", "mean_action", "no_exit", "itfm c=0.4", "full c=0.4"]
+    assert list(rows) == ["expert", "mean_action", "no_images", "no_exit", "itfm c=0.4", "full c=0.4"]
     assert all(f"\n{name}" in printed for name in rows)
     assert rows["expert"]["per_task"] == {TASK: 1.0} and rows["mean_action"]["success"] == 0.0
     assert rows["no_exit"]["layer_fraction"] == 1.0 and rows["no_exit"]["tflops_per_query"] > 0
     assert rows["itfm c=0.4"]["tflops_per_query"] < rows["full c=0.4"]["tflops_per_query"]  # 2 steps a check, not 10
+    # the blind control runs at full depth on its own checkpoint, with no image tokens in its prefix
+    assert rows["no_images"]["layer_fraction"] == 1.0
+    assert rows["no_images"]["tflops_per_query"] < rows["no_exit"]["tflops_per_query"]
+    blind = work / "models/baselines/mw/no_images/checkpoint"
+    assert json.loads((blind / "data_spec.json").read_text())["images"] is False
     episodes = json.loads((work / "reports/evaluation/mw/episodes.json").read_text())
     assert {(e["config"], e["seed"]) for e in episodes} == {(name, 10000) for name in rows}
     no_exit = next(e for e in episodes if e["config"] == "no_exit")

@@ -8,7 +8,6 @@ The spec is docs/sources/agibot.md.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -193,15 +192,9 @@ def test_samples_give_their_declared_outcomes(samples):
     assert "327/648699" not in expected  # listed in task_info only: never discovered
 
 
-def test_samples_are_byte_identical_for_a_seed(samples, tmp_path):
+def test_samples_are_small(samples):
+    # the same seed giving the same bytes, in another process: test_converter_conformance
     root, expected = samples
-    assert AgibotConverter.write_samples(tmp_path / "again", seed=0) == expected
-
-    def digest(base: Path) -> dict[str, str]:
-        return {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(base.rglob("*")) if p.is_file()}
-
-    assert digest(tmp_path / "again") == digest(root)
     assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 8 * 2**20
 
 

@@ -224,15 +224,6 @@ def test_cli_convert_validate_inspect(samples, tmp_path, capsys):
     assert cli(["convert", "--source", "nope", "--input", str(samples), "--output", str(store)]) == 2
 
 
-def test_samples_are_deterministic(tmp_path):
-    a = write_samples(tmp_path / "a", seed=3, sources=["inhouse"])
-    b = write_samples(tmp_path / "b", seed=3, sources=["inhouse"])
-    assert a == b
-    for f in sorted((tmp_path / "a").rglob("*")):
-        if f.is_file():
-            assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f
-
-
 def test_object_storage_output_publishes_whole_episodes_and_resumes(samples, tmp_path, monkeypatch, expected):
     from tests.fake_object_store import FakeObjectStore
 

@@ -653,10 +653,9 @@ def samples(tmp_path_factory):
     return root, expected, time.perf_counter() - started
 
 
-def test_samples_are_deterministic(samples, tmp_path):
+def test_another_seed_gives_other_samples_with_the_same_outcomes(samples, tmp_path):
     root, expected, _ = samples
-    assert DroidConverter.write_samples(tmp_path / "again", seed=0) == expected
-    assert file_hashes(tmp_path / "again") == file_hashes(root)
+    # the same seed giving the same bytes, in another process: test_converter_conformance
     assert DroidConverter.write_samples(tmp_path / "other", seed=1) == expected
     def data(hashes):  # camera serials (MP4 names) and uuids are drawn from the seed too
         return {v for k, v in hashes.items() if "tfrecord" in k or k.endswith((".h5", ".mp4"))}

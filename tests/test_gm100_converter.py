@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -74,17 +73,11 @@ def test_opaque_or_empty_task_without_a_table_entry_is_missing_language(task):
     assert err.value.reason == Reason.MISSING_LANGUAGE
 
 
-def test_samples_are_small_fast_and_deterministic(samples, tmp_path):
+def test_samples_are_small_and_fast(samples):
+    # the same seed giving the same bytes, in another process: test_converter_conformance
     root, expected, seconds = samples
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     assert size < 8 * 2**20 and seconds < 10
-    assert GM100Converter.write_samples(tmp_path / "again", seed=0) == expected
-
-    def digest(base: Path) -> dict[str, str]:
-        return {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(base.rglob("*")) if p.is_file()}
-
-    assert digest(root) == digest(tmp_path / "again")
 
 
 def test_samples_mix_v30_and_v21_and_cover_every_defect(samples):

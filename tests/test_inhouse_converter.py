@@ -447,11 +447,9 @@ def samples(tmp_path_factory):
     return root, expected
 
 
-def test_samples_are_deterministic(samples, tmp_path):
+def test_another_seed_gives_other_samples_with_the_same_outcomes(samples, tmp_path):
     root, expected = samples
-    again = InhouseConverter.write_samples(tmp_path / "again", seed=0)
-    assert again == expected
-    assert file_hashes(tmp_path / "again") == file_hashes(root)
+    # the same seed giving the same bytes, in another process: test_converter_conformance
     other = InhouseConverter.write_samples(tmp_path / "other", seed=1)
     assert other == expected  # same episodes and outcomes, different content
     hashes, other_hashes = file_hashes(root), file_hashes(tmp_path / "other")

@@ -432,6 +432,8 @@ def fake_libero(tmp_path, monkeypatch):
     monkeypatch.setenv("LIBERO_CONFIG_PATH", str(config_dir))
     monkeypatch.setenv("FAKE_LIBERO_ASSETS", str(assets))
     monkeypatch.setenv("MUJOCO_GL", "egl")
+    # a render process never loads TensorFlow; another test in this worker may have (the DROID reader)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
     monkeypatch.delenv("FAKE_LIBERO_TORCH_REFUSES", raising=False)
     monkeypatch.delenv("FAKE_LIBERO_BROKEN", raising=False)
 
@@ -451,12 +453,22 @@ def _with_assets(assets):
 
 
 def test_without_libero_the_factory_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)  # as in a render process
     monkeypatch.setitem(sys.modules, "libero", None)  # `import libero` fails, installed or not
     monkeypatch.setenv("LIBERO_CONFIG_PATH", str(tmp_path / "config"))
     with pytest.raises(LiberoUnavailable, match=r"pip install libero.*Hugging Face") as caught:
         make_libero_env("libero_spatial", 0)
     assert isinstance(caught.value, SimError)
     assert not (tmp_path / "config").exists()
+
+
+def test_a_process_that_loaded_tensorflow_is_refused_before_any_scene_is_built(fake_libero, monkeypatch):
+    _, config_dir, assets = fake_libero
+    _with_assets(assets)
+    monkeypatch.setitem(sys.modules, "tensorflow", types.ModuleType("tensorflow"))
+    with pytest.raises(SimError, match="TensorFlow"):
+        make_libero_env("libero_spatial", 0)
+    assert not config_dir.exists()
 
 
 def test_missing_assets_are_named_and_the_config_is_written_without_a_prompt(fake_libero):

@@ -550,10 +550,9 @@ def samples(tmp_path_factory):
     return root, expected, time.perf_counter() - start
 
 
-def test_samples_are_deterministic(samples, tmp_path):
+def test_another_seed_gives_other_samples_with_the_same_outcomes(samples, tmp_path):
     root, expected, _ = samples
-    assert RoboChallengeConverter.write_samples(tmp_path / "again", seed=0) == expected
-    assert file_hashes(tmp_path / "again") == file_hashes(root)
+    # the same seed giving the same bytes, in another process: test_converter_conformance
     assert RoboChallengeConverter.write_samples(tmp_path / "other", seed=1) == expected
     a, b = file_hashes(root), file_hashes(tmp_path / "other")
     assert all(a[k] != b[k] for k in a if k.endswith(".jsonl"))

@@ -609,14 +609,12 @@ def _digests(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_samples_are_deterministic_small_and_quick(tmp_path):
+def test_samples_are_small_quick_and_seeded(tmp_path):
+    # the same seed giving the same bytes, in another process: test_converter_conformance
     started = time.perf_counter()
     first = RoboMindConverter.write_samples(tmp_path / "a", seed=3)
     elapsed = time.perf_counter() - started
-    second = RoboMindConverter.write_samples(tmp_path / "b", seed=3)
-    assert first == second
-    assert _digests(tmp_path / "a") == _digests(tmp_path / "b")
-    RoboMindConverter.write_samples(tmp_path / "c", seed=4)
+    assert RoboMindConverter.write_samples(tmp_path / "c", seed=4) == first
     assert _digests(tmp_path / "a") != _digests(tmp_path / "c")
     assert sum(p.stat().st_size for p in (tmp_path / "a").rglob("*") if p.is_file()) < 8_000_000
     assert elapsed < 10

@@ -126,6 +126,18 @@ def test_single_arm_layout_and_camera_slots(built):
     assert s["images"].shape == (3, 32, 32, 3) and s["images"].dtype == np.uint8
 
 
+def test_a_blind_run_masks_every_camera_and_reads_none(built, monkeypatch):
+    data, ds = dataset(built)
+    seen = ds.sample(row_of(data, ALOHA), 3, position=0)
+    assert seen["image_mask"].all()
+    _, blind = dataset(built, images=False)
+    monkeypatch.setattr("training.data.dataset.decode_into", lambda *a: pytest.fail("a blind run decoded a frame"))
+    buffer = np.full(blind.image_shape, 255, dtype=np.uint8)  # a reused batch buffer must come back black
+    s = blind.sample(row_of(data, ALOHA), 3, position=0, images=buffer)
+    assert not s["image_mask"].any() and not buffer.any()
+    assert np.array_equal(s["state"], seen["state"]) and np.array_equal(s["action"], seen["action"])
+
+
 def test_bimanual_layout_places_each_arm_in_its_own_group(built):
     data, ds = dataset(built)
     s = ds.sample(row_of(data, ALOHA), 3, position=0)

@@ -77,6 +77,15 @@ def test_runs_resolve_from_the_active_profile_with_stage_and_target_overrides():
     assert paper.run.steps == 50000 and paper.data.state_mask_prob == 0.3 and paper.run.optim.lr_vision == 0.0
     assert paper.init == "models/pretrain" and paper.out == "models/finetune/finetune_rc_arrange_paper_cups"
     assert resolve_run(doc, "pretrain").run.batch_size == 1024
+    blind = resolve_run(doc, "finetune", "finetune_rc_arrange_paper_cups", variant="no_images")
+    assert blind.data.images is False and paper.data.images is True
+    assert blind.data.replace(images=True) == paper.data and blind.run == paper.run and blind.init == paper.init
+    assert blind.out == "models/baselines/finetune_rc_arrange_paper_cups/no_images"
+    assert blind.reports.endswith("baselines/finetune_rc_arrange_paper_cups/no_images")
+    with pytest.raises(ConfigError, match="fine-tuning runs only"):
+        resolve_run(doc, "pretrain", variant="no_images")
+    with pytest.raises(ConfigError, match="variant"):
+        resolve_run(doc, "finetune", "finetune_rc_arrange_paper_cups", variant="no_text")
     with pytest.raises(ConfigError, match="not a fine-tuning target"):
         resolve_run(doc, "finetune", "pretrain")
     doc["training"]["profile"] = "huge"
@@ -300,6 +309,87 @@ def test_open_loop_evaluation_rows_costs_and_known_errors(task, tmp_path, head):
         assert known[name]["mse"] == pytest.approx((0.1 * (layer + 1)) ** 2, rel=1e-4)
 
 
+def test_a_checkpoint_drives_the_libero_client_with_and_without_early_exit(task, tmp_path):
+    """The LIBERO protocol loop (a fake env) with the A1 adapter on a trained checkpoint: LIBERO's
+    observation reaches the model through the dataset's names, chunks come back as 7 numbers, the
+    early-exit rows run fewer layers, and a trial repeats exactly."""
+    import numpy as np
+
+    from tests.test_libero_protocol import FakeEnv
+    from tests.training_stores import FRANKA_NAMES
+    from training.calibrate import calibrate
+    from training.sim.closed_loop import exit_rows
+    from training.sim.libero import LiberoProtocol, run_trial
+    from training.sim.metaworld import SimError
+    from training.sim.policy import A1LiberoPolicy
+
+    doc = _fine_tuned(task, tmp_path, "fm")
+    calibration = calibrate("toy", doc)
+    checkpoint = tmp_path / "models/finetune/toy/checkpoint"
+    names = {"dataset": "inhouse", "embodiment": "franka", "cameras": {"cam_front": "agentview", "cam_wrist": "wrist"},
+             "state_names": FRANKA_NAMES, "action_names": FRANKA_NAMES, "sent": FRANKA_NAMES[:6] + ["gripper"]}
+    protocol = LiberoProtocol(suite="libero_spatial", max_steps=12, execute_steps=4, image_size=64)
+
+    def trial(policy):
+        env = FakeEnv()
+        return run_trial(env, "s0", policy, protocol, instruction="pick up the red block", trial=0), env.actions
+
+    full, sent = trial(A1LiberoPolicy(checkpoint, **names))
+    assert full.queries == 3 and full.steps == 12 and set(full.exit_layers) == {3} and min(full.flops) > 0
+    assert len(sent) == 22 and all(len(a) == 7 and a[-1] in (-1.0, 0.0, 1.0) for a in sent[10:])
+    assert trial(A1LiberoPolicy(checkpoint, **names))[1] == sent  # noise seeded per trial: repeats
+    (_, _, settings), = exit_rows(calibration, [0.4], ["itfm"], 2, 10)
+    early, _ = trial(A1LiberoPolicy(checkpoint, settings=settings, **names))
+    assert np.mean(early.layer_fractions) < 1.0 and np.mean(early.flops) < np.mean(full.flops)
+    with pytest.raises(SimError, match="8 numbers"):
+        A1LiberoPolicy(checkpoint, **{**names, "state_names": FRANKA_NAMES[:7]})
+    with pytest.raises(SimError, match="map each to agentview or wrist"):
+        A1LiberoPolicy(checkpoint, **{**names, "cameras": {"cam_front": "agentview"}})
+    with pytest.raises(SimError, match="7 action numbers"):
+        A1LiberoPolicy(checkpoint, **{**names, "sent": None})
+    with pytest.raises(SimError, match="no layout for inhouse/ur5"):
+        A1LiberoPolicy(checkpoint, **{**names, "embodiment": "ur5"})
+
+
+def test_a1pipe_libero_runs_the_suite_with_early_exit_rows_and_names_a_missing_simulator(task, tmp_path, monkeypatch,
+                                                                                          capsys):
+    from tests.test_libero_protocol import FakeEnv
+    from tests.training_stores import FRANKA_NAMES
+    from training import libero_eval
+    from training.calibrate import calibrate
+    from training.sim import libero
+
+    doc = _fine_tuned(task, tmp_path, "fm")
+    calibrate("toy", doc)
+    argv = ["--checkpoint", str(tmp_path / "models/finetune/toy/checkpoint"), "--suite", "libero_goal",
+            "--trials", "2", "--tasks", "3", "--dataset", "inhouse", "--embodiment", "franka",
+            "--camera", "cam_front=agentview", "--camera", "cam_wrist=wrist", "--state-names", *FRANKA_NAMES,
+            "--action-names", *FRANKA_NAMES, "--sent", *FRANKA_NAMES[:6], "gripper",
+            "--calibration", str(tmp_path / "models/calibration/toy/thresholds.json"), "--c", "0.4",
+            "--out", str(tmp_path / "libero.json")]
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setitem(sys.modules, "libero", None)  # not installed
+    assert libero_eval.main(argv) == 2
+    assert "pip install libero" in capsys.readouterr().err and not (tmp_path / "libero.json").exists()
+
+    built = []
+
+    def fake_env(suite, task_id, resolution=256):
+        built.append((suite, task_id))
+        return libero.LiberoTask(suite, task_id, f"task{task_id}", "put the bowl on the plate", FakeEnv(done_from=5),
+                                 ["s0", "s1"], 10)
+
+    monkeypatch.setattr(libero, "make_libero_env", fake_env)
+    assert libero_eval.main(argv) == 0
+    result = json.loads((tmp_path / "libero.json").read_text())
+    assert list(result["rows"]) == ["no_exit", "itfm c=0.4"] and built[1:] == [("libero_goal", 3)] * 2
+    for row in result["rows"].values():
+        assert row["success"] == 1.0 and [e["seed"] for e in row["episodes"]] == [0, 1]
+        assert row["per_task"]["task3"]["success"] == 1.0
+    assert result["rows"]["itfm c=0.4"]["tflops_per_query"] < result["rows"]["no_exit"]["tflops_per_query"]
+    assert result["protocol"]["image_size"] == 64 and result["protocol"]["max_steps"] == 300
+
+
 def test_evaluation_settings_are_checked():
     from training.config import ConfigError, EvaluationConfig
     from training.sim.closed_loop import closed_loop_config
@@ -310,6 +400,9 @@ def test_evaluation_settings_are_checked():
     assert closed_loop_config({}) is None
     config = closed_loop_config({"sim": {**sim, "eval": {"seed_start": 10, "episodes": 3}}})
     assert config.seeds == (10, 11, 12)  # just past the last demonstration seed
+    assert config.baselines == ("expert", "mean_action")  # the trained no_images control is asked for by name
+    assert closed_loop_config({"sim": {**sim, "eval": {"seed_start": 10, "baselines": ["no_images"]}}}).baselines == \
+        ("no_images",)
     with pytest.raises(ConfigError, match="overlap the demonstration seeds"):
         closed_loop_config({"sim": {**sim, "eval": {"seed_start": 9}}})
     with pytest.raises(ConfigError, match="overlap"):

@@ -66,6 +66,9 @@ class DataConfig:
     camera_slots: tuple[str, ...] = ("primary", "left_wrist", "right_wrist")
     #: model input (height, width); stored frames larger than this decode at a reduced DCT scale
     image_size: tuple[int, int] = (224, 224)
+    #: false: no camera is read and every slot is masked, so the model sees proprioception and the
+    #: prompt only (the no-image control a closed-loop benchmark compares an image policy with)
+    images: bool = True
     #: action chunk length H: actions a[t .. t+H-1]
     chunk: int = 50
     max_state_dim: int = 32
@@ -388,7 +391,13 @@ def _training_section(params: str | Path | dict[str, Any]) -> dict[str, Any]:
     return dict(params.get("training") or {})
 
 
-def resolve_run(params: str | Path | dict[str, Any], stage: str, name: str | None = None) -> RunConfig:
+#: fine-tuning variants: the same run with these ``training.data`` settings, written apart from it
+#: (``<out>/baselines/<name>/<variant>``) so the two can be compared on the same seeds
+VARIANTS: dict[str, dict[str, Any]] = {"no_images": {"images": False}}
+
+
+def resolve_run(params: str | Path | dict[str, Any], stage: str, name: str | None = None, *,
+                variant: str | None = None) -> RunConfig:
     """The configuration of one run: the active profile's model and stage settings, with overrides.
 
     ``pretrain`` trains on ``training.pretrain_manifest``; ``finetune`` (``name`` = a
@@ -396,8 +405,15 @@ def resolve_run(params: str | Path | dict[str, Any], stage: str, name: str | Non
     settings, then that target's ``finetune_targets.<name>`` overrides, trains on manifest
     ``name`` and starts from the pre-training run's checkpoint. A stage's ``data`` mapping
     overrides ``training.data`` key by key. Every level is parsed strictly.
+    ``variant`` (fine-tuning only, one of ``VARIANTS``) changes the data settings on top of all of
+    that and writes the run under ``<out>/baselines/<name>/<variant>``: same manifest, same start,
+    same recipe.
     """
     _choice("stage", stage, STAGES)
+    if variant is not None:
+        _choice("variant", variant, tuple(VARIANTS))
+        if stage != "finetune":
+            raise ConfigError(f"variant {variant!r} applies to fine-tuning runs only, not {stage}")
     section = _training_section(params)
     top = load_training_config({"training": section})
     if top.profile not in top.profiles:
@@ -422,9 +438,12 @@ def resolve_run(params: str | Path | dict[str, Any], stage: str, name: str | Non
     data_overrides = stage_values.pop("data", None) or {}
     run = parse(StageConfig, stage_values, f"{where}.{stage}")
     data_values = _merge(dict(section.get("data") or {}), dict(data_overrides))
+    if variant is not None:
+        data_values = _merge(data_values, VARIANTS[variant])
     data = parse(DataConfig, data_values, f"{where}.{stage}.data (over training.data)")
-    out = str(Path(top.out) / ("pretrain" if stage == "pretrain" else f"finetune/{name}"))
-    reports = str(Path(top.reports) / ("pretrain" if stage == "pretrain" else f"finetune/{name}"))
+    where_to = "pretrain" if stage == "pretrain" else f"finetune/{name}" if variant is None else \
+        f"baselines/{name}/{variant}"
+    out, reports = str(Path(top.out) / where_to), str(Path(top.reports) / where_to)
     init = str(Path(top.out) / "pretrain") if stage == "finetune" else None
     return RunConfig(stage=stage, name=name, profile=top.profile, model=model, run=run, data=data,
                      manifest_dir=str(Path(top.manifests) / manifest), out=out, reports=reports, init=init)

@@ -184,7 +184,11 @@ def report(name: str, result: dict[str, Any]) -> str:
         tasks = cl["tasks"]
         lines += [(f"Closed loop in Meta-World: {len(cl['seeds'])} episodes per task (seeds {cl['seeds'][0]}.."
                    f"{cl['seeds'][-1]}, never demonstrated), at most {cl['max_steps']} steps, "
-                   f"{cl['execute_steps']} actions of each chunk executed before the next query."), "",
+                   f"{cl['execute_steps']} actions of each chunk executed before the next query. "
+                   "Baselines on the same seeds: `expert` (Meta-World's scripted policy, reading the privileged "
+                   "state: the ceiling), `mean_action` (the demonstrations' mean action: the floor) and "
+                   "`no_images` (the same fine-tune without cameras: what proprioception and the instruction "
+                   "alone achieve)."), "",
                   "## Success and cost (Table 5 in shape)", "",
                   "| policy | " + " | ".join(tasks) + " | mean | TFLOPs/query | reduction | LLM layers | ms/query |",
                   "|---|" + "---|" * (len(tasks) + 5)]
@@ -247,7 +251,7 @@ def evaluate(name: str, params: str | Path = "params.yaml", *, reports: str | Pa
     calibration = json.loads(thresholds.read_text())
     reports = Path(reports or Path(run.reports).parents[1] / "evaluation" / name)
     torch.set_num_threads(max(1, run.run.threads or os.cpu_count() or 1))
-    policy, _, saved = load_policy(checkpoint)
+    policy, spec, saved = load_policy(checkpoint)
     sim = closed_loop_config(doc)
     result: dict[str, Any] = {"format_version": FORMAT_VERSION, "name": name, "checkpoint": str(checkpoint),
                               "manifest": saved["manifest"], "itfm_steps": cal.itfm_steps, "full_steps": cal.full_steps}
@@ -256,8 +260,16 @@ def evaluate(name: str, params: str | Path = "params.yaml", *, reports: str | Pa
         from training.sim.closed_loop import run as closed_loop
 
         data = _data(saved["manifest"]["dir"], saved, "train", 1, 1)
+        baselines = {}
+        if "no_images" in sim.baselines:
+            blind = Path(resolve_run(doc, "finetune", name, variant="no_images").out) / CHECKPOINT_DIR
+            if not (blind / "config.json").is_file():
+                raise ConfigError(f"{blind}: no checkpoint of the no_images baseline; train it first "
+                                  f"(baseline@{name}: a1pipe train finetune --name {name} --variant no_images)")
+            baselines["no_images"] = blind
         result["closed_loop"] = closed_loop(checkpoint, calibration, sim, train_data=data, full_steps=cal.full_steps,
-                                            itfm_steps=cal.itfm_steps)
+                                            itfm_steps=cal.itfm_steps, loaded=(policy, spec, saved),
+                                            baseline_checkpoints=baselines)
         model = cost_model(policy, calibration["prefix_len"])
     else:
         result["open_loop"] = open_loop(policy, saved, calibration, ecfg, full_steps=cal.full_steps,

@@ -51,7 +51,7 @@ from training.checkpoint import (
     read_config,
     save_checkpoint,
 )
-from training.config import AugmentConfig, ConfigError, RunConfig, resolve_run
+from training.config import VARIANTS, AugmentConfig, ConfigError, RunConfig, resolve_run
 from training.data import ManifestData, ManifestLoader
 from training.data.normalize import group_key
 from training.model import A1Policy
@@ -398,13 +398,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="a1pipe train", description="pre-train or fine-tune the A1 policy")
     parser.add_argument("stage", choices=("pretrain", "finetune"))
     parser.add_argument("--name", help="the fine-tuning manifest (a training.finetune entry)")
+    parser.add_argument("--variant", choices=sorted(VARIANTS),
+                        help="a fine-tuning variant (no_images: the same run without cameras), written under "
+                             "<out>/baselines/<name>/<variant>")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--stop-at", type=int, default=None, help="stop after this step (a checkpoint is written)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run = resolve_run(args.params, args.stage, args.name)
+        run = resolve_run(args.params, args.stage, args.name, variant=args.variant)
         summary = Trainer(run, quiet=args.quiet).train(stop_at=args.stop_at)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"a1pipe train {args.stage}: error: {exc}", file=sys.stderr)

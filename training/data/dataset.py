@@ -337,8 +337,8 @@ class ManifestDataset(IterableDataset):
             images = np.zeros(self.image_shape, dtype=np.uint8)
         image_mask = np.zeros(len(c.camera_slots), dtype=bool)
         for s, camera in enumerate(ep.slot_cameras):
-            if camera is None:
-                images[s] = 0  # buffers are reused: a missing camera must read as black
+            if camera is None or not c.images:
+                images[s] = 0  # buffers are reused: a missing (or withheld) camera must read as black
                 continue
             try:
                 decode_into(ep.reader.encoded_frame(camera, frame), images[s])

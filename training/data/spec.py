@@ -74,6 +74,8 @@ class DataSpec:
     manifest: dict[str, Any]
     layouts: dict[str, Any]
     normalizer: Normalizer
+    #: false: the model was trained blind (``DataConfig.images``); inference masks every camera too
+    images: bool = True
     _table: LayoutTable | None = field(default=None, repr=False)
 
     @classmethod
@@ -81,7 +83,8 @@ class DataSpec:
                     manifest: dict[str, Any]) -> DataSpec:
         return cls(camera_slots=tuple(config.camera_slots), image_size=tuple(config.image_size), chunk=config.chunk,
                    max_state_dim=config.max_state_dim, max_action_dim=config.max_action_dim, prompt=config.prompt,
-                   manifest=manifest, layouts=table.to_json(keys), normalizer=normalizer, _table=table)
+                   manifest=manifest, layouts=table.to_json(keys), normalizer=normalizer, images=config.images,
+                   _table=table)
 
     @property
     def table(self) -> LayoutTable:
@@ -96,7 +99,7 @@ class DataSpec:
     def to_json(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "camera_slots": list(self.camera_slots),
                 "image_size": list(self.image_size), "chunk": self.chunk, "max_state_dim": self.max_state_dim,
-                "max_action_dim": self.max_action_dim, "prompt": self.prompt,
+                "max_action_dim": self.max_action_dim, "prompt": self.prompt, "images": self.images,
                 "normalization": {"mode": self.normalizer.mode, "scope": self.normalizer.scope,
                                   "file": NORMALIZATION_FILE},
                 "manifest": self.manifest, "layouts": self.layouts}
@@ -121,7 +124,8 @@ class DataSpec:
         normalizer = Normalizer.from_json(json.loads((directory / NORMALIZATION_FILE).read_text()))
         return cls(camera_slots=tuple(data["camera_slots"]), image_size=tuple(data["image_size"]),
                    chunk=data["chunk"], max_state_dim=data["max_state_dim"], max_action_dim=data["max_action_dim"],
-                   prompt=data["prompt"], manifest=data["manifest"], layouts=data["layouts"], normalizer=normalizer)
+                   prompt=data["prompt"], manifest=data["manifest"], layouts=data["layouts"], normalizer=normalizer,
+                   images=bool(data.get("images", True)))
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -9,7 +9,10 @@ demonstration seeds):
   and distribution), per chain (``itfm``: delta = ``itfm_steps`` warm-started steps per check;
   ``full``: ``full_steps`` from noise at every check; an MLP head has one chain, ``mlp``);
 - ``expert``: Meta-World's scripted expert (reads the privileged state): the ceiling;
-- ``mean_action``: the demonstrations' mean action of the task, every step: the floor.
+- ``mean_action``: the demonstrations' mean action of the task, every step: the floor;
+- ``no_images``: the same fine-tune trained and queried without cameras (``a1pipe train finetune
+  --variant no_images``), at full depth: what proprioception and the instruction alone achieve,
+  the bar the image policy has to clear.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import numpy as np
 
 from training.config import ConfigError
 
-BASELINES = ("expert", "mean_action")
+BASELINES = ("expert", "mean_action", "no_images")
+#: the baselines run when ``sim.eval.baselines`` is not given: those that need no trained model
+DEFAULT_BASELINES = ("expert", "mean_action")
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class ClosedLoopConfig:
     seed_start: int = 1000
     max_steps: int = 150
     execute_steps: int = 4
-    baselines: tuple[str, ...] = BASELINES
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
     cs: tuple[float, ...] = (1.0, 0.7, 0.4, 0.1)
     chains: tuple[str, ...] = ("itfm",)
     noise_seed: int = 0
@@ -59,7 +64,7 @@ def closed_loop_config(params: dict[str, Any]) -> ClosedLoopConfig | None:
         tasks=tuple(sim.get("tasks") or ()), targets=tuple(raw.get("targets") or ()),
         episodes=int(raw.get("episodes", 3)), seed_start=int(raw.get("seed_start", 1000)),
         max_steps=int(raw.get("max_steps", 150)), execute_steps=int(raw.get("execute_steps", 4)),
-        baselines=tuple(raw.get("baselines", BASELINES)), cs=tuple(float(c) for c in raw.get("cs", (1.0, 0.7, 0.4, 0.1))),
+        baselines=tuple(raw.get("baselines", DEFAULT_BASELINES)), cs=tuple(float(c) for c in raw.get("cs", (1.0, 0.7, 0.4, 0.1))),
         chains=tuple(raw.get("chains", ("itfm",))), noise_seed=int(raw.get("noise_seed", 0)))
     if not config.tasks:
         raise ConfigError("sim.tasks is empty")
@@ -90,18 +95,30 @@ def mean_actions(data) -> dict[str, np.ndarray]:
 
 
 def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopConfig, *, train_data,
-        full_steps: int, itfm_steps: int) -> dict[str, Any]:
-    """Every row of the benchmark; returns ``{"rows": {name: {...}}, "episodes": [...]}``."""
+        full_steps: int, itfm_steps: int, loaded: tuple[Any, Any, Any] | None = None,
+        baseline_checkpoints: dict[str, str | Path] | None = None) -> dict[str, Any]:
+    """Every row of the benchmark; returns ``{"rows": {name: {...}}, "episodes": [...]}``.
+
+    ``loaded``: the policy already loaded from ``checkpoint`` (``load_policy``'s triple);
+    ``baseline_checkpoints``: the checkpoint of each trained baseline (``no_images``) listed.
+    """
     from training.checkpoint import load_policy
     from training.sim.metaworld import INSTRUCTIONS, MetaWorldTask
     from training.sim.policy import A1SimPolicy
     from training.sim.rollout import ConstantPolicy, ExpertPolicy, rollout, summarize
 
-    loaded = load_policy(checkpoint)
+    loaded = loaded or load_policy(checkpoint)
     policies: dict[str, Any] = {}
     for baseline in config.baselines:
         if baseline == "expert":
             policies["expert"] = ExpertPolicy()
+        elif baseline == "no_images":
+            path = (baseline_checkpoints or {}).get("no_images")
+            if path is None:
+                raise ConfigError("sim.eval.baselines lists no_images but no checkpoint of it was given")
+            policies["no_images"] = A1SimPolicy(path, full_steps=full_steps, noise_seed=config.noise_seed)
+            if policies["no_images"].spec.images:
+                raise ConfigError(f"{path}: the no_images baseline was trained with images")
         else:
             means = mean_actions(train_data)
             missing = [t for t in config.tasks if INSTRUCTIONS[t] not in means]

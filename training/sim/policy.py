@@ -1,4 +1,4 @@
-"""A trained A1 checkpoint as a Meta-World controller, at full depth or with early exit.
+"""A trained A1 checkpoint as a simulator controller (Meta-World, LIBERO), at full depth or with early exit.
 
 The observation goes through exactly what training saw: the checkpoint's layout table puts the
 cameras in their slots (``metaworld/sawyer``: ``corner2`` primary, ``gripperPOV`` left wrist),
@@ -8,10 +8,15 @@ Images are rendered at the model's input size, so nothing is resized.
 
 Cost per query is counted as calibration counts it (``training/cost.py``): the prefix, the LLM
 layers run, and every head evaluation of the exit checks.
+
+:class:`CheckpointController` does that for any (dataset, embodiment) the checkpoint was trained
+on; :class:`A1SimPolicy` (Meta-World) and :class:`A1LiberoPolicy` (the LIBERO client,
+``training/sim/libero.py``) only adapt their simulator's observation to it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,60 +39,77 @@ from training.sim.rollout import Query
 DATASET, EMBODIMENT = "metaworld", "sawyer"
 
 
-class A1SimPolicy:
-    """``settings`` None: full depth, ``full_steps`` Euler steps (the no-exit row); else adaptive exit.
+class CheckpointController:
+    """A checkpoint's policy for one of the (dataset, embodiment)s it was trained on.
 
-    ``noise_seed`` fixes the flow-matching noise per episode (seeded from it and the episode's
-    seed), so a configuration's rollouts repeat exactly.
+    ``cameras`` maps the stored camera names of that embodiment (the layout table's slots) to the
+    simulator's camera names (default: the same names); ``state_names`` and ``action_names`` are
+    the simulator's proprioception and action, named as the dataset names them, so the layout
+    table places them and the normaliser scales them exactly as in training. ``settings`` None:
+    full depth with ``full_steps`` Euler steps; else adaptive exit. ``noise_seed`` fixes the
+    flow-matching noise per episode, so a configuration's rollouts repeat exactly.
     """
 
-    def __init__(self, checkpoint: str | Path, *, settings: ExitSettings | None = None, full_steps: int = 10,
-                 noise_seed: int = 0, dataset: str = DATASET, embodiment: str = EMBODIMENT,
+    def __init__(self, checkpoint: str | Path, *, dataset: str, embodiment: str, state_names: Sequence[str],
+                 action_names: Sequence[str], cameras: Mapping[str, str] | None = None,
+                 settings: ExitSettings | None = None, full_steps: int = 10, noise_seed: int = 0,
                  loaded: tuple[Any, Any, Any] | None = None):
         self.policy, self.spec, self.saved = loaded or load_policy(checkpoint)
         self.settings, self.full_steps, self.noise_seed = settings, full_steps, noise_seed
-        self.codec = self.spec.codec(dataset, embodiment)
-        cameras = self.codec.entry.cameras
-        self.slot_cameras = [cameras.get(slot) for slot in self.spec.camera_slots]
+        self.state_names, self.action_names = tuple(state_names), tuple(action_names)
+        try:
+            self.codec = self.spec.codec(dataset, embodiment)
+        except (KeyError, ValueError) as exc:
+            raise SimError(f"{checkpoint}: no layout for {dataset}/{embodiment} in this model ({exc})") from exc
+        stored = self.codec.entry.cameras
+        cameras = dict(cameras) if cameras is not None else {}
+        unknown = sorted(set(cameras) - set(stored.values()))
+        if unknown:
+            raise SimError(f"cameras {unknown} are not cameras of {dataset}/{embodiment} "
+                           f"(its slots: {dict(stored)})")
+        self.slot_cameras = [cameras.get(stored[slot], stored[slot]) if stored.get(slot) else None
+                             for slot in self.spec.camera_slots]
         if not any(self.slot_cameras):
             raise SimError(f"the layout of {dataset}/{embodiment} puts no camera in the slots {self.spec.camera_slots}")
         self.adaptive = AdaptivePolicy(self.policy, settings) if settings is not None else None
         self.mlp = isinstance(self.policy.head, MLPHead)
         self._cost = None
         self._generator = torch.Generator()
-        self._action_mask = torch.from_numpy(self.codec.layout("action", ACTION_NAMES).mask)[None]
+        self._action_mask = torch.from_numpy(self.codec.layout("action", self.action_names).mask)[None]
+        self.codec.layout("state", self.state_names)  # a name the layout does not place fails here, not mid-episode
 
     @property
     def image_size(self) -> int:
         h, w = self.spec.image_size
         if h != w:
-            raise SimError(f"the model's input is {h}x{w}; Meta-World renders square images")
+            raise SimError(f"the model's input is {h}x{w}; the simulators render square images")
         return h
 
-    def reset(self, task: MetaWorldTask) -> None:
-        missing = [c for c in self.slot_cameras if c is not None and c not in task.cameras]
-        if missing:
-            raise SimError(f"the policy sees cameras {missing} the task does not render ({task.cameras})")
-        if task.image_size != self.image_size:
-            raise SimError(f"the task renders {task.image_size} px; the model takes {self.image_size} px")
-        self._generator.manual_seed(self.noise_seed * 1_000_003 + (task.seed or 0))
+    @property
+    def cameras(self) -> list[str]:
+        """The simulator cameras the model looks at."""
+        return [c for c in self.slot_cameras if c is not None]
+
+    def start_episode(self, seed: int) -> None:
+        self._generator.manual_seed(self.noise_seed * 1_000_003 + seed)
         if self.adaptive is not None:
             self.adaptive.reset()
 
-    def batch(self, observation: Observation, instruction: str) -> dict[str, Any]:
-        """One query in the loader's batch layout (see ``training/data/dataset.py``)."""
+    def batch(self, images: Mapping[str, np.ndarray], proprio: np.ndarray, instruction: str) -> dict[str, Any]:
+        """One query in the loader's batch layout (see ``training/data/dataset.py``); a model trained
+        blind (``DataSpec.images`` false) is queried blind."""
         size = self.image_size
         slots = len(self.spec.camera_slots)
-        images = np.zeros((1, slots, size, size, 3), dtype=np.uint8)
+        batch_images = np.zeros((1, slots, size, size, 3), dtype=np.uint8)
         image_mask = np.zeros((1, slots), dtype=bool)
         for s, camera in enumerate(self.slot_cameras):
-            if camera is not None:
-                images[0, s] = observation.images[camera]
+            if camera is not None and self.spec.images:
+                batch_images[0, s] = images[camera]
                 image_mask[0, s] = True
-        state, state_mask = self.codec.encode("state", observation.proprio[None].astype(np.float32), PROPRIO_NAMES)
+        state, state_mask = self.codec.encode("state", np.asarray(proprio, dtype=np.float32)[None], self.state_names)
         chunk = self.policy.chunk
         raw = {
-            "images": torch.from_numpy(images), "image_mask": torch.from_numpy(image_mask),
+            "images": torch.from_numpy(batch_images), "image_mask": torch.from_numpy(image_mask),
             "state": torch.from_numpy(np.asarray(state, dtype=np.float32)),
             "state_mask": torch.from_numpy(np.asarray(state_mask))[None],
             "state_dropped": torch.zeros(1, dtype=torch.bool),
@@ -97,8 +119,10 @@ class A1SimPolicy:
         return self.policy.prepare(raw, "cpu")
 
     @torch.no_grad()
-    def act(self, observation: Observation, task: MetaWorldTask) -> Query:
-        batch = self.batch(observation, task.instruction)
+    def query(self, images: Mapping[str, np.ndarray], proprio: np.ndarray, instruction: str) -> Query:
+        """The next action chunk [H, len(action_names)] in the robot's units, where the model exited
+        and what the query cost."""
+        batch = self.batch(images, proprio, instruction)
         noise = None if self.mlp else torch.randn((1, self.policy.chunk, self.policy.action_dim),
                                                   generator=self._generator)
         layers = self.policy.num_layers
@@ -112,10 +136,82 @@ class A1SimPolicy:
             exit_layer = int(result.exit_layer[0])
             checks = [s.reference, *s.exits[: int(result.exit_index[0]) + 1]]
             steps = s.steps
-        images = int(batch["image_mask"].sum())
+        shown = int(batch["image_mask"].sum())
         if self._cost is None:
             self._cost = cost_model(self.policy, int(self.policy.embed(batch).embeds.shape[1]))
-        flops = query_flops(self._cost, images, checks, exit_layer, steps)["total"]
-        actions = self.codec.decode_actions(packed[0].numpy(), ACTION_NAMES)
+        flops = query_flops(self._cost, shown, checks, exit_layer, steps)["total"]
+        actions = self.codec.decode_actions(packed[0].numpy(), self.action_names)
         return Query(np.nan_to_num(actions, nan=0.0), exit_layer=exit_layer,
                      layer_fraction=(exit_layer + 1) / layers, flops=float(flops))
+
+
+class A1SimPolicy(CheckpointController):
+    """The checkpoint as a Meta-World policy (``training.sim.rollout.Policy``), on the demonstrations'
+    own names: ``metaworld/sawyer``, its cameras as rendered, hand position and gripper opening."""
+
+    def __init__(self, checkpoint: str | Path, *, settings: ExitSettings | None = None, full_steps: int = 10,
+                 noise_seed: int = 0, dataset: str = DATASET, embodiment: str = EMBODIMENT,
+                 loaded: tuple[Any, Any, Any] | None = None):
+        super().__init__(checkpoint, dataset=dataset, embodiment=embodiment, state_names=PROPRIO_NAMES,
+                         action_names=ACTION_NAMES, settings=settings, full_steps=full_steps,
+                         noise_seed=noise_seed, loaded=loaded)
+
+    def reset(self, task: MetaWorldTask) -> None:
+        missing = [c for c in self.cameras if c not in task.cameras]
+        if missing:
+            raise SimError(f"the policy sees cameras {missing} the task does not render ({task.cameras})")
+        if task.image_size != self.image_size:
+            raise SimError(f"the task renders {task.image_size} px; the model takes {self.image_size} px")
+        self.start_episode(task.seed or 0)
+
+    def act(self, observation: Observation, task: MetaWorldTask) -> Query:
+        return self.query(observation.images, observation.proprio, task.instruction)
+
+
+class A1LiberoPolicy(CheckpointController):
+    """The checkpoint as a LIBERO policy (``training.sim.libero.LiberoPolicy``).
+
+    LIBERO's observation is always the same eight numbers (``libero.PROPRIO_NAMES``) and two
+    cameras (``agentview``, ``wrist``), and it takes seven action numbers (six end-effector deltas
+    and the gripper); the dataset the model was fine-tuned on names them its own way. So
+    ``state_names`` names the eight numbers as the dataset does, ``action_names`` are the dataset's
+    action names (all of them: the layout places every one), ``sent`` the seven of them LIBERO
+    gets, in its order (default: ``action_names`` when they are seven), and ``cameras`` maps stored
+    camera names to ``agentview`` / ``wrist``. Every trial restarts the noise from ``noise_seed``
+    and the trial's count, so trials repeat.
+    """
+
+    def __init__(self, checkpoint: str | Path, *, dataset: str, embodiment: str, cameras: Mapping[str, str],
+                 state_names: Sequence[str], action_names: Sequence[str], sent: Sequence[str] | None = None,
+                 **kwargs: Any):
+        from training.sim.libero import ACTION_DIM, CAMERA_KEYS
+        from training.sim.libero import PROPRIO_NAMES as LIBERO_PROPRIO
+
+        if len(state_names) != len(LIBERO_PROPRIO):
+            raise SimError(f"LIBERO's state is {len(LIBERO_PROPRIO)} numbers {list(LIBERO_PROPRIO)}; "
+                           f"{len(state_names)} names were given")
+        sent = list(sent if sent is not None else action_names)
+        if len(sent) != ACTION_DIM:
+            raise SimError(f"LIBERO takes {ACTION_DIM} action numbers; {len(sent)} were named ({sent})")
+        unknown = [n for n in sent if n not in action_names]
+        if unknown:
+            raise SimError(f"actions {unknown} are not among the dataset's actions {list(action_names)}")
+        bad = sorted(set(cameras.values()) - set(CAMERA_KEYS))
+        if bad:
+            raise SimError(f"LIBERO renders cameras {sorted(CAMERA_KEYS)}, not {bad}")
+        super().__init__(checkpoint, dataset=dataset, embodiment=embodiment, cameras=cameras,
+                         state_names=state_names, action_names=action_names, **kwargs)
+        unmapped = [c for c in self.cameras if c not in CAMERA_KEYS]
+        if unmapped:
+            raise SimError(f"the model looks at stored cameras {unmapped}; map each to agentview or wrist")
+        self._sent = [list(action_names).index(n) for n in sent]
+        self._trials = 0
+
+    def reset(self) -> None:
+        self.start_episode(self._trials)
+        self._trials += 1
+
+    def act(self, observation, instruction: str) -> Query:
+        query = self.query(observation.images, observation.proprio, instruction)
+        query.actions = query.actions[:, self._sent]
+        return query
