@@ -35,6 +35,28 @@ def expected(samples) -> dict[str, str | None]:
     return json.loads((samples / EXPECTED_FILE).read_text())["inhouse"]
 
 
+#: a few sample episodes (three embodiments, good and quarantined ones, the episodes tests name) for the
+#: tests about the run's mechanics (resume, retire, CLI, object storage, progress): the outcome of every
+#: sample episode is checked once, on ``converted``
+FEW = ("aloha_transfer_cube/episode_0.hdf5", "aloha_transfer_cube/episode_1.hdf5", "franka_pick_cube/episode_0.hdf5",
+       "franka_pick_cube/episode_1.hdf5", "franka_pick_cube/episode_11.hdf5", "ur5_stack_blocks/episode_0.hdf5",
+       "ur5_stack_blocks/episode_2.hdf5")
+
+
+@pytest.fixture(scope="module")
+def few(samples, expected, tmp_path_factory) -> tuple[Path, dict[str, str | None]]:
+    """(a samples root holding ``inhouse/`` with the FEW episodes and the task metadata, their outcomes)."""
+    root = tmp_path_factory.mktemp("few")
+    for path in (samples / "inhouse").rglob("*"):
+        rel = path.relative_to(samples / "inhouse").as_posix()
+        if path.is_file() and (rel in FEW or not rel.endswith(".hdf5")):
+            (root / "inhouse" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / "inhouse" / rel)
+    outcomes = {ref: expected[ref] for ref in FEW}
+    assert {v is None for v in outcomes.values()} == {True, False}
+    return root, outcomes
+
+
 @pytest.fixture(scope="module")
 def converted(samples, tmp_path_factory):
     """One multi-process conversion (the default runner mode), shared by read-only tests."""
@@ -99,14 +121,12 @@ def test_rerun_skips_completed_episodes_and_resumes_missing_ones(converted, samp
     assert validate_store(store).ok
 
 
-def test_resume_reconverts_episodes_from_another_converter_version_or_image_settings(converted, samples, tmp_path,
-                                                                                  monkeypatch):
+def test_resume_reconverts_episodes_from_another_converter_version_or_image_settings(few, tmp_path, monkeypatch):
     from pipelines.episode_store.reader import EpisodeReader
 
-    src, first = converted
+    samples, _ = few
     store = tmp_path / "store"
-    shutil.copytree(src, store)
-    good = first["counts"]["converted"]
+    good = run_conversion(config_for(samples, store), workers=1, show_progress=False)["counts"]["converted"]
     bigger = ImageConfig(height=56, width=72, quality=85)
     report = run_conversion(ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=bigger), workers=1,
                             show_progress=False)
@@ -150,7 +170,8 @@ def test_killed_conversion_leaves_no_partial_episode_and_rerun_completes(samples
     assert not (store / ".tmp").exists()
 
 
-def test_unexpected_converter_bug_is_quarantined_not_fatal(samples, tmp_path, monkeypatch, expected):
+def test_unexpected_converter_bug_is_quarantined_not_fatal(few, tmp_path, monkeypatch):
+    samples, expected = few
     cls = get_converter("inhouse")
     real = cls.open_episode
 
@@ -167,7 +188,8 @@ def test_unexpected_converter_bug_is_quarantined_not_fatal(samples, tmp_path, mo
     assert report["counts"]["converted"] == sum(v is None for v in expected.values()) - 1
 
 
-def test_episodes_gone_from_the_input_are_retired_and_reported(samples, tmp_path):
+def test_episodes_gone_from_the_input_are_retired_and_reported(few, tmp_path):
+    samples, _ = few
     src = tmp_path / "input"
     shutil.copytree(samples / "inhouse", src)
     store = tmp_path / "store"
@@ -201,7 +223,8 @@ def test_auto_workers_start_no_process_the_units_cannot_keep_busy(units, cores, 
     assert auto_workers(units, cores) == expected
 
 
-def test_cli_convert_validate_inspect(samples, tmp_path, capsys):
+def test_cli_convert_validate_inspect(few, tmp_path, capsys):
+    samples, _ = few
     store = tmp_path / "cli_store"
     rc = cli(["convert", "--source", "inhouse", "--input", str(samples / "inhouse"), "--output", str(store),
               "--workers", "1", "--image-height", "32", "--image-width", "32", "--quiet"])
@@ -224,7 +247,8 @@ def test_cli_convert_validate_inspect(samples, tmp_path, capsys):
     assert cli(["convert", "--source", "nope", "--input", str(samples), "--output", str(store)]) == 2
 
 
-def test_object_storage_output_publishes_whole_episodes_and_resumes(samples, tmp_path, monkeypatch, expected):
+def test_object_storage_output_publishes_whole_episodes_and_resumes(few, tmp_path, monkeypatch):
+    samples, expected = few
     from tests.fake_object_store import FakeObjectStore
 
     monkeypatch.setattr(FakeObjectStore, "root", str(tmp_path / "bucket"))
@@ -251,10 +275,11 @@ def test_two_conversions_cannot_write_one_store_at_once(samples, tmp_path):
             run_conversion(config_for(samples, store), workers=1, show_progress=False)
 
 
-def test_progress_is_shown_while_converting(samples, tmp_path, capfd):
+def test_progress_is_shown_while_converting(few, tmp_path, capfd):
+    samples, _ = few
     run_conversion(config_for(samples, tmp_path / "p"), workers=1, show_progress=True)
     err = capfd.readouterr().err
-    assert "convert inhouse" in err and "25/25" in err
+    assert "convert inhouse" in err and f"{len(FEW)}/{len(FEW)}" in err
 
 
 def test_curation_records_kept_and_removed_ranges_and_finds_duplicates(samples, tmp_path):
@@ -330,7 +355,8 @@ def test_outlier_episode_is_quarantined_naming_dimension_value_and_bound(samples
     assert all(r["status"] == "kept" for r in rows if r is not flagged[0])
 
 
-def test_duplicates_across_stores_are_listed_once(samples, tmp_path):
+def test_duplicates_across_stores_are_listed_once(few, tmp_path):
+    samples, _ = few
     from pipelines.curation import cross_store_duplicates
 
     a, b = tmp_path / "a", tmp_path / "b"
@@ -344,7 +370,8 @@ def test_duplicates_across_stores_are_listed_once(samples, tmp_path):
     assert len(twins) == 1 and twins[0]["store"] != twins[0]["duplicate_of_store"]
 
 
-def test_image_change_signal_runs_in_the_pipeline(samples, tmp_path):
+def test_image_change_signal_runs_in_the_pipeline(few, tmp_path):
+    samples, _ = few
     plain = run_conversion(config_for(samples, tmp_path / "a"), workers=1, show_progress=False)
     with_images = run_conversion(
         ConvertConfig("inhouse", str(samples / "inhouse"), str(tmp_path / "b"), image=SMALL,
@@ -358,7 +385,8 @@ def test_image_change_signal_runs_in_the_pipeline(samples, tmp_path):
     assert validate_store(tmp_path / "b").ok
 
 
-def test_fail_on_quarantine_exit_code(samples, tmp_path, capsys):
+def test_fail_on_quarantine_exit_code(few, tmp_path, capsys):
+    samples, _ = few
     args = ["convert", "--source", "inhouse", "--input", str(samples / "inhouse"), "--output", str(tmp_path / "s"),
             "--workers", "1", "--quiet"]
     assert cli(args + ["--fail-on-quarantine"]) == 3  # the samples hold deliberately broken episodes
