@@ -38,7 +38,13 @@ from pipelines import storage
 from pipelines.curation import BoundsAccumulator, CurationConfig, CurationOutcome, LowDim, curate, summarize
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.images import ImageConfig
-from pipelines.episode_store.index import read_index_rows, summarize_episode_file, write_index
+from pipelines.episode_store.index import (
+    CorruptDerivedFile,
+    read_index_rows,
+    rebuild_index_and_stats,
+    summarize_episode_file,
+    write_index,
+)
 from pipelines.episode_store.layout import (
     EPISODES_DIR,
     LOCK_FILE,
@@ -450,18 +456,36 @@ def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str,
         if remote:
             _fetch_optional(storage.join(config.store_root, "index.parquet"), os.path.join(tmp, "index.parquet"))
             _fetch_optional(storage.join(config.store_root, STATS_FILE), os.path.join(tmp, STATS_FILE))
-        rows = [r for r in read_index_rows(local_root) if r["source"] != config.source]
+        # the index and the statistics are derived from the episode files: a torn or garbled one (a
+        # killed run of an older version, a disk error) is rebuilt from the episodes, never fatal
+        corrupt: list[str] = []
+        try:
+            rows = [r for r in read_index_rows(local_root) if r["source"] != config.source]
+        except CorruptDerivedFile as exc:
+            corrupt.append(str(exc))
+            rows = []
         rows += [o["index_row"] for o in converted]
         write_index(rows, local_root)
         stats_doc = build_stats_document(stats)
         old_stats = os.path.join(local_root, STATS_FILE)
         if os.path.exists(old_stats):
-            previous = json.loads(Path(old_stats).read_text()).get("sources", {})
-            for name, entry in previous.items():
-                if name != config.source:
-                    stats_doc["sources"].setdefault(name, entry)
+            try:
+                previous = json.loads(Path(old_stats).read_text())["sources"]
+                others = {name: entry for name, entry in previous.items() if name != config.source}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                corrupt.append(f"{old_stats}: unreadable ({type(exc).__name__}: {exc})")
+                others = {}
+            for name, entry in others.items():
+                stats_doc["sources"].setdefault(name, entry)
             stats_doc["sources"] = dict(sorted(stats_doc["sources"].items()))
-        Path(old_stats).write_text(json.dumps(stats_doc, indent=1, sort_keys=False) + "\n")
+        storage.write_text(old_stats, json.dumps(stats_doc, indent=1, sort_keys=False) + "\n")
+        if corrupt and not remote:
+            for problem in corrupt:
+                log.warning("%s; rebuilding the index and statistics from the episode files", problem)
+            rebuild_index_and_stats(local_root)
+        elif corrupt:
+            for problem in corrupt:
+                log.warning("%s; other sources' entries are dropped until their conversion runs again", problem)
         if remote:
             _fetch_optional(storage.join(config.store_root, CURATION_FILE), os.path.join(tmp, CURATION_FILE))
         curation_summary = _write_curation(config, work_dir, local_root)
@@ -556,7 +580,13 @@ def _write_curation(config: ConvertConfig, work_dir: str, local_root: str) -> di
         rows += [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
     existing = Path(local_root) / CURATION_FILE
     if existing.is_file():
-        rows += [r for r in pq.read_table(existing).to_pylist() if r["source"] != config.source]
+        try:
+            rows += [r for r in pq.read_table(existing).to_pylist() if r["source"] != config.source]
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            # curation is not derivable from the episode files alone (each source's settings made it)
+            others = sorted({r["source"] for r in read_index_rows(local_root)} - {config.source})
+            log.warning("%s: unreadable (%s: %s); rewritten with %s only: convert %s again to curate them",
+                        existing, type(exc).__name__, exc, config.source, ", ".join(others) or "no other source")
     twins = duplicates({r["episode_id"]: r["content_sha256"] for r in rows})
     for r in rows:
         if r["episode_id"] in twins:
@@ -566,9 +596,8 @@ def _write_curation(config: ConvertConfig, work_dir: str, local_root: str) -> di
                      removed_ranges=[{"start": 0, "stop": r["frames_in"], "reason": str(CurationReason.DUPLICATE_EPISODE),
                                       "message": message}])
     rows.sort(key=lambda r: (r["source"], r["episode_id"]))
-    tmp = existing.with_name(CURATION_FILE + ".tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=CURATION_SCHEMA), tmp, compression="zstd")
-    os.replace(tmp, existing)
+    table = pa.Table.from_pylist(rows, schema=CURATION_SCHEMA)
+    storage.publish_local(existing, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     outcomes = [
         CurationOutcome(r["episode_id"], r["source"], r["embodiment"], r["status"], r["reason"], r["message"] or "",
                         r["frames_in"], [(k["start"], k["stop"]) for k in r["kept_ranges"]], r["removed_ranges"])
@@ -576,7 +605,7 @@ def _write_curation(config: ConvertConfig, work_dir: str, local_root: str) -> di
     ]
     summary = summarize(outcomes)
     summary["parameters"] = config.curation
-    (Path(local_root) / CURATION_REPORT_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    storage.write_text(os.path.join(local_root, CURATION_REPORT_FILE), json.dumps(summary, indent=1) + "\n")
     return summary
 
 

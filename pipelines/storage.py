@@ -30,13 +30,33 @@ def exists(path: str) -> bool:
     return os.path.exists(path)
 
 
+def publish_local(dest: str | os.PathLike, write) -> None:
+    """Write a local file so that a reader sees the old or the new version whole, never a torn one,
+    even after a crash or power loss: ``write(tmp_path)`` fills a temporary beside it, which is
+    fsynced, renamed over ``dest`` and its directory fsynced. The temporary's name is private to
+    the process, so two writers never share one."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def upload(local: str | os.PathLike, dest: str) -> None:
     """Copy a finished local file to its final location (atomic for local and object stores)."""
     if not is_remote(dest):
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{dest}.partial"
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, dest)
+        publish_local(dest, lambda tmp: shutil.copyfile(local, tmp))
         return
     from apache_beam.io.filesystems import FileSystems
 
@@ -54,12 +74,10 @@ def download(src: str, local: str | os.PathLike) -> None:
         shutil.copyfileobj(fin, out, 8 << 20)
 
 
-def write_text(dest: str, text: str) -> None:
+def write_text(dest: str | os.PathLike, text: str) -> None:
+    """Publish a text file whole (see :func:`publish_local`; an object store's PUT is atomic)."""
     if not is_remote(dest):
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{dest}.tmp"
-        Path(tmp).write_text(text)
-        os.replace(tmp, dest)
+        publish_local(dest, lambda tmp: Path(tmp).write_text(text))
         return
     from apache_beam.io.filesystems import FileSystems
 

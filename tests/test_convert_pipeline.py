@@ -203,6 +203,42 @@ def test_episodes_gone_from_the_input_are_retired_and_reported(few, tmp_path):
     assert validate_store(store).ok
 
 
+@pytest.mark.parametrize("torn", [("stats.json",), ("index.parquet",), ("stats.json", "index.parquet"),
+                                  ("curation.parquet",)])
+def test_a_torn_derived_file_is_rebuilt_and_the_run_completes(few, tmp_path, torn, caplog):
+    samples, expected = few
+    store = tmp_path / "store"
+    first = run_conversion(config_for(samples, store), workers=1, show_progress=False)
+    whole = {name: (store / name).read_bytes() for name in torn}
+    for name in torn:  # a write cut short: the first bytes only
+        (store / name).write_bytes(whole[name][: len(whole[name]) // 3])
+    with caplog.at_level("WARNING", logger="a1pipe"):
+        again = run_conversion(config_for(samples, store), workers=1, show_progress=False)
+    assert again["counts"]["resumed"] == first["counts"]["converted"] == sum(v is None for v in expected.values())
+    assert all(name in caplog.text for name in torn)
+    assert validate_store(store).ok
+    assert json.loads((store / "stats.json").read_text())["sources"].keys() == {"inhouse"}
+    assert pq.read_table(store / "index.parquet").num_rows == first["counts"]["converted"]
+    assert not [p.name for p in store.iterdir() if ".tmp" in p.name]
+
+
+def test_a_failed_publish_leaves_the_old_file_whole_and_no_temporary(tmp_path):
+    from pipelines.storage import publish_local, write_text
+
+    dest = tmp_path / "report.json"
+    write_text(dest, "old\n")
+
+    def broken(tmp):
+        Path(tmp).write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        publish_local(dest, broken)
+    assert dest.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    write_text(dest, "new\n")
+    assert dest.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
 def test_beam_options_pass_through():
     opts = pipeline_options(3, []).get_all_options()
     assert opts["runner"] == "DirectRunner" and opts["direct_num_workers"] == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -114,16 +113,31 @@ def write_index(rows: list[dict[str, Any]], store_root: str | Path) -> Path:
     """Write ``index.parquet`` atomically, rows sorted by (source, episode_id) for determinism."""
     rows = sorted(rows, key=lambda r: (r["source"], r["episode_id"]))
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    from pipelines.storage import publish_local
+
     dest = Path(store_root) / INDEX_FILE
-    tmp = dest.with_name(dest.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, dest)
+    publish_local(dest, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     return dest
 
 
 def read_index_rows(store_root: str | Path) -> list[dict[str, Any]]:
+    """The index's rows (none when there is no index yet). An unreadable index raises
+    :class:`CorruptDerivedFile`: it is derived from the episode files and can be rebuilt."""
     path = Path(store_root) / INDEX_FILE
-    return pq.read_table(path).to_pylist() if path.is_file() else []
+    if not path.is_file():
+        return []
+    try:
+        return pq.read_table(path).to_pylist()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise CorruptDerivedFile(path, exc) from exc
+
+
+class CorruptDerivedFile(Exception):
+    """A file a run derives from the episode files (index, statistics) exists but cannot be read."""
+
+    def __init__(self, path: str | Path, cause: BaseException):
+        super().__init__(f"{path}: unreadable ({type(cause).__name__}: {cause})")
+        self.path = Path(path)
 
 
 def rebuild_index_and_stats(store_root: str | Path) -> tuple[int, int]:
@@ -151,7 +165,7 @@ def rebuild_index_and_stats(store_root: str | Path) -> tuple[int, int]:
         per_key[key] = per_key[key].merge(part) if key in per_key else part
     write_index(rows, store.root)
     doc = build_stats_document(per_key)
-    tmp = store.root / (STATS_FILE + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, store.root / STATS_FILE)
+    from pipelines.storage import write_text
+
+    write_text(store.root / STATS_FILE, json.dumps(doc, indent=1) + "\n")
     return len(rows), sum(r["num_frames"] for r in rows)
