@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from pipelines.episode_store.errors import EpisodeError, Reason
-from pipelines.episode_store.record import Episode, check_episode
+from pipelines.episode_store.record import MAX_ABS_VALUE, Episode, check_episode
 
 EpisodeOpener = Callable[[], AbstractContextManager[Episode]]
 
@@ -77,6 +77,9 @@ class Converter(ABC):
     #: when another dataset is recorded in this converter's layout (Meta-World demonstrations in the
     #: in-house layout: ``sources.<name>.converter``)
     dataset_name: str | None = None
+    #: the plausibility bound every state and action value is checked against (``implausible_values``);
+    #: set on an instance from ``convert.max_abs_value`` for a source with larger raw units
+    max_abs_value: float = MAX_ABS_VALUE
     #: embodiment ids this converter can produce
     embodiments: ClassVar[tuple[str, ...]]
     #: nominal control frequency (Hz); per-episode values may override it
@@ -112,7 +115,7 @@ class Converter(ABC):
             # A converter reading several releases sets the one each episode came from.
             episode.source_version = episode.source_version or self.source_version
             episode.converter_version = self.converter_version
-            check_episode(episode)
+            check_episode(episode, max_abs_value=self.max_abs_value)
             yield episode
 
     @classmethod

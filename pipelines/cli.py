@@ -39,6 +39,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from pipelines.convert import ConvertConfig, run_conversion
     from pipelines.episode_store.images import ImageConfig
+    from pipelines.episode_store.record import MAX_ABS_VALUE
 
     params = _load_params(args.params)
     image_params = dict(params.get("image", {}))
@@ -56,6 +57,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         converter_options=dict(source_params.get("options", {}) or {}),
         converter=source_params.get("converter"),
         curation=_source_curation(params.get("curation") or {}, source_params.get("curation") or {}),
+        max_abs_value=float((params.get("convert") or {}).get("max_abs_value", MAX_ABS_VALUE)),
     )
     report = run_conversion(config, workers=workers, beam_args=args.beam_args, show_progress=not args.quiet)
     c = report["counts"]
@@ -80,7 +82,8 @@ def _source_curation(common: dict, override: dict) -> dict:
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipelines.episode_store.validator import merge_reports, validate_path
 
-    reports = [r for path in args.stores for r in validate_path(path, decode_frames=args.decode_frames)]
+    reports = [r for path in args.stores
+               for r in validate_path(path, decode_frames=args.decode_frames, max_abs_value=args.max_abs_value)]
     merged = merge_reports(reports)
     if args.json:
         print(json.dumps(merged, indent=1))
@@ -230,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("stores", nargs="+", help="store directories (or a directory of stores)")
     v.add_argument("--json", action="store_true")
     v.add_argument("--decode-frames", action="store_true", help="fully decode every JPEG (default: headers)")
+    v.add_argument("--max-abs-value", type=float, default=1e6,
+                   help="the plausibility bound the stores were converted with (convert.max_abs_value)")
     v.set_defaults(func=cmd_validate)
 
     cs = sub.add_parser("curation-summary", help="merge stores' curation reports into a DVC metric and plot")

@@ -26,16 +26,23 @@ import traceback
 import uuid
 import warnings
 from collections import Counter
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from converters import get_converter
 from pipelines import storage
-from pipelines.curation import BoundsAccumulator, CurationConfig, CurationOutcome, LowDim, curate, summarize
+from pipelines.curation import (
+    BoundsAccumulator,
+    CurationConfig,
+    CurationOutcome,
+    LowDim,
+    curate,
+    summarize,
+)
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.index import (
@@ -56,6 +63,7 @@ from pipelines.episode_store.layout import (
     episode_relpath,
 )
 from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.record import MAX_ABS_VALUE
 from pipelines.episode_store.stats import EpisodeSetStats, build_stats_document
 from pipelines.episode_store.writer import write_episode
 
@@ -73,6 +81,12 @@ class ConvertConfig:
     #: the converter to read ``input_root`` with, when it is not ``source``'s own: another dataset in
     #: an existing converter's layout (``sources.<name>.converter``); ``source`` names the dataset
     converter: str | None = None
+    #: plausibility bound on every state and action value (``implausible_values`` beyond it)
+    max_abs_value: float = MAX_ABS_VALUE
+
+    def __post_init__(self) -> None:
+        if not self.max_abs_value > 0:
+            raise ValueError(f"max_abs_value must be positive, got {self.max_abs_value}")
 
     @property
     def converter_name(self) -> str:
@@ -82,6 +96,7 @@ class ConvertConfig:
         converter = get_converter(self.converter_name)(self.input_root, self.converter_options)
         if self.converter:
             converter.dataset_name = self.source
+        converter.max_abs_value = self.max_abs_value
         return converter
 
 
@@ -128,7 +143,8 @@ class EpisodeConverter:
             with self.converter.read(opener) as episode:
                 if self.remote:
                     return self._write_remote(episode, source_episode, eid, rel)
-                write_episode(episode, self.config.store_root, self.config.image)
+                write_episode(episode, self.config.store_root, self.config.image,
+                              max_abs_value=self.config.max_abs_value)
             return self._converted(source_episode, eid, rel, resumed=False)
         except EpisodeError as exc:
             return _quarantine(source_episode, eid, exc.reason, exc.message)
@@ -138,7 +154,7 @@ class EpisodeConverter:
 
     def _write_remote(self, episode, source_episode: str, eid: str, rel: str) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="a1pipe-stage-") as staging:
-            write_episode(episode, staging, self.config.image)
+            write_episode(episode, staging, self.config.image, max_abs_value=self.config.max_abs_value)
             outcome = self._summarize(staging, source_episode, eid, rel, resumed=False)
             storage.upload(os.path.join(staging, rel), storage.join(self.config.store_root, rel))
         return outcome

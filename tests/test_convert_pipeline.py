@@ -391,6 +391,32 @@ def test_outlier_episode_is_quarantined_naming_dimension_value_and_bound(samples
     assert all(r["status"] == "kept" for r in rows if r is not flagged[0])
 
 
+@pytest.mark.parametrize("bound,quarantined", [(None, True), (1e40, False)])
+def test_garbage_read_as_numbers_is_implausible_from_the_first_episode_on(few, tmp_path, bound, quarantined):
+    """No statistics needed: one episode of its embodiment is enough; the bound is a setting."""
+    import h5py
+
+    samples, expected = few
+    src = tmp_path / "input"
+    shutil.copytree(samples / "inhouse", src)
+    with h5py.File(src / "aloha_transfer_cube" / "episode_0.hdf5", "r+") as f:
+        action = f["action"][()]
+        action[7, 2] = 2e36  # four garbage bytes read as a float32
+        f["action"][...] = action
+    extra = {} if bound is None else {"max_abs_value": bound}
+    report = run_conversion(ConvertConfig("inhouse", str(src), str(tmp_path / "store"), image=SMALL, **extra),
+                            workers=1, show_progress=False)
+    outcome = {e["source_episode"]: e for e in report["episodes"]}
+    bad = outcome["aloha_transfer_cube/episode_0.hdf5"]
+    if quarantined:
+        assert (bad["status"], bad["reason"]) == ("quarantined", "implausible_values")
+        assert "frame 7" in bad["message"] and "2e+36" in bad["message"]
+    else:
+        assert bad["status"] == "converted"
+    good = sum(v is None for v in expected.values())
+    assert report["counts"]["converted"] == good - quarantined  # every untouched episode converts
+
+
 def test_duplicates_across_stores_are_listed_once(few, tmp_path):
     samples, _ = few
     from pipelines.curation import cross_store_duplicates

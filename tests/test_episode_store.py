@@ -295,6 +295,34 @@ def test_broken_records_are_rejected_with_their_reason_and_nothing_is_published(
     assert not any((store.root / TMP_DIR).glob("*"))
 
 
+@pytest.mark.parametrize("value,bound,ok", [(1e6, 1e6, True), (-1e6, 1e6, True), (1.0000001e6, 1e6, False),
+                                            (-2e36, 1e6, False), (5e6, 1e7, True), (2e7, 1e7, False)])
+def test_values_beyond_the_plausibility_bound_are_implausible_not_data(value, bound, ok):
+    from pipelines.episode_store.record import check_episode
+
+    for field in ("state", "action"):
+        arr = np.zeros((12, 8), np.float32)
+        arr[5, 2] = value
+        ep = _mutated(**{field: arr})
+        if ok:
+            check_episode(ep, max_abs_value=bound)
+            continue
+        with pytest.raises(EpisodeError) as info:
+            check_episode(ep, max_abs_value=bound)
+        assert info.value.reason == Reason.IMPLAUSIBLE_VALUES
+        assert f"{field} has 1 values beyond" in info.value.message and "first at frame 5" in info.value.message
+
+
+def test_the_conversion_applies_its_plausibility_bound(tmp_path):
+    from pipelines.convert import ConvertConfig
+
+    config = ConvertConfig("inhouse", str(tmp_path), str(tmp_path / "s"), max_abs_value=5e7)
+    assert config.make_converter().max_abs_value == 5e7
+    assert ConvertConfig("inhouse", str(tmp_path), str(tmp_path / "s")).make_converter().max_abs_value == 1e6
+    with pytest.raises(ValueError, match="positive"):
+        ConvertConfig("inhouse", str(tmp_path), str(tmp_path / "s"), max_abs_value=0)
+
+
 def test_stream_that_lies_about_its_length_is_caught_while_writing(store):
     ep = make_episode(12)
     frames = make_frames(10)

@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -364,6 +365,18 @@ def test_chunk_folder_not_matching_chunks_size_is_found_and_recorded(tmp_path):
     fb = flags(ep)["path_fallback"]
     assert fb["data/chunk-000/episode_000002.parquet"] == "data/chunk-001/episode_000002.parquet"
     assert_frames_are(frames_of(ep), 2)
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_an_episode_with_no_parquet_rows_is_empty(tmp_path, version):
+    root = write(tmp_path / "ds", version=version)
+    for path in (root / "data").rglob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.filter(pc.not_equal(table["episode_index"], 1)), path)
+    with pytest.raises(EpisodeError) as info:
+        read(root, 1)
+    assert info.value.reason == Reason.EMPTY_EPISODE and "episode 1" in info.value.message
+    assert read(root, 0)[2].num_frames == 20  # the other episodes of the file still read
 
 
 def test_undeclared_and_missing_columns_are_recorded(tmp_path):

@@ -121,6 +121,7 @@ BREAKERS = {
     "dimension_names": lambda s: edit_meta(first_episode(s), lambda m: m.update(state_names=["j"] * len(m["state_names"]))),
     "timestamps": lambda s: rewrite(first_episode(s), lambda g: replace_array(g, "timestamp", g["timestamp"][:][::-1].copy())),
     "non_finite": lambda s: rewrite(first_episode(s), lambda g: replace_array(g, "state", np.where(np.eye(*g["state"].shape, dtype=bool), np.nan, g["state"][:]).astype(np.float32))),
+    "implausible": lambda s: rewrite(first_episode(s), lambda g: replace_array(g, "action", np.where(np.eye(*g["action"].shape, dtype=bool), np.float32(2e36), g["action"][:]).astype(np.float32))),
     "image_chunking": lambda s: rewrite(first_episode(s), lambda g: _vlen(g, "images/top", _frames(g, "top"), chunks=(4,))),
     "image_frame": lambda s: rewrite(first_episode(s), lambda g: _vlen(g, "images/top", [b"\x89PNG not a jpeg"] + _frames(g, "top")[1:], chunks=(1,))),
     "language": lambda s: edit_meta(first_episode(s), lambda m: m["language"].update(instruction="")),
@@ -164,6 +165,13 @@ def test_rule_is_enforced(store, rule):
     report = validate_store(store.root, decode_frames=True)
     codes = {e.code for e in report.errors}
     assert rule in codes, [str(e) for e in report.errors]
+
+
+def test_the_plausibility_bound_is_the_one_the_store_was_converted_with(store):
+    rewrite(store.episode_files()[0], lambda g: replace_array(
+        g, "state", np.where(np.eye(*g["state"].shape, dtype=bool), np.float32(5e6), g["state"][:]).astype(np.float32)))
+    assert "implausible" in {e.code for e in validate_store(store.root).errors}
+    assert "implausible" not in {e.code for e in validate_store(store.root, max_abs_value=1e7).errors}
 
 
 def test_all_violations_are_reported_not_only_the_first(store):

@@ -568,9 +568,9 @@ class LeRobotDataset:
         flags: dict[str, Any] = {}
         table, row_groups, file_columns = self._read_rows(meta, ref, flags)
         n = table.num_rows
-        if n == 0 and self.layout == "v3":
+        if n == 0 and self.layout == "v3":  # the episode has no frames: empty, whatever the metadata promised
             raise EpisodeError(
-                Reason.INVALID_METADATA,
+                Reason.EMPTY_EPISODE,
                 f"{ref}: {meta.data_path} holds no rows of episode {index} although the episodes metadata points there",
             )
         if n == 0:
@@ -651,7 +651,7 @@ class LeRobotDataset:
             schema = _read_schema(path, where)
             cols = _columns_to_read(schema, wanted)
             table = _read_parquet(path, cols, where)
-            if "episode_index" in table.column_names:
+            if "episode_index" in table.column_names and table.num_rows:  # no rows: an empty episode, below
                 found = pc.unique(table.column("episode_index")).to_pylist()
                 if found != [meta.index]:
                     raise EpisodeError(

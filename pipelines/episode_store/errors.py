@@ -23,6 +23,7 @@ class Reason(StrEnum):
     SHAPE_MISMATCH = "shape_mismatch"
     NAME_MISMATCH = "name_mismatch"
     NON_FINITE_VALUES = "non_finite_values"
+    IMPLAUSIBLE_VALUES = "implausible_values"
     NON_MONOTONIC_TIMESTAMPS = "non_monotonic_timestamps"
     IMAGE_DECODE_ERROR = "image_decode_error"
     VIDEO_DECODE_ERROR = "video_decode_error"
@@ -45,6 +46,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.SHAPE_MISMATCH: "an array has the wrong rank or width",
     Reason.NAME_MISMATCH: "dimension names do not match the array width",
     Reason.NON_FINITE_VALUES: "state, action or timestamps contain NaN or infinity",
+    Reason.IMPLAUSIBLE_VALUES: "a state or action value is beyond any physical quantity's range (|x| above the "
+                               "plausibility bound, 1e6 by default): garbage bytes read as numbers",
     Reason.NON_MONOTONIC_TIMESTAMPS: "timestamps are not strictly increasing",
     Reason.IMAGE_DECODE_ERROR: "an encoded image frame cannot be decoded",
     Reason.VIDEO_DECODE_ERROR: "a video file cannot be decoded",

@@ -136,11 +136,18 @@ class Episode:
         return int(len(self.timestamp))
 
 
-def check_episode(ep: Episode) -> None:
+#: no joint angle, position, velocity, gripper width or force of a robot reaches this; garbage bytes
+#: read as float32 usually do (1e36 and the like). Unlike curation's outlier bounds it needs no
+#: statistics, so it holds from a source's first episode on.
+MAX_ABS_VALUE = 1e6
+
+
+def check_episode(ep: Episode, *, max_abs_value: float = MAX_ABS_VALUE) -> None:
     """Raise :class:`EpisodeError` for the first broken invariant of the unified format.
 
     Run on every record before it is written, so each converter gets the same
-    checks (and the same reason codes) for free.
+    checks (and the same reason codes) for free. ``max_abs_value``: the plausibility bound on
+    every state and action value (``implausible_values`` beyond it).
     """
     where = ep.source_episode
     t = np.asarray(ep.timestamp)
@@ -167,14 +174,13 @@ def check_episode(ep: Episode) -> None:
             )
         if len(set(names)) != len(names):
             raise EpisodeError(Reason.NAME_MISMATCH, f"{where}: {label} names are not unique: {names}")
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            frame, dim = (int(v) for v in np.argwhere(bad)[0])
-            raise EpisodeError(
-                Reason.NON_FINITE_VALUES,
-                f"{where}: {label} has {int(bad.sum())} non-finite values, first at frame {frame} "
-                f"dimension '{names[dim]}' = {arr[frame, dim]}",
-            )
+        for reason, bad, what in ((Reason.NON_FINITE_VALUES, ~np.isfinite(arr), "non-finite values"),
+                                  (Reason.IMPLAUSIBLE_VALUES, np.abs(arr) > max_abs_value,
+                                   f"values beyond +-{max_abs_value:g}")):
+            if bad.any():
+                frame, dim = (int(v) for v in np.argwhere(bad)[0])
+                raise EpisodeError(reason, f"{where}: {label} has {int(bad.sum())} {what}, first at frame {frame} "
+                                           f"dimension '{names[dim]}' = {arr[frame, dim]:g}")
     if not np.all(np.isfinite(t)):
         raise EpisodeError(Reason.NON_FINITE_VALUES, f"{where}: timestamp has non-finite values")
     steps = np.diff(t)

@@ -33,7 +33,7 @@ from .layout import (
     episode_relpath,
 )
 from .reader import EpisodeReader
-from .record import ActionKind, TimestampOrigin
+from .record import MAX_ABS_VALUE, ActionKind, TimestampOrigin
 from .stats import FIELDS, QUANTILE_EPSILON
 from .writer import sha256_file
 
@@ -55,6 +55,8 @@ RULES: dict[str, str] = {
     "dimension_names": "state_names/action_names are unique non-empty strings",
     "timestamps": "timestamps are finite and strictly increasing",
     "non_finite": "state and action contain no NaN or infinity",
+    "implausible": "no state or action value is beyond the plausibility bound (convert.max_abs_value, 1e6 by "
+                   "default): garbage read as numbers",
     "image_chunking": "image arrays have one frame per chunk (random access without decoding other frames)",
     "image_frame": "every frame is a JPEG of the camera's declared height x width",
     "language": "the instruction is non-empty; sub-task indices point into their text table",
@@ -156,8 +158,10 @@ class ValidationReport:
         }
 
 
-def validate_store(root: str | Path, *, decode_frames: bool = False) -> ValidationReport:
-    """Validate one store. ``decode_frames`` fully decodes every JPEG (default: header and size only)."""
+def validate_store(root: str | Path, *, decode_frames: bool = False,
+                   max_abs_value: float = MAX_ABS_VALUE) -> ValidationReport:
+    """Validate one store. ``decode_frames`` fully decodes every JPEG (default: header and size only);
+    ``max_abs_value``: the plausibility bound the store was converted with (``convert.max_abs_value``)."""
     root = Path(root)
     report = ValidationReport(root=str(root))
     _check_marker(root, report)
@@ -191,7 +195,7 @@ def validate_store(root: str | Path, *, decode_frames: bool = False) -> Validati
     row_by_path = {row.get("path"): row for row in index_rows}
     for rel in sorted(files):
         row = row_by_path.get(rel)
-        result = _check_episode(root, rel, row, report, decode_frames)
+        result = _check_episode(root, rel, row, report, decode_frames, max_abs_value)
         if result is None:
             continue
         meta, state, action = result
@@ -258,15 +262,17 @@ def _check_curation(root: Path, lengths: dict[str, int], report: ValidationRepor
         report.add("curation", "curation.parquet", f"episode {eid} has no curation row")
 
 
-def validate_path(path: str | Path, *, decode_frames: bool = False) -> list[ValidationReport]:
+def validate_path(path: str | Path, *, decode_frames: bool = False,
+                  max_abs_value: float = MAX_ABS_VALUE) -> list[ValidationReport]:
     """Validate a store, or every store directly under a directory of stores."""
     path = Path(path)
+    options = {"decode_frames": decode_frames, "max_abs_value": max_abs_value}
     if (path / STORE_MARKER).exists() or not path.is_dir():
-        return [validate_store(path, decode_frames=decode_frames)]
+        return [validate_store(path, **options)]
     children = sorted(p for p in path.iterdir() if (p / STORE_MARKER).exists())
     if not children:
-        return [validate_store(path, decode_frames=decode_frames)]
-    return [validate_store(p, decode_frames=decode_frames) for p in children]
+        return [validate_store(path, **options)]
+    return [validate_store(p, **options) for p in children]
 
 
 def merge_reports(reports: list[ValidationReport]) -> dict[str, Any]:
@@ -362,7 +368,8 @@ def _published_files(root: Path, report: ValidationReport) -> set[str]:
 
 
 def _check_episode(
-    root: Path, rel: str, row: dict[str, Any] | None, report: ValidationReport, decode_frames: bool
+    root: Path, rel: str, row: dict[str, Any] | None, report: ValidationReport, decode_frames: bool,
+    max_abs_value: float = MAX_ABS_VALUE,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray] | None:
     path = root / rel
     try:
@@ -441,6 +448,11 @@ def _check_episode(
             if arr.size and not np.all(np.isfinite(arr)):
                 bad = np.argwhere(~np.isfinite(arr))[0]
                 report.add("non_finite", rel, f"'{name}' has non-finite values, first at frame {bad[0]}")
+                ok = False
+            elif arr.size and np.abs(arr).max() > max_abs_value:
+                bad = np.argwhere(np.abs(arr) > max_abs_value)[0]
+                report.add("implausible", rel, f"'{name}' has values beyond +-{max_abs_value:g}, first at frame "
+                                               f"{bad[0]}: {arr[bad[0], bad[1]]:g}")
                 ok = False
         if t.ndim == 1 and len(t):
             if not np.all(np.isfinite(t)):

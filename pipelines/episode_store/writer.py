@@ -29,7 +29,7 @@ from .digest import content_digest
 from .errors import EpisodeError, Reason
 from .images import ImageConfig, encode_jpeg, resize_frame
 from .layout import EPISODE_ATTR, TMP_DIR, episode_id, episode_relpath
-from .record import Episode, check_episode
+from .record import MAX_ABS_VALUE, Episode, check_episode
 
 #: frames per shard of an image array (inner chunk = 1 frame); bounds writer memory
 FRAMES_PER_SHARD = 256
@@ -46,6 +46,7 @@ def write_episode(
     image_config: ImageConfig,
     *,
     frames_per_shard: int = FRAMES_PER_SHARD,
+    max_abs_value: float = MAX_ABS_VALUE,
 ) -> str:
     """Write ``episode`` into the store and return its episode id.
 
@@ -53,7 +54,7 @@ def write_episode(
     breaks the format, when a camera stream yields the wrong number of frames, or
     when writing fails.
     """
-    check_episode(episode)
+    check_episode(episode, max_abs_value=max_abs_value)
     store_root = Path(store_root)
     eid = episode_id(episode.source, episode.source_episode)
     final = store_root / episode_relpath(eid)
