@@ -9,6 +9,7 @@ module under ``converters/`` and decorate it with :func:`converters.register`.
 from __future__ import annotations
 
 import contextlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -147,3 +148,21 @@ class Converter(ABC):
             return mapping[key]
         except (KeyError, TypeError) as exc:
             raise EpisodeError(Reason.MISSING_KEY, f"{where}: missing '{key}'") from exc
+
+
+def episode_file(root: Path, rel: str) -> Path:
+    """The regular file ``root / rel`` that discovery listed as an episode, or the reason it is not one.
+
+    Discovery lists every path named like an episode, so nothing under the root disappears from a
+    run's report: a dangling symbolic link or a vanished file is ``missing_file`` (naming the link's
+    target), and a directory or other non-regular file under an episode's name is ``corrupt_file``.
+    """
+    path = root / rel
+    if path.is_symlink() and not path.exists():
+        raise EpisodeError(Reason.MISSING_FILE, f"{rel}: a symbolic link to {os.readlink(path)}, which does not exist")
+    if not path.exists():
+        raise EpisodeError(Reason.MISSING_FILE, f"{rel}: file not found ({path})")
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file"
+        raise EpisodeError(Reason.CORRUPT_FILE, f"{rel}: {kind} where an episode file should be")
+    return path

@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard
+from converters.base import Converter, SourceCard, episode_file
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import (
     ActionKind,
@@ -310,8 +310,9 @@ class InhouseConverter(Converter):
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             folder = Path(dirpath).relative_to(self.root).as_posix()
-            for file_name in filenames:
-                if EPISODE_FILE_RE.match(file_name) and os.path.isfile(os.path.join(dirpath, file_name)):
+            # files, dangling links and directories alike: whatever carries an episode's name gets an outcome
+            for file_name in filenames + dirnames:
+                if EPISODE_FILE_RE.match(file_name):
                     ref = file_name if folder == "." else f"{folder}/{file_name}"
                     found.append(("" if folder == "." else folder, _natural_key(file_name), ref))
         return [ref for _, _, ref in sorted(found)]
@@ -322,10 +323,8 @@ class InhouseConverter(Converter):
 
     @contextlib.contextmanager
     def open_episode(self, source_episode: str) -> Iterator[Episode]:
-        path = self.root / source_episode
         meta = self.task_metadata(source_episode)
-        if not path.is_file():
-            raise EpisodeError(Reason.MISSING_FILE, f"{source_episode}: file not found ({path})")
+        path = episode_file(self.root, source_episode)
         try:
             h5 = h5py.File(path, "r")
         except _H5_READ_ERRORS as exc:

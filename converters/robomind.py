@@ -39,9 +39,14 @@ import h5py
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard
+from converters.base import Converter, SourceCard, episode_file
 from pipelines.episode_store.errors import EpisodeError, Reason
-from pipelines.episode_store.record import ActionKind, CameraStream, Episode, TimestampOrigin
+from pipelines.episode_store.record import (
+    ActionKind,
+    CameraStream,
+    Episode,
+    TimestampOrigin,
+)
 
 # --------------------------------------------------------------------------------------
 # Declarative per-embodiment tables
@@ -554,7 +559,7 @@ class RoboMindConverter(Converter):
         found = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            if EPISODE_FILE not in filenames:
+            if EPISODE_FILE not in filenames and EPISODE_FILE not in dirnames:  # a directory by that name too
                 continue
             rel = Path(dirpath, EPISODE_FILE).relative_to(self.root).as_posix()
             if any(p.startswith("h5_") for p in rel.split("/")[:-1]):
@@ -624,9 +629,7 @@ class RoboMindConverter(Converter):
         if spec is None:
             why = SIM_FOLDERS.get(ref.folder, f"unknown embodiment folder (known: {sorted(EMBODIMENTS)})")
             raise EpisodeError(Reason.UNSUPPORTED_LAYOUT, f"{source_episode}: {ref.folder}: {why}")
-        path = self.root / source_episode
-        if not path.is_file():
-            raise EpisodeError(Reason.MISSING_FILE, f"{source_episode}: file not found ({path})")
+        path = episode_file(self.root, source_episode)
         try:
             h5 = h5py.File(path, "r")
         except _H5_READ_ERRORS as exc:

@@ -139,11 +139,12 @@ def test_discover_is_natural_and_relative(tmp_path):
                 ".cache/episode_0.hdf5", "b_task/notes.hdf5", "b_task/episode_1.h5"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
-    (tmp_path / "b_task" / "episode_9.hdf5").mkdir()  # a directory is not an episode
+    (tmp_path / "b_task" / "episode_9.hdf5").mkdir()  # listed, so that it is reported (corrupt_file), not lost
     assert InhouseConverter(tmp_path).discover() == [
         "a_task/episode_0.hdf5",
         "b_task/episode_1.hdf5",
         "b_task/episode_2.hdf5",
+        "b_task/episode_9.hdf5",
         "b_task/episode_10.hdf5",
         "nested/sub/episode_3.hdf5",
         "no_meta/episode_0.hdf5",
@@ -445,6 +446,24 @@ def samples(tmp_path_factory):
     root = tmp_path_factory.mktemp("samples") / "inhouse"
     expected = InhouseConverter.write_samples(root, seed=0)
     return root, expected
+
+
+def test_every_path_named_like_an_episode_gets_an_outcome(samples, tmp_path):
+    import shutil
+
+    root, expected = samples
+    src = tmp_path / "input"
+    shutil.copytree(root, src, symlinks=True)
+    (src / "franka_pick_cube" / "episode_20.hdf5").symlink_to("/nonexistent/episode_20.hdf5")  # moved data
+    (src / "franka_pick_cube" / "episode_21.hdf5").mkdir()
+    conv = InhouseConverter(src)
+    assert set(conv.discover()) == set(expected) | {"franka_pick_cube/episode_20.hdf5", "franka_pick_cube/episode_21.hdf5"}
+    for ref, reason, words in (("franka_pick_cube/episode_20.hdf5", Reason.MISSING_FILE, "/nonexistent/episode_20.hdf5"),
+                               ("franka_pick_cube/episode_21.hdf5", Reason.CORRUPT_FILE, "a directory")):
+        with pytest.raises(EpisodeError) as info:
+            with conv.open_episode(ref):
+                pass
+        assert info.value.reason == reason and words in info.value.message
 
 
 def test_another_seed_gives_other_samples_with_the_same_outcomes(samples, tmp_path):

@@ -638,6 +638,19 @@ def test_samples_convert_to_their_declared_outcomes(tmp_path):
     assert embodiments == {"franka_3rgb", "agilex_3rgb", "ur_1rgb", "tienkung_xsens_1rgb"}
 
 
+def test_a_directory_under_the_episode_file_name_is_reported_not_skipped(tmp_path):
+    expected = RoboMindConverter.write_samples(tmp_path, seed=1)
+    good = next(ref for ref, reason in sorted(expected.items()) if reason is None)
+    odd = Path(good).parent.parent.parent / "1017_999999" / "data" / "trajectory.hdf5"
+    (tmp_path / odd).mkdir(parents=True)
+    conv = RoboMindConverter(tmp_path)
+    assert odd.as_posix() in conv.discover()
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, odd.as_posix())
+    assert info.value.reason == Reason.CORRUPT_FILE and "a directory" in info.value.message
+    read_all(conv, good)  # its neighbours still read
+
+
 def test_sample_quirks_are_present(tmp_path):
     expected = RoboMindConverter.write_samples(tmp_path, seed=0)
     conv = RoboMindConverter(tmp_path)
