@@ -166,3 +166,19 @@ def episode_file(root: Path, rel: str) -> Path:
         kind = "a directory" if path.is_dir() else "not a regular file"
         raise EpisodeError(Reason.CORRUPT_FILE, f"{rel}: {kind} where an episode file should be")
     return path
+
+
+def relative_inside(rel: str, where: str) -> str:
+    """``rel`` (a path built from a source's metadata) if it stays inside the folder it is joined to.
+
+    Metadata is data, and data can be wrong or hostile: an absolute path, or a ``..`` that climbs
+    out (a camera serial of ``../../etc/x``, a LeRobot path template with ``..``), would make a
+    converter read files outside its input root. Checked lexically, so a symbolic link the user
+    put inside the root still works. Raises ``invalid_metadata``.
+    """
+    text = str(rel).replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if text.startswith("/") or ".." in parts or not parts:
+        raise EpisodeError(Reason.INVALID_METADATA, f"{where}: path {str(rel)!r} from the metadata leads outside the "
+                                                    "source's folder")
+    return "/".join(parts)

@@ -43,7 +43,7 @@ import h5py
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard
+from converters.base import Converter, SourceCard, relative_inside
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import (
     ActionKind,
@@ -742,7 +742,7 @@ class DroidConverter(Converter):
         videos = {}
         for cam in CAMERAS:
             serial = serials[cam.name]
-            video = folder / RAW_MP4_DIR / f"{serial}.mp4"
+            video = folder / RAW_MP4_DIR / relative_inside(f"{serial}.mp4", f"{where}: camera '{cam.name}' serial")
             if not video.is_file():
                 raise EpisodeError(
                     Reason.MISSING_CAMERA,

@@ -240,6 +240,9 @@ def _name_list(value: Any, key: str, bad) -> tuple[str, ...]:
         raise bad(f"'{key}' must not be empty")
     if any(not n for n in names) or len(set(names)) != len(names):
         raise bad(f"'{key}' must hold unique non-empty names, got {list(names)}")
+    odd = [n for n in names if "/" in n or n in (".", "..")]
+    if odd:  # names become HDF5 paths (observations/images/<camera>): one must name one dataset
+        raise bad(f"'{key}' holds names that are paths, not names: {odd}")
     return names
 
 

@@ -222,3 +222,18 @@ def test_samples_are_deterministic(source, tmp_path, sample_stores):
                 for p in sorted(base.rglob("*")) if p.is_file()}
 
     assert digest(tmp_path / source) == digest(stores.parent / "samples" / source)
+
+
+@pytest.mark.parametrize("rel,ok", [("a.mp4", "a.mp4"), ("./sub/a.mp4", "sub/a.mp4"), ("sub//a.mp4", "sub/a.mp4"),
+                                    ("../a.mp4", None), ("sub/../../a.mp4", None), ("sub/../a.mp4", None),
+                                    ("/etc/hostname", None), ("..\\a.mp4", None), ("", None), (".", None)])
+def test_paths_from_metadata_stay_inside_the_source_folder(rel, ok):
+    from converters.base import relative_inside
+    from pipelines.episode_store.errors import EpisodeError, Reason
+
+    if ok is not None:
+        assert relative_inside(rel, "w") == ok
+        return
+    with pytest.raises(EpisodeError) as info:
+        relative_inside(rel, "w")
+    assert info.value.reason == Reason.INVALID_METADATA

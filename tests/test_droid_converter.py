@@ -598,6 +598,8 @@ RAW_BROKEN = {
     "metadata not json": (lambda root, ref: _metadata_file(root, ref).write_text("{oops"), Reason.INVALID_METADATA),
     "metadata uuid differs": (_edit_json(lambda m: m.update(uuid="LAB+x+y")), Reason.INVALID_METADATA),
     "wrist serial is an exterior camera": (_edit_json(_swap_wrist), Reason.INVALID_METADATA),
+    "wrist serial leaves the folder": (_edit_json(lambda m: m.update(wrist_cam_serial="../../../../../../etc/hostname")),
+                                       Reason.INVALID_METADATA),
     "h5 truncated": (lambda root, ref: (root / ref / "trajectory.h5").write_bytes(
         (root / ref / "trajectory.h5").read_bytes()[:5000]), Reason.CORRUPT_FILE),
     "no trajectory.h5 joints": (_edit_h5(lambda h5: h5.__delitem__("observation/robot_state/joint_positions")),

@@ -195,6 +195,8 @@ def test_metadata_explicit_values_and_episode_override():
         {"fps": "fifty"},
         {"fps": True},
         {"camera_names": []},
+        {"camera_names": ["cam_high", ".."]},  # a name that is a path: never an HDF5 lookup outside images/
+        {"camera_names": ["cam_high", "../qpos"]},
         {"joint_names": ["a", "a", "b"]},
         {"robot_type": "Franka Panda"},
         {"robot_type": "spot"},  # no default embodiment

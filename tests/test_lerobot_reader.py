@@ -367,6 +367,18 @@ def test_chunk_folder_not_matching_chunks_size_is_found_and_recorded(tmp_path):
     assert_frames_are(frames_of(ep), 2)
 
 
+@pytest.mark.parametrize("key,template", [
+    ("data_path", "../outside/episode_{episode_index:06d}.parquet"),
+    ("data_path", "/etc/episode_{episode_index:06d}.parquet"),
+    ("video_path", "videos/../../{video_key}/episode_{episode_index:06d}.mp4"),
+])
+def test_a_path_template_leading_outside_the_dataset_is_invalid_metadata(tmp_path, key, template):
+    root = write(tmp_path / "ds", info_overrides={key: template})
+    with pytest.raises(EpisodeError) as info:
+        read(root, 0)
+    assert info.value.reason == Reason.INVALID_METADATA and "leads outside" in info.value.message
+
+
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
 def test_an_episode_with_no_parquet_rows_is_empty(tmp_path, version):
     root = write(tmp_path / "ds", version=version)

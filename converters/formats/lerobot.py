@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from converters.base import Converter
+from converters.base import Converter, relative_inside
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import (
     ActionKind,
@@ -495,12 +495,14 @@ class LeRobotDataset:
         return out
 
     def _format(self, template: str, **values: Any) -> str:
+        """A file path from an info.json template; it must stay inside the dataset's folder."""
         try:
-            return template.format(**values)
+            filled = template.format(**values)
         except (KeyError, IndexError, ValueError) as exc:
             raise EpisodeError(
                 Reason.INVALID_METADATA, f"{self.where}: path template {template!r} cannot be filled: {exc}"
             ) from exc
+        return relative_inside(filled, f"{self.where}: path template {template!r}")
 
     def _chunk_glob(self, template: str, **values: Any) -> str | None:
         if "{episode_chunk" not in template:
