@@ -142,6 +142,10 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
     for dataset, entry in manifest["shares"].get("train", {}).get("datasets", {}).items():
         embodiments = ", ".join(f"{e} {v['share']:.4f}" for e, v in entry["embodiments"].items())
         print(f"  {dataset:<14} share {entry['share']:.4f}  ({embodiments})")
+    from pipelines.manifest.build import MANIFEST_FILE, file_sha256
+
+    out = Path(args.out or f"manifests/{args.name}")
+    print(f"  {MANIFEST_FILE} sha256 {file_sha256(out / MANIFEST_FILE)} (every file: {out / 'SHA256SUMS'})")
     return 0
 
 

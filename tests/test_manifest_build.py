@@ -191,13 +191,56 @@ def test_verify_names_a_changed_frame_range_in_the_table(stores, tmp_path):
     assert any("kept ranges add up to" in p for p in named)
     assert any("differ from the store's curation.parquet" in p for p in named)
 
-    # A forger who also fixes manifest.json's table checksum and frames_kept is still caught.
+    # A forger who also fixes manifest.json's table checksum and frames_kept is caught by SHA256SUMS ...
     victim["frames_kept"] -= 1
     _rewrite_table(tmp_path / "m", rows, fix_checksum=True)
     problems = verify_manifest(tmp_path / "m", [stores])
-    assert not any("sha256 differs" in p for p in problems)
+    assert {p.split(":")[0] for p in problems if "differs from SHA256SUMS" in p} == {"episodes.parquet", "manifest.json"}
+    # ... and one who rewrites SHA256SUMS too, by the data
+    from pipelines.manifest.build import _write_checksums
+
+    _write_checksums(tmp_path / "m")
+    problems = verify_manifest(tmp_path / "m", [stores])
+    assert not any("sha256 differs" in p or "SHA256SUMS" in p for p in problems)
     assert any(victim["episode_id"] in p and "curation.parquet" in p for p in problems)
     assert any("train: table has" in p for p in problems)  # counts no longer add up
+
+
+@pytest.mark.parametrize("edit", ["code_version", "left_out_counts", "checksums_dropped", "file_added", "bad_line"])
+def test_every_released_file_is_checksummed_manifest_json_included(stores, tmp_path, edit):
+    out = tmp_path / "m"
+    build_manifest([stores], out, ManifestParams(name="x", validation_fraction=0.0))
+    assert verify_manifest(out, [stores]) == []
+    sums = (out / "SHA256SUMS").read_text().splitlines()
+    assert sorted(line.split("  ")[1] for line in sums) == sorted(p.name for p in out.iterdir() if p.name != "SHA256SUMS")
+    text = (out / "manifest.json").read_text()
+    if edit == "code_version":  # one flipped byte in a field no derived-file check reads once versions differ
+        (out / "manifest.json").write_text(text.replace('"a1pipe ', '"a1pipf ', 1))
+        expected = "manifest.json: sha256 differs from SHA256SUMS"
+    elif edit == "left_out_counts":
+        doc = json.loads(text)
+        doc["excluded"] = {**doc["excluded"], "forged": 1}
+        (out / "manifest.json").write_text(json.dumps(doc, indent=1))
+        expected = "manifest.json: sha256 differs from SHA256SUMS"
+    elif edit == "checksums_dropped":
+        (out / "SHA256SUMS").unlink()
+        expected = "SHA256SUMS: missing"
+    elif edit == "file_added":
+        (out / "notes.txt").write_text("x")
+        expected = "notes.txt: not listed in SHA256SUMS"
+    else:
+        (out / "SHA256SUMS").write_text("\n".join(sums + ["garbage"]) + "\n")
+        expected = "SHA256SUMS:6: not a '<sha256>  <file>' line"
+    problems = verify_manifest(out, [stores])
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_an_unreadable_curation_file_is_a_named_finding_not_a_traceback(stores, tmp_path):
+    build_manifest([stores], tmp_path / "m", ManifestParams(name="x", validation_fraction=0.0))
+    store = sorted(p for p in stores.iterdir() if (p / "curation.parquet").is_file())[0]
+    (store / "curation.parquet").write_bytes(b"PAR1 torn")
+    problems = verify_manifest(tmp_path / "m", [stores])
+    assert any(f"store {store.name}: curation.parquet unreadable" in p for p in problems), problems
 
 
 def test_verify_names_episodes_whose_curation_changed_after_the_build(converted, stores, tmp_path):
@@ -312,7 +355,7 @@ def test_verify_names_a_moved_split_and_build_refuses_ambiguous_or_foreign_input
     m = json.loads((tmp_path / "m" / "manifest.json").read_text())
     m["format_version"] = 99
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(m))
-    assert "format_version 99" in verify_manifest(tmp_path / "m", [stores])[0]
+    assert any("format_version 99" in p for p in verify_manifest(tmp_path / "m", [stores]))
 
 
 def test_a_calibration_split_takes_training_episodes_only_and_is_verified(converted, tmp_path):

@@ -38,6 +38,9 @@ from pipelines.manifest.weights import WITHIN, episode_probabilities
 MANIFEST_FORMAT = 1
 TABLE_FILE = "episodes.parquet"
 MANIFEST_FILE = "manifest.json"
+#: ``sha256sum`` lines for every other released file, manifest.json included: ``sha256sum -c`` checks
+#: a release without a1pipe, and ``verify`` catches an edit to any file, whatever version wrote it
+CHECKSUMS_FILE = "SHA256SUMS"
 CURATION_FILE = "curation.parquet"
 #: every split a manifest may have; ``calibration`` exists only when its fraction is non-zero, so a
 #: manifest without one is byte-identical to what earlier versions wrote (see :func:`splits_of`)
@@ -328,8 +331,39 @@ def build_manifest(stores: list[str | Path], out_dir: str | Path, params: Manife
     }
     (tmp / MANIFEST_FILE).write_text(manifest_json_text(manifest), encoding="utf-8")
     write_derived_files(tmp, manifest, rows)
+    _write_checksums(tmp)
     _swap_into_place(tmp, out)
     return manifest
+
+
+def _write_checksums(directory: Path) -> None:
+    names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != CHECKSUMS_FILE)
+    lines = [f"{file_sha256(directory / name)}  {name}" for name in names]
+    (directory / CHECKSUMS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _verify_checksums(manifest_dir: Path) -> list[str]:
+    """Every released file against ``SHA256SUMS``; a file it does not list, or a line it cannot parse,
+    is a finding too."""
+    path = manifest_dir / CHECKSUMS_FILE
+    if not path.is_file():
+        return [f"{CHECKSUMS_FILE}: missing, so {MANIFEST_FILE} and the other files are not checksummed "
+                "(rebuild the manifest)"]
+    problems, listed = [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or "/" in name or not name:
+            problems.append(f"{CHECKSUMS_FILE}:{number}: not a '<sha256>  <file>' line: {line[:80]!r}")
+            continue
+        listed.add(name)
+        if not (manifest_dir / name).is_file():
+            problems.append(f"{name}: listed in {CHECKSUMS_FILE} but missing")
+        elif file_sha256(manifest_dir / name) != digest:
+            problems.append(f"{name}: sha256 differs from {CHECKSUMS_FILE} (edited or damaged)")
+    for extra in sorted(p.name for p in manifest_dir.iterdir() if p.is_file() and p.name != CHECKSUMS_FILE):
+        if extra not in listed:
+            problems.append(f"{extra}: not listed in {CHECKSUMS_FILE}")
+    return problems
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
@@ -355,11 +389,12 @@ def load_manifest(manifest_dir: str | Path) -> tuple[dict[str, Any], list[dict[s
 def verify_manifest(manifest_dir: str | Path, stores: list[str | Path], *, check_files: bool = True) -> list[str]:
     """Every mismatch between a manifest and the data, or [] when everything checks out."""
     manifest_dir = Path(manifest_dir)
+    checksums = _verify_checksums(manifest_dir) if manifest_dir.is_dir() else []
     try:
         manifest, rows = load_manifest(manifest_dir)
-    except (ManifestError, OSError, ValueError, KeyError) as exc:
-        return [f"{manifest_dir}: cannot read the manifest: {exc}"]
-    problems: list[str] = []
+    except (ManifestError, OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        return checksums + [f"{manifest_dir}: cannot read the manifest: {type(exc).__name__}: {exc}"]
+    problems: list[str] = list(checksums)
     table_path = manifest_dir / manifest["table"]["file"]
     if file_sha256(table_path) != manifest["table"]["sha256"]:
         problems.append(f"{table_path.name}: sha256 differs from the one in {MANIFEST_FILE}")
@@ -380,7 +415,11 @@ def verify_manifest(manifest_dir: str | Path, stores: list[str | Path], *, check
             if not (store / name).is_file() or file_sha256(store / name) != entry[key]:
                 problems.append(f"store {entry['store']}: {name} differs from the one the manifest was built from")
         if (store / CURATION_FILE).is_file():
-            curated[entry["store"]] = {c["episode_id"]: c for c in pq.read_table(store / CURATION_FILE).to_pylist()}
+            try:
+                curated[entry["store"]] = {c["episode_id"]: c
+                                           for c in pq.read_table(store / CURATION_FILE).to_pylist()}
+            except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+                problems.append(f"store {entry['store']}: {CURATION_FILE} unreadable ({type(exc).__name__}: {exc})")
     if check_files:
         for r in rows:
             if r["store"] in given:
