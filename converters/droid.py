@@ -253,8 +253,21 @@ class _Damage(Exception):
     """A TFRecord framing problem at a byte offset (turned into ``corrupt_file`` by the caller)."""
 
 
-def _next_record(fh, crc32c) -> bytes | None:
-    """The next record of an open TFRecord file (``None`` at a clean end), both CRCs checked."""
+class BadRecord:
+    """A record whose bytes fail their CRC while the framing around it holds (the length and its
+    CRC are intact, the data and footer complete): that record is lost, the next one starts where
+    the length says, so the rest of the shard still reads."""
+
+    def __init__(self, length: int, problem: str):
+        self.length, self.problem = length, problem
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def _next_record(fh, crc32c) -> bytes | BadRecord | None:
+    """The next record of an open TFRecord file (``None`` at a clean end), both CRCs checked; a record
+    that fails only its data CRC comes back as :class:`BadRecord`."""
     header = fh.read(12)
     if not header:
         return None
@@ -268,13 +281,15 @@ def _next_record(fh, crc32c) -> bytes | None:
     if len(data) < length or len(footer) < 4:
         raise _Damage(f"truncated record ({length} bytes announced)")
     if _masked_crc(data, crc32c) != int.from_bytes(footer, "little"):
-        raise _Damage("corrupted record (CRC mismatch)")
+        return BadRecord(length, "corrupted record (CRC mismatch)")
     return data
 
 
-def read_tfrecords(path: Path, where: str) -> Iterator[tuple[int | None, bytes]]:
+def read_tfrecords(path: Path, where: str) -> Iterator[tuple[int | None, bytes | BadRecord]]:
     """``(byte offset, record)`` for each record of a TFRecord file, one at a time, both CRCs
-    checked as TensorFlow's reader does.
+    checked as TensorFlow's reader does. A record that fails its data CRC inside intact framing is
+    yielded as a :class:`BadRecord` and reading goes on; damaged framing (a bad length CRC, a
+    truncation) ends the file with ``corrupt_file``, since nothing after it can be located.
 
     Framing (TensorFlow's documented TFRecord format): ``uint64 length``, ``uint32 masked
     crc32c(length)``, ``data``, ``uint32 masked crc32c(data)``, little-endian. Reading it
@@ -310,6 +325,8 @@ def read_tfrecord_at(path: Path, offset: int, where: str) -> bytes:
             data = _next_record(fh, crc32c)
     except (_Damage, OSError) as exc:
         raise EpisodeError(Reason.CORRUPT_FILE, f"{where}: cannot re-read the record at byte {offset}: {exc}") from exc
+    if isinstance(data, BadRecord):
+        raise EpisodeError(Reason.CORRUPT_FILE, f"{where}: the record at byte {offset}: {data.problem}")
     if data is None:
         raise EpisodeError(Reason.CORRUPT_FILE, f"{where}: no record at byte {offset} any more")
     return data
@@ -559,7 +576,11 @@ class DroidConverter(Converter):
             index += 1
             offset, record = item
             del item
-            parsed, error = self._parse_record(release, record, f"{unit}#{index}")
+            if isinstance(record, BadRecord):  # lost alone: the shard's other records still convert
+                parsed, error = None, EpisodeError(
+                    Reason.CORRUPT_FILE, f"{unit}#{index}: record at byte {offset}: {record.problem}")
+            else:
+                parsed, error = self._parse_record(release, record, f"{unit}#{index}")
             del record
             ref, ref_note = self._rlds_ref(release, path.name, index, parsed, used)
             if error is not None or offset is None:
