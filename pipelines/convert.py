@@ -12,13 +12,11 @@ Dataflow: extra Beam options pass straight through.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
 import logging
 import os
-import pickle
 import tempfile
 import threading
 import time
@@ -64,7 +62,7 @@ from pipelines.episode_store.layout import (
 )
 from pipelines.episode_store.reader import EpisodeStore
 from pipelines.episode_store.record import MAX_ABS_VALUE
-from pipelines.episode_store.stats import EpisodeSetStats, build_stats_document
+from pipelines.episode_store.stats import EpisodeSetStats, build_stats_document, stats_document
 from pipelines.episode_store.writer import write_episode
 
 log = logging.getLogger("a1pipe.convert")
@@ -304,8 +302,13 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
         | "Converted" >> beam.Filter(lambda o: o["status"] == "converted")
         | "KeyStats" >> beam.Map(lambda o: (tuple(o["stats_key"]), o["stats"]))
         | "MergeStats" >> beam.CombinePerKey(MergeFn(EpisodeSetStats, EpisodeSetStats.merge))
-        | "StatsText" >> beam.Map(lambda kv: base64.b64encode(pickle.dumps(kv)).decode())
-        | "WriteStats" >> beam.io.WriteToText(storage.join(work_dir, "stats"), file_name_suffix=".b64")
+        # the sketches stay inside Beam: what reaches the work dir is each source's finished entry,
+        # as JSON, so the driver never unpickles a file
+        | "BySource" >> beam.Map(lambda kv: (kv[0][0], kv))
+        | "GroupSource" >> beam.GroupByKey()
+        | "SourceStats" >> beam.Map(
+            lambda kv: json.dumps({kv[0]: build_stats_document(dict(kv[1]))["sources"][kv[0]]}))
+        | "WriteStats" >> beam.io.WriteToText(storage.join(work_dir, "stats"), file_name_suffix=".jsonl")
     )
     converted = outcomes | "ForCuration" >> beam.Filter(lambda o: o["status"] == "converted")
     bounds = (
@@ -447,16 +450,16 @@ def _prepare_store(store_root: str) -> None:
     storage.delete_tree(os.path.join(store_root, WORK_DIR))
 
 
-def _load_outcomes(work_dir: str) -> tuple[list[dict[str, Any]], dict[tuple[str, str], EpisodeSetStats]]:
+def _load_outcomes(work_dir: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The run's outcomes and its sources' ``stats.json`` entries, both plain JSON lines."""
     outcomes = []
     for path in storage.glob(storage.join(work_dir, "outcomes*.jsonl")):
         outcomes += [json.loads(line) for line in storage.read_text(path).splitlines() if line.strip()]
-    stats: dict[tuple[str, str], EpisodeSetStats] = {}
-    for path in storage.glob(storage.join(work_dir, "stats*.b64")):
+    stats: dict[str, Any] = {}
+    for path in storage.glob(storage.join(work_dir, "stats*.jsonl")):
         for line in storage.read_text(path).splitlines():
             if line.strip():
-                key, value = pickle.loads(base64.b64decode(line))
-                stats[key] = stats[key].merge(value) if key in stats else value
+                stats.update(json.loads(line))
     return outcomes, stats
 
 
@@ -482,7 +485,7 @@ def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str,
             rows = []
         rows += [o["index_row"] for o in converted]
         write_index(rows, local_root)
-        stats_doc = build_stats_document(stats)
+        stats_doc = stats_document(stats)
         old_stats = os.path.join(local_root, STATS_FILE)
         if os.path.exists(old_stats):
             try:

@@ -7,6 +7,7 @@ import multiprocessing as mp
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -220,6 +221,36 @@ def test_a_torn_derived_file_is_rebuilt_and_the_run_completes(few, tmp_path, tor
     assert json.loads((store / "stats.json").read_text())["sources"].keys() == {"inhouse"}
     assert pq.read_table(store / "index.parquet").num_rows == first["counts"]["converted"]
     assert not [p.name for p in store.iterdir() if ".tmp" in p.name]
+
+
+def test_the_driver_reads_only_json_from_the_work_dir(few, tmp_path, monkeypatch):
+    """Nothing a run leaves in the store's work dir is unpickled: every file the driver reads back is
+    JSON lines, and the statistics it publishes are what the episodes give."""
+    import pipelines.convert as convert_module
+    from pipelines.episode_store.index import rebuild_index_and_stats
+
+    samples, _ = few
+    seen = {}
+    real = convert_module._load_outcomes
+
+    def spy(work_dir):
+        for path in Path(work_dir).rglob("*"):
+            if path.is_file():
+                seen[path.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return real(work_dir)
+
+    monkeypatch.setattr(convert_module, "_load_outcomes", spy)
+    store = tmp_path / "store"
+    run_conversion(config_for(samples, store), workers=1, show_progress=False)
+    assert any(name.startswith("stats") for name in seen) and any(name.startswith("outcomes") for name in seen)
+    published = json.loads((store / "stats.json").read_text())
+    rebuild_index_and_stats(store)
+    rebuilt = json.loads((store / "stats.json").read_text())
+    for emb, entry in rebuilt["sources"]["inhouse"]["embodiments"].items():
+        have = published["sources"]["inhouse"]["embodiments"][emb]
+        assert have["episodes"] == entry["episodes"] and have["frames"] == entry["frames"]
+        assert np.allclose(have["action"]["mean"], entry["action"]["mean"])
+        assert np.allclose(have["state"]["q99"], entry["state"]["q99"])
 
 
 def test_a_failed_publish_leaves_the_old_file_whole_and_no_temporary(tmp_path):

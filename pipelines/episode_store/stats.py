@@ -170,7 +170,13 @@ def build_stats_document(per_embodiment: dict[tuple[str, str], EpisodeSetStats])
         entry = merged.summary()
         entry["embodiments"] = embodiments
         sources[source] = entry
-    return {"format_version": 1, "quantile_epsilon": QUANTILE_EPSILON, "std_ddof": 0, "sources": sources}
+    return stats_document(sources)
+
+
+def stats_document(sources: dict[str, Any]) -> dict[str, Any]:
+    """``stats.json`` around per-source entries (as :func:`build_stats_document` makes them)."""
+    return {"format_version": 1, "quantile_epsilon": QUANTILE_EPSILON, "std_ddof": 0,
+            "sources": dict(sorted(sources.items()))}
 
 
 def _copy(stats: EpisodeSetStats) -> EpisodeSetStats:
