@@ -168,6 +168,22 @@ def _norm(text: str) -> str:
     return text.strip().lower().replace("-", "_")
 
 
+#: makers' names that releases put in front of a robot's name (``Agilex_Cobot_Magic_<task>``,
+#: ``Galaxea_R1_Lite_<task>``); matching skips them, so the table needs one row per robot
+MAKERS = ("agilex", "galaxea", "unitree")
+
+
+def _spellings(name: str) -> list[str]:
+    """``name`` normalised, then again without each leading maker token: the forms a table row may match.
+    Rows are token-aligned (a prefix row ends with ``_``), so a match is always on whole tokens."""
+    tokens = [t for t in _norm(name).split("_") if t]
+    out = ["_".join(tokens)]
+    while len(tokens) > 1 and tokens[0] in MAKERS:
+        tokens = tokens[1:]
+        out.append("_".join(tokens))
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # Converter
 # --------------------------------------------------------------------------------------
@@ -248,24 +264,29 @@ class RoboCOINConverter(LeRobotConverter):
         forced = self.options.get("embodiment")
         if forced:
             return str(forced), ds.robot_type or str(forced)
-        robot_type = _norm(ds.robot_type) if ds.robot_type else None
-        folder = _norm(Path(ds.rel).name if ds.rel else self.root.name)
-        if robot_type and robot_type in self.extra_embodiments:
-            return self.extra_embodiments[robot_type], ds.robot_type or robot_type
+        robot_types = _spellings(ds.robot_type) if ds.robot_type else []
+        name = Path(ds.rel).name if ds.rel else self.root.name
+        folders = [f + "_" for f in _spellings(name)]  # rows are whole-token prefixes ending in '_'
+        if ds.robot_type and _norm(ds.robot_type) in self.extra_embodiments:
+            return self.extra_embodiments[_norm(ds.robot_type)], ds.robot_type
         for prefix in sorted(self.extra_embodiments, key=len, reverse=True):
-            if folder.startswith(prefix):
+            if _norm(name).startswith(prefix):
                 return self.extra_embodiments[prefix], ds.robot_type or prefix.rstrip("_")
-        if robot_type and robot_type in ROBOT_TYPES:
-            embodiment, model = ROBOT_TYPES[robot_type]
-            return embodiment, ds.robot_type or model
-        for prefix in sorted(NAME_PREFIXES, key=len, reverse=True):
-            if folder.startswith(prefix):
-                embodiment, model = NAME_PREFIXES[prefix]
+        for robot_type in robot_types:
+            if robot_type in ROBOT_TYPES:
+                embodiment, model = ROBOT_TYPES[robot_type]
                 return embodiment, ds.robot_type or model
+        for folder in folders:
+            for prefix in sorted(NAME_PREFIXES, key=len, reverse=True):
+                if folder.startswith(prefix):
+                    embodiment, model = NAME_PREFIXES[prefix]
+                    return embodiment, ds.robot_type or model
         raise EpisodeError(
             Reason.MISSING_METADATA,
-            f"{ref}: robot_type {ds.robot_type!r} and dataset name {Path(ds.rel).name!r} match no row of the "
-            f"RoboCOIN embodiment table; add one with option 'embodiments'",
+            f"{ref}: robot_type {ds.robot_type!r} and dataset name {name!r} match no row of the RoboCOIN "
+            f"embodiment table; name the embodiment with the source option 'embodiments' "
+            f"(sources.<name>.options.embodiments: {{<robot_type or name prefix>: <embodiment id>}}) or, for a "
+            f"single-robot input, 'embodiment'",
         )
 
     # -- language and annotations --------------------------------------------------------

@@ -205,6 +205,33 @@ def test_null_robot_type_resolved_from_the_dataset_name(samples):
         RoboCOINConverter(root, {"embodiments": ["r1"]})
 
 
+@pytest.mark.parametrize("name,embodiment", [
+    ("Agilex_Cobot_Magic_fold_the_towel", "agilex_cobot_magic"),  # the maker's prefix, as the hub names them
+    ("AGILEX-Cobot-Magic-fold-the-towel", "agilex_cobot_magic"),
+    ("Galaxea_R1_Lite_open_the_drawer", "galaxea_r1_lite"),
+    ("agilex_galaxea_r1_lite_x", "galaxea_r1_lite"),
+    ("Cobot_Magicx_fold_the_towel", None),  # whole tokens only
+    ("Agilex_fold_the_towel", None),
+])
+def test_maker_prefixed_names_with_a_null_robot_type_find_their_embodiment(samples, tmp_path, name, embodiment):
+    import shutil
+
+    root, _, _ = samples
+    shutil.copytree(root / AGX, tmp_path / name)
+    info = json.loads((tmp_path / name / "meta" / "info.json").read_text())
+    info["robot_type"] = None
+    (tmp_path / name / "meta" / "info.json").write_text(json.dumps(info))
+    ref = f"{name}/episode_000000"
+    if embodiment is None:
+        with pytest.raises(EpisodeError) as info_:
+            with load(tmp_path, ref):
+                pass
+        assert info_.value.reason == Reason.MISSING_METADATA
+        assert "sources.<name>.options.embodiments" in info_.value.message
+        return
+    assert episode(tmp_path, ref).embodiment == embodiment
+
+
 def test_early_example_format_states_and_name(samples):
     root, _, _ = samples
     info = json.loads((root / RM / "meta" / "info.json").read_text())
