@@ -445,9 +445,13 @@ def _prepare_store(store_root: str) -> None:
                 storage.upload(os.path.join(tmp, "a1pipe_store.json"), marker)
         return
     EpisodeStore.create(store_root)
-    # Leftovers of a killed run: private temporaries, never visible as episodes.
+    # Leftovers of a killed run: private temporaries, never visible as episodes, and the temporary
+    # of a published file whose rename never happened (the published file itself is whole).
     storage.delete_tree(os.path.join(store_root, TMP_DIR))
     storage.delete_tree(os.path.join(store_root, WORK_DIR))
+    for leftover in Path(store_root).glob(".*" + storage.PUBLISH_TMP_MARK + "*"):
+        if leftover.is_file():
+            leftover.unlink()
 
 
 def _load_outcomes(work_dir: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:

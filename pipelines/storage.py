@@ -30,6 +30,13 @@ def exists(path: str) -> bool:
     return os.path.exists(path)
 
 
+#: in the name of a publish step's temporary (``.<name>.tmp-<pid>``): a killed run's leftovers match it
+PUBLISH_TMP_MARK = ".tmp-"
+#: fault injection for tests: called with the destination after the temporary is durable and before
+#: the rename, the moment a kill must leave the old file whole
+before_publish = None
+
+
 def publish_local(dest: str | os.PathLike, write) -> None:
     """Write a local file so that a reader sees the old or the new version whole, never a torn one,
     even after a crash or power loss: ``write(tmp_path)`` fills a temporary beside it, which is
@@ -37,11 +44,13 @@ def publish_local(dest: str | os.PathLike, write) -> None:
     the process, so two writers never share one."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    tmp = dest.with_name(f".{dest.name}{PUBLISH_TMP_MARK}{os.getpid()}")
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        if before_publish is not None:
+            before_publish(dest)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():

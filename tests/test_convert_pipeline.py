@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import shutil
 from pathlib import Path
 
@@ -251,6 +252,34 @@ def test_the_driver_reads_only_json_from_the_work_dir(few, tmp_path, monkeypatch
         assert have["episodes"] == entry["episodes"] and have["frames"] == entry["frames"]
         assert np.allclose(have["action"]["mean"], entry["action"]["mean"])
         assert np.allclose(have["state"]["q99"], entry["state"]["q99"])
+
+
+def _convert_and_die_publishing(config: ConvertConfig, name: str) -> None:
+    import signal
+
+    from pipelines import storage
+
+    storage.before_publish = lambda dest: os.kill(os.getpid(), signal.SIGKILL) if Path(dest).name == name else None
+    run_conversion(config, workers=1, show_progress=False)
+
+
+@pytest.mark.parametrize("name", ["index.parquet", "stats.json", "curation.parquet"])
+def test_a_run_killed_inside_the_final_write_resumes_and_validates(few, tmp_path, name):
+    samples, expected = few
+    store = tmp_path / "store"
+    config = config_for(samples, store)
+    run_conversion(config, workers=1, show_progress=False)  # a published store, then a second run dies
+    before = (store / name).read_bytes()
+    child = mp.get_context("fork").Process(target=_convert_and_die_publishing, args=(config, name))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -9  # killed between the durable temporary and the rename
+    assert (store / name).read_bytes() == before  # the published file is the old one, whole
+    assert [p.name for p in store.glob(f".{name}.tmp-*")]  # and the dead run's temporary is left over
+    again = run_conversion(config, workers=1, show_progress=False)
+    assert again["counts"]["converted"] == sum(v is None for v in expected.values())
+    assert validate_store(store).ok
+    assert not [p.name for p in store.iterdir() if ".tmp-" in p.name]
 
 
 def test_a_failed_publish_leaves_the_old_file_whole_and_no_temporary(tmp_path):
