@@ -9,8 +9,10 @@ this module is its only reader. Layout under the input root (both forms may be m
     observations/<task>/<first>-<last>.tar                       # HF shard: members <episode>/videos/...
     proprio_stats/<task>/<episode>/proprio_stats.h5              # extracted
     proprio_stats/*.tar                                          # members <task>/<episode>/proprio_stats.h5
+    proprio_stats/<task>/<first>-<last>.tar                      # per task: members <episode>/proprio_stats.h5
     parameters/<task>/<episode>/[parameters/]camera/<cam>_*.json # extracted (optional)
     parameters/*.tar                                             # members <task>/<episode>/[parameters/]camera/...
+    parameters/<task>/*.tar                                      # per task: members <episode>/[parameters/]camera/...
 
 Work units are ``observations/<task>/<episode>`` folders (one episode each) and
 ``observations/<task>/<name>.tar`` shards (several episodes each, read member by
@@ -329,12 +331,20 @@ def _observation_member(name: str) -> tuple[str, str] | None:
     return None
 
 
-def _sidecar_member(name: str) -> tuple[str, str, str] | None:
-    """``(task, episode, rel)`` of a proprio/parameters tar member ``[...]/<task>/<episode>/<rel>``."""
+def _sidecar_member(name: str, task: str | None = None) -> tuple[str, str, str] | None:
+    """``(task, episode, rel)`` of a proprio/parameters tar member ``[...]/<task>/<episode>/<rel>``.
+
+    ``task``: the task of a tar grouped per task (``proprio_stats/<task>/...tar``), whose members
+    may be relative to the task (``<episode>/<rel>``) or to the release root; the member is found
+    by its path suffix either way."""
     parts = _member_parts(name)
     for i in range(len(parts) - 2):
-        if parts[i].isdigit() and parts[i + 1].isdigit():
+        if parts[i].isdigit() and parts[i + 1].isdigit() and (task is None or parts[i] == task):
             return parts[i], parts[i + 1], "/".join(parts[i + 2:])
+    if task is not None:
+        for i in range(len(parts) - 1):
+            if parts[i].isdigit():
+                return task, parts[i], "/".join(parts[i + 1:])
     return None
 
 
@@ -365,16 +375,22 @@ class _SidecarIndex:
     def __init__(self, section: Path):
         self.section = section
         tars = sorted(section.glob("*.tar")) if section.is_dir() else []
-        self._ranges: list[tuple[Path, tuple[int, int] | None]] = []
+        # grouped per task as well: <section>/<task>/<first>-<last>.tar
+        tars += sorted(t for t in section.glob("*/*.tar") if t.parent.name.isdigit()) if section.is_dir() else []
+        self._ranges: list[tuple[Path, tuple[int, int] | None, str | None]] = []
         for tar in tars:
             m = _RANGE_TAR_RE.match(tar.name)
-            self._ranges.append((tar, (int(m.group(1)), int(m.group(2))) if m else None))
+            task = tar.parent.name if tar.parent != section else None
+            self._ranges.append((tar, (int(m.group(1)), int(m.group(2))) if m else None, task))
+        self._task_of = {tar: task for tar, _, task in self._ranges}
         self._index: dict[Path, _TarIndex] = {}
         self.damaged: dict[Path, str] = {}
 
-    def candidates(self, episode: int) -> list[Path]:
-        ranged = [t for t, r in self._ranges if r is not None and r[0] <= episode <= r[1]]
-        return ranged + [t for t, r in self._ranges if r is None]
+    def candidates(self, episode: int, task: str | None = None) -> list[Path]:
+        """The tars that may hold ``episode`` (of ``task``): ranged ones covering it, then unranged."""
+        mine = [(t, r) for t, r, k in self._ranges if k is None or task is None or int(k) == int(task)]
+        ranged = [t for t, r in mine if r is not None and r[0] <= episode <= r[1]]
+        return ranged + [t for t, r in mine if r is None]
 
     def _scan(self, tar: Path) -> _TarIndex:
         if tar not in self._index:
@@ -383,7 +399,7 @@ class _SidecarIndex:
             names: dict[str, int] = {}
             try:
                 for info in _iter_tar(tar):
-                    parsed = _sidecar_member(info.name) if info.isfile() else None
+                    parsed = _sidecar_member(info.name, self._task_of[tar]) if info.isfile() else None
                     if parsed is None:
                         continue
                     task, episode, rel = parsed
@@ -398,7 +414,7 @@ class _SidecarIndex:
         return self._index[tar]
 
     def lookup(self, task: str, episode: str) -> tuple[Path, dict[str, tuple[int, int]]] | None:
-        for tar in self.candidates(int(episode)):
+        for tar in self.candidates(int(episode), task):
             members = self._scan(tar).members(int(task), int(episode))
             if members:
                 return tar, members

@@ -572,6 +572,28 @@ def test_extracted_copy_wins_over_the_shard_copy(samples, tmp_path):
     assert refs == ["390/683001", "390/683020"]
 
 
+@pytest.mark.parametrize("members", ["task_relative", "root_relative"])
+def test_sidecar_tars_grouped_per_task_are_found_by_member_suffix(samples, tmp_path, members):
+    """proprio_stats/<task>/<first>-<last>.tar, as some releases group them, next to extracted files."""
+    root, _ = samples
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    flat = copy / "proprio_stats/683001-683130.tar"
+    grouped = copy / "proprio_stats/390/683001-683130.tar"
+    grouped.parent.mkdir()
+    with tarfile.open(flat) as src, tarfile.open(grouped, "w") as dst:
+        for info in src.getmembers():
+            data = src.extractfile(info).read() if info.isfile() else None
+            if members == "task_relative":
+                info.name = info.name.split("390/", 1)[1] if "390/" in info.name else info.name
+            dst.addfile(info, io.BytesIO(data) if data is not None else None)
+    flat.unlink()
+    ep, _ = read_all(AgibotConverter(copy), "390/683001")
+    assert ep.metadata["proprio_from"] == "proprio_stats/390/683001-683130.tar:390/683001/proprio_stats.h5"
+    ep, _ = read_all(AgibotConverter(copy), "327/648642")  # an extracted one alongside
+    assert ep.num_frames > 0
+
+
 def test_proprio_lookup_failures(samples, tmp_path):
     root, _ = samples
     conv = AgibotConverter(root)
