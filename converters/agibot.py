@@ -54,7 +54,7 @@ import h5py
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard
+from converters.base import Converter, SourceCard, episode_file
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, CameraStream, Episode, TimestampOrigin
 
@@ -553,7 +553,8 @@ class AgibotConverter(Converter):
         """``observations/<task>/<episode>`` folders and ``observations/<task>/*.tar`` shards.
 
         Sorted by task id, then extracted episodes by id, then shards by name. Entries
-        whose names are not numeric ids (and non-tar files) are ignored.
+        whose names are not numeric ids (and non-tar files) are ignored; anything named like a
+        shard is listed, so a directory or dangling link under a shard's name gets an outcome.
         """
         if not self.root.is_dir():
             raise FileNotFoundError(f"AgiBot World root {self.root} is not a directory")
@@ -567,7 +568,7 @@ class AgibotConverter(Converter):
                     unit = f"observations/{task.name}/{entry.name}"
                     if entry.is_dir() and entry.name.isdigit():
                         found.append(((int(task.name), 0, int(entry.name), ""), unit))
-                    elif entry.name.endswith(".tar") and entry.is_file():
+                    elif entry.name.endswith(".tar"):
                         found.append(((int(task.name), 1, 0, entry.name), unit))
         return [unit for _, unit in sorted(found)]
 
@@ -591,7 +592,7 @@ class AgibotConverter(Converter):
         A damaged shard still yields every episode completed before the damage, then
         raises ``corrupt_file`` for the unit (the episode being read is lost with it).
         """
-        path = self.root / unit
+        path = episode_file(self.root, unit)  # a directory or dangling link by a shard's name is reported
         done: set[str] = set()
         reappeared: list[str] = []
         current: str | None = None

@@ -594,6 +594,18 @@ def test_sidecar_tars_grouped_per_task_are_found_by_member_suffix(samples, tmp_p
     assert ep.num_frames > 0
 
 
+def test_a_directory_by_a_shard_s_name_is_reported_not_skipped(samples, tmp_path):
+    root, _ = samples
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    (copy / "observations/390/700000-700010.tar").mkdir()
+    conv = AgibotConverter(copy)
+    assert "observations/390/700000-700010.tar" in conv.discover()
+    with pytest.raises(EpisodeError) as info:
+        list(conv.episodes("observations/390/700000-700010.tar"))
+    assert info.value.reason is Reason.CORRUPT_FILE and "a directory" in info.value.message
+
+
 def test_proprio_lookup_failures(samples, tmp_path):
     root, _ = samples
     conv = AgibotConverter(root)
