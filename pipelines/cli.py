@@ -25,6 +25,14 @@ def _load_params(path: str | None) -> dict[str, Any]:
         return yaml.safe_load(fh) or {}
 
 
+def _max_abs_value(params: dict[str, Any]) -> float:
+    """The plausibility bound from ``convert.max_abs_value``; one reading for ``convert`` and ``validate`` so
+    a store is validated against the bound it was converted with."""
+    from pipelines.episode_store.record import MAX_ABS_VALUE
+
+    return float((params.get("convert") or {}).get("max_abs_value", MAX_ABS_VALUE))
+
+
 def cmd_samples(args: argparse.Namespace) -> int:
     from pipelines.samples import write_samples
 
@@ -39,7 +47,6 @@ def cmd_samples(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from pipelines.convert import ConvertConfig, run_conversion
     from pipelines.episode_store.images import ImageConfig
-    from pipelines.episode_store.record import MAX_ABS_VALUE
 
     params = _load_params(args.params)
     image_params = dict(params.get("image", {}))
@@ -57,7 +64,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         converter_options=dict(source_params.get("options", {}) or {}),
         converter=source_params.get("converter"),
         curation=_source_curation(params.get("curation") or {}, source_params.get("curation") or {}),
-        max_abs_value=float((params.get("convert") or {}).get("max_abs_value", MAX_ABS_VALUE)),
+        max_abs_value=_max_abs_value(params),
     )
     report = run_conversion(config, workers=workers, beam_args=args.beam_args, show_progress=not args.quiet)
     c = report["counts"]
@@ -82,8 +89,9 @@ def _source_curation(common: dict, override: dict) -> dict:
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipelines.episode_store.validator import merge_reports, validate_path
 
+    bound = args.max_abs_value if args.max_abs_value is not None else _max_abs_value(_load_params(args.params))
     reports = [r for path in args.stores
-               for r in validate_path(path, decode_frames=args.decode_frames, max_abs_value=args.max_abs_value)]
+               for r in validate_path(path, decode_frames=args.decode_frames, max_abs_value=bound)]
     merged = merge_reports(reports)
     if args.json:
         print(json.dumps(merged, indent=1))
@@ -237,8 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("stores", nargs="+", help="store directories (or a directory of stores)")
     v.add_argument("--json", action="store_true")
     v.add_argument("--decode-frames", action="store_true", help="fully decode every JPEG (default: headers)")
-    v.add_argument("--max-abs-value", type=float, default=1e6,
-                   help="the plausibility bound the stores were converted with (convert.max_abs_value)")
+    v.add_argument("--max-abs-value", type=float,
+                   help="the plausibility bound the stores were converted with (default: convert.max_abs_value "
+                        "in --params, else 1e6)")
+    v.add_argument("--params", help="params.yaml to read convert.max_abs_value from (default ./params.yaml)")
     v.set_defaults(func=cmd_validate)
 
     cs = sub.add_parser("curation-summary", help="merge stores' curation reports into a DVC metric and plot")

@@ -174,6 +174,30 @@ def test_the_plausibility_bound_is_the_one_the_store_was_converted_with(store):
     assert "implausible" not in {e.code for e in validate_store(store.root, max_abs_value=1e7).errors}
 
 
+def test_the_cli_validates_against_the_bound_in_params_unless_told_otherwise(tmp_path, capsys):
+    """``a1pipe validate`` must read ``convert.max_abs_value`` as ``convert`` does, or a store converted with a
+    wider bound is reported invalid (and one converted with a tighter bound passes unchecked)."""
+    from pipelines.cli import main as cli
+
+    root = tmp_path / "store"
+    EpisodeStore.create(root)
+    episode = make_episode(12)
+    episode.state[3, 2] = 5e6
+    write_episode(episode, root, ImageConfig(height=24, width=32), max_abs_value=1e7)
+    rebuild_index_and_stats(root)
+    store = EpisodeStore(root)
+    wide, tight = tmp_path / "wide.yaml", tmp_path / "tight.yaml"
+    wide.write_text("convert:\n  max_abs_value: 1.0e+7\n")
+    tight.write_text("convert:\n  max_abs_value: 5.0e+6\n")
+    assert cli(["validate", str(store.root), "--params", str(wide)]) == 0
+    assert cli(["validate", str(store.root), "--params", str(tight)]) == 0  # exactly at the bound is plausible
+    assert cli(["validate", str(store.root), "--params", str(wide), "--max-abs-value", "4.9e6"]) == 1
+    assert "implausible" in capsys.readouterr().out
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    assert cli(["validate", str(store.root), "--params", str(empty)]) == 1  # the 1e6 default
+
+
 def test_all_violations_are_reported_not_only_the_first(store):
     files = store.episode_files()
     edit_meta(files[0], lambda m: m["language"].update(instruction=""))
