@@ -66,6 +66,7 @@ from training.inference import (
     exit_settings,
     stack_discrepancies,
 )
+from training.io import publishing, write_json, write_text
 from training.model.heads import MLPHead, masked_mean
 
 FORMAT_VERSION = 1
@@ -232,20 +233,17 @@ def _jsonable(cal: CalibrationConfig) -> dict[str, Any]:
 def _write(out: Path, reports: Path, result: dict[str, Any], values: dict[str, dict[str, np.ndarray]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     reports.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".thresholds.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, out / "thresholds.json")
+    write_json(out / "thresholds.json", result)
     arrays = {f"{chain}_{metric}": v for chain, by in values.items() for metric, v in by.items()}
-    tmp = out / f".discrepancies.tmp-{os.getpid()}.npz"
-    np.savez_compressed(tmp, exits=np.array(result["exits"]), **arrays)
-    os.replace(tmp, out / "discrepancies.npz")
+    with publishing(out / "discrepancies.npz") as tmp:
+        np.savez_compressed(tmp, exits=np.array(result["exits"]), **arrays)
     d = result["default"]
     chain = result["table"][d["chain"]]["metrics"][d["metric"]]["thresholds"]
     entry = next(e for e in chain if e["distribution"] == d["distribution"] and e["c"] == d["c"])
     lines = ["exit_layer,kind,fraction"]
     for layer, target, achieved in zip(result["exits"], entry["target"], entry["achieved"]):
         lines += [f"{layer},target,{target:.6f}", f"{layer},achieved,{achieved:.6f}"]
-    (reports / "exit_distribution.csv").write_text("\n".join(lines) + "\n")
+    write_text(reports / "exit_distribution.csv", "\n".join(lines) + "\n")
     summary = {"samples": result["samples"], "split": result["split"],
                "default_layer_fraction": entry["layer_fraction"], "default_flops_fraction": entry["flops_fraction"]}
     for row in result["online"].get("rows", []):
@@ -253,7 +251,7 @@ def _write(out: Path, reports: Path, result: dict[str, Any], values: dict[str, d
                                                                "action_l1_from_full_depth")}
     for b in result["table"][d["chain"]]["metrics"][d["metric"]]["budgets"]:
         summary[f"budget_{b['unit']}_{b['target']:g}"] = {"c": b["c"], "achieved": b["achieved"], "met": b["met"]}
-    (reports / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(reports / "metrics.json", summary)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,7 @@ from training.config import (
 )
 from training.cost import CostModel, cost_model, query_flops
 from training.inference import AdaptivePolicy
+from training.io import write_text
 from training.model.heads import masked_mean
 
 log = logging.getLogger("a1pipe.evaluate")
@@ -231,12 +232,6 @@ def report(name: str, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def evaluate(name: str, params: str | Path = "params.yaml", *, reports: str | Path | None = None) -> dict[str, Any]:
     from training.sim.closed_loop import closed_loop_config
 
@@ -299,12 +294,12 @@ def _write(reports: Path, name: str, result: dict[str, Any]) -> None:
         total = sum(row["exit_layer_histogram"].values())
         for layer, count in row["exit_layer_histogram"].items():
             histogram.append(f"{row_name},{layer},{count / total:.6f}")
-    _write_text(reports / "metrics.json", json.dumps(metrics, indent=1) + "\n")
-    _write_text(reports / "compute.csv", "\n".join(compute) + "\n")
-    _write_text(reports / "exit_layers.csv", "\n".join(histogram) + "\n")
-    _write_text(reports / "report.md", report(name, result))
+    write_text(reports / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    write_text(reports / "compute.csv", "\n".join(compute) + "\n")
+    write_text(reports / "exit_layers.csv", "\n".join(histogram) + "\n")
+    write_text(reports / "report.md", report(name, result))
     if closed:
-        _write_text(reports / "episodes.json", json.dumps(part["episodes"], indent=1) + "\n")
+        write_text(reports / "episodes.json", json.dumps(part["episodes"], indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,6 @@ without the stores or the manifest at hand.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from training.config import DataConfig
 from training.data.layouts import EmbodimentLayout, LayoutTable, VectorLayout
 from training.data.normalize import Normalizer, group_key
+from training.io import write_json
 
 SPEC_FILE = "data_spec.json"
 NORMALIZATION_FILE = "normalization.json"
@@ -108,8 +108,8 @@ class DataSpec:
         """Write both files atomically into ``directory`` (a checkpoint directory)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_json(directory / NORMALIZATION_FILE, self.normalizer.to_json())
-        _write_json(directory / SPEC_FILE, self.to_json())
+        write_json(directory / NORMALIZATION_FILE, self.normalizer.to_json(), sort_keys=True)
+        write_json(directory / SPEC_FILE, self.to_json(), sort_keys=True)
 
     @classmethod
     def load(cls, directory: str | Path) -> DataSpec:
@@ -126,9 +126,3 @@ class DataSpec:
                    chunk=data["chunk"], max_state_dim=data["max_state_dim"], max_action_dim=data["max_action_dim"],
                    prompt=data["prompt"], manifest=data["manifest"], layouts=data["layouts"], normalizer=normalizer,
                    images=bool(data.get("images", True)))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from training.io import publishing, write_json
 from training.sim.metaworld import (
     ACTION_NAMES,
     CONTROL_HZ,
@@ -99,8 +98,7 @@ def record_episode(task: MetaWorldTask, seed: int, path: Path, quality: int) -> 
         for c in task.cameras:
             frames[c].append(_jpeg(observation.images[c], quality))
         observation, success = task.step(action)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
+    with publishing(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["sim"] = True
         f.attrs["compress"] = True
         f.attrs["success"] = bool(success)
@@ -112,14 +110,7 @@ def record_episode(task: MetaWorldTask, seed: int, path: Path, quality: int) -> 
             ds = f.create_dataset(f"/observations/images/{c}", shape=(len(frames[c]),), dtype=jpeg)
             for i, data in enumerate(frames[c]):
                 ds[i] = data
-    os.replace(tmp, path)
     return {"task": task.task, "seed": int(seed), "success": bool(success), "frames": len(actions)}
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def record(config: DemoConfig) -> dict[str, Any]:
@@ -130,7 +121,7 @@ def record(config: DemoConfig) -> dict[str, Any]:
         folder = out / task_folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         with MetaWorldTask(name, image_size=config.image_size, max_steps=config.max_steps) as task:
-            _write_json(folder / "metadata.json", _metadata(task))
+            write_json(folder / "metadata.json", _metadata(task))
             for seed in config.seeds:
                 path = folder / f"episode_{seed}.hdf5"
                 if path.is_file():
@@ -142,7 +133,7 @@ def record(config: DemoConfig) -> dict[str, Any]:
         "episodes": episodes,
         "success": {t: float(np.mean([e["success"] for e in episodes if e["task"] == t])) for t in config.tasks},
     }
-    _write_json(out / "demos.json", summary)
+    write_json(out / "demos.json", summary)
     return summary
 
 

@@ -54,6 +54,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 from PIL import Image
 
+from training.io import write_text
 from training.sim.metaworld import SimError, _check_no_tensorflow
 from training.sim.rollout import EpisodeResult, Query
 
@@ -320,9 +321,7 @@ def _ensure_config(root: Path) -> Path:
              "init_states": str(root / "init_files"), "datasets": str(root.parent / "datasets"),
              "assets": str(root / "assets")}
     config_dir.mkdir(parents=True, exist_ok=True)
-    partial = config.with_name(f"config.yaml.{os.getpid()}.tmp")
-    partial.write_text(yaml.safe_dump(paths))
-    partial.replace(config)  # atomic: parallel evaluations never read half a file
+    write_text(config, yaml.safe_dump(paths))  # atomic: parallel evaluations never read half a file
     return config
 
 
