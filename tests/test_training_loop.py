@@ -341,6 +341,10 @@ def test_a_checkpoint_drives_the_libero_client_with_and_without_early_exit(task,
     (_, _, settings), = exit_rows(calibration, [0.4], ["itfm"], 2, 10)
     early, _ = trial(A1LiberoPolicy(checkpoint, settings=settings, **names))
     assert np.mean(early.layer_fractions) < 1.0 and np.mean(early.flops) < np.mean(full.flops)
+    swapped, swapped_sent = trial(A1LiberoPolicy(checkpoint, **{**names, "sent": FRANKA_NAMES[:6][::-1] + ["gripper"]}))
+    first_chunk = slice(protocol.settle_steps, protocol.settle_steps + protocol.execute_steps)
+    assert [a[:6][::-1] for a in swapped_sent[first_chunk]] == [a[:6] for a in sent[first_chunk]]
+    assert [a[6] for a in swapped_sent[first_chunk]] == [a[6] for a in sent[first_chunk]]
     with pytest.raises(SimError, match="8 numbers"):
         A1LiberoPolicy(checkpoint, **{**names, "state_names": FRANKA_NAMES[:7]})
     with pytest.raises(SimError, match="map each to agentview or wrist"):
@@ -367,6 +371,10 @@ def test_a1pipe_libero_runs_the_suite_with_early_exit_rows_and_names_a_missing_s
             "--action-names", *FRANKA_NAMES, "--sent", *FRANKA_NAMES[:6], "gripper",
             "--calibration", str(tmp_path / "models/calibration/toy/thresholds.json"), "--c", "0.4",
             "--out", str(tmp_path / "libero.json")]
+    for bad in ("cam_front", "=wrist", "cam_front=side"):  # refused while parsing, before anything loads
+        with pytest.raises(SystemExit) as stop:
+            libero_eval.main([*argv, "--camera", bad])
+        assert stop.value.code == 2 and f"got {bad!r}" in capsys.readouterr().err
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
     monkeypatch.setitem(sys.modules, "libero", None)  # not installed
     assert libero_eval.main(argv) == 2

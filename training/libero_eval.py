@@ -25,21 +25,20 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _pairs(values: list[str]) -> dict[str, str]:
-    out = {}
-    for value in values:
-        stored, sep, view = value.partition("=")
-        if not sep or not stored or not view:
-            raise SystemExit(f"a1pipe libero: error: --camera takes STORED=agentview|wrist, got {value!r}")
-        out[stored] = view
-    return out
+def _camera(value: str) -> tuple[str, str]:
+    """``--camera STORED=VIEW``, checked while parsing, so a typo stops the command before the
+    simulator or the model is loaded."""
+    stored, sep, view = value.partition("=")
+    if not sep or not stored or view not in ("agentview", "wrist"):
+        raise argparse.ArgumentTypeError(f"takes STORED=agentview or STORED=wrist, got {value!r}")
+    return stored, view
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from training.sim import libero
     from training.sim.closed_loop import exit_rows
     from training.sim.policy import A1LiberoPolicy
-    from training.sim.rollout import summarize
+    from training.sim.rollout import summarize_row
 
     protocol = libero.LiberoProtocol(suite=args.suite, trials=args.trials, execute_steps=args.execute_steps,
                                      image_size=1)  # the model's size is set once the checkpoint is read
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from training.checkpoint import load_policy
 
     loaded = load_policy(checkpoint)
-    names = {"dataset": args.dataset, "embodiment": args.embodiment, "cameras": _pairs(args.camera),
+    names = {"dataset": args.dataset, "embodiment": args.embodiment, "cameras": dict(args.camera),
              "state_names": args.state_names, "action_names": args.action_names, "sent": args.sent,
              "full_steps": args.full_steps, "noise_seed": args.noise_seed, "loaded": loaded}
     policies = {"no_exit": A1LiberoPolicy(checkpoint, **names)}
@@ -61,13 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results = libero.evaluate_suite(policy, protocol, task_ids=args.tasks,
                                         on_trial=lambda r, row=row: print(f"{row} {r.task} trial {r.seed}: "
                                                                           f"{'success' if r.success else 'failure'}"))
-        flops = [f for r in results for f in r.flops]
-        fractions = [f for r in results for f in r.layer_fractions]
-        rows[row] = {"success": sum(r.success for r in results) / max(1, len(results)),
-                     "per_task": summarize(results),
-                     "tflops_per_query": sum(flops) / len(flops) / 1e12 if flops else None,
-                     "layer_fraction": sum(fractions) / len(fractions) if fractions else None,
-                     "episodes": [r.to_json() for r in results]}
+        rows[row] = dict(summarize_row(results), episodes=[r.to_json() for r in results])
     return {"suite": args.suite, "protocol": dataclasses.asdict(protocol), "checkpoint": str(checkpoint), "rows": rows}
 
 
@@ -83,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--execute-steps", type=int, default=8)
     parser.add_argument("--dataset", required=True, help="the dataset the checkpoint learnt LIBERO from")
     parser.add_argument("--embodiment", required=True)
-    parser.add_argument("--camera", action="append", default=[], metavar="STORED=VIEW",
+    parser.add_argument("--camera", action="append", default=[], type=_camera, metavar="STORED=VIEW",
                         help="a stored camera and the LIBERO view it is (agentview or wrist); repeat")
     parser.add_argument("--state-names", nargs=8, required=True, metavar="NAME",
                         help="the dataset's names of eef x, y, z, axis-angle x, y, z and the two finger positions")
@@ -114,11 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         layers = "-" if values["layer_fraction"] is None else f"{values['layer_fraction']:.0%}"
         print(f"{args.suite} {row}: success {values['success']:.3f}, LLM layers {layers}")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, out)
+        from training.io import write_json
+
+        write_json(args.out, result)
     return 0
 
 

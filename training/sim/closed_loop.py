@@ -105,7 +105,12 @@ def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopC
     from training.checkpoint import load_policy
     from training.sim.metaworld import INSTRUCTIONS, MetaWorldTask
     from training.sim.policy import A1SimPolicy
-    from training.sim.rollout import ConstantPolicy, ExpertPolicy, rollout, summarize
+    from training.sim.rollout import (
+        ConstantPolicy,
+        ExpertPolicy,
+        rollout,
+        summarize_row,
+    )
 
     loaded = loaded or load_policy(checkpoint)
     policies: dict[str, Any] = {}
@@ -138,26 +143,10 @@ def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopC
                                     for seed in config.seeds]
     episodes, rows = [], {}
     for name, results in by_policy.items():
-        per_task = summarize(results)
-        queries = sum(r.queries for r in results)
-        flops = [f for r in results for f in r.flops]
-        fractions = [f for r in results for f in r.layer_fractions]
-        rows[name] = {
-            "success": float(np.mean([r.success for r in results])),
-            "per_task": per_task,
-            "tflops_per_query": float(np.mean(flops)) / 1e12 if flops else None,
-            "layer_fraction": float(np.mean(fractions)) if fractions else None,
-            "policy_ms_per_query": 1000 * sum(r.policy_s for r in results) / max(1, queries),
-            "exit_layer_histogram": _histogram([e for r in results for e in r.exit_layers]),
-        }
+        rows[name] = summarize_row(results)
         episodes += [dict(r.to_json(), config=name) for r in results]
     return {"rows": rows, "episodes": episodes, "seeds": list(config.seeds), "tasks": list(config.tasks),
             "execute_steps": config.execute_steps, "max_steps": config.max_steps}
-
-
-def _histogram(layers: list[int]) -> dict[str, int]:
-    values, counts = np.unique(np.asarray(layers, dtype=np.int64), return_counts=True)
-    return {str(int(v)): int(n) for v, n in zip(values, counts)}
 
 
 def exit_rows(calibration: dict[str, Any], cs, chains, itfm_steps: int, full_steps: int):

@@ -115,6 +115,28 @@ class ConstantPolicy:
         return Query(np.asarray(action, dtype=np.float32).reshape(1, 4))
 
 
+def _histogram(layers: list[int]) -> dict[str, int]:
+    values, counts = np.unique(np.asarray(layers, dtype=np.int64), return_counts=True)
+    return {str(int(v)): int(n) for v, n in zip(values, counts)}
+
+
+def summarize_row(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """One evaluated setting (a row of the results table) over all its episodes: success rate, the
+    per-task summary, mean TFLOPs, LLM-layer fraction and policy time per query, exit-layer histogram.
+    Meta-World and LIBERO rows are the same shape, so one report reads both."""
+    flops = [f for r in results for f in r.flops]
+    fractions = [f for r in results for f in r.layer_fractions]
+    queries = sum(r.queries for r in results)
+    return {
+        "success": float(np.mean([r.success for r in results])) if results else 0.0,
+        "per_task": summarize(results),
+        "tflops_per_query": float(np.mean(flops)) / 1e12 if flops else None,
+        "layer_fraction": float(np.mean(fractions)) if fractions else None,
+        "policy_ms_per_query": 1000 * sum(r.policy_s for r in results) / max(1, queries),
+        "exit_layer_histogram": _histogram([e for r in results for e in r.exit_layers]),
+    }
+
+
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
     """Per task: success rate, steps to success, exit-layer histogram, layer fraction, FLOPs, time."""
     out: dict[str, Any] = {}
@@ -129,8 +151,7 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
             "success": float(np.mean([r.success for r in rs])),
             "steps_to_success": float(np.mean(won)) if won else None,
             "queries_per_episode": float(np.mean([r.queries for r in rs])),
-            "exit_layer_histogram": ({str(k): int(v) for k, v in zip(*np.unique(layers, return_counts=True))}
-                                     if layers else {}),
+            "exit_layer_histogram": _histogram(layers),
             "layer_fraction": float(np.mean(fractions)) if fractions else None,
             "flops_per_episode": float(np.mean(flops)) if flops else None,
             "wall_s_per_episode": float(np.mean([r.wall_s for r in rs])),
