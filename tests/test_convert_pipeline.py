@@ -205,7 +205,7 @@ def test_episodes_gone_from_the_input_are_retired_and_reported(few, tmp_path):
     assert validate_store(store).ok
 
 
-@pytest.mark.parametrize("torn", [("stats.json", "index.parquet"), ("curation.parquet",)])
+@pytest.mark.parametrize("torn", [("stats.json",), ("index.parquet",), ("curation.parquet",)])
 def test_a_torn_derived_file_is_rebuilt_and_the_run_completes(few, tmp_path, torn, caplog):
     samples, expected = few
     store = tmp_path / "store"
@@ -262,7 +262,7 @@ def _convert_and_die_publishing(config: ConvertConfig, name: str) -> None:
     run_conversion(config, workers=1, show_progress=False)
 
 
-@pytest.mark.parametrize("name", ["stats.json"])  # index and curation files publish through the same step
+@pytest.mark.parametrize("name", ["index.parquet", "stats.json"])  # curation files publish through the same step
 def test_a_run_killed_inside_the_final_write_resumes_and_validates(few, tmp_path, name):
     samples, expected = few
     store = tmp_path / "store"
