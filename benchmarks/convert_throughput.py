@@ -486,7 +486,8 @@ def _convert_child(argv: list[str]) -> None:
     kb = 1 if sys.platform != "darwin" else 1 / 1024  # ru_maxrss: KiB on Linux, bytes on macOS
     result = {
         "wall_s": wall,
-        "report": {k: report.get(k) for k in ("camera_frames", "frames", "wall_time_s", "camera_frames_per_s", "counts")},
+        "report": {**{k: report.get(k) for k in ("camera_frames", "frames", "counts")},
+                   **{k: report["run"][k] for k in ("wall_time_s", "camera_frames_per_s")}},
         "ru_maxrss_self_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kb,
         "ru_maxrss_children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kb,
     }

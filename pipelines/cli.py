@@ -68,10 +68,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     report = run_conversion(config, workers=workers, beam_args=args.beam_args, show_progress=not args.quiet)
     c = report["counts"]
+    if args.metrics:
+        from pipelines import storage
+
+        run = {"source": args.source, "workers": workers, "runner": report["runner"], "frames": report["frames"],
+               "camera_frames": report["camera_frames"], **report["run"]}
+        Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
+        storage.write_text(args.metrics, json.dumps(run, indent=1) + "\n")
     print(
         f"{args.source}: {c['converted']} converted ({c['resumed']} already present), "
-        f"{c['quarantined']} quarantined {c['quarantined_by_reason']}; {report['frames']} frames, "
-        f"{report['camera_frames_per_s']} camera-frames/s; report: {Path(args.output) / 'conversion_report.json'}"
+        f"{c['quarantined']} quarantined {c['quarantined_by_reason']}; {report['frames']} frames in "
+        f"{report['run']['wall_time_s']} s, {report['run']['camera_frames_per_s']} camera-frames/s; "
+        f"report: {Path(args.output) / 'conversion_report.json'}"
     )
     if args.fail_on_quarantine and c["quarantined"]:
         return 3
@@ -237,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--image-width", type=int)
     c.add_argument("--image-quality", type=int)
     c.add_argument("--image-resize", choices=["pad", "stretch", "none"])
+    c.add_argument("--metrics", help="write this run's wall time and throughput here (JSON); kept out of the "
+                   "store so that a store is byte-identical however fast it was converted")
     c.add_argument("--fail-on-quarantine", action="store_true", help="exit 3 if any episode was quarantined")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_convert)

@@ -35,7 +35,7 @@ def describe_store(root: str | Path) -> str:
         lines.append("")
         lines.append(
             f"  last conversion ({report['source']}): {c['converted']} converted, {c['quarantined']} quarantined, "
-            f"{report['wall_time_s']} s, {report['camera_frames_per_s']} camera-frames/s"
+            f"{report['frames']} frames"
         )
         for e in report["episodes"]:
             if e["status"] == "quarantined":

@@ -140,6 +140,10 @@ def test_a_checkpoint_carries_weights_config_data_spec_tokenizer_and_its_manifes
     metrics = json.loads((tmp_path / "reports/pretrain/metrics.json").read_text())
     assert metrics["step"] == 6 and "loss" in metrics["train"] and "action_l1" in metrics["val"]
     assert (tmp_path / "reports/pretrain/plots/metrics/train/loss.tsv").is_file()
+    # throughput depends on the machine: logged apart from the tracked metrics, never in them
+    assert not {"samples_per_s", "data_wait_share"} & set(metrics["train"])
+    speed = json.loads((tmp_path / "reports/runtime/pretrain/metrics.json").read_text())
+    assert speed["step"] == 6 and speed["train"]["samples_per_s"] > 0 and 0 <= speed["train"]["data_wait_share"] <= 1
 
 
 def test_a_changed_configuration_starts_over_and_says_why(task, tmp_path, caplog):
@@ -267,7 +271,12 @@ def test_calibrate_stage_writes_thresholds_from_the_calibration_split(task, tmp_
     assert result["default"]["chain"] == chains[0]
     reports = tmp_path / "reports/calibration/toy"
     assert (reports / "exit_distribution.csv").read_text().startswith("exit_layer,kind,fraction")
-    assert "online_c0.4" in json.loads((reports / "metrics.json").read_text())
+    assert set(json.loads((reports / "metrics.json").read_text())["online_c0.4"]) == {
+        "layer_fraction", "flops_fraction", "action_l1_from_full_depth"}
+    # wall times only in the runtime report: the published thresholds are the same on any machine
+    assert "time" not in (out / "thresholds.json").read_text()
+    timing = json.loads((tmp_path / "reports/runtime/calibration/toy.json").read_text())
+    assert timing["full_depth_time_s"] > 0 and timing["online_c0.4"]["time_ratio"] > 0
 
 
 @pytest.mark.parametrize("head", ["fm", "mlp"])
@@ -297,6 +306,12 @@ def test_open_loop_evaluation_rows_costs_and_known_errors(task, tmp_path, head):
     assert (reports / "compute.csv").read_text().splitlines()[0] == "policy,tflops_per_query,layer_fraction,score"
     text = (reports / "report.md").read_text()
     assert "| no_exit |" in text and "Table 3" in text and ("Table 6" in text) == (head == "fm")
+    timing = json.loads((tmp_path / "reports/runtime/evaluation/toy.json").read_text())
+    assert timing["no_exit"]["ms_per_query"] > 0 and timing["no_exit"]["time_reduction"] == 0
+    # evaluated again: the tracked outputs are byte-identical (no wall time leaks into them)
+    tracked = ("metrics.json", "compute.csv", "exit_layers.csv", "report.md")
+    evaluate("toy", doc, reports=tmp_path / "again")
+    assert [f for f in tracked if (tmp_path / "again" / f).read_bytes() != (reports / f).read_bytes()] == []
 
     # a model whose error at layer i is exactly 0.1 (i + 1) in every valid entry
     policy, _, saved = load_policy(tmp_path / "models/finetune/toy/checkpoint")
@@ -453,8 +468,9 @@ def test_the_report_renders_tables_5_6_and_3_from_fixed_inputs():
                               "rows": {"no_exit": row(0.5, 2.0, 1.0), "itfm c=0.7": row(0.5, 1.0, 0.5),
                                        "expert": row(1.0, None, None)}}}
     text = report("toy", result)
-    assert "| no_exit | 0.50 | 1.00 | 0.50 | 2 | 0% | 100% | 12.5 |" in text
-    assert "| itfm c=0.7 | 0.50 | 1.00 | 0.50 | 1 | 50% | 50% | 12.5 |" in text
-    assert "| expert | 1.00 | 1.00 | 1.00 | - | - | - | 12.5 |" in text
+    assert "| no_exit | 0.50 | 1.00 | 0.50 | 2 | 0% | 100% |\n" in text
+    assert "| itfm c=0.7 | 0.50 | 1.00 | 0.50 | 1 | 50% | 50% |\n" in text
+    assert "| expert | 1.00 | 1.00 | 1.00 | - | - | - |\n" in text
+    assert "12.5" not in text and "runtime/evaluation/toy.json" in text  # wall time is reported apart
     assert "| 0.7 | itfm | 2 | yes | 0.5000 | 1 | 50% |" in text
     assert "| llm layer | 1.5 |" in text and "seeds 1000..1001" in text

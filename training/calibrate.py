@@ -19,7 +19,10 @@
    far the actions move from the full-depth ones.
 
 Outputs (``models/calibration/<name>/``): ``thresholds.json``, ``discrepancies.npz`` (V per
-chain and metric), and the stage's metrics and plot (``data/reports/calibration/<name>/``).
+chain and metric), and the stage's metrics and plot (``data/reports/training/calibration/<name>/``).
+The online check's wall times depend on the machine, so they are written apart, to
+``data/reports/training/runtime/calibration/<name>.json``, and the outputs above are the same on
+any machine that computes the same numbers.
 """
 
 from __future__ import annotations
@@ -112,6 +115,7 @@ def calibrate(name: str, params: str | Path = "params.yaml", *, out: str | Path 
         raise ConfigError(f"{checkpoint}: no fine-tuned checkpoint; run finetune@{name} first")
     out = Path(out or Path(run.out).parents[1] / "calibration" / name)
     reports = Path(reports or Path(run.reports).parents[1] / "calibration" / name)
+    runtime = Path(run.runtime).parents[1] / "calibration" / f"{name}.json"
     torch.set_num_threads(max(1, run.run.threads or os.cpu_count() or 1))
     policy, _, saved = load_policy(checkpoint)
     manifest_dir = saved["manifest"]["dir"]
@@ -173,7 +177,7 @@ def calibrate(name: str, params: str | Path = "params.yaml", *, out: str | Path 
         "prefix_len": prefix_len, "images_per_query": images_per_query, "table": table, "online": online,
         "settings": _jsonable(cal),
     }
-    _write(out, reports, result, values)
+    _write(out, reports, runtime, result, values)
     return result
 
 
@@ -230,10 +234,26 @@ def _jsonable(cal: CalibrationConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cal)))
 
 
-def _write(out: Path, reports: Path, result: dict[str, Any], values: dict[str, dict[str, np.ndarray]]) -> None:
+#: the online check's wall-clock figures: they depend on the machine, so they go to the runtime
+#: report and never into thresholds.json or metrics.json (DVC outputs that must not change per machine)
+TIMING_KEYS = ("full_depth_time_s", "time_ratio")
+
+
+def _without_timing(result: dict[str, Any]) -> dict[str, Any]:
+    online = {k: v for k, v in result["online"].items() if k not in TIMING_KEYS}
+    if "rows" in online:
+        online["rows"] = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in online["rows"]]
+    return {**result, "online": online}
+
+
+def _write(out: Path, reports: Path, runtime: Path, result: dict[str, Any],
+           values: dict[str, dict[str, np.ndarray]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     reports.mkdir(parents=True, exist_ok=True)
-    write_json(out / "thresholds.json", result)
+    online = result["online"]
+    write_json(runtime, {"full_depth_time_s": online.get("full_depth_time_s"),
+                         **{f"online_c{row['c']:g}": {"time_ratio": row["time_ratio"]} for row in online.get("rows", [])}})
+    write_json(out / "thresholds.json", _without_timing(result))
     arrays = {f"{chain}_{metric}": v for chain, by in values.items() for metric, v in by.items()}
     with publishing(out / "discrepancies.npz") as tmp:
         np.savez_compressed(tmp, exits=np.array(result["exits"]), **arrays)
@@ -247,7 +267,7 @@ def _write(out: Path, reports: Path, result: dict[str, Any], values: dict[str, d
     summary = {"samples": result["samples"], "split": result["split"],
                "default_layer_fraction": entry["layer_fraction"], "default_flops_fraction": entry["flops_fraction"]}
     for row in result["online"].get("rows", []):
-        summary[f"online_c{row['c']:g}"] = {k: row[k] for k in ("layer_fraction", "flops_fraction", "time_ratio",
+        summary[f"online_c{row['c']:g}"] = {k: row[k] for k in ("layer_fraction", "flops_fraction",
                                                                "action_l1_from_full_depth")}
     for b in result["table"][d["chain"]]["metrics"][d["metric"]]["budgets"]:
         summary[f"budget_{b['unit']}_{b['target']:g}"] = {"c": b["c"], "achieved": b["achieved"], "met": b["met"]}

@@ -351,6 +351,9 @@ class RunConfig:
     manifest_dir: str
     out: str
     reports: str
+    #: dvclive directory of this run's machine-dependent figures (throughput, data-wait share), kept
+    #: apart from ``reports`` (a DVC output) so that a re-run on another machine leaves dvc.lock as it is
+    runtime: str = ""
     #: the checkpoint a fine-tuning run starts from
     init: str | None = None
 
@@ -446,7 +449,15 @@ def resolve_run(params: str | Path | dict[str, Any], stage: str, name: str | Non
     out, reports = str(Path(top.out) / where_to), str(Path(top.reports) / where_to)
     init = str(Path(top.out) / "pretrain") if stage == "finetune" else None
     return RunConfig(stage=stage, name=name, profile=top.profile, model=model, run=run, data=data,
-                     manifest_dir=str(Path(top.manifests) / manifest), out=out, reports=reports, init=init)
+                     manifest_dir=str(Path(top.manifests) / manifest), out=out, reports=reports,
+                     runtime=str(runtime_reports(top.reports) / where_to), init=init)
+
+
+def runtime_reports(reports: str | Path) -> Path:
+    """Where training, calibration and evaluation put what depends on the machine, not on the inputs
+    (samples/s, ms per query): ``<training.reports>/runtime``. It is no stage's DVC output (dvc.yaml
+    lists it as top-level metrics), so the tracked reports are byte-identical on any machine."""
+    return Path(reports) / "runtime"
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,11 @@ normalised action units (``bounds_q99``: the robot's q01..q99 range maps to -1..
 
 Every row carries its cost: FLOPs per query by formula (``training/cost.py``; the tiny model's
 formula equals torch's own count), the executed-layer fraction, the exit-layer histogram and
-wall time per query, and its reduction against ``no_exit``. Outputs (``data/reports/evaluation/
-<name>/``): ``metrics.json`` (DVC metrics), ``report.md`` (the paper's Tables 5, 6 and 3 in
-shape), ``compute.csv`` and ``exit_layers.csv`` (DVC plots), ``episodes.json`` (closed loop).
+wall time per query, and its reduction against ``no_exit``. Outputs (``data/reports/training/
+evaluation/<name>/``): ``metrics.json`` (DVC metrics), ``report.md`` (the paper's Tables 5, 6 and
+3 in shape), ``compute.csv`` and ``exit_layers.csv`` (DVC plots), ``episodes.json`` (closed loop).
+Wall times depend on the machine, so they are written apart (``data/reports/training/runtime/
+evaluation/<name>.json``) and the tracked outputs are the same on any machine.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from training.config import (
 )
 from training.cost import CostModel, cost_model, query_flops
 from training.inference import AdaptivePolicy
-from training.io import write_text
+from training.io import write_json, write_text
 from training.model.heads import masked_mean
 
 log = logging.getLogger("a1pipe.evaluate")
@@ -191,27 +193,27 @@ def report(name: str, result: dict[str, Any]) -> str:
                    "`no_images` (the same fine-tune without cameras: what proprioception and the instruction "
                    "alone achieve)."), "",
                   "## Success and cost (Table 5 in shape)", "",
-                  "| policy | " + " | ".join(tasks) + " | mean | TFLOPs/query | reduction | LLM layers | ms/query |",
-                  "|---|" + "---|" * (len(tasks) + 5)]
+                  "| policy | " + " | ".join(tasks) + " | mean | TFLOPs/query | reduction | LLM layers |",
+                  "|---|" + "---|" * (len(tasks) + 4)]
         full = cl["rows"].get("no_exit", {}).get("tflops_per_query")
         for row_name, row in cl["rows"].items():
             per = [_fmt(row["per_task"][t]["success"], ".2f") for t in tasks]
             reduction = None if full is None or row["tflops_per_query"] is None else 1 - row["tflops_per_query"] / full
             lines.append(f"| {row_name} | " + " | ".join(per) + f" | {row['success']:.2f} | "
                          f"{_fmt(row['tflops_per_query'], '.4g')} | {_fmt(reduction, '.0%')} | "
-                         f"{_fmt(row['layer_fraction'], '.0%')} | {row['policy_ms_per_query']:.1f} |")
-        lines.append("")
+                         f"{_fmt(row['layer_fraction'], '.0%')} |")
+        lines += ["", RUNTIME_NOTE.format(name=name), ""]
     if "open_loop" in result:
         ol = result["open_loop"]
         lines += [f"Open loop on the `{ol['split']}` split ({ol['samples']} samples); errors in {ol['units']}.", "",
                   "## Action error and cost (Table 5 in shape)", "",
-                  "| policy | L1 | MSE | TFLOPs/query | FLOPs reduction | LLM layers | ms/query | exit layers |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| policy | L1 | MSE | TFLOPs/query | FLOPs reduction | LLM layers | exit layers |",
+                  "|---|---|---|---|---|---|---|"]
         for row_name, row in ol["rows"].items():
             hist = ", ".join(f"{k}: {v}" for k, v in row["exit_layer_histogram"].items())
             lines.append(f"| {row_name} | {row['l1']:.4f} | {row['mse']:.4f} | {row['tflops_per_query']:.4g} | "
-                         f"{row['flops_reduction']:.0%} | {row['layer_fraction']:.0%} | {row['ms_per_query']:.1f} | {hist} |")
-        lines.append("")
+                         f"{row['flops_reduction']:.0%} | {row['layer_fraction']:.0%} | {hist} |")
+        lines += ["", RUNTIME_NOTE.format(name=name), ""]
     rows = (result.get("closed_loop") or result.get("open_loop"))["rows"]
     fm = [r for r in rows if r.startswith(("itfm ", "full "))]
     if fm:
@@ -245,6 +247,7 @@ def evaluate(name: str, params: str | Path = "params.yaml", *, reports: str | Pa
         raise ConfigError(f"{thresholds}: no calibration; run calibrate@{name} first")
     calibration = json.loads(thresholds.read_text())
     reports = Path(reports or Path(run.reports).parents[1] / "evaluation" / name)
+    runtime = Path(run.runtime).parents[1] / "evaluation" / f"{name}.json"
     torch.set_num_threads(max(1, run.run.threads or os.cpu_count() or 1))
     policy, spec, saved = load_policy(checkpoint)
     sim = closed_loop_config(doc)
@@ -271,11 +274,19 @@ def evaluate(name: str, params: str | Path = "params.yaml", *, reports: str | Pa
                                         itfm_steps=cal.itfm_steps)
         model = result["open_loop"].pop("cost_model")
     result["components"] = component_table(model, images, list(calibration["exits"]), cal.itfm_steps, cal.full_steps)
-    _write(reports, name, result)
+    _write(reports, runtime, name, result)
     return result
 
 
-def _write(reports: Path, name: str, result: dict[str, Any]) -> None:
+#: wall-clock figures of a row: they depend on the machine and its load, so they are written to the
+#: runtime report (``data/reports/training/runtime/evaluation/<name>.json``) and printed, never into
+#: metrics.json or report.md, which DVC tracks and which must come out the same on any machine
+TIMING_KEYS = ("ms_per_query", "time_reduction", "policy_ms_per_query")
+RUNTIME_NOTE = ("Wall time per query depends on the machine and its load; it is in "
+                "`data/reports/training/runtime/evaluation/{name}.json`, not here. FLOPs are the portable cost.")
+
+
+def _write(reports: Path, runtime: Path, name: str, result: dict[str, Any]) -> None:
     reports.mkdir(parents=True, exist_ok=True)
     closed = "closed_loop" in result
     part = result["closed_loop" if closed else "open_loop"]
@@ -283,8 +294,8 @@ def _write(reports: Path, name: str, result: dict[str, Any]) -> None:
     compute = ["policy,tflops_per_query,layer_fraction,score"]
     histogram = ["policy,exit_layer,fraction"]
     for row_name, row in part["rows"].items():
-        keep = ("success", "tflops_per_query", "layer_fraction", "policy_ms_per_query") if closed else \
-            ("l1", "mse", "tflops_per_query", "flops_reduction", "layer_fraction", "ms_per_query")
+        keep = ("success", "tflops_per_query", "layer_fraction") if closed else \
+            ("l1", "mse", "tflops_per_query", "flops_reduction", "layer_fraction")
         metrics[row_name] = {k: row[k] for k in keep}
         if closed:
             metrics[row_name]["per_task"] = {t: v["success"] for t, v in row["per_task"].items()}
@@ -294,6 +305,8 @@ def _write(reports: Path, name: str, result: dict[str, Any]) -> None:
         total = sum(row["exit_layer_histogram"].values())
         for layer, count in row["exit_layer_histogram"].items():
             histogram.append(f"{row_name},{layer},{count / total:.6f}")
+    write_json(runtime, {row_name: {k: row[k] for k in TIMING_KEYS if k in row}
+                         for row_name, row in part["rows"].items()})
     write_text(reports / "metrics.json", json.dumps(metrics, indent=1) + "\n")
     write_text(reports / "compute.csv", "\n".join(compute) + "\n")
     write_text(reports / "exit_layers.csv", "\n".join(histogram) + "\n")
@@ -307,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "(closed loop in Meta-World or open loop on its manifest), with early exit")
     parser.add_argument("--name", required=True, help="the fine-tuning manifest (a training.finetune entry)")
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--reports", help="output directory (default data/reports/evaluation/<name>)")
+    parser.add_argument("--reports", help="output directory (default data/reports/training/evaluation/<name>)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -318,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     part = result.get("closed_loop") or result["open_loop"]
     for row_name, row in part["rows"].items():
         score = f"success {row['success']:.2f}" if "success" in row else f"L1 {row['l1']:.4f}"
-        print(f"{args.name} {row_name}: {score}, layers {_fmt(row['layer_fraction'], '.0%')}")
+        ms = row.get("policy_ms_per_query", row.get("ms_per_query"))
+        print(f"{args.name} {row_name}: {score}, layers {_fmt(row['layer_fraction'], '.0%')}, {_fmt(ms, '.1f')} ms/query")
     return 0
 
 

@@ -115,6 +115,7 @@ def run_identity(run: RunConfig) -> dict[str, Any]:
     """What a checkpoint must share with a run to resume it (everything but display settings)."""
     ident = run.to_json()
     ident["run"].pop("log_every", None)
+    ident.pop("runtime", None)
     return ident
 
 
@@ -240,7 +241,7 @@ class Trainer:
         """Train to ``run.steps`` (or stop after step ``stop_at``, writing a checkpoint there); a summary."""
         run = self.run.run
         last = run.steps if stop_at is None else min(run.steps, stop_at)
-        live = self._live()
+        live, runtime_live = self._live(self.run.reports), self._live(self.run.runtime)
         progress = self._progress(last)
         history: list[dict[str, Any]] = []
         window: dict[str, list[float]] = {}
@@ -278,12 +279,13 @@ class Trainer:
                                      samples_s=f"{samples / max(1e-9, time.perf_counter() - tick):.1f}")
             if step % run.log_every == 0 or step == last:
                 record = {f"train/{k}": self.env.mean(float(np.mean(v))) for k, v in window.items()}
-                record["train/samples_per_s"] = samples / max(1e-9, time.perf_counter() - tick)
-                record["train/data_wait_share"] = waited / max(1e-9, waited + computed)
                 for group in self.optimizer.param_groups:
                     record[f"train/lr_{group['name']}"] = group["lr"]
-                history.append({"step": step, **record})
+                speed = {"train/samples_per_s": samples / max(1e-9, time.perf_counter() - tick),
+                         "train/data_wait_share": waited / max(1e-9, waited + computed)}
+                history.append({"step": step, **record, **speed})
                 self._log(live, step, record)
+                self._log(runtime_live, step, speed)
                 window.clear()
             if step % run.checkpoint_every == 0 or step == last:
                 evaluation = self.evaluate() if self.validation is not None else {}
@@ -293,8 +295,9 @@ class Trainer:
                 self.save(step)
         if progress is not None:
             progress.close()
-        if live is not None:
-            live.end()
+        for sink in (live, runtime_live):
+            if sink is not None:
+                sink.end()
         self.env.barrier()
         return {"steps": step, "history": history, "checkpoint": str(self.checkpoint_dir),
                 "decode_errors": self.loader.decode_errors}
@@ -368,13 +371,14 @@ class Trainer:
                             train_state=state)
         self.env.barrier()
 
-    def _live(self):
-        if self.env.rank != 0:
+    def _live(self, directory: str):
+        """A dvclive logger on rank 0. Two per run: ``run.reports`` (losses, learning rates: a DVC
+        output, the same on any machine) and ``run.runtime`` (throughput: machine-dependent, no output)."""
+        if self.env.rank != 0 or not directory:
             return None
         from dvclive import Live
 
-        return Live(dir=self.run.reports, resume=self.start_step > 0, save_dvc_exp=False, dvcyaml=None,
-                    report=None)
+        return Live(dir=directory, resume=self.start_step > 0, save_dvc_exp=False, dvcyaml=None, report=None)
 
     def _log(self, live, step: int, record: dict[str, float]) -> None:
         if live is None:
