@@ -241,6 +241,10 @@ class _FolderFiles:
     def open(self, rel: str):
         return open(self.folder / rel, "rb")
 
+    def origin(self, rel: str, root: Path) -> str:
+        """Where ``rel`` is, relative to the release root (recorded as the stream's source file)."""
+        return (self.folder / rel).relative_to(root).as_posix()
+
     def listing(self, subdir: str) -> list[str]:
         base = self.folder / subdir
         return sorted(f"{subdir}/{p.name}" for p in base.iterdir() if p.is_file()) if base.is_dir() else []
@@ -266,6 +270,10 @@ class _TarFiles:
     def open(self, rel: str):
         offset, size = self.members[rel]
         return _open_member(self.tar, offset, size)
+
+    def origin(self, rel: str, root: Path) -> str:
+        """The shard relative to the release root, and the episode's member in it."""
+        return f"{self.tar.relative_to(root).as_posix()}:{rel}"
 
     def listing(self, subdir: str) -> list[str]:
         return sorted(rel for rel in self.members if rel.startswith(subdir + "/"))
@@ -492,7 +500,7 @@ class AgibotConverter(Converter):
 
     name = "agibot"
     source_version = "agibotworld-alpha-beta"
-    converter_version = "1.0.0"
+    converter_version = "1.1.0"
     embodiments = EMBODIMENTS
     control_hz = FPS
     card = SourceCard(
@@ -853,7 +861,8 @@ class AgibotConverter(Converter):
             cameras[cam] = CameraStream(cam, n, _frame_reader(files, video, proprio.t_rel, lease,
                                                               f"{ref}: camera '{cam}' ({rel})",
                                                               self.settings["decode_threads"]),
-                                        thread_safe=True)
+                                        thread_safe=True, source_name=Path(rel).stem,
+                                        source_file=files.origin(rel, self.root))
         return cameras, videos
 
     # -- camera parameters -------------------------------------------------------------

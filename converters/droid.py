@@ -421,7 +421,7 @@ class DroidConverter(Converter):
 
     name = "droid"
     source_version = "1.0.1"  # the RLDS release read by default; each episode carries the release it came from
-    converter_version = "1.1.0"
+    converter_version = "1.2.0"
     embodiments = (EMBODIMENT,)
     control_hz = CONTROL_HZ
     #: gripper position is defined as 1 - width / max_width (droid/franka/robot.py)
@@ -678,6 +678,8 @@ class DroidConverter(Converter):
                 )
             shape = release.image_shapes.get(cam.name)
             cameras[cam.name] = _jpeg_stream(cam.name, encoded, shape, f"{where}:{cam.rlds}")
+            cameras[cam.name].source_name = f"steps/{cam.rlds}"
+            cameras[cam.name].source_file = f"{unit}#{index}"  # the TFRecord shard and the record in it
 
         meta_raw = parsed.get("episode_metadata") or {}
         episode_metadata = {k: _jsonable_value(v) for k, v in sorted(meta_raw.items())}
@@ -772,6 +774,8 @@ class DroidConverter(Converter):
             label = f"{where}:{RAW_MP4_DIR}/{video.name}"
             videos[cam.name] = _probe_video(video, num_frames, label)
             cameras[cam.name] = _video_stream(cam.name, video, num_frames, label)
+            cameras[cam.name].source_name = serial  # raw DROID names a camera by its ZED serial
+            cameras[cam.name].source_file = video.relative_to(self.root).as_posix()
 
         uuid = str(meta["uuid"])
         annotations_file, annotation = self._raw_language(folder, where, uuid)

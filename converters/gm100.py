@@ -116,7 +116,7 @@ class GM100Converter(LeRobotConverter):
 
     name = "gm100"
     source_version = "gm100-lerobot"
-    converter_version = "1.0.0"
+    converter_version = "1.1.0"
     embodiments = EMBODIMENTS
     control_hz = 30.0  # assumed nominal; every dataset's info.json fps is used per episode
     card = SourceCard(

@@ -257,7 +257,7 @@ class InhouseConverter(Converter):
 
     name = "inhouse"
     source_version = "aloha-hdf5-1"
-    converter_version = "1.1.0"
+    converter_version = "1.2.0"
     embodiments = EMBODIMENTS
     control_hz = 50.0  # ALOHA's rate; every task folder's metadata.json gives its own fps
     card = SourceCard(
@@ -463,6 +463,7 @@ class InhouseConverter(Converter):
                 num_frames=num_frames,
                 open_frames=_frame_reader(ds, layout, row, meta.image_channel_order, f"{ref}:{key}", block),
                 thread_safe=True,  # h5py serialises access to the shared file with its own lock
+                source_file=f"{ref}:{key}",
             )
             layouts[name] = layout
         unlisted = [c for c in present if c not in meta.camera_names]

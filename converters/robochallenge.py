@@ -631,7 +631,7 @@ class RoboChallengeConverter(Converter):
 
     name = "robochallenge"
     source_version = "table30-v1"
-    converter_version = "1.0.0"
+    converter_version = "1.1.0"
     embodiments = EMBODIMENTS
     control_hz = DEFAULT_FPS
     card = SourceCard(
@@ -1000,15 +1000,14 @@ class RoboChallengeConverter(Converter):
                     videos / file_name, where, info.frames, keep, self.settings.decode_threads, life
                 ),
                 thread_safe=True,  # each stream opens its own container
+                source_name=file_name.removesuffix(VIDEO_SUFFIX),  # e.g. left_realsense_rgb -> cam_main
+                source_file=f"{ref}/{VIDEOS_DIR}/{file_name}",
             )
         if missing:
             flags.append("missing_cameras")
         if trimmed:
             flags.append("video_frames_trimmed")
-        meta: dict[str, Any] = {
-            "camera_files": {camera: f"{VIDEOS_DIR}/{name}" for camera, name in chosen.items()},
-            "missing_cameras": missing,
-        }
+        meta: dict[str, Any] = {"missing_cameras": missing}  # each camera's file: its stream's source_file
         unlisted = [f for f in mp4s if f not in chosen.values()]
         if unlisted:
             meta["unlisted_videos"] = unlisted

@@ -201,7 +201,7 @@ class RoboCOINConverter(LeRobotConverter):
 
     name = "robocoin"
     source_version = "lerobot-v2.1-robocoin"
-    converter_version = "1.0.0"
+    converter_version = "1.1.0"
     embodiments = EMBODIMENTS
     control_hz = 30.0  # most RoboCOIN robots; every dataset's info.json fps is used per episode
     card = SourceCard(

@@ -495,7 +495,7 @@ class RoboMindConverter(Converter):
 
     name = "robomind"
     source_version = "robomind-v1.2"
-    converter_version = "1.0.0"
+    converter_version = "1.1.0"
     embodiments = tuple(spec.embodiment for spec in EMBODIMENTS.values())
     control_hz = 30.0  # not stored in the files; per-embodiment option `fps` (see docs)
     card = SourceCard(
@@ -741,6 +741,7 @@ class RoboMindConverter(Converter):
                     ds, layout, spec.opencv_order, shapes, f"{where}:{key}", self.opts.frame_block
                 ),
                 thread_safe=True,  # h5py serialises access to the shared file with its own lock
+                source_file=f"{where}:{key}",
             )
             layouts[cam.name] = layout
         unlisted = [c for c in present if c not in layouts]

@@ -88,6 +88,10 @@ def describe_episode(root: str | Path, episode_id: str) -> str:
                 f"    {name:<24} {info['height']}x{info['width']} {info['encoding']} q{info.get('quality')} "
                 f"(source {info.get('source_height')}x{info.get('source_width')}, {info.get('resize')})"
             )
+            origin = info.get("source") or {}
+            if origin:
+                where = f" in {origin['file']}" if origin.get("file") else ""
+                lines.append(f"    {'':<24} from the source's '{origin.get('name') or name}'{where}")
         for label, arr, names in (("state", ep.state, m["state_names"]), ("action", ep.action, m["action_names"])):
             extra = f" ({m['action_kind']})" if label == "action" else ""
             lines.append(f"  {label}{extra}: {arr.shape[1]} dims")

@@ -342,13 +342,15 @@ def test_cli_convert_validate_inspect(few, tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert set(doc) >= {"format_version", "episodes", "frames", "sources", "errors"}
     assert doc["sources"]["inhouse"]["episodes"] == doc["episodes"] > 0
-    assert set(doc["sources"]["inhouse"]) == {"episodes", "frames", "embodiments", "cameras"}
+    assert set(doc["sources"]["inhouse"]) == {"episodes", "frames", "embodiments", "cameras", "camera_sources"}
+    assert doc["sources"]["inhouse"]["camera_sources"] == {c: [c] for c in doc["sources"]["inhouse"]["cameras"]}
     assert cli(["inspect", str(store)]) == 0
     out = capsys.readouterr().out
     assert "quarantined" in out and "franka" in out
     eid = pq.read_table(store / "index.parquet").column("episode_id")[0].as_py()
     assert cli(["inspect", str(store), "--episode", eid]) == 0
-    assert eid in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert eid in out and "from the source's '" in out and ".hdf5:/observations/images/" in out
     (store / "stats.json").unlink()
     assert cli(["validate", str(store)]) == 1
     assert "stats_missing" in capsys.readouterr().out

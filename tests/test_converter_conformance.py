@@ -179,6 +179,10 @@ def test_round_trip_through_the_store(source, sample_root, tmp_path):
             assert back.instruction == original.instruction and back.subtasks == original.subtasks
             assert back.embodiment == original.embodiment and back.metadata == stored.meta["metadata"]
             for name, cam in original.cameras.items():
+                # provenance: the source's own name of the camera and the file it is read from
+                assert stored.meta["cameras"][name]["source"] == {"name": cam.source_name or name,
+                                                                   "file": cam.source_file}
+                assert cam.source_file and (root / re.split(r"[:#,]", cam.source_file)[0]).exists(), cam.source_file
                 for a, b in zip(cam.open_frames(), back.cameras[name].open_frames()):
                     assert a.shape == b.shape
                     assert np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() < 4.0

@@ -128,7 +128,7 @@ def reason_of(conv: InhouseConverter, ref: str) -> Reason:
 def test_registered_with_declared_schema():
     cls = get_converter("inhouse")
     assert cls is InhouseConverter
-    assert cls.source_version == "aloha-hdf5-1" and cls.converter_version == "1.1.0"
+    assert cls.source_version == "aloha-hdf5-1" and cls.converter_version == "1.2.0"
     assert {"franka", "ur5", "arx5", "agibot_g1", "aloha", "sawyer"} <= set(cls.embodiments)
     assert cls.control_hz == 50.0
 

@@ -189,7 +189,9 @@ def test_arx5_joint_state_and_next_state_action(tmp_path):
     assert m["robot_id"] == "arx5_1" and m["embodiment_source"] == "task_info.robot_id"
     assert m["action"] == {"derived_from": "next_state", "control_space": "joint", "last_frame": "hold"}
     assert m["gripper"]["unit"] == "m" and m["gripper"]["source_key"] == "gripper_width"
-    assert m["camera_files"]["cam_wrist"] == "videos/arm_realsense_rgb.mp4" and m["missing_cameras"] == []
+    assert m["missing_cameras"] == [] and "camera_files" not in m  # provenance lives on the streams
+    wrist = ep.cameras["cam_wrist"]
+    assert wrist.source_name == "arm_realsense_rgb" and wrist.source_file.endswith("/videos/arm_realsense_rgb.mp4")
     assert m["task_tag"] == ["t"] and m["video_info_size"] == [32, 48] and m["flags"] == []
     json.dumps(m)
 

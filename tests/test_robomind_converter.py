@@ -101,7 +101,7 @@ def reason_of(conv: RoboMindConverter, ref: str) -> Reason:
 def test_registered_with_declared_schema():
     cls = get_converter("robomind")
     assert cls is RoboMindConverter
-    assert cls.source_version == "robomind-v1.2" and cls.converter_version == "1.0.0"
+    assert cls.source_version == "robomind-v1.2" and cls.converter_version == "1.1.0"
     assert set(cls.embodiments) == {
         "franka_1rgb", "franka_3rgb", "franka_fr3_dual", "ur_1rgb", "agilex_3rgb",
         "tienkung_xsens_1rgb", "tienkung_gello_1rgb", "tienkung_prod1_gello_1rgb",

@@ -723,6 +723,8 @@ class LeRobotDataset:
             num_frames=rows,
             open_frames=lambda: decode_video_frames(path, span.start, rows, times, tol, where),
             thread_safe=True,  # every stream opens its own container
+            source_name=key,  # the feature key, e.g. observation.images.cam_high
+            source_file=f"{self.rel}/{span.path}" if self.rel else span.path,  # relative to the input root
         )
 
     def _image_stream(
@@ -735,6 +737,9 @@ class LeRobotDataset:
             num_frames=rows,
             open_frames=lambda: image_column_frames(sources, key, index, self.path, f"{ref}: column '{key}'"),
             thread_safe=True,
+            source_name=key,
+            # the parquet file(s) whose column holds the frames, relative to the input root
+            source_file=",".join(f"{self.rel}/{r}" if self.rel else r for r in sorted(row_groups)),
         )
 
 

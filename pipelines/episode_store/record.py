@@ -56,6 +56,13 @@ class CameraStream:
     num_frames: int
     open_frames: Callable[[], Iterator[np.ndarray]]
     thread_safe: bool = False
+    #: what the source calls this camera (its key, stream or file stem) where ``name`` is the
+    #: canonical slot name training uses (e.g. RoboChallenge's ``left_realsense_rgb`` -> ``cam_main``);
+    #: empty when the source's name is ``name`` itself
+    source_name: str = ""
+    #: the file (relative to the input root) or dataset/column the frames are read from, so an
+    #: auditor can go from a stored frame back to the source without re-running the converter
+    source_file: str = ""
 
     @classmethod
     def from_array(cls, name: str, frames: np.ndarray | Sequence[np.ndarray]) -> CameraStream:

@@ -213,11 +213,14 @@ def validate_store(root: str | Path, *, decode_frames: bool = False,
         counts[key][1] += len(state)
         report.episodes += 1
         report.frames += len(state)
-        src = report.sources.setdefault(source, {"episodes": 0, "frames": 0, "embodiments": [], "cameras": []})
+        src = report.sources.setdefault(source, {"episodes": 0, "frames": 0, "embodiments": [], "cameras": [],
+                                                 "camera_sources": {}})
         src["episodes"] += 1
         src["frames"] += len(state)
         src["embodiments"] = sorted(set(src["embodiments"]) | {emb})
         src["cameras"] = sorted(set(src["cameras"]) | set(meta["cameras"]))
+        _merge_camera_sources(src["camera_sources"], {cam: [_camera_source(cam, info)]
+                                                      for cam, info in meta["cameras"].items()})
         for f, values in (("state", state), ("action", action)):
             for j, name in enumerate(names[f]):
                 q_emb = _stored_quantiles(stats_doc, source, emb, f, name)
@@ -275,6 +278,19 @@ def validate_path(path: str | Path, *, decode_frames: bool = False,
     return [validate_store(p, **options) for p in children]
 
 
+def _camera_source(name: str, info: dict[str, Any]) -> str:
+    """The source's own name of a stored camera (stores written before it was recorded: the name)."""
+    source = info.get("source") or {}
+    return source.get("name") or name
+
+
+def _merge_camera_sources(into: dict[str, list[str]], new: dict[str, list[str]]) -> None:
+    """canonical camera -> every source name it was converted from, sorted (one source may name a
+    slot differently per embodiment or release, e.g. ``cam_main`` from two RealSense streams)."""
+    for cam, names in new.items():
+        into[cam] = sorted(set(into.get(cam, [])) | set(names))
+
+
 def merge_reports(reports: list[ValidationReport]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -289,11 +305,13 @@ def merge_reports(reports: list[ValidationReport]) -> dict[str, Any]:
         out["episodes"] += doc["episodes"]
         out["frames"] += doc["frames"]
         for name, s in doc["sources"].items():
-            cur = out["sources"].setdefault(name, {"episodes": 0, "frames": 0, "embodiments": [], "cameras": []})
+            cur = out["sources"].setdefault(name, {"episodes": 0, "frames": 0, "embodiments": [], "cameras": [],
+                                                   "camera_sources": {}})
             cur["episodes"] += s["episodes"]
             cur["frames"] += s["frames"]
             cur["embodiments"] = sorted(set(cur["embodiments"]) | set(s["embodiments"]))
             cur["cameras"] = sorted(set(cur["cameras"]) | set(s["cameras"]))
+            _merge_camera_sources(cur["camera_sources"], s.get("camera_sources", {}))
         out["errors"] += [dict(e, store=r.root) for e in doc["errors"]]
     return out
 

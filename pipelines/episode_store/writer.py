@@ -204,6 +204,7 @@ def _write_camera(
         raise EpisodeError(Reason.FRAME_COUNT_MISMATCH, f"{where} yielded {written} frames, expected {n}")
     assert source_hw is not None and out_hw is not None
     return {
+        "source": {"name": stream.source_name or name, "file": stream.source_file or None},
         "encoding": "jpeg",
         "quality": config.quality,
         "height": out_hw[0],
