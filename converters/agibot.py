@@ -54,7 +54,7 @@ import h5py
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard, episode_file
+from converters.base import Converter, SourceCard, episode_file, episode_folder, is_dangling_link
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, CameraStream, Episode, TimestampOrigin
 
@@ -574,7 +574,7 @@ class AgibotConverter(Converter):
                     continue
                 for entry in os.scandir(task.path):
                     unit = f"observations/{task.name}/{entry.name}"
-                    if entry.is_dir() and entry.name.isdigit():
+                    if entry.name.isdigit() and (entry.is_dir() or is_dangling_link(entry)):
                         found.append(((int(task.name), 0, int(entry.name), ""), unit))
                     elif entry.name.endswith(".tar"):
                         found.append(((int(task.name), 1, 0, entry.name), unit))
@@ -584,9 +584,9 @@ class AgibotConverter(Converter):
         parts = unit.split("/")
         if len(parts) == 3 and parts[0] == "observations" and parts[1].isdigit():
             task = parts[1]
-            if parts[2].isdigit():
-                files = _FolderFiles(self.root / unit)
-                yield f"{task}/{parts[2]}", lambda: self._open(task, parts[2], files, unit)
+            if parts[2].isdigit():  # the folder is checked on opening, so a dangling link is this episode's outcome
+                yield f"{task}/{parts[2]}", lambda: self._open(task, parts[2],
+                                                               _FolderFiles(episode_folder(self.root, unit)), unit)
                 return
             if parts[2].endswith(".tar"):
                 yield from self._shard_episodes(unit, task)

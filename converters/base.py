@@ -168,6 +168,27 @@ def episode_file(root: Path, rel: str) -> Path:
     return path
 
 
+def episode_folder(root: Path, rel: str) -> Path:
+    """The directory ``root / rel`` that discovery listed as an episode folder, or the reason it is
+    not one: a dangling link or a vanished folder is ``missing_file``, a file where the folder should
+    be is ``corrupt_file`` (the folder-per-episode counterpart of :func:`episode_file`)."""
+    path = root / rel
+    if path.is_symlink() and not path.exists():
+        raise EpisodeError(Reason.MISSING_FILE, f"{rel}: a symbolic link to {os.readlink(path)}, which does not exist")
+    if not path.exists():
+        raise EpisodeError(Reason.MISSING_FILE, f"{rel}: episode folder not found ({path})")
+    if not path.is_dir():
+        raise EpisodeError(Reason.CORRUPT_FILE, f"{rel}: not a directory where an episode folder should be")
+    return path
+
+
+def is_dangling_link(entry: os.DirEntry | Path) -> bool:
+    """A symbolic link whose target does not exist: discovery lists it under the name it has (it is
+    not a directory, and not a file), so the episode it stood for gets a ``missing_file`` outcome."""
+    path = Path(entry.path) if isinstance(entry, os.DirEntry) else entry
+    return path.is_symlink() and not path.exists()
+
+
 def relative_inside(rel: str, where: str) -> str:
     """``rel`` (a path built from a source's metadata) if it stays inside the folder it is joined to.
 

@@ -43,7 +43,7 @@ import h5py
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard, relative_inside
+from converters.base import Converter, SourceCard, episode_file, relative_inside
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import (
     ActionKind,
@@ -352,6 +352,12 @@ def _read_tfrecords_tf(path: Path, where: str) -> Iterator[bytes]:
         yield box.pop()
 
 
+class UnreadableRelease(ValueError):
+    """The release's own metadata (dataset_info.json, features.json) cannot be read: its shards cannot
+    be listed, so the version folder is one unit, quarantined ``invalid_metadata``; raw trajectory
+    folders beside it still convert."""
+
+
 class RldsRelease:
     """One TFDS version folder: schema, shard list (from dataset_info.json) and a record reader."""
 
@@ -364,7 +370,7 @@ class RldsRelease:
             builder = tfds.builder_from_directory(os.fspath(version_dir))
             info = builder.info
         except Exception as exc:  # noqa: BLE001 - TFDS raises many kinds for a broken folder
-            raise ValueError(f"droid: {version_dir} is not a readable TFDS dataset folder: {exc}") from exc
+            raise UnreadableRelease(f"droid: {version_dir} is not a readable TFDS dataset folder: {exc}") from exc
         if split not in info.splits:
             raise ValueError(f"droid: {version_dir} has no split {split!r} (splits: {sorted(info.splits)})")
         split_info = info.splits[split]
@@ -488,9 +494,13 @@ class DroidConverter(Converter):
         units: list[str] = []
         version_dir = self.rlds_version_dir() if self.opts.mode in ("auto", "rlds") else None
         if version_dir is not None:
-            release = self.release(version_dir)
             rel = version_dir.relative_to(self.root).as_posix()
-            units += [name if rel == "." else f"{rel}/{name}" for name in release.shard_lengths]
+            try:
+                release = self.release(version_dir)
+            except UnreadableRelease:
+                units.append(rel)  # reported by episodes(rel), as one quarantined unit
+            else:
+                units += [name if rel == "." else f"{rel}/{name}" for name in release.shard_lengths]
         elif self.opts.mode == "rlds":
             raise FileNotFoundError(f"droid: no TFDS version folder (with dataset_info.json) at or under {self.root}")
         if self.opts.mode in ("auto", "raw"):
@@ -544,6 +554,11 @@ class DroidConverter(Converter):
                 if not d.startswith(".") and d != "recordings"
                 and not (VERSION_RE.match(d) and (here / d / "dataset_info.json").is_file())
             )
+            # a directory (or anything) named trajectory.h5 still makes the folder an episode, which
+            # then gets an outcome (corrupt_file) instead of vanishing from the run's report
+            if RAW_TRAJECTORY in dirnames:
+                dirnames.remove(RAW_TRAJECTORY)
+                filenames.append(RAW_TRAJECTORY)
             if RAW_TRAJECTORY in filenames and here != self.root:
                 found.append(here.relative_to(self.root).as_posix())
                 dirnames[:] = []  # a trajectory folder holds no further trajectories
@@ -553,6 +568,12 @@ class DroidConverter(Converter):
 
     def episodes(self, unit: str):
         path = self.root / unit
+        if (path / "dataset_info.json").is_file():  # a release whose metadata cannot be read
+            try:
+                self.release(path)
+            except UnreadableRelease as exc:
+                raise EpisodeError(Reason.INVALID_METADATA, f"{unit}: {exc}") from exc
+            raise EpisodeError(Reason.UNSUPPORTED_LAYOUT, f"{unit}: a TFDS version folder, not an episode")
         if path.is_dir():  # a raw trajectory folder
             yield unit, lambda: self.open_episode(unit)
             return
@@ -708,9 +729,7 @@ class DroidConverter(Converter):
         folder = self.root / source_episode
         where = source_episode
         meta_path, meta = self._raw_metadata(folder, where)
-        h5_path = folder / RAW_TRAJECTORY
-        if not h5_path.is_file():
-            raise EpisodeError(Reason.MISSING_FILE, f"{where}: no {RAW_TRAJECTORY}")
+        h5_path = episode_file(self.root, f"{source_episode}/{RAW_TRAJECTORY}")  # a directory: corrupt_file
         try:
             h5 = h5py.File(h5_path, "r")
         except (OSError, RuntimeError) as exc:

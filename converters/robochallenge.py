@@ -39,7 +39,7 @@ import av
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard
+from converters.base import Converter, SourceCard, episode_folder, is_dangling_link
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, CameraStream, Episode, TimestampOrigin
 
@@ -692,13 +692,15 @@ class RoboChallengeConverter(Converter):
         if not self.root.is_dir():
             raise FileNotFoundError(f"robochallenge root {self.root} is not a directory")
         found: list[tuple[str, tuple, str]] = []
-        for dirpath, dirnames, _ in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             here = Path(dirpath)
             if here.name != DATA_DIR:
                 continue
             task = here.parent.relative_to(self.root).as_posix()
             episodes = [d for d in dirnames if EPISODE_DIR_RE.match(d)]
+            # a link to a folder that is gone is listed among the files: it stays an episode (missing_file)
+            episodes += [f for f in filenames if EPISODE_DIR_RE.match(f) and is_dangling_link(here / f)]
             dirnames[:] = [d for d in dirnames if d not in episodes]
             for d in episodes:
                 ref = f"{DATA_DIR}/{d}" if task == "." else f"{task}/{DATA_DIR}/{d}"
@@ -716,9 +718,7 @@ class RoboChallengeConverter(Converter):
     # -- reading ----------------------------------------------------------------------
 
     def _build(self, ref: str, life: _Lifetime) -> Episode:
-        ep_dir = self.root / ref
-        if not ep_dir.is_dir():
-            raise EpisodeError(Reason.MISSING_FILE, f"{ref}: episode folder not found ({ep_dir})")
+        ep_dir = episode_folder(self.root, ref)
         task_dir = ep_dir.parent.parent
         flags: list[str] = []
 

@@ -498,7 +498,7 @@ class LeRobotDataset:
         """A file path from an info.json template; it must stay inside the dataset's folder."""
         try:
             filled = template.format(**values)
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
             raise EpisodeError(
                 Reason.INVALID_METADATA, f"{self.where}: path template {template!r} cannot be filled: {exc}"
             ) from exc
@@ -1250,6 +1250,11 @@ class LeRobotConverter(Converter):
                 _ = cached.episodes  # validate the episode list once
             except EpisodeError as exc:
                 cached = exc
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+                # a value of the wrong type where the metadata promises another (a null chunk index, a
+                # number as a path template): this dataset is malformed, the source's others are not
+                cached = EpisodeError(Reason.INVALID_METADATA, f"{rel or '.'}: malformed metadata "
+                                                               f"({type(exc).__name__}: {exc})")
             self._datasets[rel] = cached
             while len(self._datasets) > self.dataset_cache_size:
                 self._datasets.popitem(last=False)
