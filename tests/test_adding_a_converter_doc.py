@@ -37,3 +37,9 @@ def test_worked_example_converts_as_documented(npylab, tmp_path):
     nan = next(e for e in report["episodes"] if e["source_episode"] == "wipe/ep3")
     assert "frame 5" in nan["message"] and "target_joint_2" in nan["message"]
     assert validate_store(tmp_path / "store").ok
+    from pipelines.episode_store.reader import EpisodeStore
+
+    store = EpisodeStore(tmp_path / "store")
+    eid = next(e["episode_id"] for e in report["episodes"] if e["source_episode"] == "wipe/ep0")
+    with store.open_episode(eid) as stored:  # the camera's provenance, as the doc tells converters to give it
+        assert stored.meta["cameras"]["front"]["source"] == {"name": "rgb", "file": "wipe/ep0/rgb.npy"}
