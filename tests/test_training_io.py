@@ -35,3 +35,22 @@ def test_the_temporary_keeps_the_suffix_so_savez_writes_where_it_is_told(tmp_pat
         np.savez_compressed(tmp, a=np.arange(3))
     assert np.load(path)["a"].tolist() == [0, 1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["discrepancies.npz"]
+
+
+def test_a_checkpoint_of_the_same_weights_is_the_same_bytes(tmp_path):
+    """DVC hashes the checkpoint: equal weights must give equal files, every time (safetensors writes
+    metadata in hash-map order, so more than one metadata key would not)."""
+    import torch
+
+    from training.checkpoint import WEIGHTS_FILE, save_checkpoint
+
+    class Saves:
+        def save(self, path):
+            with open(path if str(path).endswith(".json") else f"{path}/data_spec.json", "w") as fh:
+                fh.write("{}\n")
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    files = [save_checkpoint(tmp_path / f"run{i}", model=model, config={"step": 1}, spec=Saves(), tokenizer=Saves(),
+                             train_state={"step": 1}) / WEIGHTS_FILE for i in range(8)]
+    assert len({f.read_bytes() for f in files}) == 1

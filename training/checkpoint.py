@@ -44,8 +44,10 @@ def save_checkpoint(run_dir: str | Path, *, model: torch.nn.Module, config: dict
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "a1pipe-policy",
-                                                          "format_version": str(FORMAT_VERSION)})
+    # one metadata key: safetensors writes metadata in hash-map order (safetensors issue #584), so
+    # two keys make the same weights different bytes, and DVC's lock would change on every run; the
+    # format version is in config.json
+    save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "a1pipe-policy"})
     (tmp / CONFIG_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **config}, indent=1,
                                               sort_keys=True) + "\n")
     spec.save(tmp)
