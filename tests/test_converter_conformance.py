@@ -204,7 +204,9 @@ def test_samples_convert_to_their_declared_outcomes(source, sample_stores):
     for entry in report["episodes"]:
         if entry["status"] == "quarantined":
             assert entry["message"], entry
-    result = validate_store(store, decode_frames=True)
+    # headers only: every frame of up to three good episodes per source is decoded and compared with
+    # the source's by test_round_trip_through_the_store
+    result = validate_store(store)
     assert result.ok, [str(e) for e in result.errors]
     # curation accounts for every converted frame: kept + removed = input, per source
     curation = json.loads((store / "curation_report.json").read_text())["sources"][source]["total"]
