@@ -33,17 +33,41 @@ def sample_stores(tmp_path_factory) -> tuple[Path, dict[str, dict[str, str | Non
     done = root / "expected_outcomes.json"
     with FileLock(str(root) + ".lock"):
         if not done.is_file():
+            from concurrent.futures import ThreadPoolExecutor
+
+            from converters import available_sources
+
             params = yaml.safe_load((REPO / "params.yaml").read_text())
             code = (
-                "import sys; from pipelines.cli import main; from converters import available_sources\n"
-                "root, params, seed = sys.argv[1], sys.argv[2], sys.argv[3]\n"
-                "assert main(['samples', '--out', root + '/samples', '--seed', seed]) == 0\n"
-                "for s in available_sources():\n"
-                "    assert main(['convert', '--source', s, '--input', f'{root}/samples/{s}', '--output',\n"
-                "                 f'{root}/converted/{s}', '--params', params, '--quiet', '--workers', '1']) == 0\n")
-            subprocess.run([sys.executable, "-c", code, str(root), str(REPO / "params.yaml"),
-                            str(params["samples"]["seed"])], check=True, cwd=REPO, timeout=900,
-                           capture_output=True)
+                "import sys; from pipelines.cli import main\n"
+                "part, params, seed, sources = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]\n"
+                "assert main(['samples', '--out', part + '/samples', '--seed', seed, '--sources', ','.join(sources)]) == 0\n"
+                "for s in sources:\n"
+                "    assert main(['convert', '--source', s, '--input', f'{part}/samples/{s}', '--output',\n"
+                "                 f'{part}/converted/{s}', '--params', params, '--quiet', '--workers', '1']) == 0\n")
+
+            def child(part: Path, sources: list[str]) -> None:
+                subprocess.run([sys.executable, "-c", code, str(part), str(REPO / "params.yaml"),
+                                str(params["samples"]["seed"]), *sources], check=True, cwd=REPO, timeout=900,
+                               capture_output=True)
+
+            # two children, each writing and converting half of the sources: while this fixture runs the
+            # other test worker is often waiting on this lock, so one child would leave a core idle
+            sources = available_sources()
+            parts = [root / f"part{i}" for i in range(2)]
+            with ThreadPoolExecutor(2) as pool:
+                for job in [pool.submit(child, part, sources[i::2]) for i, part in enumerate(parts)]:
+                    job.result()
+            expected: dict = {}
+            for part in parts:
+                for kind in ("samples", "converted"):
+                    for folder in (part / kind).iterdir():
+                        if folder.is_dir():
+                            (root / kind).mkdir(parents=True, exist_ok=True)
+                            folder.rename(root / kind / folder.name)
+                expected.update(json.loads((part / "samples" / "expected_outcomes.json").read_text()))
+            (root / "samples" / "expected_outcomes.json").write_text(json.dumps(dict(sorted(expected.items())),
+                                                                                 indent=1) + "\n")
             (root / "samples" / "expected_outcomes.json").replace(done)  # the samples stay for other tests
     return root / "converted", json.loads(done.read_text())
 

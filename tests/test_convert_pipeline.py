@@ -60,8 +60,10 @@ def few(samples, expected, tmp_path_factory) -> tuple[Path, dict[str, str | None
 
 
 @pytest.fixture(scope="module")
-def converted(samples, tmp_path_factory):
-    """One multi-process conversion (the default runner mode), shared by read-only tests."""
+def converted(few, tmp_path_factory):
+    """One multi-process conversion (the default runner mode), shared by read-only tests; every sample
+    of every source is converted (one process) by ``sample_stores`` for test_converter_conformance."""
+    samples, _ = few
     store = tmp_path_factory.mktemp("converted") / "inhouse"
     config = ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=SMALL)
     report = run_conversion(config, workers=2, show_progress=False)
@@ -72,8 +74,8 @@ def config_for(samples: Path, store: Path) -> ConvertConfig:
     return ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=SMALL)
 
 
-def test_every_sample_episode_gets_its_expected_outcome(converted, expected):
-    store, report = converted
+def test_every_sample_episode_gets_its_expected_outcome(converted, few):
+    (store, report), (_, expected) = converted, few
     outcomes = {e["source_episode"]: e for e in report["episodes"]}
     assert set(outcomes) == set(expected)
     for ref, reason in expected.items():
@@ -102,8 +104,8 @@ def test_report_has_counts_and_the_run_its_timing_apart(converted):
         assert set(entry) >= {"source_episode", "episode_id", "status", "reason", "message"}
 
 
-def test_converted_store_is_valid_and_indexed(converted, expected):
-    store, _ = converted
+def test_converted_store_is_valid_and_indexed(converted, few):
+    (store, _), (_, expected) = converted, few
     report = validate_store(store, decode_frames=True)
     assert report.ok, [str(e) for e in report.errors]
     index = pq.read_table(store / "index.parquet").to_pylist()
@@ -111,8 +113,8 @@ def test_converted_store_is_valid_and_indexed(converted, expected):
     assert len({r["embodiment"] for r in index}) >= 2
 
 
-def test_rerun_skips_completed_episodes_and_resumes_missing_ones(converted, samples, tmp_path, expected):
-    src, _ = converted
+def test_rerun_skips_completed_episodes_and_resumes_missing_ones(converted, few, tmp_path):
+    (src, _), (samples, expected) = converted, few
     store = tmp_path / "store"
     shutil.copytree(src, store)
     files = EpisodeStore(store).episode_files()
