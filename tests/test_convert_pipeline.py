@@ -394,7 +394,8 @@ def test_progress_is_shown_while_converting(few, tmp_path, capfd):
     assert "convert inhouse" in err and f"{len(FEW)}/{len(FEW)}" in err
 
 
-def test_curation_records_kept_and_removed_ranges_and_finds_duplicates(samples, tmp_path):
+def test_curation_records_kept_and_removed_ranges_and_finds_duplicates(few, tmp_path):
+    samples, _ = few
     src = tmp_path / "input"
     shutil.copytree(samples / "inhouse", src)
     shutil.copy(src / "franka_pick_cube" / "episode_0.hdf5", src / "franka_pick_cube" / "episode_99.hdf5")
@@ -448,12 +449,13 @@ def test_curation_summary_metric_plot_and_inspect(converted, tmp_path, capsys):
     assert cli(["curation-summary", str(tmp_path), "--metrics", str(metrics), "--plot", str(plot)]) == 2
 
 
-def test_outlier_episode_is_quarantined_naming_dimension_value_and_bound(samples, tmp_path):
+def test_outlier_episode_is_quarantined_naming_dimension_value_and_bound(few, tmp_path):
     import h5py
 
+    samples, _ = few
     src = tmp_path / "input"
     shutil.copytree(samples / "inhouse", src)
-    with h5py.File(src / "aloha_transfer_cube" / "episode_2.hdf5", "r+") as f:
+    with h5py.File(src / "aloha_transfer_cube" / "episode_1.hdf5", "r+") as f:
         qpos = f["observations/qpos"][()]
         qpos[40, 3] = 57.3  # a radian joint logged in degrees for one frame
         f["observations/qpos"][...] = qpos
@@ -509,9 +511,9 @@ def test_duplicates_across_stores_are_listed_once(few, tmp_path):
     assert len(twins) == 1 and twins[0]["store"] != twins[0]["duplicate_of_store"]
 
 
-def test_image_change_signal_runs_in_the_pipeline(few, tmp_path):
+def test_image_change_signal_runs_in_the_pipeline(few, converted, tmp_path):
     samples, _ = few
-    plain = run_conversion(config_for(samples, tmp_path / "a"), workers=1, show_progress=False)
+    _, plain = converted  # the same input and settings, without the image signal
     with_images = run_conversion(
         ConvertConfig("inhouse", str(samples / "inhouse"), str(tmp_path / "b"), image=SMALL,
                       curation={"motion": {"image_change": 0.5}}),
