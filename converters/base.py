@@ -157,11 +157,7 @@ def episode_file(root: Path, rel: str) -> Path:
     run's report: a dangling symbolic link or a vanished file is ``missing_file`` (naming the link's
     target), and a directory or other non-regular file under an episode's name is ``corrupt_file``.
     """
-    path = root / rel
-    if path.is_symlink() and not path.exists():
-        raise EpisodeError(Reason.MISSING_FILE, f"{rel}: a symbolic link to {os.readlink(path)}, which does not exist")
-    if not path.exists():
-        raise EpisodeError(Reason.MISSING_FILE, f"{rel}: file not found ({path})")
+    path = _present(root, rel, "file")
     if not path.is_file():
         kind = "a directory" if path.is_dir() else "not a regular file"
         raise EpisodeError(Reason.CORRUPT_FILE, f"{rel}: {kind} where an episode file should be")
@@ -172,13 +168,19 @@ def episode_folder(root: Path, rel: str) -> Path:
     """The directory ``root / rel`` that discovery listed as an episode folder, or the reason it is
     not one: a dangling link or a vanished folder is ``missing_file``, a file where the folder should
     be is ``corrupt_file`` (the folder-per-episode counterpart of :func:`episode_file`)."""
-    path = root / rel
-    if path.is_symlink() and not path.exists():
-        raise EpisodeError(Reason.MISSING_FILE, f"{rel}: a symbolic link to {os.readlink(path)}, which does not exist")
-    if not path.exists():
-        raise EpisodeError(Reason.MISSING_FILE, f"{rel}: episode folder not found ({path})")
+    path = _present(root, rel, "episode folder")
     if not path.is_dir():
         raise EpisodeError(Reason.CORRUPT_FILE, f"{rel}: not a directory where an episode folder should be")
+    return path
+
+
+def _present(root: Path, rel: str, what: str) -> Path:
+    """``root / rel``, or ``missing_file`` naming a dangling link's target or the path not found."""
+    path = root / rel
+    if is_dangling_link(path):
+        raise EpisodeError(Reason.MISSING_FILE, f"{rel}: a symbolic link to {os.readlink(path)}, which does not exist")
+    if not path.exists():
+        raise EpisodeError(Reason.MISSING_FILE, f"{rel}: {what} not found ({path})")
     return path
 
 
