@@ -82,6 +82,28 @@ def test_what_the_masks_hide_does_not_change_the_action(head):
     assert not torch.allclose(pol.predict(visible, noise=noise), ref)
 
 
+@pytest.mark.parametrize("head", ["mlp", "fm"])
+def test_a_sample_acts_the_same_alone_as_in_a_batch_with_longer_prompts(head):
+    """A batch pads its prompts to the longest; rotary positions count real tokens only, so what
+    training saw in a batch is what a query sees alone (both the full-depth and the layer-by-layer path)."""
+    from training.inference import AdaptivePolicy, ExitSettings
+
+    pol = policy(head).eval()
+    b = batch(pol)
+    noise = torch.randn(3, CHUNK, DIM, generator=torch.Generator().manual_seed(1))
+    together = pol.predict(b, noise=noise)
+    settings = ExitSettings(exits=(1, 2, 3), thresholds=(-math.inf,) * 3, fm_mode="full", full_steps=10)
+    layer_by_layer = AdaptivePolicy(pol, settings).act(b, noise=noise).actions
+    for i in range(3):
+        raw = {k: (v[i: i + 1] if isinstance(v, torch.Tensor) else v[i: i + 1]) for k, v in b.items()
+               if k not in ("text_ids", "text_valid")}
+        alone = pol.prepare(raw, "cpu")
+        assert alone["text_ids"].shape[1] == len(raw["text"][0]) < b["text_ids"].shape[1] or i == 2
+        torch.testing.assert_close(pol.predict(alone, noise=noise[i: i + 1]), together[i: i + 1])
+        torch.testing.assert_close(AdaptivePolicy(pol, settings).act(alone, noise=noise[i: i + 1]).actions,
+                                   layer_by_layer[i: i + 1])
+
+
 def test_loss_counts_only_valid_dimensions_and_steps():
     pol = policy("mlp")
     b = batch(pol)

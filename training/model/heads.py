@@ -103,7 +103,6 @@ class FlowMatchingExpert(nn.Module):
                  state: torch.Tensor, state_mask: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """v(x_t, t) [B, H, D] using the first ``len(prefix_kv)`` expert layers."""
         n_layers = len(prefix_kv)
-        b, prefix_len = prefix_valid.shape
         state_token = self.state_in(torch.cat([state, state_mask.to(state.dtype)], dim=-1))[:, None]
         actions = self.action_in(x_t)
         tokens = self.time_mlp(torch.cat([actions, time_embedding(t, self.width).to(actions.dtype)[:, None]
@@ -113,7 +112,9 @@ class FlowMatchingExpert(nn.Module):
         cache = DynamicCache()  # fresh every call: the expert appends its suffix K/V to the cache in place
         for layer, (k, v) in enumerate(prefix_kv):
             cache.update(k, v, layer)
-        positions = torch.arange(prefix_len, prefix_len + 1 + self.chunk, device=suffix.device)[None].expand(b, -1)
+        # the suffix continues each sample's real prefix tokens (see ``Prefix.positions``), not the padded length
+        positions = (prefix_valid.sum(dim=1, keepdim=True)
+                     + torch.arange(1 + self.chunk, device=suffix.device)[None]).to(torch.long)
         config = self.expert.config
         full = config.num_hidden_layers
         config.num_hidden_layers = n_layers  # run only the first n layers (transformers slices its layer list)

@@ -36,6 +36,20 @@ class Prefix:
     valid: torch.Tensor  # bool [B, S]
     queries: slice | None  # the MLP head's query tokens
 
+    @property
+    def positions(self) -> torch.Tensor:
+        """Rotary positions [B, S]: each real token's index among its sample's real tokens.
+
+        A batch pads its texts to the longest one and masks absent cameras, so a token's index in
+        the padded sequence depends on the other samples of the batch. Trained on batches whose
+        longest text is one instruction and queried alone, a policy would see the proprio and query
+        tokens at positions it never trained on (measured: Meta-World actions off by 0.5 for the
+        shortest instruction, exact for the longest). Counting only real tokens makes a sample's
+        output independent of its batch, as if it ran unpadded. Padding tokens repeat the previous
+        real token's position; they are masked as keys, so their value is never read.
+        """
+        return (self.valid.long().cumsum(dim=1) - 1).clamp(min=0)
+
 
 @dataclass
 class LLMOutput:
@@ -131,7 +145,7 @@ class A1Policy(nn.Module):
         try:
             out = self.llm(inputs_embeds=prefix.embeds, attention_mask=self.attention_mask(prefix.valid,
                                                                                            prefix.embeds.dtype),
-                           output_hidden_states=mlp, use_cache=not mlp)
+                           position_ids=prefix.positions, output_hidden_states=mlp, use_cache=not mlp)
         finally:
             config.num_hidden_layers = full
         kv = None if mlp else [(layer.keys, layer.values) for layer in out.past_key_values.layers[:layers]]
@@ -148,7 +162,7 @@ class A1Policy(nn.Module):
 
         h = prefix.embeds
         s = h.shape[1]
-        positions = torch.arange(s, device=h.device)[None].expand(h.shape[0], -1)
+        positions = prefix.positions
         cache_position = torch.arange(s, device=h.device)
         rope = self.llm.rotary_emb(h, positions)
         mask = self.attention_mask(prefix.valid, h.dtype)
