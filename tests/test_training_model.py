@@ -95,7 +95,7 @@ def test_a_sample_acts_the_same_alone_as_in_a_batch_with_longer_prompts(head):
     settings = ExitSettings(exits=(1, 2, 3), thresholds=(-math.inf,) * 3, fm_mode="full", full_steps=10)
     layer_by_layer = AdaptivePolicy(pol, settings).act(b, noise=noise).actions
     for i in range(3):
-        raw = {k: (v[i: i + 1] if isinstance(v, torch.Tensor) else v[i: i + 1]) for k, v in b.items()
+        raw = {k: v[i: i + 1] for k, v in b.items()
                if k not in ("text_ids", "text_valid")}
         alone = pol.prepare(raw, "cpu")
         assert alone["text_ids"].shape[1] == len(raw["text"][0]) < b["text_ids"].shape[1] or i == 2
