@@ -104,6 +104,23 @@ def test_a_sample_acts_the_same_alone_as_in_a_batch_with_longer_prompts(head):
                                    layer_by_layer[i: i + 1])
 
 
+@pytest.mark.parametrize("head", ["mlp", "fm"])
+def test_a_policy_cast_to_bf16_acts_on_the_loader_s_float32_batch(head):
+    """Inference on a GPU casts the weights to bf16 without autocast (benchmarks/early_exit_latency.py);
+    the loader's state and images stay as they are."""
+    from training.inference import AdaptivePolicy, ExitSettings
+
+    pol = policy(head).eval().to(torch.bfloat16)
+    b = batch(pol)
+    assert b["state"].dtype == torch.float32
+    noise = torch.randn(3, CHUNK, DIM, generator=torch.Generator().manual_seed(1))
+    full = pol.predict(b, noise=noise)
+    settings = ExitSettings(exits=(1, 2, 3), thresholds=(-math.inf,) * 3, fm_mode="itfm", itfm_steps=2)
+    adaptive = AdaptivePolicy(pol, settings).act(b, noise=noise).actions
+    assert full.shape == adaptive.shape == (3, CHUNK, DIM)
+    assert torch.isfinite(full).all() and torch.isfinite(adaptive).all()
+
+
 def test_loss_counts_only_valid_dimensions_and_steps():
     pol = policy("mlp")
     b = batch(pol)

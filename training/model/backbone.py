@@ -126,4 +126,6 @@ class ProprioProjector(nn.Module):
         self.fc2 = nn.Linear(width, width)
 
     def forward(self, state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(torch.cat([state, mask.to(state.dtype)], dim=-1))))
+        # the loader's state is float32; a policy cast to bf16 for inference (no autocast) takes it as is
+        x = torch.cat([state, mask.to(state.dtype)], dim=-1).to(self.fc1.weight.dtype)
+        return self.fc2(F.gelu(self.fc1(x)))
