@@ -25,6 +25,7 @@ from pipelines.manifest.build import (
     resolve_stores,
     verify_manifest,
 )
+from pipelines.manifest.release import plot_labels
 from pipelines.samples import write_samples
 
 SOURCES = ("inhouse", "robomind")
@@ -270,6 +271,43 @@ def test_verify_recomputes_probabilities_and_derived_files(stores, tmp_path):
     m["shares"]["train"]["datasets"]["inhouse"]["share"] = 0.6
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(m))
     assert any("declared shares" in p for p in verify_manifest(tmp_path / "m", [stores]))
+
+
+def _release_plot(manifest_dir: Path, text: str) -> None:
+    """A plot released as is: written and listed in SHA256SUMS (as a build with it would)."""
+    plot = manifest_dir / "composition.svg"
+    plot.write_text(text)
+    sums = manifest_dir / "SHA256SUMS"
+    lines = [f"{file_sha256(plot)}  composition.svg" if line.endswith("  composition.svg") else line
+             for line in sums.read_text().splitlines()]
+    sums.write_text("\n".join(lines) + "\n")
+
+
+def test_verify_holds_the_plot_to_its_labels_not_its_bytes(stores, tmp_path):
+    m = tmp_path / "m"
+    build_manifest([stores], m, ManifestParams(name="x", validation_fraction=0.0))
+    svg = (m / "composition.svg").read_text()
+    share = next(t for t in plot_labels(svg) if t.endswith("%"))
+    # another matplotlib: other drawing bytes and axis ticks, the same names and shares
+    redrawn = svg.replace("#dddddd", "#d0d0d0").replace("<g ", "<g  ").replace(">5%<", ">2%<")
+    assert redrawn != svg
+    _release_plot(m, redrawn)
+    assert verify_manifest(m, [stores]) == []
+    _release_plot(m, svg.replace(f">{share}<", ">99.9%<", 1))  # one printed share changed
+    problems = verify_manifest(m, [stores])
+    assert len(problems) == 1 and problems[0].startswith("composition.svg: its labels are not what")
+    assert "99.9%" in problems[0]
+    _release_plot(m, "not a plot")
+    assert verify_manifest(m, [stores]) == ["composition.svg: unreadable (not an SVG document: syntax error: "
+                                            "line 1, column 0)"]
+
+
+def test_plot_labels_leave_out_axis_ticks():
+    svg = ('<svg xmlns="http://www.w3.org/2000/svg"><text>0%</text><text>20%</text><text>droid</text>'
+           '<text>franka 14.3%</text><text>14.3%</text><g><text> 4.8% </text></g><text>100%</text></svg>')
+    assert plot_labels(svg) == ["14.3%", "4.8%", "droid", "franka 14.3%"]
+    with pytest.raises(ValueError, match="not an SVG"):
+        plot_labels("<svg>")
 
 
 def test_verify_names_missing_stores_and_unreadable_manifests(stores, tmp_path):

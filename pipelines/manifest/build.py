@@ -514,10 +514,27 @@ def _verify_probabilities(manifest: dict[str, Any], rows: list[dict[str, Any]]) 
     return problems
 
 
+def _verify_plot(have: Path, fresh: Path) -> list[str]:
+    """The plot shows the names and shares the table gives; its drawing (bytes) is matplotlib's."""
+    from pipelines.manifest.release import plot_labels
+
+    try:
+        labels = plot_labels(have.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [f"{have.name}: unreadable ({exc})"]
+    expected = plot_labels(fresh.read_text(encoding="utf-8"))
+    if labels == expected:
+        return []
+    missing = sorted(set(expected) - set(labels))[:3]
+    extra = sorted(set(labels) - set(expected))[:3]
+    return [f"{have.name}: its labels are not what {MANIFEST_FILE} and {TABLE_FILE} give (edited or stale; "
+            f"expected but absent {missing}, present but not expected {extra})"]
+
+
 def _verify_derived_files(manifest_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     import tempfile
 
-    from pipelines.manifest.release import DERIVED_FILES, validate_croissant, write_derived_files
+    from pipelines.manifest.release import DERIVED_FILES, PLOT_FILE, validate_croissant, write_derived_files
 
     problems = [f"croissant.json: {e}" for e in validate_croissant(manifest_dir / "croissant.json")]
     if manifest["code_version"] != f"a1pipe {__version__}":
@@ -527,11 +544,11 @@ def _verify_derived_files(manifest_dir: Path, manifest: dict[str, Any], rows: li
     with tempfile.TemporaryDirectory() as tmp:
         write_derived_files(Path(tmp), manifest, rows)
         for name in DERIVED_FILES:
-            if name.endswith(".svg") and manifest.get("renderer") != renderer_version():
-                continue  # another matplotlib draws the same numbers with other bytes
             have = manifest_dir / name
             if not have.is_file():
                 problems.append(f"{name}: missing")
+            elif name == PLOT_FILE:
+                problems += _verify_plot(have, Path(tmp) / name)
             elif have.read_bytes() != (Path(tmp) / name).read_bytes():
                 problems.append(f"{name}: not what {MANIFEST_FILE} and {TABLE_FILE} generate (edited or stale)")
     return problems

@@ -1,8 +1,10 @@
 """MANIFEST.md and composition.svg: a released manifest explained to the people who audit it.
 
-Both are derived from manifest.json and the episode table only, and ``verify`` regenerates
-them and compares bytes, so they must be byte-deterministic: no dates, no absolute paths,
-no random SVG ids, no dependence on the caller's matplotlib settings.
+Both are derived from manifest.json and the episode table only, and byte-deterministic for a
+given matplotlib (no dates, no absolute paths, no random SVG ids, no dependence on the caller's
+matplotlib settings), so a rebuild reproduces a release. ``verify`` regenerates them and
+compares the card's bytes and the plot's labels (``release.plot_labels``): the labels are the
+plot's data; its bytes are matplotlib's drawing, which changes between matplotlib releases.
 """
 
 from __future__ import annotations

@@ -1,13 +1,18 @@
 """The files derived from a manifest's table and manifest.json, for people and catalogues.
 
-They carry no information of their own: ``verify`` regenerates them and compares bytes,
-so an edited card or plot cannot misdescribe the checksummed table.
+They carry no information of their own: ``verify`` regenerates them and compares them, so an
+edited card or plot cannot misdescribe the checksummed table. The card and the Croissant file
+are compared byte for byte (this project writes every byte of them). The plot is compared by
+what it says (``plot_labels``: its names and percentages), not by its bytes, which another
+matplotlib draws differently from the same numbers.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 CROISSANT_FILE = "croissant.json"
 CARD_FILE = "MANIFEST.md"
@@ -20,6 +25,22 @@ def renderer_version() -> str:
     import matplotlib
 
     return f"matplotlib {matplotlib.__version__}"
+
+
+#: axis tick labels ("0%", "20%"): matplotlib's locator picks them, so they are not the data
+_TICK = re.compile(r"\d+%")
+
+
+def plot_labels(svg: str) -> list[str]:
+    """What the composition plot tells a reader, sorted: the title, the datasets, the embodiments
+    and every share it prints (as text: the plot keeps its labels as SVG ``<text>``); axis ticks left
+    out. A plot that is not SVG raises ``ValueError``."""
+    try:
+        root = ElementTree.fromstring(svg.encode("utf-8"))
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"not an SVG document: {exc}") from exc
+    texts = ("".join(e.itertext()).strip() for e in root.iter("{http://www.w3.org/2000/svg}text"))
+    return sorted(t for t in texts if t and not _TICK.fullmatch(t))
 
 
 def source_cards(datasets: set[str]) -> dict[str, Any]:
