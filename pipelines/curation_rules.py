@@ -134,31 +134,6 @@ def idle_steps(
     return before & after
 
 
-def image_change_per_step(frames_by_camera: list[list[bytes]]) -> np.ndarray:
-    """Largest mean absolute grey-level change between consecutive frames over cameras, per step.
-
-    JPEG frames are decoded at 1/8 scale in greyscale (libjpeg's DCT scaling: cheap),
-    which keeps the signal about scene motion rather than sensor noise.
-    """
-    import io
-
-    from PIL import Image
-
-    steps = None
-    for frames in frames_by_camera:
-        previous = None
-        change = np.zeros(max(len(frames) - 1, 0))
-        for i, data in enumerate(frames):
-            with Image.open(io.BytesIO(data)) as im:
-                im.draft("L", (max(1, im.width // 8), max(1, im.height // 8)))
-                grey = np.asarray(im.convert("L"), dtype=np.float32)
-            if previous is not None and previous.shape == grey.shape:
-                change[i - 1] = float(np.abs(grey - previous).mean())
-            previous = grey
-        steps = change if steps is None else np.maximum(steps, change)
-    return steps if steps is not None else np.zeros(0)
-
-
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """Half-open ranges where ``mask`` is True."""
     if not len(mask):

@@ -184,7 +184,7 @@ def test_image_change_is_an_optional_motion_signal():
 
     from PIL import Image
 
-    from pipelines.curation_rules import image_change_per_step
+    from pipelines.episode_store.images import image_change_per_step
 
     def jpeg(value: int) -> bytes:
         buf = io.BytesIO()

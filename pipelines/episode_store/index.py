@@ -86,7 +86,7 @@ def summarize_episode_file(
             "success": (reader.meta.get("metadata") or {}).get("success"),
         }
         if image_change:
-            from pipelines.curation_rules import image_change_per_step
+            from pipelines.episode_store.images import image_change_per_step
 
             low_dim["image_change"] = image_change_per_step([list(reader.encoded_frames(c)) for c in reader.cameras])
     return row, low_dim
