@@ -212,7 +212,7 @@ def cmd_training(command: str, argv: list[str]) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from pipelines.inspect import describe_episode, describe_store
+    from pipelines.describe import describe_episode, describe_store
 
     print(describe_episode(args.store, args.episode) if args.episode else describe_store(args.store))
     return 0

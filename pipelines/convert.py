@@ -101,8 +101,10 @@ class ConvertConfig:
 # ------------------------------------------------------------------------------ worker side
 
 
-class EpisodeConverter:
-    """Converts the episodes of one work unit. Used inside the Beam DoFn, and directly in tests."""
+class UnitWorker:
+    """The Beam worker's job for one work unit: run the source's converter (``converters/``) over
+    the unit's episodes, write and curate them, and record each outcome. Used inside the Beam DoFn,
+    and directly in tests."""
 
     def __init__(self, config: ConvertConfig, progress_path: str | None = None):
         self.config = config
@@ -250,10 +252,10 @@ def build_pipeline(pipeline, config: ConvertConfig, units: list[str], work_dir: 
         def __init__(self, cfg: ConvertConfig, progress: str | None):
             self.cfg = cfg
             self.progress = progress
-            self.worker: EpisodeConverter | None = None
+            self.worker: UnitWorker | None = None
 
         def setup(self):
-            self.worker = EpisodeConverter(self.cfg, self.progress)
+            self.worker = UnitWorker(self.cfg, self.progress)
 
         def process(self, unit: str):
             yield from self.worker.convert_unit(unit)

@@ -14,7 +14,7 @@ import pytest
 
 from converters import get_converter
 from pipelines.cli import main as cli
-from pipelines.convert import ConvertConfig, EpisodeConverter, pipeline_options, run_conversion
+from pipelines.convert import ConvertConfig, UnitWorker, pipeline_options, run_conversion
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.layout import REPORT_FILE
 from pipelines.episode_store.reader import EpisodeStore
@@ -156,7 +156,7 @@ def test_resume_reconverts_episodes_from_another_converter_version_or_image_sett
 def _convert_then_die(config: ConvertConfig, kill_after_frames: int) -> None:
     die_after_encoding(kill_after_frames)
     EpisodeStore.create(config.store_root)
-    worker = EpisodeConverter(config)
+    worker = UnitWorker(config)
     for unit in worker.converter.discover():
         list(worker.convert_unit(unit))
 
