@@ -1,9 +1,11 @@
 """Source converters and their registry.
 
-``REGISTRY`` maps a source name (``droid``, ``agibot``, ``robocoin``, ``robomind``,
-``gm100``, ``robochallenge``, ``inhouse``) to its converter class. Modules listed in
-``CONVERTER_MODULES`` are imported lazily so a missing optional dependency of one
-source does not break the others.
+``CONVERTERS`` is the one table of the converters this project has: source name -> the
+module under ``converters/`` that registers it, in pipeline order. Everything else derives
+from it (``SOURCE_NAMES``, ``available_sources``, ``a1pipe samples``). Which datasets a run
+converts, from where and with which converter, is the ``sources`` table of ``params.yaml``
+(the DVC stages derive from that one). Modules are imported lazily so a missing optional
+dependency of one source does not break the others.
 """
 
 from __future__ import annotations
@@ -12,11 +14,8 @@ import importlib
 
 from .base import Converter
 
-#: every source the paper trains on, in the order the pipeline lists them
-SOURCE_NAMES = ("droid", "agibot", "robocoin", "robomind", "gm100", "robochallenge", "inhouse")
-
-#: source name -> module under ``converters/`` that registers it
-CONVERTER_MODULES = {
+#: source name -> module that registers its converter, in the order the pipeline lists sources
+CONVERTERS: dict[str, str] = {
     "droid": "converters.droid",
     "agibot": "converters.agibot",
     "robocoin": "converters.robocoin",
@@ -25,6 +24,9 @@ CONVERTER_MODULES = {
     "robochallenge": "converters.robochallenge",
     "inhouse": "converters.inhouse",
 }
+
+#: every source with a converter, in pipeline order
+SOURCE_NAMES = tuple(CONVERTERS)
 
 REGISTRY: dict[str, type[Converter]] = {}
 
@@ -39,9 +41,9 @@ def register(cls: type[Converter]) -> type[Converter]:
 
 def get_converter(name: str) -> type[Converter]:
     if name not in REGISTRY:
-        module = CONVERTER_MODULES.get(name)
+        module = CONVERTERS.get(name)
         if module is None:
-            known = ", ".join(sorted(CONVERTER_MODULES))
+            known = ", ".join(sorted(CONVERTERS))
             raise KeyError(f"no converter registered for source '{name}' (available: {known})")
         importlib.import_module(module)
     return REGISTRY[name]
@@ -49,7 +51,7 @@ def get_converter(name: str) -> type[Converter]:
 
 def available_sources() -> list[str]:
     """Sources with an implemented converter, in pipeline order."""
-    return [name for name in SOURCE_NAMES if name in CONVERTER_MODULES]
+    return list(CONVERTERS)
 
 
-__all__ = ["Converter", "REGISTRY", "SOURCE_NAMES", "available_sources", "get_converter", "register"]
+__all__ = ["CONVERTERS", "Converter", "REGISTRY", "SOURCE_NAMES", "available_sources", "get_converter", "register"]

@@ -112,13 +112,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if not merged["errors"] else 1
 
 
+def _configured_stores(params_path: str | None) -> list[str]:
+    """The store of every dataset in ``params.yaml``'s ``sources`` table, in its order
+    (``<convert.out>/<name>``): the table is the one list of datasets a run converts."""
+    params = _load_params(params_path)
+    sources = params.get("sources") or {}
+    if not sources:
+        raise SystemExit("no stores given and no sources table in the params file")
+    out = Path((params.get("convert") or {}).get("out", "data/converted"))
+    return [str(out / name) for name in sources]
+
+
 def cmd_curation_summary(args: argparse.Namespace) -> int:
     import csv
 
     from pipelines.curation import collect_reports, cross_store_duplicates
 
-    metrics, rows = collect_reports(args.stores)
-    twins = cross_store_duplicates(args.stores)
+    stores = args.stores or _configured_stores(args.params)
+    metrics, rows = collect_reports(stores)
+    twins = cross_store_duplicates(stores)
     metrics["cross_source_duplicates"] = len(twins)
     if args.duplicates:
         Path(args.duplicates).parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     cs = sub.add_parser("curation-summary", help="merge stores' curation reports into a DVC metric and plot")
-    cs.add_argument("stores", nargs="+")
+    cs.add_argument("stores", nargs="*", help="store directories (default: every dataset of --params' sources table)")
+    cs.add_argument("--params", help="params.yaml whose sources and convert.out name the stores")
     cs.add_argument("--metrics", required=True, help="JSON metric file to write")
     cs.add_argument("--plot", required=True, help="CSV plot file to write (source, reason, removed_fraction)")
     cs.add_argument("--duplicates", help="JSON list of episodes duplicating a kept episode of another store")

@@ -5,7 +5,7 @@ discovers deterministically, gives stable ids, produces records that satisfy the
 unified format (names, dtypes, timestamps, language, decodable frames), quarantines
 each deliberately broken sample episode with the reason its generator declared, and
 round-trips through the store unchanged. Adding a module to
-``converters.CONVERTER_MODULES`` is enough to put it under test here.
+``converters.CONVERTERS`` is enough to put it under test here.
 """
 
 from __future__ import annotations
