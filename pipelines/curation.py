@@ -68,7 +68,10 @@ class CurationConfig:
             raise ValueError(f"unknown curation parameter(s): {sorted(unknown)} (known: {sorted(known)})")
         outliers = dict(p.get("outliers") or {})
         check = bool(outliers.pop("enabled", True))
-        min_frames = int(outliers.pop("min_frames", 1000))
+        if "min_frames" in outliers:  # one name, one meaning: corruption.min_frames is an episode's minimum length
+            raise ValueError("curation.outliers.min_frames is now curation.outliers.min_frames_for_bounds "
+                             "(the frames an embodiment needs before its outlier bounds are applied)")
+        min_frames = int(outliers.pop("min_frames_for_bounds", 1000))
         motion = dict(p.get("motion") or {})
         if "ignore" in motion:
             motion["ignore"] = tuple(motion["ignore"])

@@ -460,7 +460,7 @@ def test_outlier_episode_is_quarantined_naming_dimension_value_and_bound(few, tm
         qpos[40, 3] = 57.3  # a radian joint logged in degrees for one frame
         f["observations/qpos"][...] = qpos
     config = ConvertConfig("inhouse", str(src), str(tmp_path / "store"), image=SMALL,
-                           curation={"outliers": {"min_frames": 100, "k": 1.0}})
+                           curation={"outliers": {"min_frames_for_bounds": 100, "k": 1.0}})
     run_conversion(config, workers=1, show_progress=False)
     rows = pq.read_table(tmp_path / "store" / "curation.parquet").to_pylist()
     flagged = [r for r in rows if r["reason"] == "outlier"]

@@ -227,6 +227,16 @@ def test_failed_episodes_setting_is_checked():
         CurationConfig.from_params({"failed_episodes": "drop"})
 
 
+def test_the_two_minimum_frame_counts_have_two_names():
+    from pipelines.curation import CurationConfig
+
+    config = CurationConfig.from_params({"corruption": {"min_frames": 12}, "outliers": {"min_frames_for_bounds": 34}})
+    assert (config.corruption.min_frames, config.min_frames_for_bounds) == (12, 34)
+    assert CurationConfig.from_params({}).min_frames_for_bounds == 1000
+    with pytest.raises(ValueError, match="min_frames_for_bounds"):
+        CurationConfig.from_params({"outliers": {"min_frames": 34}})
+
+
 def test_a_source_s_own_curation_lies_over_the_common_settings_section_by_section():
     from pipelines.cli import _source_curation
 
