@@ -503,49 +503,7 @@ class AgibotConverter(Converter):
     converter_version = "1.1.0"
     embodiments = EMBODIMENTS
     control_hz = FPS
-    card = SourceCard(
-        title="AgiBot World (Alpha / Beta)",
-        url="https://github.com/OpenDriveLab/AgiBot-World",
-        license="CC-BY-NC-SA-4.0",
-        citation=(
-            "AgiBot World Contributors, 2025, AgiBot World Colosseo (cited in the A1 paper as "
-            "agibotworldcontributors2025agibotworldcolosseolargescale)"
-        ),
-        collection=(
-            "Teleoperated demonstrations on the AgiBot G1 ('a2d'): two 7-DoF arms, a 2-DoF head, a "
-            "2-DoF waist and a mobile base, with a gripper (default), a 6-DoF dexterous hand, or a "
-            "gripper with visuo-tactile sensors. Cameras: head RGB (480x640), hand and fisheye views, "
-            "head depth; proprioception in proprio_stats.h5; 30 fps. Alpha: 92,214 trajectories "
-            "(~8.5 TB). Beta: 1,001,552 trajectories, 2,976.4 h, 217 tasks, 87 skills, 106 scenes "
-            "(paper; the README says 1,003,672). Distributed as gated Hugging Face tar shards."
-        ),
-        collection_type=("Teleoperation", "Real-world robot demonstrations"),
-        biases=(
-            "Single robot family (AgiBot G1); most tasks use the gripper, with 22 dexterous-hand and "
-            "7 tactile task ids in the any4lerobot task catalogue.",
-            "Scene and task coverage is limited to the release's 106 scenes and 217 tasks (Beta); "
-            "how episodes are spread over them was not measured here.",
-            "No success flag in the format; whether failed attempts are included is not stated.",
-        ),
-        limitations=(
-            "Non-commercial, share-alike license; the Hugging Face datasets are gated.",
-            "Action arrays can be shorter than the state and are scattered into frames by their index "
-            "arrays; gaps are filled from the state.",
-            "Gripper units differ: state is opening in mm, action is normalised 0 = open, 1 = closed.",
-            "Teleoperation hands-off stretches where state equals action (AgiBot-World issue #19); kept.",
-            "Known dirty tasks (length mismatches, corrupted MP4s) and episodes missing from task_info "
-            "or from disk; sim (Digital World) and G2 layouts are not supported.",
-        ),
-        personal_information=(
-            "No personal-data statement was found in the sources read. Head, hand and back fisheye "
-            "cameras may show operators or bystanders; whether faces are blurred is unknown.",
-        ),
-        unverified=(
-            "Video codec (said to be AV1) and the exact tar member layout were not checked against "
-            "real bytes.",
-            "Paper title and arXiv id are not in the project's references; only the citation key is.",
-        ),
-    )
+    card = SourceCard.load("agibot")  # converters/cards/agibot.yaml
 
     def __init__(self, root, options=None):
         super().__init__(root, options)

@@ -9,6 +9,7 @@ module under ``converters/`` and decorate it with :func:`converters.register`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -55,6 +56,35 @@ class SourceCard:
     personal_information: tuple[str, ...]
     #: facts on this card that could not be verified
     unverified: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, dataset: str) -> SourceCard:
+        """The card of ``dataset`` from ``converters/cards/<dataset>.yaml``.
+
+        Cards are data: a released manifest reads its datasets' cards without importing any
+        converter (``cards_for``), and a dataset recorded in another source's layout (the
+        Meta-World demonstrations, read by the in-house converter) has a card of its own.
+        """
+        import yaml
+
+        path = CARDS_DIR / f"{dataset}.yaml"
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({exc})") from exc
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(doc, dict) or set(doc) - fields:
+            raise ValueError(f"{path}: a source card is a mapping of {sorted(fields)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})
+
+
+#: one YAML source card per dataset (``SourceCard.load``)
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
+
+
+def cards_for(datasets) -> dict[str, SourceCard | None]:
+    """Each dataset's card; None where the dataset has none (a manifest states it as missing)."""
+    return {d: SourceCard.load(d) if (CARDS_DIR / f"{d}.yaml").is_file() else None for d in sorted(datasets)}
 
 
 class Converter(ABC):

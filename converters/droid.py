@@ -432,52 +432,7 @@ class DroidConverter(Converter):
     control_hz = CONTROL_HZ
     #: gripper position is defined as 1 - width / max_width (droid/franka/robot.py)
     physical_limits = {EMBODIMENT: {GRIPPER: (-1e-3, 1.0 + 1e-3), GRIPPER_ACTION: (-1e-3, 1.0 + 1e-3)}}
-    card = SourceCard(
-        title="DROID",
-        url="https://github.com/droid-dataset/droid",
-        license="CC-BY-4.0",
-        citation="Khazatsky et al., 2024, DROID (cited in the A1 paper as khazatsky2024droid)",
-        collection=(
-            "Teleoperated demonstrations on Franka Panda arms with a Robotiq 2F-85 gripper, recorded "
-            "at 15 Hz with two exterior ZED 2 cameras and one wrist ZED mini, across 13 institutions. "
-            "The paper reports 76k successful trajectories, 350 h, 564 scenes and 86 tasks/verbs; the "
-            "RLDS release also holds failed episodes (about 16k, per droid-dataset/droid#43). RLDS "
-            "1.0.1 stores 180x320 JPEG frames; the raw release has HD720 MP4s, trajectory.h5 and a "
-            "metadata JSON per valid episode."
-        ),
-        collection_type=("Teleoperation", "Real-world robot demonstrations"),
-        biases=(
-            "Single robot family: every episode is a Franka Panda with a Robotiq 2F-85 gripper.",
-            "Scenes and operators concentrate in the 13 contributing institutions' labs and buildings.",
-            "Language covers only part of the release (about 75k episodes in 1.0.1); episodes with no "
-            "instruction are quarantined, so the converted set is skewed toward annotated episodes.",
-            "Success and failure episodes are mixed; success is known only from the episode's file path "
-            "and is kept in metadata.success.",
-        ),
-        limitations=(
-            "RLDS images are downsampled to 180x320; high resolution exists only in the raw release.",
-            "The 7-D RLDS 'action' is documented inconsistently; it is kept opaque as the extra "
-            "rlds_action and the action comes from action_dict.",
-            "Gripper convention 0 = open, 1 = closed (1 - width / max_width), the inverse of OXE's.",
-            "Many episodes start and end with long idle stretches; they are kept (trimming is curation's job).",
-            "Raw release: about 20 % of episodes were missing at first upload, and invalid episodes "
-            "have no metadata file.",
-        ),
-        personal_information=(
-            "Camera views of lab and building scenes may show people (operators, bystanders); the "
-            "reference notes mention a face-blurred re-upload of the raw videos, whose extent and "
-            "effect on the RLDS frames were not verified.",
-            "Raw metadata names the collector ('user'); the converter drops it but keeps the "
-            "pseudonymous user_id/collector_id, lab and building in episode metadata.",
-        ),
-        unverified=(
-            "License reported by a third-party mirror note (the Hugging Face ports carry MIT/Apache "
-            "labels); check the DROID site.",
-            "Exact episode and step totals of RLDS 1.0.1 (a LeRobot port reports 95,658 episodes, "
-            "27,630,375 frames).",
-            "Paper title and arXiv id are not in the project's references; only the citation key is.",
-        ),
-    )
+    card = SourceCard.load("droid")  # converters/cards/droid.yaml
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         super().__init__(root, options)

@@ -119,45 +119,7 @@ class GM100Converter(LeRobotConverter):
     converter_version = "1.1.0"
     embodiments = EMBODIMENTS
     control_hz = 30.0  # assumed nominal; every dataset's info.json fps is used per episode
-    card = SourceCard(
-        title="GM-100 (The Great March 100)",
-        url="",
-        license="unknown",
-        citation="Wang et al., 2026, The Great March 100, arXiv 2601.11421 (SJTU / SII / Robbyant)",
-        collection=(
-            "100 detail-oriented manipulation tasks with teleoperated trajectories. The paper reports "
-            "a medium-sized dataset of more than 13,000 teleoperated trajectories on two platforms; "
-            "results are reported on three (AgiBot G1, AgileX Cobot Magic, Galaxea R1 Pro). A "
-            "third-party log describes a LeRobot-like per-platform release of about 46k episodes "
-            "(R1 Pro 16,772 episodes / 152.4 h)."
-        ),
-        collection_type=("Teleoperation", "Real-world robot demonstrations"),
-        biases=(
-            "Task set limited to the 100 benchmark tasks, chosen as detail-oriented manipulation.",
-            "Only three robot platforms; episodes per platform are known only for R1 Pro (16,772, "
-            "third-party log).",
-            "Task strings are slugs; instructions are derived from them or from a supplied table, not "
-            "written by annotators.",
-        ),
-        limitations=(
-            "File layout, feature keys, fps, cameras and license are not public in the sources read; "
-            "the converter is a profile on the generic LeRobot reader.",
-            "Numbered task ids (task_00043) need a task_texts table, or they are quarantined as "
-            "missing_language.",
-            "AgiBot G1 and AgileX data carry joint angles only (no end-effector pose), per a "
-            "third-party log.",
-        ),
-        personal_information=(
-            "Unknown: no data card was found. Cameras (e.g. camera_top) may show operators or "
-            "bystanders; whether faces are blurred is unknown.",
-        ),
-        unverified=(
-            "License and hosting repository are unknown.",
-            "Episode counts per platform and the release's codebase version are third-party reports.",
-            "Action = absolute joint targets, state layouts, gripper units and fps per platform are "
-            "assumed.",
-        ),
-    )
+    card = SourceCard.load("gm100")  # converters/cards/gm100.yaml
     feature_map = FEATURES
     option_keys = READER_OPTION_KEYS | {"platform", "task_texts", "task_texts_file"}
 

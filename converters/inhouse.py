@@ -260,46 +260,7 @@ class InhouseConverter(Converter):
     converter_version = "1.2.0"
     embodiments = EMBODIMENTS
     control_hz = 50.0  # ALOHA's rate; every task folder's metadata.json gives its own fps
-    card = SourceCard(
-        title="In-house ALOHA/ACT-style HDF5 recordings",
-        url="",
-        license="unknown",
-        citation="",
-        collection=(
-            "The project's own teleoperation recordings on its rigs (ARX5, Franka, UR5, AgiBot G1 and "
-            "ALOHA-style bimanual), stored in the ALOHA/ACT HDF5 layout: one file per episode with "
-            "follower joint positions (qpos), the leader arm's joint positions as the action, and "
-            "camera frames, plus a metadata.json per task folder with the instruction, robot, fps and "
-            "camera and joint names. The A1 paper reports 15,951 in-house trajectories on ARX, Franka, "
-            "UR5 and AgiBot, collected to match its target deployment setups. This card must be "
-            "filled in by whoever releases in-house data."
-        ),
-        collection_type=("Teleoperation", "Real-world robot demonstrations"),
-        biases=(
-            "Collected to reflect the A1 authors' own deployment conditions (sensor setups, control "
-            "frequencies, action parameterisations, environments), not a broad distribution.",
-            "Few rigs (ARX5, Franka, UR5, AgiBot G1, ALOHA-style) in the organisation's own local "
-            "setups.",
-            "One instruction per task folder (from metadata.json) unless overridden per episode.",
-        ),
-        limitations=(
-            "The ALOHA recorder stores no timestamps and no language; metadata.json (and the optional "
-            "/timestamp) are this project's additions.",
-            "Units are not converted: grippers are in each rig's native unit, recorded only if "
-            "metadata.json says so.",
-            "Episode quality, success and scene coverage are whatever the recording team kept; "
-            "there is no success flag.",
-        ),
-        personal_information=(
-            "metadata.json 'extra' may name the operator and site; it is copied into episode metadata "
-            "and must be reviewed before release.",
-            "Camera views may show operators or bystanders; faces are not known to be blurred.",
-        ),
-        unverified=(
-            "License is unknown: it is set by the recording organisation.",
-            "Every fact on this card must be confirmed by whoever releases in-house data.",
-        ),
-    )
+    card = SourceCard.load("inhouse")  # converters/cards/inhouse.yaml
 
     def discover(self) -> list[str]:
         """Every ``episode_*.hdf5`` under ``root``, as root-relative POSIX paths.

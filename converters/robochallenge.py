@@ -634,49 +634,7 @@ class RoboChallengeConverter(Converter):
     converter_version = "1.1.0"
     embodiments = EMBODIMENTS
     control_hz = DEFAULT_FPS
-    card = SourceCard(
-        title="RoboChallenge Table30",
-        url="https://huggingface.co/datasets/RoboChallenge/Table30",
-        license="unknown",
-        citation=(
-            "Yakefu et al., 2025, RoboChallenge (cited in the A1 paper as "
-            "yakefu2025robochallengelargescalerealrobotevaluation)"
-        ),
-        collection=(
-            "Demonstration episodes for the 30 table-top tasks of the RoboChallenge Table30 real-robot "
-            "benchmark, recorded on four robots: ARX5, UR5, Franka and ALOHA. Each episode holds "
-            "per-frame JSON-lines robot states (joint positions, end-effector pose, gripper) and one "
-            "H.264 MP4 per camera (640x480, 30 fps; wrist, global and side views). Table30v2 adds 30 "
-            "new tasks and the DOS-W1 robot, which this converter does not map. Episode counts and "
-            "total size are unknown."
-        ),
-        collection_type=("Real-world robot demonstrations",),
-        biases=(
-            "Task set limited to the 30 benchmark table-top tasks.",
-            "Four robot families only (ARX5, UR5, Franka, ALOHA).",
-            "Demonstrations only; there is no success flag.",
-            "One task-level prompt per task; no per-episode or sub-step language.",
-        ),
-        limitations=(
-            "No action stream is stored; the action is derived from the next frame's state (next_state).",
-            "Gripper units differ per robot (UR5 0-255 ints, others metres); converted to metres with "
-            "an assumed linear Robotiq mapping.",
-            "Key names and camera names changed between recordings; ALOHA arms are stored in separate "
-            "files zipped by line index.",
-            "Timestamps are Unix seconds although the v2 README says milliseconds.",
-        ),
-        personal_information=(
-            "No personal-data statement was found in the sources read. Global and side cameras may "
-            "show operators or bystanders; whether faces are blurred is unknown.",
-        ),
-        unverified=(
-            "License, dataset size and episode counts per task are unknown.",
-            "Collection method (teleoperation device) is not stated in the sources read; later ALOHA "
-            "recordings carry a leader-arm stream (master_qpos).",
-            "The task_info.json schema and the 30 task names are reported by the dataset cards; only "
-            "four sample episodes were checked.",
-        ),
-    )
+    card = SourceCard.load("robochallenge")  # converters/cards/robochallenge.yaml
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         super().__init__(root, options)

@@ -204,49 +204,7 @@ class RoboCOINConverter(LeRobotConverter):
     converter_version = "1.1.0"
     embodiments = EMBODIMENTS
     control_hz = 30.0  # most RoboCOIN robots; every dataset's info.json fps is used per episode
-    card = SourceCard(
-        title="RoboCOIN",
-        url="https://github.com/FlagOpen/RoboCOIN",
-        license="Apache-2.0",
-        citation="Wu et al., 2025, RoboCOIN, arXiv 2511.17441",
-        collection=(
-            "More than 180,000 demonstrations on 15 robot platforms, 16 scenarios and 421 tasks "
-            "(BAAI), published as many separate LeRobot v2.1 datasets, one per robot x task (Hugging "
-            "Face org RoboCOIN, also ModelScope). Robots include Galaxea R1 Lite, AgileX Cobot Magic, "
-            "Unitree G1edu and Realman, with head and wrist cameras at 25-30 fps. Annotations are "
-            "hierarchical: trajectory-level concepts, segment-level subtasks, frame-level kinematics "
-            "(end-effector poses recomputed in simulation, motion and gripper classes)."
-        ),
-        collection_type=("Real-world robot demonstrations",),
-        biases=(
-            "Robot and task mix is set by which per-robot x task datasets are downloaded; the converter "
-            "knows 6 of the 15 platforms (others need an embodiments option).",
-            "Quality-checked ('_qced') datasets are post-filtered; there is no success flag, so "
-            "failures are neither marked nor known to be absent.",
-            "Some prompts are slugs or carry asset codes and are kept verbatim.",
-        ),
-        limitations=(
-            "State/action layouts differ per robot (e.g. R1 Lite 14 dims, G1edu 30 values with 28 names, "
-            "padded here).",
-            "When a robot records no action, the action is filled from observation.state (recorded as "
-            "metadata.robocoin.action_equals_state).",
-            "Gripper convention 0 = closed, 1 = open (*_gripper_open_scale); the *_gripper_open "
-            "variant is assumed to match.",
-            "Metadata quirks seen in real files: off-by-one splits, non-1000 chunks_size, null "
-            "robot_type, float64 timestamps.",
-        ),
-        personal_information=(
-            "No personal-data statement was found in the sources read. Head and wrist cameras may "
-            "show operators or bystanders; whether faces are blurred is unknown.",
-        ),
-        unverified=(
-            "License read from the dataset cards that were seen (gated: agree to cite); each per-robot x "
-            "task dataset has its own card and they were not checked one by one.",
-            "Collection method (teleoperation device) per robot is not stated in the sources read.",
-            "Annotation row formats are reported by third-party tooling; the official annotation files "
-            "seen were Git LFS pointers.",
-        ),
-    )
+    card = SourceCard.load("robocoin")  # converters/cards/robocoin.yaml
     feature_map = FEATURES
     option_keys = READER_OPTION_KEYS | {"embodiment", "embodiments"}
 

@@ -498,46 +498,7 @@ class RoboMindConverter(Converter):
     converter_version = "1.1.0"
     embodiments = tuple(spec.embodiment for spec in EMBODIMENTS.values())
     control_hz = 30.0  # not stored in the files; per-embodiment option `fps` (see docs)
-    card = SourceCard(
-        title="RoboMIND",
-        url="https://huggingface.co/datasets/x-humanoid-robomind/RoboMIND",
-        license="Apache-2.0",
-        citation="Wu et al., RoboMIND, RSS 2025, arXiv 2412.13877",
-        collection=(
-            "About 107k teleoperated real-robot trajectories, 479 tasks and 96 object classes (>1 TB), "
-            "on Franka Panda (1 or 3 cameras), a dual-arm Franka FR3, UR5e, AgileX Cobot Magic and the "
-            "Tien Kung humanoid (recorded with GELLO or Xsens setups, per the folder names). One HDF5 "
-            "file per episode: puppet (follower) state, master (leader / teleoperation device) action, "
-            "JPEG camera frames and depth PNGs; a CSV gives task instructions and a JSON per embodiment "
-            "gives model-written step annotations."
-        ),
-        collection_type=("Teleoperation", "Real-world robot demonstrations"),
-        biases=(
-            "Success-only: only success_episodes are released (whether failures are published is unknown).",
-            "Robot mix is fixed by the release (Franka Panda, FR3, UR5e, AgileX, Tien Kung); the share "
-            "of each robot was not measured here.",
-            "Task set of 479 tasks and 96 object classes; some instructions are missing, misspelled or "
-            "out of order (any4lerobot README).",
-        ),
-        limitations=(
-            "The control frequency is not stored in the files (30 Hz vs 10 Hz evidence); it is set by "
-            "the fps option.",
-            "Colour order differs per embodiment (OpenCV BGR for Franka/FR3/UR, RGB for AgileX/Tien Kung).",
-            "The UR end-effector pose is stuck (constant); it is flagged, not repaired.",
-            "camera_top resolution changes between episodes of one task (720x1280 vs 480x640).",
-            "Simulation folders use another layout and are not converted; gripper units pass through "
-            "unconverted.",
-        ),
-        personal_information=(
-            "No personal-data statement was found in the sources read. Top, front and wrist cameras "
-            "may show operators or bystanders; whether faces are blurred is unknown.",
-        ),
-        unverified=(
-            "License from the Hugging Face card (Apache-2.0); not checked against a license file.",
-            "True control frequency (30 Hz vs 10 Hz) and the depth PNG bit depth.",
-            "Gripper units and open/closed direction per robot.",
-        ),
-    )
+    card = SourceCard.load("robomind")  # converters/cards/robomind.yaml
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         super().__init__(root, options)

@@ -324,6 +324,16 @@ def test_a_failed_build_leaves_the_previous_manifest_in_place(stores, tmp_path):
         build_manifest([stores], tmp_path / "m", ManifestParams(name="x", include=Include(embodiments=("none",))))
     assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before
 
+    def broken_card(*args, **kwargs):
+        raise ValueError("a source card that does not parse")
+
+    with pytest.MonkeyPatch.context() as mp:  # fails half-way through writing the release
+        mp.setattr("pipelines.manifest.release.write_derived_files", broken_card)
+        with pytest.raises(ValueError, match="does not parse"):
+            build_manifest([stores], tmp_path / "m", ManifestParams(name="x", seed=5))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before
+    assert not list(tmp_path.glob(".m.tmp-*"))  # no scratch directory left behind
+
 
 def test_resolve_stores(stores, tmp_path):
     assert [s.name for s in resolve_stores([stores])] == list(SOURCES)

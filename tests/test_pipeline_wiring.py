@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 import converters
@@ -75,3 +76,33 @@ def test_a_conversion_depends_on_every_module_it_imports_and_on_no_other_convert
         assert not any(o == d or d in o.parents for o in others for d in deps), source
         for unrelated in ("pipelines/manifest/card.py", "training/train.py", "pipelines/samples.py"):
             assert not any(ROOT / unrelated == d or d in (ROOT / unrelated).parents for d in deps), unrelated
+
+
+def test_every_dataset_has_a_source_card_as_data_and_a_release_reads_no_converter():
+    from converters.base import CARDS_DIR, SourceCard, cards_for
+
+    for dataset in PARAMS["sources"]:
+        card = SourceCard.load(dataset)
+        assert card.title.strip() and card.license.strip() and card.biases and card.limitations, dataset
+    assert set(cards_for({"metaworld", "nowhere"})) == {"metaworld", "nowhere"}
+    assert cards_for({"nowhere"})["nowhere"] is None  # stated as missing in the release, not invented
+    assert SourceCard.load("metaworld") != SourceCard.load("inhouse")  # same converter, its own card
+    assert {p.stem for p in CARDS_DIR.glob("*.yaml")} == set(PARAMS["sources"])
+    code = ("import sys; from pipelines.manifest.release import source_cards; source_cards({'droid', 'metaworld'}); "
+            "print(sorted(m for m in sys.modules if m.startswith('converters.')))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[-2] == "['converters.base']"
+    deps = DVC["stages"]["manifests"]["do"]["deps"]
+    assert "converters" not in deps and "converters/cards" in deps
+
+
+def test_a_card_that_is_not_a_card_is_named(tmp_path, monkeypatch):
+    import converters.base as base
+
+    monkeypatch.setattr(base, "CARDS_DIR", tmp_path)
+    (tmp_path / "bad.yaml").write_text("title: [unclosed\n")
+    (tmp_path / "odd.yaml").write_text("title: x\nshoe_size: 9\n")
+    for name, message in (("bad", "not valid YAML"), ("odd", "a source card is a mapping")):
+        with pytest.raises(ValueError, match=f"{name}.yaml.*{message}"):
+            base.SourceCard.load(name)

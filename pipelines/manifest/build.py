@@ -301,8 +301,6 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
 
 def build_manifest(stores: list[str | Path], out_dir: str | Path, params: ManifestParams) -> dict[str, Any]:
     """Write ``out_dir`` atomically (a temp directory swapped into place) and return manifest.json's content."""
-    from pipelines.manifest.release import write_derived_files
-
     inputs, rows, excluded = _select(resolve_stores(stores), params)
     if not rows:
         raise ManifestError(f"manifest {params.name!r}: no kept episode matches include {params.include.to_json()}")
@@ -313,6 +311,18 @@ def build_manifest(stores: list[str | Path], out_dir: str | Path, params: Manife
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    try:
+        manifest = _write_release(tmp, params, inputs, excluded, rows, shares)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed build leaves neither half a release nor its scratch
+        raise
+    return manifest
+
+
+def _write_release(tmp: Path, params: ManifestParams, inputs, excluded, rows, shares) -> dict[str, Any]:
+    from pipelines.manifest.release import write_derived_files
+
     pq.write_table(pa.Table.from_pylist(rows, schema=TABLE_SCHEMA), tmp / TABLE_FILE, compression="zstd")
     manifest = {
         "format_version": MANIFEST_FORMAT,
@@ -332,7 +342,6 @@ def build_manifest(stores: list[str | Path], out_dir: str | Path, params: Manife
     (tmp / MANIFEST_FILE).write_text(manifest_json_text(manifest), encoding="utf-8")
     write_derived_files(tmp, manifest, rows)
     _write_checksums(tmp)
-    _swap_into_place(tmp, out)
     return manifest
 
 

@@ -44,16 +44,11 @@ def plot_labels(svg: str) -> list[str]:
 
 
 def source_cards(datasets: set[str]) -> dict[str, Any]:
-    """Each dataset's SourceCard from its converter; None where there is none (stated as missing)."""
-    from converters import get_converter
+    """Each dataset's SourceCard (``converters/cards/<dataset>.yaml``, data: no converter is
+    imported); None where there is none (stated as missing)."""
+    from converters.base import cards_for
 
-    cards: dict[str, Any] = {}
-    for dataset in sorted(datasets):
-        try:
-            cards[dataset] = getattr(get_converter(dataset), "card", None)
-        except (KeyError, ValueError, ImportError):
-            cards[dataset] = None
-    return cards
+    return cards_for(datasets)
 
 
 def write_derived_files(out_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]) -> None:
