@@ -17,7 +17,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "adding_a_converter.md"
 
 @pytest.fixture
 def npylab(monkeypatch, tmp_path):
-    import converters.base
+    from converters import base as converter_base
 
     code = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     assert len(code) == 1, "the doc has exactly one python example"
@@ -25,7 +25,7 @@ def npylab(monkeypatch, tmp_path):
     assert len(card) == 1, "the doc shows the example's source card"
     (tmp_path / "cards").mkdir()
     (tmp_path / "cards" / "npylab.yaml").write_text(card[0])
-    monkeypatch.setattr(converters.base, "CARDS_DIR", tmp_path / "cards")
+    monkeypatch.setattr(converter_base, "CARDS_DIR", tmp_path / "cards")
     namespace: dict = {"__name__": "npylab_example"}
     monkeypatch.setattr(converters, "REGISTRY", dict(converters.REGISTRY))
     exec(compile(code[0], str(DOC), "exec"), namespace)
