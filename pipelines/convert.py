@@ -44,6 +44,7 @@ from pipelines.curation import (
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.index import (
+    CURATION_SCHEMA,
     CorruptDerivedFile,
     read_index_rows,
     rebuild_index_and_stats,
@@ -51,7 +52,10 @@ from pipelines.episode_store.index import (
     write_index,
 )
 from pipelines.episode_store.layout import (
+    CURATION_FILE,
+    CURATION_REPORT_FILE,
     EPISODES_DIR,
+    INDEX_FILE,
     LOCK_FILE,
     REPORT_FILE,
     STATS_FILE,
@@ -480,7 +484,7 @@ def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str,
         remote = storage.is_remote(config.store_root)
         local_root = tmp if remote else config.store_root
         if remote:
-            _fetch_optional(storage.join(config.store_root, "index.parquet"), os.path.join(tmp, "index.parquet"))
+            _fetch_optional(storage.join(config.store_root, INDEX_FILE), os.path.join(tmp, INDEX_FILE))
             _fetch_optional(storage.join(config.store_root, STATS_FILE), os.path.join(tmp, STATS_FILE))
         # the index and the statistics are derived from the episode files: a torn or garbled one (a
         # killed run of an older version, a disk error) is rebuilt from the episodes, never fatal
@@ -516,7 +520,7 @@ def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str,
             _fetch_optional(storage.join(config.store_root, CURATION_FILE), os.path.join(tmp, CURATION_FILE))
         curation_summary = _write_curation(config, work_dir, local_root)
         if remote:
-            storage.upload(os.path.join(tmp, "index.parquet"), storage.join(config.store_root, "index.parquet"))
+            storage.upload(os.path.join(tmp, INDEX_FILE), storage.join(config.store_root, INDEX_FILE))
             storage.upload(old_stats, storage.join(config.store_root, STATS_FILE))
             for name in (CURATION_FILE, CURATION_REPORT_FILE):
                 storage.upload(os.path.join(tmp, name), storage.join(config.store_root, name))
@@ -577,25 +581,6 @@ def _finalize(config: ConvertConfig, converter, units: list[str], work_dir: str,
     return {**report, "run": run}
 
 
-CURATION_FILE = "curation.parquet"
-CURATION_REPORT_FILE = "curation_report.json"
-_RANGE = pa.struct([("start", pa.int64()), ("stop", pa.int64())])
-_REMOVAL = pa.struct([("start", pa.int64()), ("stop", pa.int64()), ("reason", pa.string()), ("message", pa.string())])
-CURATION_SCHEMA = pa.schema(
-    [
-        pa.field("episode_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("embodiment", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("reason", pa.string()),
-        pa.field("message", pa.string()),
-        pa.field("frames_in", pa.int64(), nullable=False),
-        pa.field("frames_kept", pa.int64(), nullable=False),
-        pa.field("kept_ranges", pa.list_(_RANGE), nullable=False),
-        pa.field("removed_ranges", pa.list_(_REMOVAL), nullable=False),
-        pa.field("content_sha256", pa.string(), nullable=False),
-    ]
-)
 
 
 def _write_curation(config: ConvertConfig, work_dir: str, local_root: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from pipelines.curation_rules import (
     robust_bounds,
     segment,
 )
+from pipelines.episode_store.layout import CURATION_FILE, CURATION_REPORT_FILE
 from pipelines.episode_store.stats import FeatureStats
 
 #: fields whose per-dimension value bounds are estimated; per-step delta bounds derive from them
@@ -312,7 +313,7 @@ def collect_reports(stores: list[str]) -> tuple[dict[str, Any], list[dict[str, A
     metrics: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for store in stores:
-        path = Path(store) / "curation_report.json"
+        path = Path(store) / CURATION_REPORT_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no curation report (convert the store first)")
         for source, entry in json.loads(path.read_text())["sources"].items():
@@ -341,7 +342,7 @@ def cross_store_duplicates(stores: list[str]) -> list[dict[str, str]]:
     digests: dict[str, str] = {}
     where: dict[str, str] = {}
     for store in stores:
-        path = Path(store) / "curation.parquet"
+        path = Path(store) / CURATION_FILE
         if not path.is_file():
             continue
         for row in pq.read_table(path, columns=["episode_id", "status", "content_sha256"]).to_pylist():

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.episode_store.layout import REPORT_FILE
+from pipelines.episode_store.layout import (
+    CURATION_FILE,
+    CURATION_REPORT_FILE,
+    REPORT_FILE,
+)
 from pipelines.episode_store.reader import EpisodeStore
 
 
@@ -40,7 +44,7 @@ def describe_store(root: str | Path) -> str:
         for e in report["episodes"]:
             if e["status"] == "quarantined":
                 lines.append(f"    quarantined {e['source_episode']}: [{e['reason']}] {e['message']}")
-    curation_path = store.root / "curation_report.json"
+    curation_path = store.root / CURATION_REPORT_FILE
     if curation_path.is_file():
         lines.append("")
         lines.append("  curation:")
@@ -110,7 +114,7 @@ def _curation_lines(root: Path, episode_id: str) -> list[str]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path = Path(root) / "curation.parquet"
+    path = Path(root) / CURATION_FILE
     if not path.is_file():
         return ["  curation: none recorded"]
     table = pq.read_table(path)

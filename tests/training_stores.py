@@ -17,11 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.convert import CURATION_SCHEMA
 from pipelines.episode_store import ActionKind, CameraStream, Episode
 from pipelines.episode_store.images import ImageConfig
-from pipelines.episode_store.index import rebuild_index_and_stats
-from pipelines.episode_store.layout import episode_id
+from pipelines.episode_store.index import CURATION_SCHEMA, rebuild_index_and_stats
+from pipelines.episode_store.layout import CURATION_FILE, episode_id
 from pipelines.episode_store.reader import EpisodeStore
 from pipelines.episode_store.writer import write_episode
 from pipelines.manifest.build import ManifestParams, build_manifest
@@ -97,7 +96,7 @@ def build_store(root: Path, episodes: list[Episode], kept: dict[str, list[tuple[
                      "frames_kept": sum(b - a for a, b in ranges),
                      "kept_ranges": [{"start": a, "stop": b} for a, b in ranges], "removed_ranges": removed,
                      "content_sha256": digest})
-    pq.write_table(pa.Table.from_pylist(rows, schema=CURATION_SCHEMA), root / "curation.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=CURATION_SCHEMA), root / CURATION_FILE)
     return root
 
 

@@ -36,6 +36,25 @@ INDEX_SCHEMA = pa.schema(
     ]
 )
 
+#: one row per episode the conversion saw: kept (with its kept and removed frame ranges) or quarantined
+_RANGE = pa.struct([("start", pa.int64()), ("stop", pa.int64())])
+_REMOVAL = pa.struct([("start", pa.int64()), ("stop", pa.int64()), ("reason", pa.string()), ("message", pa.string())])
+CURATION_SCHEMA = pa.schema(
+    [
+        pa.field("episode_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("embodiment", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("message", pa.string()),
+        pa.field("frames_in", pa.int64(), nullable=False),
+        pa.field("frames_kept", pa.int64(), nullable=False),
+        pa.field("kept_ranges", pa.list_(_RANGE), nullable=False),
+        pa.field("removed_ranges", pa.list_(_REMOVAL), nullable=False),
+        pa.field("content_sha256", pa.string(), nullable=False),
+    ]
+)
+
 
 def index_row(reader: EpisodeReader, relpath: str, size_bytes: int, sha256: str) -> dict[str, Any]:
     meta = reader.meta

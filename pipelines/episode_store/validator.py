@@ -22,6 +22,7 @@ from PIL import Image
 from . import FORMAT_VERSION
 from .digest import content_digest
 from .layout import (
+    CURATION_FILE,
     EPISODE_ATTR,
     EPISODE_ID_RE,
     EPISODE_SUFFIX,
@@ -234,13 +235,13 @@ def validate_store(root: str | Path, *, decode_frames: bool = False,
 
 
 def _check_curation(root: Path, lengths: dict[str, int], report: ValidationReport) -> None:
-    path = root / "curation.parquet"
+    path = root / CURATION_FILE
     if not path.is_file():
         return
     try:
         rows = pq.read_table(path).to_pylist()
     except Exception as exc:  # pyarrow raises several types for damaged files
-        report.add("curation", "curation.parquet", f"unreadable: {exc}")
+        report.add("curation", CURATION_FILE, f"unreadable: {exc}")
         return
     seen = set()
     for r in rows:
@@ -262,7 +263,7 @@ def _check_curation(root: Path, lengths: dict[str, int], report: ValidationRepor
         if kept != r.get("frames_kept") or (r.get("status") == "quarantined" and kept):
             report.add("curation", where, f"frames_kept {r.get('frames_kept')} vs kept ranges {kept} (status {r.get('status')})")
     for eid in sorted(set(lengths) - seen):
-        report.add("curation", "curation.parquet", f"episode {eid} has no curation row")
+        report.add("curation", CURATION_FILE, f"episode {eid} has no curation row")
 
 
 def validate_path(path: str | Path, *, decode_frames: bool = False,

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import __version__
-from pipelines.episode_store.layout import INDEX_FILE, REPORT_FILE
+from pipelines.episode_store.layout import CURATION_FILE, INDEX_FILE, REPORT_FILE
 from pipelines.manifest.release import renderer_version
 from pipelines.manifest.weights import WITHIN, episode_probabilities
 
@@ -41,7 +41,6 @@ MANIFEST_FILE = "manifest.json"
 #: ``sha256sum`` lines for every other released file, manifest.json included: ``sha256sum -c`` checks
 #: a release without a1pipe, and ``verify`` catches an edit to any file, whatever version wrote it
 CHECKSUMS_FILE = "SHA256SUMS"
-CURATION_FILE = "curation.parquet"
 #: every split a manifest may have; ``calibration`` exists only when its fraction is non-zero, so a
 #: manifest without one is byte-identical to what earlier versions wrote (see :func:`splits_of`)
 SPLITS = ("train", "validation", "calibration")

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipelines.episode_store.layout import INDEX_FILE, STORE_MARKER
+from pipelines.episode_store.layout import INDEX_FILE, STATS_FILE, STORE_MARKER
 from pipelines.episode_store.reader import EpisodeReader, StoreError
 from pipelines.manifest.build import ManifestError, file_sha256, load_manifest
 from pipelines.manifest.sampler import ManifestSampler
@@ -152,7 +152,7 @@ class ManifestData:
 
         out: dict[tuple[str, str], dict[str, list[str]]] = {}
         for path in self.stores.values():
-            sources = json.loads((path / "stats.json").read_text()).get("sources", {})
+            sources = json.loads((path / STATS_FILE).read_text()).get("sources", {})
             for dataset, embodiment in self.groups:
                 entry = sources.get(dataset, {}).get("embodiments", {}).get(embodiment)
                 if entry is not None and (dataset, embodiment) not in out:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.episode_store.layout import STATS_FILE
 from training.config import NORMALIZATION_SCOPES, NORMALIZATIONS
 
 STD_EPS = 1e-6
@@ -135,7 +136,7 @@ class Normalizer:
         parts: dict[str, dict[str, list[FieldStats]]] = {}
         provenance = []
         for store in sorted(stores, key=lambda p: p.name):
-            path = store / "stats.json"
+            path = store / STATS_FILE
             if not path.is_file():
                 raise NormalizationError(f"{store}: no stats.json")
             raw = path.read_bytes()
