@@ -116,6 +116,28 @@ class UnitWorker:
         self.remote = storage.is_remote(config.store_root)
         self.progress_path = progress_path
         self.image_signal = CurationConfig.from_params(config.curation).uses_images
+        self._published: dict[str, tuple[str, int, str]] | None = None
+
+    def _recorded_sha256(self, eid: str, rel: str) -> str | None:
+        """The digest the store's index records for a published episode file, when the file is the one
+        it describes (same path and size): resume trusts it rather than hashing every file again. The
+        index is written atomically after the files it lists; a file written since has no row."""
+        if self.remote:
+            return None
+        if self._published is None:
+            try:
+                rows = read_index_rows(self.config.store_root)
+            except CorruptDerivedFile:
+                rows = []  # rebuilt from the files at the end of the run; nothing to trust meanwhile
+            self._published = {r["episode_id"]: (r["path"], int(r["size_bytes"]), r["sha256"]) for r in rows}
+        recorded = self._published.get(eid)
+        if recorded is None or recorded[0] != rel:
+            return None
+        try:
+            size = os.path.getsize(os.path.join(self.config.store_root, rel))
+        except OSError:
+            return None
+        return recorded[2] if size == recorded[1] else None
 
     def convert_unit(self, unit: str) -> Iterator[dict[str, Any]]:
         try:
@@ -188,7 +210,8 @@ class UnitWorker:
             return self._summarize(staging, source_episode, eid, rel, resumed)
 
     def _summarize(self, root: str, source_episode: str, eid: str, rel: str, resumed: bool) -> dict[str, Any]:
-        row, low = summarize_episode_file(root, rel, image_change=self.image_signal)
+        known = self._recorded_sha256(eid, rel) if resumed else None
+        row, low = summarize_episode_file(root, rel, image_change=self.image_signal, sha256=known)
         stats = EpisodeSetStats.of_episode(low["arrays"], low["names"])
         low_dim = LowDim(
             episode_id=eid, source=row["source"], embodiment=row["embodiment"], control_hz=low["control_hz"],

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -125,6 +126,26 @@ def test_rerun_skips_completed_episodes_and_resumes_missing_ones(converted, few,
     good = sum(v is None for v in expected.values())
     assert report["counts"]["converted"] == good
     assert report["counts"]["resumed"] == good - 3
+    assert validate_store(store).ok
+
+
+def test_resume_trusts_the_index_s_digests_instead_of_hashing_every_file_again(converted, few, tmp_path, monkeypatch):
+    import pipelines.episode_store.index as index_module
+
+    (src, _), (samples, _) = converted, few
+    store = tmp_path / "store"
+    shutil.copytree(src, store)
+    before = (store / "index.parquet").read_bytes()
+    rows = pq.read_table(store / "index.parquet").to_pylist()
+    rows[0]["size_bytes"] += 1  # the index no longer describes this file: it is hashed again
+    pq.write_table(pa.Table.from_pylist(rows, schema=index_module.INDEX_SCHEMA), store / "index.parquet")
+    hashed = []
+    real = index_module.sha256_file
+    monkeypatch.setattr(index_module, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    report = run_conversion(config_for(samples, store), workers=1, show_progress=False)
+    assert report["counts"]["resumed"] == report["counts"]["converted"] == len(rows)
+    assert hashed == [Path(rows[0]["path"]).name]
+    assert (store / "index.parquet").read_bytes() == before  # the same index: the size and digest re-derived
     assert validate_store(store).ok
 
 

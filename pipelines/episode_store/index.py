@@ -82,15 +82,18 @@ def index_row(reader: EpisodeReader, relpath: str, size_bytes: int, sha256: str)
 
 
 def summarize_episode_file(
-    store_root: str | Path, relpath: str, *, image_change: bool = False
+    store_root: str | Path, relpath: str, *, image_change: bool = False, sha256: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read back a published episode: its index row and the low-dim data statistics need.
 
     The pipeline summarises every episode from the file it just wrote (or found
-    on resume), so the index always describes what is on disk.
+    on resume), so the index always describes what is on disk. Only the metadata and the
+    low-dimensional arrays are read (and the frames when ``image_change``); ``sha256``, the
+    file's digest as the store's index already records it, spares hashing the whole file
+    again on resume (terabytes at AgiBot scale); ``a1pipe validate`` checks it.
     """
     path = Path(store_root) / relpath
-    sha = sha256_file(path)
+    sha = sha256 if sha256 is not None else sha256_file(path)
     with EpisodeReader(path) as reader:
         row = index_row(reader, relpath, path.stat().st_size, sha)
         low_dim = {
