@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from pipelines import __version__
 from pipelines.episode_store.layout import CURATION_FILE, INDEX_FILE, REPORT_FILE
-from pipelines.manifest.release import renderer_version
+from pipelines.manifest.release import plot_labels, renderer_version
 from pipelines.manifest.weights import WITHIN, episode_probabilities
 
 MANIFEST_FORMAT = 1
@@ -524,8 +524,6 @@ def _verify_probabilities(manifest: dict[str, Any], rows: list[dict[str, Any]]) 
 
 def _verify_plot(have: Path, fresh: Path) -> list[str]:
     """The plot shows the names and shares the table gives; its drawing (bytes) is matplotlib's."""
-    from pipelines.manifest.release import plot_labels
-
     try:
         labels = plot_labels(have.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:

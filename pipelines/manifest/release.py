@@ -43,20 +43,13 @@ def plot_labels(svg: str) -> list[str]:
     return sorted(t for t in texts if t and not _TICK.fullmatch(t))
 
 
-def source_cards(datasets: set[str]) -> dict[str, Any]:
-    """Each dataset's SourceCard (``converters/cards/<dataset>.yaml``, data: no converter is
-    imported); None where there is none (stated as missing)."""
-    from converters.base import cards_for
-
-    return cards_for(datasets)
-
-
 def write_derived_files(out_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    from converters.base import cards_for  # the cards are data: no converter is imported
     from pipelines.manifest.card import composition_svg, manifest_card
     from pipelines.manifest.croissant import write_croissant
 
     out_dir = Path(out_dir)
-    cards = source_cards({r["dataset"] for r in rows})
+    cards = cards_for({r["dataset"] for r in rows})
     write_croissant(out_dir / CROISSANT_FILE, manifest, rows, cards)
     (out_dir / CARD_FILE).write_text(manifest_card(manifest, rows, cards), encoding="utf-8")
     (out_dir / PLOT_FILE).write_text(composition_svg(manifest, rows), encoding="utf-8")
