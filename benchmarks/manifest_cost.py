@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
 
-    from pipelines.manifest.build import ManifestParams, build_manifest, resolve_stores, verify_manifest
+    from pipelines.manifest.build import ManifestParams, build_manifest, resolve_stores
+    from pipelines.manifest.verify import verify_manifest
 
     figures: dict = {}
     params = ManifestParams(name="bench", validation_fraction=0.05)

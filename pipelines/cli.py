@@ -170,17 +170,17 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
     for dataset, entry in manifest["shares"].get("train", {}).get("datasets", {}).items():
         embodiments = ", ".join(f"{e} {v['share']:.4f}" for e, v in entry["embodiments"].items())
         print(f"  {dataset:<14} share {entry['share']:.4f}  ({embodiments})")
-    from pipelines.manifest.build import MANIFEST_FILE, file_sha256
+    from pipelines.manifest.format import CHECKSUMS_FILE, MANIFEST_FILE, file_sha256
 
     out = Path(args.out or f"manifests/{args.name}")
-    print(f"  {MANIFEST_FILE} sha256 {file_sha256(out / MANIFEST_FILE)} (every file: {out / 'SHA256SUMS'})")
+    print(f"  {MANIFEST_FILE} sha256 {file_sha256(out / MANIFEST_FILE)} (every file: {out / CHECKSUMS_FILE})")
     return 0
 
 
 def cmd_manifest_verify(args: argparse.Namespace) -> int:
     import time
 
-    from pipelines.manifest.build import verify_manifest
+    from pipelines.manifest.verify import verify_manifest
 
     started = time.perf_counter()
     problems = verify_manifest(args.manifest, args.data)

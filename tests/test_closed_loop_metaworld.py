@@ -39,7 +39,7 @@ def test_recording_and_converting_as_dvc_does_reproduces_the_committed_demonstra
     """The demonstrations are generated data: a clean clone must rebuild the store the manifest records."""
     import json
 
-    from pipelines.manifest.build import file_sha256
+    from pipelines.manifest.format import file_sha256
 
     manifest = json.loads((REPO / "manifests" / "finetune_metaworld" / "manifest.json").read_text())
     recorded = {entry["store"]: entry["index_sha256"] for entry in manifest["inputs"]}

@@ -15,17 +15,10 @@ import pytest
 
 from pipelines.convert import ConvertConfig, run_conversion
 from pipelines.episode_store.images import ImageConfig
-from pipelines.manifest.build import (
-    TABLE_SCHEMA,
-    Include,
-    ManifestError,
-    ManifestParams,
-    build_manifest,
-    file_sha256,
-    resolve_stores,
-    verify_manifest,
-)
+from pipelines.manifest.build import Include, ManifestParams, build_manifest, resolve_stores
+from pipelines.manifest.format import TABLE_SCHEMA, ManifestError, file_sha256
 from pipelines.manifest.release import plot_labels
+from pipelines.manifest.verify import verify_manifest
 from pipelines.samples import write_samples
 
 SOURCES = ("inhouse", "robomind")

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.manifest.build import (MANIFEST_FORMAT, SPLITS, TABLE_SCHEMA, ManifestParams, assign_probabilities,
-                                      file_sha256)
+from pipelines.manifest.build import ManifestParams, assign_probabilities
+from pipelines.manifest.format import MANIFEST_FORMAT, SPLITS, TABLE_SCHEMA, file_sha256
 from pipelines.manifest.compare import diff_manifests, format_diff, inspect_json, inspect_manifest
 
 INPUTS = [{"store": s, "source": s, "index_sha256": f"{s}-index".ljust(64, "0"),

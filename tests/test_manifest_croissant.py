@@ -208,6 +208,6 @@ def test_unreadable_file(tmp_path):
 
 
 def test_record_set_covers_every_column_of_the_episode_table():
-    from pipelines.manifest.build import TABLE_SCHEMA
+    from pipelines.manifest.format import TABLE_SCHEMA
 
     assert set(croissant.COLUMNS) | {"kept_ranges"} == set(TABLE_SCHEMA.names)

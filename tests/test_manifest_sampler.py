@@ -82,7 +82,8 @@ def test_from_manifest_draws_dataset_and_embodiment_shares_as_declared(tmp_path)
     import pyarrow.parquet as pq
     from scipy.stats import chisquare
 
-    from pipelines.manifest.build import TABLE_SCHEMA, ManifestParams, assign_probabilities
+    from pipelines.manifest.build import ManifestParams, assign_probabilities
+    from pipelines.manifest.format import TABLE_SCHEMA
 
     rows = []
     for i, (dataset, embodiment, n) in enumerate([("a", "x", 40), ("a", "x", 10), ("a", "y", 7), ("b", "z", 90),

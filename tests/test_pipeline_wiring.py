@@ -88,7 +88,8 @@ def test_every_dataset_has_a_source_card_as_data_and_a_release_reads_no_converte
     assert cards_for({"nowhere"})["nowhere"] is None  # stated as missing in the release, not invented
     assert SourceCard.load("metaworld") != SourceCard.load("inhouse")  # same converter, its own card
     assert {p.stem for p in CARDS_DIR.glob("*.yaml")} == set(PARAMS["sources"])
-    code = ("import sys, pipelines.manifest.build, pipelines.manifest.release; from converters.base import cards_for; "
+    code = ("import sys, pipelines.manifest.build, pipelines.manifest.release, pipelines.manifest.verify; "
+            "from converters.base import cards_for; "
             "cards_for({'droid', 'metaworld'}); "
             "print(sorted(m for m in sys.modules if m.startswith('converters.')))")
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipelines.manifest.build import file_sha256
+from pipelines.manifest.format import file_sha256
 from training.config import DataConfig
 from training.data import ManifestData, ManifestLoader
 

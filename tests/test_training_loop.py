@@ -130,7 +130,7 @@ def test_a_checkpoint_carries_weights_config_data_spec_tokenizer_and_its_manifes
     assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "data_spec.json", "model.safetensors",
                                                       "normalization.json", "tokenizer.json", "train_state.pt"]
     config = read_config(ckpt)
-    from pipelines.manifest.build import file_sha256
+    from pipelines.manifest.format import file_sha256
 
     assert config["manifest"]["manifest_json_sha256"] == file_sha256(task / "manifests/toy/manifest.json")
     assert config["manifest"]["name"] == "toy" and config["step"] == 6

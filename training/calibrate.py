@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.manifest.build import load_manifest
+from pipelines.manifest.format import load_manifest
 from training.checkpoint import CHECKPOINT_DIR, load_policy
 from training.config import (
     AugmentConfig,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import yaml
 
-from pipelines.manifest.build import load_manifest
+from pipelines.manifest.format import load_manifest
 from training.calibrate import _batches, _data
 from training.checkpoint import CHECKPOINT_DIR, load_policy
 from training.config import (

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipelines.manifest.build import file_sha256
+from pipelines.manifest.format import file_sha256
 from training.checkpoint import (
     CHECKPOINT_DIR,
     load_train_state,

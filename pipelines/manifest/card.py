@@ -13,7 +13,8 @@ import io
 import re
 from typing import Any
 
-from pipelines.manifest.build import splits_of
+from pipelines.manifest.compare import composition
+from pipelines.manifest.format import splits_of
 
 DEFAULT_DATA = "data/converted"  # params.yaml convert.out: where `dvc repro` puts the stores
 _CARD_LISTS = (("biases", "Known biases"), ("limitations", "Limitations"),
@@ -44,8 +45,6 @@ def composition_svg(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> str
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
     from matplotlib.ticker import PercentFormatter
-
-    from pipelines.manifest.compare import composition
 
     train = {d["dataset"]: d for d in composition(manifest, rows)["train"]["datasets"]}
     datasets = sorted(train)
@@ -149,8 +148,6 @@ def _summary(manifest: dict[str, Any], datasets: list[str]) -> list[str]:
 
 
 def _composition(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
-    from pipelines.manifest.compare import composition
-
     lines = ["## Composition", "",
              "Sampling share is the probability that a drawn frame comes from that dataset and embodiment; share of "
              "kept frames is what sampling in proportion to the data would give. Percentages are the manifest's "

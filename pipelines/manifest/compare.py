@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pipelines.manifest.build import SPLITS, load_manifest, splits_of
+from pipelines.manifest.format import SPLITS, load_manifest, splits_of
 
 # Identity fields that, like sha256, mean "this is not the episode it was" when they change.
 _FIELDS = ("dataset", "embodiment", "robot_type", "store", "path", "source_episode", "instruction", "num_frames")

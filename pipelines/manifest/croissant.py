@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # cards are read by attribute only, so callers and tests need not import the converters
     from converters.base import SourceCard
 
-from pipelines.manifest.build import MANIFEST_FILE, TABLE_FILE, manifest_json_text
+from pipelines.manifest.format import MANIFEST_FILE, TABLE_FILE, manifest_json_text
 
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
 RECORD_SET = "episodes"
@@ -70,7 +70,7 @@ CONTEXT: dict[str, Any] = {
 _PREFIXES = {"sc": "https://schema.org/", "cr": "http://mlcommons.org/croissant/",
              "rai": "http://mlcommons.org/croissant/RAI/", "dct": "http://purl.org/dc/terms/"}
 
-# Scalar columns of build.TABLE_SCHEMA: (dataType, description).
+# Scalar columns of format.TABLE_SCHEMA: (dataType, description).
 COLUMNS: dict[str, tuple[str, str]] = {
     "episode_id": ("sc:Text", "a1pipe episode id; the key of this record set"),
     "dataset": ("sc:Text", "source dataset the episode was converted from"),

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-CROISSANT_FILE = "croissant.json"
-CARD_FILE = "MANIFEST.md"
-PLOT_FILE = "composition.svg"
-DERIVED_FILES = (CROISSANT_FILE, CARD_FILE, PLOT_FILE)
+from converters.base import cards_for  # the cards are data: no converter is imported
+from pipelines.manifest.card import composition_svg, manifest_card
+from pipelines.manifest.croissant import write_croissant
+from pipelines.manifest.format import CARD_FILE, CROISSANT_FILE, PLOT_FILE
 
 
 def renderer_version() -> str:
@@ -44,18 +44,9 @@ def plot_labels(svg: str) -> list[str]:
 
 
 def write_derived_files(out_dir: Path, manifest: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    from converters.base import cards_for  # the cards are data: no converter is imported
-    from pipelines.manifest.card import composition_svg, manifest_card
-    from pipelines.manifest.croissant import write_croissant
-
     out_dir = Path(out_dir)
     cards = cards_for({r["dataset"] for r in rows})
     write_croissant(out_dir / CROISSANT_FILE, manifest, rows, cards)
     (out_dir / CARD_FILE).write_text(manifest_card(manifest, rows, cards), encoding="utf-8")
     (out_dir / PLOT_FILE).write_text(composition_svg(manifest, rows), encoding="utf-8")
 
-
-def validate_croissant(path: Path) -> list[str]:
-    from pipelines.manifest.croissant import validate_croissant as validate
-
-    return validate(path)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.manifest.format import load_manifest
+
 
 @dataclass(frozen=True)
 class FrameRef:
@@ -64,8 +66,6 @@ class ManifestSampler:
         Training reads the manifest, never the stores' own tables, so what it samples is
         exactly what the auditor verified.
         """
-        from pipelines.manifest.build import load_manifest
-
         _, table = load_manifest(manifest_dir)
         rows = [r for r in table if r["split"] == split]
         if not rows:

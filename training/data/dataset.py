@@ -40,7 +40,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipelines.episode_store.layout import INDEX_FILE, STATS_FILE, STORE_MARKER
 from pipelines.episode_store.reader import EpisodeReader, StoreError
-from pipelines.manifest.build import ManifestError, file_sha256, load_manifest
+from pipelines.manifest.format import ManifestError, file_sha256, load_manifest
 from pipelines.manifest.sampler import ManifestSampler
 from training.config import DataConfig
 from training.data.images import Augmenter, decode_into
