@@ -59,7 +59,7 @@ def _rewrite_table(manifest_dir: Path, rows: list[dict], *, fix_checksum: bool) 
 
 def test_two_builds_are_byte_identical_and_shares_are_two_level(converted, tmp_path):
     stores = [converted / "stores" / s for s in SOURCES]
-    params = ManifestParams(name="pretrain", validation_fraction=0.2, seed=1)
+    params = ManifestParams(name="pretrain", validation_fraction=0.2, split_seed=1)
     a = build_manifest(stores, tmp_path / "a", params)
     build_manifest([converted / "stores"], tmp_path / "b", params)  # a directory of stores, other order
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
@@ -323,7 +323,7 @@ def test_a_failed_build_leaves_the_previous_manifest_in_place(stores, tmp_path):
     with pytest.MonkeyPatch.context() as mp:  # fails half-way through writing the release
         mp.setattr("pipelines.manifest.release.write_derived_files", broken_card)
         with pytest.raises(ValueError, match="does not parse"):
-            build_manifest([stores], tmp_path / "m", ManifestParams(name="x", seed=5))
+            build_manifest([stores], tmp_path / "m", ManifestParams(name="x", split_seed=5))
     assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before
     assert not list(tmp_path.glob(".m.tmp-*"))  # no scratch directory left behind
 
@@ -351,7 +351,7 @@ def test_cli_build_verify_inspect_and_diff(converted, tmp_path, capsys):
     from pipelines.cli import main as cli
 
     params = tmp_path / "params.yaml"
-    params.write_text("manifests:\n  pretrain:\n    validation_fraction: 0.1\n    seed: 2\n"
+    params.write_text("manifests:\n  pretrain:\n    validation_fraction: 0.1\n    split_seed: 2\n"
                       "  ft:\n    include: {sources: [inhouse]}\n")
     out = tmp_path / "manifests"
     data = str(converted / "stores")
@@ -369,6 +369,32 @@ def test_cli_build_verify_inspect_and_diff(converted, tmp_path, capsys):
     assert cli(["manifest", "diff", str(out / "pretrain"), str(out / "ft")]) == 0
     assert "robomind" in capsys.readouterr().out
     assert cli(["manifest", "build", data, "--name", "bad", "--out", str(out / "bad"), "--params", str(params)]) == 2
+
+
+def test_the_split_seed_is_named_apart_and_a_release_that_says_seed_still_verifies(converted, tmp_path):
+    """params.yaml's old name for the split seed is refused with the new one; a manifest released before
+    the rename (manifest.json says ``seed``) still verifies, and diffs as identical to its rebuild."""
+    from pipelines.manifest.build import _write_checksums
+    from pipelines.manifest.compare import diff_manifests, inspect_manifest
+    from pipelines.manifest.format import manifest_json_text
+    from pipelines.manifest.release import write_derived_files
+
+    assert ManifestParams.from_params("x", {"split_seed": 3}).split_seed == 3
+    with pytest.raises(ManifestError, match=r"manifests\.x\.seed is now manifests\.x\.split_seed"):
+        ManifestParams.from_params("x", {"seed": 3})
+    stores = [converted / "stores"]
+    new = build_manifest(stores, tmp_path / "new", ManifestParams(name="x", validation_fraction=0.5, split_seed=3))
+    assert new["parameters"]["split_seed"] == 3 and "seed" not in new["parameters"]
+    old = shutil.copytree(tmp_path / "new", tmp_path / "old")
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["parameters"]["seed"] = manifest["parameters"].pop("split_seed")
+    (old / "manifest.json").write_text(manifest_json_text(manifest))
+    write_derived_files(old, manifest, _rows(old))  # croissant.json records manifest.json's sha256
+    _write_checksums(old)
+    assert verify_manifest(old, stores) == []  # the splits are checked with seed 3, not a default
+    diff = diff_manifests(old, tmp_path / "new")
+    assert diff["identical"] and not diff["parameters"]
+    assert "split seed 3" in inspect_manifest(old)
 
 
 def test_a_store_is_selected_by_the_source_its_index_holds_not_its_directory_name(converted, tmp_path):

@@ -40,7 +40,7 @@ def _manifest() -> tuple[dict, list[dict]]:
                                                                            if d in present})
     manifest = {
         "format_version": 1, "name": "toy", "code_version": "a1pipe 0.1.0",
-        "parameters": {"name": "toy", "within": "frames", "validation_fraction": 0.1, "seed": 3,
+        "parameters": {"name": "toy", "within": "frames", "validation_fraction": 0.1, "split_seed": 3,
                        "dataset_weights": weights, "description": "A toy mixture for the card tests.",
                        "include": {"sources": [], "embodiments": ["franka", "ur5", "aloha", "g1", "realman"],
                                    "instructions": [], "source_episodes": []}},

@@ -42,7 +42,7 @@ def _manifest_and_rows() -> tuple[dict, list[dict]]:
             _row("droid", 4, "validation", 1.0)]
     manifest = {
         "format_version": 1, "name": "pretrain", "code_version": "a1pipe 0.1.0",
-        "parameters": {"name": "pretrain", "within": "frames", "validation_fraction": 0.1, "seed": 0,
+        "parameters": {"name": "pretrain", "within": "frames", "validation_fraction": 0.1, "split_seed": 0,
                        "dataset_weights": {}, "include": {"sources": [], "embodiments": [], "instructions": [],
                                                           "source_episodes": []},
                        "description": "Small test mixture."},

@@ -91,7 +91,9 @@ class ManifestParams:
     name: str
     within: str = "frames"
     validation_fraction: float = 0.05
-    seed: int = 0
+    #: seeds the episode-id hash that assigns splits (``split_of``); what a sampler draws is seeded by
+    #: training's own ``seed``, so the two are named apart
+    split_seed: int = 0
     #: episodes set apart for early-exit calibration (never trained on, never validated on)
     calibration_fraction: float = 0.0
     dataset_weights: dict[str, float] = field(default_factory=dict)
@@ -116,8 +118,11 @@ class ManifestParams:
     def from_params(cls, name: str, conf: dict[str, Any] | None) -> ManifestParams:
         """From ``params.yaml``'s ``manifests.<name>`` section; unknown keys are an error, not ignored."""
         conf = dict(conf or {})
-        unknown = set(conf) - {"within", "validation_fraction", "calibration_fraction", "seed", "dataset_weights",
-                               "include", "description"}
+        if "seed" in conf:  # one name, one meaning: training's seed is the sampler's draw seed
+            raise ManifestError(f"manifests.{name}.seed is now manifests.{name}.split_seed (the seed of the "
+                                "episode-id hash that assigns each episode its split)")
+        unknown = set(conf) - {"within", "validation_fraction", "calibration_fraction", "split_seed",
+                               "dataset_weights", "include", "description"}
         if unknown:
             raise ManifestError(f"manifests.{name}: unknown keys {sorted(unknown)}")
         return cls(
@@ -125,7 +130,7 @@ class ManifestParams:
             within=str(conf.get("within", "frames")),
             validation_fraction=float(conf.get("validation_fraction", 0.05)),
             calibration_fraction=float(conf.get("calibration_fraction", 0.0)),
-            seed=int(conf.get("seed", 0)),
+            split_seed=int(conf.get("split_seed", 0)),
             dataset_weights={str(k): float(v) for k, v in (conf.get("dataset_weights") or {}).items()},
             include=Include.from_params(conf.get("include")),
             description=str(conf.get("description") or "").strip(),
@@ -133,7 +138,7 @@ class ManifestParams:
 
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "within": self.within, "validation_fraction": self.validation_fraction,
-               "seed": self.seed, "dataset_weights": dict(sorted(self.dataset_weights.items())),
+               "split_seed": self.split_seed, "dataset_weights": dict(sorted(self.dataset_weights.items())),
                "include": self.include.to_json(), "description": self.description}
         if self.calibration_fraction:
             out["calibration_fraction"] = self.calibration_fraction
@@ -141,9 +146,10 @@ class ManifestParams:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ManifestParams:
+        """From manifest.json's parameters as ``format.parameters_of`` names them."""
         return cls(name=data["name"], within=data["within"], validation_fraction=data["validation_fraction"],
                    calibration_fraction=data.get("calibration_fraction", 0.0),
-                   seed=data["seed"], dataset_weights=dict(data["dataset_weights"]),
+                   split_seed=data["split_seed"], dataset_weights=dict(data["dataset_weights"]),
                    include=Include(**{k: tuple(v) for k, v in data["include"].items()}),
                    description=data.get("description", ""))
 
@@ -164,14 +170,14 @@ def resolve_stores(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(set(stores), key=lambda s: s.name)
 
 
-def split_of(episode_id: str, seed: int, validation_fraction: float, calibration_fraction: float = 0.0) -> str:
-    """Deterministic per-episode split: depends only on the id and the seed, not on the other episodes.
+def split_of(episode_id: str, split_seed: int, validation_fraction: float, calibration_fraction: float = 0.0) -> str:
+    """Deterministic per-episode split: depends only on the id and the split seed, not on the other episodes.
 
     One uniform number per episode: below ``validation_fraction`` validation, then the next
     ``calibration_fraction`` calibration, else train. Adding a calibration fraction therefore
     never moves a validation episode, only takes training episodes.
     """
-    u = int(hashlib.sha256(f"{seed}:{episode_id}".encode()).hexdigest()[:15], 16) / 16**15
+    u = int(hashlib.sha256(f"{split_seed}:{episode_id}".encode()).hexdigest()[:15], 16) / 16**15
     if u < validation_fraction:
         return "validation"
     return "calibration" if u < validation_fraction + calibration_fraction else "train"
@@ -247,7 +253,7 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
                 "source_episode": r["source_episode"], "instruction": r["instruction"],
                 "num_frames": r["num_frames"], "frames_kept": c["frames_kept"],
                 "kept_ranges": [{"start": k["start"], "stop": k["stop"]} for k in c["kept_ranges"]],
-                "split": split_of(r["episode_id"], params.seed, params.validation_fraction,
+                "split": split_of(r["episode_id"], params.split_seed, params.validation_fraction,
                                   params.calibration_fraction),
             })
     for key in ("conversion_quarantine", "curation_removed"):

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from pipelines.manifest.compare import composition
-from pipelines.manifest.format import splits_of
+from pipelines.manifest.format import parameters_of, splits_of
 
 DEFAULT_DATA = "data/converted"  # params.yaml convert.out: where `dvc repro` puts the stores
 _CARD_LISTS = (("biases", "Known biases"), ("limitations", "Limitations"),
@@ -113,7 +113,7 @@ def _table(header: list[str], rows: list[list[Any]], align: str) -> list[str]:
 
 
 def _summary(manifest: dict[str, Any], datasets: list[str]) -> list[str]:
-    p = manifest["parameters"]
+    p = parameters_of(manifest)
     counts = manifest["counts"]
     weights = p.get("dataset_weights") or {}
     mixture = ("dataset weights are overridden (" + ", ".join(f"{d} {w:g}" for d, w in sorted(weights.items()))
@@ -134,7 +134,7 @@ def _summary(manifest: dict[str, Any], datasets: list[str]) -> list[str]:
         f"{_n(len(manifest['inputs']), 'store')}. "
         f"Sampling is two-level balanced (within `{p['within']}`): {mixture}, each "
         f"embodiment an equal share of its dataset, and inside a dataset and embodiment episodes are drawn {within}. "
-        f"Each episode is assigned to validation by a hash of its id with seed {p['seed']} "
+        f"Each episode is assigned to validation by a hash of its id with seed {p['split_seed']} "
         f"(validation fraction {p['validation_fraction']:g}"
         + (f", then calibration fraction {p['calibration_fraction']:g}, episodes set apart for early-exit "
            "calibration" if p.get("calibration_fraction") else "")

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from pipelines.manifest.format import SPLITS, load_manifest, splits_of
+from pipelines.manifest.format import SPLITS, load_manifest, parameters_of, splits_of
 
 # Identity fields that, like sha256, mean "this is not the episode it was" when they change.
 _FIELDS = ("dataset", "embodiment", "robot_type", "store", "path", "source_episode", "instruction", "num_frames")
@@ -119,7 +119,7 @@ def diff_manifests(a_dir: str | Path, b_dir: str | Path) -> dict[str, Any]:
               "removed": [inputs_a[s] for s in sorted(set(inputs_a) - set(inputs_b))],
               "changed": [{"store": s, "fields": f} for s in sorted(set(inputs_a) & set(inputs_b))
                           if (f := _changed(inputs_a[s], inputs_b[s]))]}
-    parameters = _changed(_flat(ma["parameters"]), _flat(mb["parameters"]))
+    parameters = _changed(_flat(parameters_of(ma)), _flat(parameters_of(mb)))
     totals = {split: {k: {"old": ca, "new": cb, "delta": cb - ca}
                       for k in ("episodes", "frames_kept")
                       for ca, cb in [(ma["counts"].get(split, {}).get(k, 0), mb["counts"].get(split, {}).get(k, 0))]}
@@ -276,7 +276,7 @@ def inspect_json(manifest_dir: str | Path) -> dict[str, Any]:
     excluded = manifest.get("excluded", {})
     return {
         "name": manifest["name"], "dir": str(manifest_dir), "code_version": manifest["code_version"],
-        "format_version": manifest.get("format_version"), "parameters": manifest["parameters"],
+        "format_version": manifest.get("format_version"), "parameters": parameters_of(manifest),
         "table": manifest["table"], "counts": manifest["counts"], "splits": composition(manifest, rows),
         "excluded": excluded,
         "excluded_totals": {k: (len(v) if isinstance(v, list) else sum(v.values()) if isinstance(v, dict) else v)
@@ -290,7 +290,7 @@ def _params_text(params: dict[str, Any]) -> list[str]:
     include = "; ".join(f"{k} {', '.join(v)}" for k, v in sorted(params.get("include", {}).items()) if v)
     include = include or "everything"
     return [f"  within each dataset/embodiment: uniform over {params.get('within')}",
-            f"  validation fraction {params.get('validation_fraction')}, seed {params.get('seed')}",
+            f"  validation fraction {params.get('validation_fraction')}, split seed {params.get('split_seed')}",
             f"  dataset weights: {weights}", f"  include: {include}"]
 
 

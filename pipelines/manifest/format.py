@@ -48,6 +48,9 @@ TABLE_SCHEMA = pa.schema(
         pa.field("probability", pa.float64(), nullable=False),
     ]
 )
+#: parameters that manifests written by earlier versions record under another name: the split seed
+#: was ``seed`` until it was told apart from the sampler's draw seed
+_RENAMED_PARAMETERS = {"seed": "split_seed"}
 
 
 class ManifestError(ValueError):
@@ -70,6 +73,16 @@ def file_sha256(path: str | Path) -> str:
 def splits_of(manifest: dict[str, Any]) -> tuple[str, ...]:
     """The splits a manifest has: train and validation, and calibration when it was built with one."""
     return tuple(s for s in SPLITS if s != "calibration" or "calibration" in manifest.get("counts", {}))
+
+
+def parameters_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    """manifest.json's ``parameters`` under today's names.
+
+    A release keeps the bytes it was written with (its SHA256SUMS and croissant.json hash them),
+    so a manifest that records the split seed as ``seed`` is read, verified and compared as if
+    it said ``split_seed``, not rewritten.
+    """
+    return {_RENAMED_PARAMETERS.get(k, k): v for k, v in manifest["parameters"].items()}
 
 
 def load_manifest(manifest_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -4,10 +4,11 @@ A manifest gives every episode a probability (equal share per dataset, then per
 embodiment, then per episode or per kept frame) and its kept frame ranges. A frame's
 probability is its episode's probability spread uniformly over the episode's kept frames.
 
-Each epoch is one global sequence of draws fixed by ``(seed, epoch)``; a data-loader
-worker on a distributed rank takes every ``world_size * num_workers``-th draw starting at
-its own slot, so the shards of an epoch are disjoint and together are the whole sequence,
-whatever the worker and rank layout. :meth:`ManifestSampler.batches` shards the same
+Each epoch is one global sequence of draws fixed by ``(seed, epoch)``: ``seed`` is the run's
+draw seed (training's), not the manifest's ``split_seed``, which fixed the splits read here.
+A data-loader worker on a distributed rank takes every ``world_size * num_workers``-th draw
+starting at its own slot, so the shards of an epoch are disjoint and together are the whole
+sequence, whatever the worker and rank layout. :meth:`ManifestSampler.batches` shards the same
 sequence by whole batches instead, so what a rank trains on does not depend on how many
 loader workers it uses, and a run can resume at any batch.
 """

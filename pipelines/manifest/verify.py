@@ -31,6 +31,7 @@ from pipelines.manifest.format import (
     ManifestError,
     file_sha256,
     load_manifest,
+    parameters_of,
     splits_of,
 )
 from pipelines.manifest.release import plot_labels, write_derived_files
@@ -111,9 +112,9 @@ def _verify_accounting(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> 
         found = {"episodes": len(members), "frames_kept": sum(r["frames_kept"] for r in members)}
         if found != recorded:
             problems.append(f"{split}: table has {found}, {MANIFEST_FILE} records {recorded}")
-    params = manifest["parameters"]
+    params = parameters_of(manifest)
     for r in rows:
-        expected = split_of(r["episode_id"], params["seed"], params["validation_fraction"],
+        expected = split_of(r["episode_id"], params["split_seed"], params["validation_fraction"],
                             params.get("calibration_fraction", 0.0))
         if r["split"] != expected:
             problems.append(f"{r['episode_id']}: split {r['split']!r}, the split rule gives {expected!r}")
@@ -171,7 +172,7 @@ def _verify_probabilities(manifest: dict[str, Any], rows: list[dict[str, Any]]) 
     """Recompute every probability and share from the table and the recorded parameters."""
     problems = []
     try:
-        params = ManifestParams.from_json(manifest["parameters"])
+        params = ManifestParams.from_json(parameters_of(manifest))
         fresh = [dict(r) for r in rows]
         shares = assign_probabilities(fresh, params)
     except (ManifestError, KeyError, TypeError) as exc:
