@@ -3,7 +3,8 @@
 A converter is "declare the schema + yield episodes" (the TFDS builder idea): the
 parallel machinery, curation, writing, resume and reporting live once in
 ``pipelines/convert.py``. To add a source, subclass :class:`Converter` in one
-module under ``converters/`` and decorate it with :func:`converters.register`.
+module under ``converters/`` and decorate it with :func:`converters.register`; its
+options are a frozen dataclass that :func:`parse_options` builds from ``params.yaml``.
 """
 
 from __future__ import annotations
@@ -352,10 +353,13 @@ class Converter(ABC):
     physical_limits: ClassVar[dict[str, dict[str, tuple[float, float]]]] = {}
     #: license, collection method, biases and limitations stated in released manifests
     card: ClassVar[SourceCard]
+    #: the frozen dataclass of what ``sources.<name>.options`` may set (:func:`parse_options`)
+    options_type: ClassVar[type] = NoOptions
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         self.root = Path(root)
-        self.options = dict(options or {})
+        #: an ``options_type`` instance; a bad key or value fails here, before any work is listed
+        self.options = parse_options(self.options_type, options, source=self.name)
 
     @abstractmethod
     def discover(self) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 import pytest
 
+from converters import available_sources, get_converter
 from converters.base import NoOptions, Rule, check_value, option, parse_options
 
 Name = Annotated[str, Rule(nonempty=True)]
@@ -162,3 +163,13 @@ def test_check_value_holds_data_from_a_file_to_the_same_rules():
     with pytest.raises(ValueError, match=r"^table.json\['a'\] must be a non-empty string, got ''$"):
         check_value(texts, {"a": ""}, "table.json")
 
+
+@pytest.mark.parametrize("source", available_sources())
+def test_every_converter_declares_its_options_for_the_validator(source):
+    """Its defaults satisfy its own declaration, and a key it lacks is refused with its name."""
+    cls = get_converter(source)
+    defaults = cls.options_type()
+    given = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)}
+    assert parse_options(cls.options_type, given, source=source) == defaults
+    with pytest.raises(ValueError, match=f"^{source}: unknown option"):
+        cls("/nonexistent", {"no_such_option": 1})
