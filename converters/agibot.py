@@ -47,14 +47,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import av
 import h5py
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard, episode_file, episode_folder, is_dangling_link
+from converters.base import Converter, Rule, SourceCard, episode_file, episode_folder, is_dangling_link, option
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, CameraStream, Episode, TimestampOrigin
 
@@ -158,20 +158,45 @@ DEXHAND_TASKS = frozenset({475, 536, 547, 548, 549, 554, 577, 578, 591, 595, 608
 TACTILE_TASKS = frozenset({666, 675, 676, 677, 694, 737, 774})
 TASK_EFFECTORS: dict[int, str] = {**{t: "dexhand" for t in DEXHAND_TASKS}, **{t: "tactile" for t in TACTILE_TASKS}}
 
-OPTION_DEFAULTS: dict[str, Any] = {
-    "control_hz": FPS,
-    "effector_types": {},  # {task_id: "gripper"|"dexhand"|"tactile"}, overrides the catalogue
-    "embodiments": {},  # {effector type: embodiment id}
-    "cameras": {},  # {effector type: [camera, ...]} required cameras
-    "optional_cameras": {},  # {effector type: [camera, ...]} included when present
-    "action_gap_fill": "hold",  # "hold" | "state"
-    "max_frame_drift": 3,  # video/proprio frame-count difference reconciled by nearest timestamp
-    "camera_parameters": "read",  # "read" | "strict" | "ignore"
-    "instruction_template": None,  # e.g. "{task_name} | {init_scene_text}"
-    "decode_threads": 1,  # threads per video decoder; 0 = FFmpeg decides (Beam already runs a worker per core)
-}
-GAP_FILL_MODES = ("hold", "state")
-CAMERA_PARAMETER_MODES = ("read", "strict", "ignore")
+#: an AgiBot World task id: a YAML integer key (``327``) or its digits as a string (``"327"``)
+TaskId = Annotated[int, Rule(ge=0)] | Annotated[str, Rule(pattern="[0-9]+")]
+EffectorName = Annotated[str, Rule(choices=tuple(EFFECTOR_TYPES))]
+CameraNames = tuple[Annotated[str, Rule(nonempty=True)], ...]
+Slug = Annotated[str, Rule(pattern="[a-z0-9]+(?:_[a-z0-9]+)*")]
+
+
+@dataclass(frozen=True)
+class AgibotOptions:
+    """``sources.agibot.options`` in params.yaml (docs/sources/agibot.md §4); a table left out or null
+    changes nothing."""
+
+    control_hz: float = option(FPS, gt=0, lt=math.inf)
+    #: {task id: effector type}, overriding the catalogue for the tasks it lists
+    effector_types: dict[TaskId, EffectorName] | None = None
+    #: {effector type: embodiment id}
+    embodiments: dict[EffectorName, Slug] | None = None
+    #: {effector type: [camera, ...]}: the required cameras
+    cameras: dict[EffectorName, Annotated[CameraNames, Rule(nonempty=True)]] | None = None
+    #: {effector type: [camera, ...]}: included when present
+    optional_cameras: dict[EffectorName, CameraNames] | None = None
+    action_gap_fill: Literal["hold", "state"] = "hold"
+    #: video/proprio frame-count difference reconciled by nearest timestamp
+    max_frame_drift: int = option(3, ge=0)
+    camera_parameters: Literal["read", "strict", "ignore"] = "read"
+    #: e.g. ``"{task_name} | {init_scene_text}"``
+    instruction_template: str | None = None
+    #: threads per video decoder; 0 = FFmpeg decides (Beam already runs a worker per core)
+    decode_threads: int = option(1, ge=0)
+
+    def __post_init__(self):
+        """The template may name only the three task_info texts: checked once here, not per episode."""
+        if self.instruction_template is not None:
+            try:
+                self.instruction_template.format(task_name="", init_scene_text="", english_task_name="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"option instruction_template {self.instruction_template!r} may only use "
+                                 f"{{task_name}}, {{init_scene_text}}, {{english_task_name}}: {exc}") from None
+
 
 _H5_ERRORS = (OSError, RuntimeError)
 _AV_ERRORS = (av.error.FFmpegError, OSError, EOFError)
@@ -504,11 +529,12 @@ class AgibotConverter(Converter):
     embodiments = EMBODIMENTS
     control_hz = FPS
     card = SourceCard.load("agibot")  # converters/cards/agibot.yaml
+    options_type = AgibotOptions
 
     def __init__(self, root, options=None):
         super().__init__(root, options)
-        self.settings = _validate_options(self.options)
-        self.effectors = _effector_table(self.settings)
+        self.effectors = _effector_table(self.options)
+        self.task_effectors = {**TASK_EFFECTORS, **{int(t): e for t, e in (self.options.effector_types or {}).items()}}
         self._task_info: OrderedDict[str, dict[str, Any] | EpisodeError] = OrderedDict()
         self._proprio_tars = _SidecarIndex(self.root / "proprio_stats")
         self._parameter_tars = _SidecarIndex(self.root / "parameters")
@@ -641,7 +667,7 @@ class AgibotConverter(Converter):
         instruction, alternatives = self._language(record, ref)
         with self._proprio_file(task, episode, ref) as (h5, proprio_from):
             try:
-                proprio = _read_proprio(h5, ref, effector, self.settings["action_gap_fill"])
+                proprio = _read_proprio(h5, ref, effector, self.options.action_gap_fill)
             except _H5_ERRORS as exc:
                 raise EpisodeError(Reason.CORRUPT_FILE, f"{ref}: unreadable proprio_stats.h5 content: {exc}") from exc
         subtasks, clipped = _subtasks(record, proprio.num_frames, ref)
@@ -661,7 +687,7 @@ class AgibotConverter(Converter):
                 source_episode=ref,
                 embodiment=effector.embodiment,
                 robot_type=ROBOT_TYPE,
-                control_hz=float(self.settings["control_hz"]),
+                control_hz=self.options.control_hz,
                 timestamp=proprio.t_rel,
                 state=proprio.state,
                 state_names=proprio.state_names,
@@ -681,7 +707,7 @@ class AgibotConverter(Converter):
             lease.close()
 
     def effector_type(self, task: str | int) -> EffectorType:
-        name = self.settings["effector_types"].get(int(task), TASK_EFFECTORS.get(int(task), "gripper"))
+        name = self.task_effectors.get(int(task), "gripper")
         return self.effectors[name]
 
     # -- task_info ----------------------------------------------------------------------
@@ -740,7 +766,7 @@ class AgibotConverter(Converter):
             if value is not None and not isinstance(value, str):
                 raise EpisodeError(Reason.INVALID_METADATA, f"{ref}: task_info '{key}' must be a string, got {value!r}")
             texts[key] = (value or "").strip()
-        template = self.settings["instruction_template"]
+        template = self.options.instruction_template
         if template:
             instruction = template.format(**texts).strip()
         else:
@@ -797,7 +823,7 @@ class AgibotConverter(Converter):
         cameras: dict[str, CameraStream] = {}
         videos: dict[str, _Video] = {}
         n = proprio.num_frames
-        tolerance = int(self.settings["max_frame_drift"])
+        tolerance = self.options.max_frame_drift
         for cam in wanted:
             rel = camera_file(cam)
             video = _probe_video(files, rel, cam, f"{ref}: camera '{cam}' ({rel})")
@@ -818,7 +844,7 @@ class AgibotConverter(Converter):
             # may consume the cameras on parallel threads
             cameras[cam] = CameraStream(cam, n, _frame_reader(files, video, proprio.t_rel, lease,
                                                               f"{ref}: camera '{cam}' ({rel})",
-                                                              self.settings["decode_threads"]),
+                                                              self.options.decode_threads),
                                         thread_safe=True, source_name=Path(rel).stem,
                                         source_file=files.origin(rel, self.root))
         return cameras, videos
@@ -842,7 +868,7 @@ class AgibotConverter(Converter):
         return _TarFiles(tar, flat), f"{tar.relative_to(self.root).as_posix()}:{task}/{episode}"
 
     def _camera_parameters(self, task: str, episode: str, ref: str, cameras: list[str], n: int):
-        mode = self.settings["camera_parameters"]
+        mode = self.options.camera_parameters
         if mode == "ignore":
             return {}, {}
         files, where = self._parameter_files(task, episode)
@@ -898,7 +924,7 @@ class AgibotConverter(Converter):
             "measured_hz": round(1.0 / float(np.median(steps)), 3) if n > 1 and np.median(steps) > 0 else None,
             "state_units": proprio.state_units,
             "action_units": proprio.action_units,
-            "action_gap_fill": self.settings["action_gap_fill"],
+            "action_gap_fill": self.options.action_gap_fill,
             "action_sources": proprio.action_sources,
             "videos": {cam: {"file": v.rel, "codec": v.codec, "height": v.height, "width": v.width, "fps": v.fps,
                              "frames": v.frames, "alignment": v.alignment} for cam, v in videos.items()},
@@ -941,63 +967,14 @@ def _join_sentences(first: str, second: str) -> str:
     return first or second
 
 
-def _validate_options(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(OPTION_DEFAULTS))
-    if unknown:
-        raise ValueError(f"agibot: unknown option(s) {unknown}; known: {sorted(OPTION_DEFAULTS)}")
-    settings = {**OPTION_DEFAULTS, **options}
-    hz = settings["control_hz"]
-    if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not math.isfinite(hz) or hz <= 0:
-        raise ValueError(f"agibot: control_hz must be a number > 0, got {hz!r}")
-    effector_types = {}
-    for task, name in dict(settings["effector_types"] or {}).items():
-        if not str(task).isdigit() or name not in EFFECTOR_TYPES:
-            raise ValueError(f"agibot: effector_types maps task ids to {sorted(EFFECTOR_TYPES)}, "
-                             f"got {task!r}: {name!r}")
-        effector_types[int(task)] = name
-    settings["effector_types"] = effector_types
-    for key in ("embodiments", "cameras", "optional_cameras"):
-        value = dict(settings[key] or {})
-        if set(value) - set(EFFECTOR_TYPES):
-            raise ValueError(f"agibot: {key} keys must be effector types {sorted(EFFECTOR_TYPES)}, got {sorted(value)}")
-        settings[key] = value
-    for name, embodiment in settings["embodiments"].items():
-        if not isinstance(embodiment, str) or not re.match(r"^[a-z0-9]+(?:_[a-z0-9]+)*$", embodiment):
-            raise ValueError(f"agibot: embodiments[{name}] must be a lowercase slug, got {embodiment!r}")
-    for key in ("cameras", "optional_cameras"):
-        for name, cams in settings[key].items():
-            if not isinstance(cams, (list, tuple)) or not all(isinstance(c, str) and c for c in cams):
-                raise ValueError(f"agibot: {key}[{name}] must be a list of camera names, got {cams!r}")
-            if key == "cameras" and not cams:
-                raise ValueError(f"agibot: cameras[{name}] must not be empty")
-    if settings["action_gap_fill"] not in GAP_FILL_MODES:
-        raise ValueError(f"agibot: action_gap_fill must be one of {GAP_FILL_MODES}, "
-                         f"got {settings['action_gap_fill']!r}")
-    for key in ("max_frame_drift", "decode_threads"):
-        value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"agibot: {key} must be an integer >= 0, got {value!r}")
-    if settings["camera_parameters"] not in CAMERA_PARAMETER_MODES:
-        raise ValueError(f"agibot: camera_parameters must be one of {CAMERA_PARAMETER_MODES}, "
-                         f"got {settings['camera_parameters']!r}")
-    template = settings["instruction_template"]
-    if template is not None:
-        try:
-            template.format(task_name="", init_scene_text="", english_task_name="")
-        except (AttributeError, KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"agibot: instruction_template {template!r} may only use {{task_name}}, "
-                             f"{{init_scene_text}}, {{english_task_name}}: {exc}") from None
-    return settings
-
-
-def _effector_table(settings: dict[str, Any]) -> dict[str, EffectorType]:
+def _effector_table(options: AgibotOptions) -> dict[str, EffectorType]:
     table = {}
     for name, spec in EFFECTOR_TYPES.items():
         table[name] = replace(
             spec,
-            embodiment=settings["embodiments"].get(name, spec.embodiment),
-            cameras=tuple(settings["cameras"].get(name, spec.cameras)),
-            optional_cameras=tuple(settings["optional_cameras"].get(name, spec.optional_cameras)),
+            embodiment=(options.embodiments or {}).get(name, spec.embodiment),
+            cameras=(options.cameras or {}).get(name, spec.cameras),
+            optional_cameras=(options.optional_cameras or {}).get(name, spec.optional_cameras),
         )
     return table
 

@@ -3,20 +3,24 @@
 A converter is "declare the schema + yield episodes" (the TFDS builder idea): the
 parallel machinery, curation, writing, resume and reporting live once in
 ``pipelines/convert.py``. To add a source, subclass :class:`Converter` in one
-module under ``converters/`` and decorate it with :func:`converters.register`.
+module under ``converters/`` and decorate it with :func:`converters.register`; its
+options are a frozen dataclass that :func:`parse_options` builds from ``params.yaml``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
+import re
+import types
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Annotated, Any, Callable, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import MAX_ABS_VALUE, Episode, check_episode
@@ -87,6 +91,235 @@ def cards_for(datasets) -> dict[str, SourceCard | None]:
     return {d: SourceCard.load(d) if (CARDS_DIR / f"{d}.yaml").is_file() else None for d in sorted(datasets)}
 
 
+# Converter options ------------------------------------------------------------------
+
+OptionsT = TypeVar("OptionsT")
+
+#: the ``field(metadata=...)`` key :func:`option` keeps a field's :class:`Rule` under
+_RULE = "a1pipe.option_rule"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A constraint on a value beyond its type; every bound given must hold (NaN fails every bound).
+
+    ``choices``: the allowed values, for a set owned by a table (``tuple(ACTION_CHOICES)``); a
+    fixed set of spellings reads better as ``Literal[...]``. ``ge``/``gt``/``le``/``lt``: bounds
+    on a number (``lt=math.inf`` says "finite"). ``nonempty``: a string with a non-space
+    character, a list or mapping with an item. ``pattern``: a regular expression the whole
+    string must match.
+    """
+
+    choices: tuple[Any, ...] | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    nonempty: bool = False
+    pattern: str | None = None
+
+    def holds(self, value: Any) -> bool:
+        """Does ``value``, already of the annotated type, keep every part of this rule?"""
+        if self.choices is not None and value not in self.choices:
+            return False
+        # written as "not (value >= bound)" so that NaN, for which every comparison is false, fails
+        for bound, ok in ((self.ge, lambda b: value >= b), (self.gt, lambda b: value > b),
+                          (self.le, lambda b: value <= b), (self.lt, lambda b: value < b)):
+            if bound is not None and not ok(bound):
+                return False
+        if self.nonempty and not (value.strip() if isinstance(value, str) else len(value)):
+            return False
+        return self.pattern is None or re.fullmatch(self.pattern, value) is not None
+
+    def describe(self, base: str) -> str:
+        """``base`` (the type in words, with its article) narrowed by this rule."""
+        if self.choices is not None:
+            base = "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.nonempty:
+            base = "a non-empty " + base.removeprefix("a ").removeprefix("an ")
+        bounds = [f"{op} {b}" for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                  if b is not None]
+        if bounds:
+            base += " " + " and ".join(bounds)
+        if self.pattern is not None:
+            base += f" matching the pattern {self.pattern}"
+        return base
+
+
+def option(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **rule: Any) -> Any:
+    """A dataclass field whose value must also satisfy ``Rule(**rule)``: ``x: int = option(1, ge=1)``."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={_RULE: Rule(**rule)})
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a converter that takes none: any key is unknown."""
+
+
+def parse_options(options_type: type[OptionsT], given: Mapping[str, Any] | None, *, source: str) -> OptionsT:
+    """``options_type`` built from ``given`` (a source's ``params.yaml`` options; None: empty), or a
+    ``ValueError`` naming ``source``, the key, what it must be and the value given.
+
+    Every converter declares its options as a frozen dataclass (``Converter.options_type``): the
+    fields are the keys its ``sources.<name>.options`` may hold, their annotations the values each
+    accepts, their defaults what a key left out means. One validator reads them all, so every
+    source refuses the same mistakes the same way:
+
+    * a key that is no field (the message lists the known ones);
+    * a value of the wrong type. ``bool`` is neither ``int`` nor ``float`` (YAML's ``true`` is not
+      a count); an ``int`` is a ``float`` (and stored as one); a list or tuple is a ``tuple[...]``
+      (stored as a tuple); ``None`` only where the annotation says ``| None``;
+    * a value that breaks its :class:`Rule` (choices, a range, not empty, a pattern): on the field,
+      given with :func:`option`; on an item inside a container (each camera name, each mapping
+      key) as ``Annotated[type, Rule(...)]``. A field's rule on ``X | None`` applies to ``X``.
+
+    Annotations understood: ``bool``, ``int``, ``float``, ``str``, ``None``, ``Literal[...]``,
+    unions, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[K, V]``, ``Annotated[X, Rule]``; any other is
+    a ``TypeError`` the first time the class is used, so no declaration goes unchecked. A condition
+    relating fields, or one no rule says, is the dataclass's ``__post_init__``: it runs after every
+    field has passed, and its ``ValueError`` is prefixed with the source like the others.
+
+    Not pydantic, though the environment has it: it comes only through DVC (gto requires it), not
+    as a dependency of this project, and would be a large import in every Beam worker for a few
+    dozen scalar options. Its default (lax) mode accepts what must be refused here (``"yes"`` for a bool,
+    ``"30"`` for a number), its strict mode refuses a YAML list for a tuple, and its messages would
+    need rewriting to name the source. The handful of annotations above and four kinds of rule are
+    plain ``dataclasses`` and ``typing`` introspection.
+    """
+    given = {} if given is None else given
+    if not isinstance(given, Mapping):
+        raise ValueError(f"{source}: options must be a mapping of option names to values, got {given!r}")
+    schema = _schema(options_type)
+    unknown = sorted((k for k in given if k not in schema), key=str)
+    if unknown:
+        raise ValueError(f"{source}: unknown option(s) {unknown}; known: {sorted(schema)}")
+    try:
+        return options_type(**{key: check_value(schema[key], value, f"option {key}") for key, value in given.items()})
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+
+
+def check_value(tp: Any, value: Any, where: str) -> Any:
+    """``value`` as the annotation ``tp`` asks (an int widened to float, a list made a tuple, a mapping
+    copied), or a ``ValueError``: ``<where> must be <tp in words>, got <value>``. Also for data read
+    from a file an option names (a table of texts), so it is held to the same rules."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        if not _same_kind(args[0], value):  # named with its rule: "an integer >= 0", not "an integer"
+            raise _mismatch(tp, value, where)
+        out = check_value(args[0], value, where)
+        if not all(r.holds(out) for r in tp.__metadata__ if isinstance(r, Rule)):
+            raise _mismatch(tp, value, where)
+        return out
+    if origin is Union or origin is types.UnionType:
+        candidates = [a for a in args if _same_kind(a, value)]
+        if not candidates:
+            raise _mismatch(tp, value, where)
+        first_error = None
+        for member in candidates:
+            try:
+                return check_value(member, value, where)
+            except ValueError as exc:
+                first_error = first_error or exc
+        raise first_error
+    if not _same_kind(tp, value):
+        raise _mismatch(tp, value, where)
+    if origin is Literal:
+        return value
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(check_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _mismatch(tp, value, where)
+        return tuple(check_value(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        return {check_value(args[0], k, f"{where} key {k!r}"): check_value(args[1], v, f"{where}[{k!r}]")
+                for k, v in value.items()}
+    return float(value) if tp is float else value
+
+
+def _describe(tp: Any) -> str:
+    """The annotation ``tp`` in words, as messages give it; ``TypeError`` for one the validator lacks."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        text = _describe(args[0])
+        for rule in tp.__metadata__:
+            if isinstance(rule, Rule):
+                text = rule.describe(text)
+        return text
+    if origin is Union or origin is types.UnionType:
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list [{_describe(args[0])}, ...]"
+        return f"a list of {len(args)} [{', '.join(_describe(a) for a in args)}]"
+    if origin is dict:
+        return f"a mapping {{{_describe(args[0])}: {_describe(args[1])}}}"
+    if tp in _SCALARS:
+        return _SCALARS[tp][1]
+    raise TypeError(f"option annotation {tp!r} is not one the options validator understands")
+
+
+#: scalar annotation -> (is this value of it, its name in messages); bool is not a number here
+_SCALARS: dict[Any, tuple[Any, str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    type(None): (lambda v: v is None, "null"),
+}
+
+
+def _same_kind(tp: Any, value: Any) -> bool:
+    """Is ``value`` the kind of thing ``tp`` holds (its items and rules not yet looked at)? Chooses the
+    member of a union a value is checked against, so the message names that member's rule."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        return _same_kind(args[0], value)
+    if origin is Union or origin is types.UnionType:
+        return any(_same_kind(a, value) for a in args)
+    if origin is Literal:  # compared by type too: True == 1, but true is not the choice 1
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin is tuple:
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, Mapping)
+    return _SCALARS[tp][0](value)
+
+
+def _mismatch(tp: Any, value: Any, where: str) -> ValueError:
+    return ValueError(f"{where} must be {_describe(tp)}, got {value!r}")
+
+
+@functools.cache
+def _schema(options_type: type) -> dict[str, Any]:
+    """Field name -> its annotation with the field's :class:`Rule` folded in, each checked once to be
+    one the validator understands (a mistyped declaration fails on first use, not when first set)."""
+    if not (dataclasses.is_dataclass(options_type) and options_type.__dataclass_params__.frozen):
+        raise TypeError(f"{options_type.__name__}: converter options are a frozen dataclass")
+    hints = get_type_hints(options_type, include_extras=True)
+    schema = {}
+    for f in dataclasses.fields(options_type):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        if _RULE in f.metadata:
+            tp = _with_rule(tp, f.metadata[_RULE])
+        _describe(tp)
+        schema[f.name] = tp
+    return schema
+
+
+def _with_rule(tp: Any, rule: Rule) -> Any:
+    """``tp`` narrowed by a field's rule; for ``X | None`` the rule is on ``X`` (None stays "not set")."""
+    if get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp):
+        rest = tuple(a for a in get_args(tp) if a is not type(None))
+        return Union[Annotated[Union[rest], rule], None]
+    return Annotated[tp, rule]
+
+
 class Converter(ABC):
     """Base class of every source converter.
 
@@ -120,10 +353,13 @@ class Converter(ABC):
     physical_limits: ClassVar[dict[str, dict[str, tuple[float, float]]]] = {}
     #: license, collection method, biases and limitations stated in released manifests
     card: ClassVar[SourceCard]
+    #: the frozen dataclass of what ``sources.<name>.options`` may set (:func:`parse_options`)
+    options_type: ClassVar[type] = NoOptions
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         self.root = Path(root)
-        self.options = dict(options or {})
+        #: an ``options_type`` instance; a bad key or value fails here, before any work is listed
+        self.options = parse_options(self.options_type, options, source=self.name)
 
     @abstractmethod
     def discover(self) -> list[str]:

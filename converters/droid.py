@@ -37,13 +37,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard, episode_file, relative_inside
+from converters.base import Converter, SourceCard, episode_file, option, relative_inside
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import (
     ActionKind,
@@ -163,39 +163,19 @@ FILE_PATH_RE = re.compile(
     r"(?:^|/)(?P<lab>[^/]+)/(?P<outcome>success|failure)/(?P<date>[^/]+)/(?P<time>[^/]+)/[^/]+\.h5$"
 )
 VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
-MODES = ("auto", "rlds", "raw")
-OPTION_KEYS = {"mode", "version", "split", "action", "extras", "annotations"}
 
 
 @dataclass(frozen=True)
 class DroidOptions:
     """``sources.droid.options`` in params.yaml (see docs/sources/droid.md)."""
 
-    mode: str = "auto"
-    version: str | None = None
+    mode: Literal["auto", "rlds", "raw"] = "auto"
+    #: the RLDS version folder to read when the root is its parent, e.g. ``"1.0.1"``; None: the newest
+    version: str | None = option(None, pattern=VERSION_RE.pattern)
     split: str = "train"
-    action: str = DEFAULT_ACTION
+    action: str = option(DEFAULT_ACTION, choices=tuple(ACTION_CHOICES))
     extras: bool = True
     annotations: str | None = None
-
-    @classmethod
-    def parse(cls, raw: dict[str, Any]) -> DroidOptions:
-        unknown = sorted(set(raw) - OPTION_KEYS)
-        if unknown:
-            raise ValueError(f"droid: unknown option(s) {unknown}; allowed: {sorted(OPTION_KEYS)}")
-        raw = dict(raw)
-        if raw.get("version") is not None:
-            raw["version"] = str(raw["version"])
-        opts = cls(**raw)
-        if opts.mode not in MODES:
-            raise ValueError(f"droid: option mode={opts.mode!r} is not one of {MODES}")
-        if opts.action not in ACTION_CHOICES:
-            raise ValueError(f"droid: option action={opts.action!r} is not one of {sorted(ACTION_CHOICES)}")
-        if opts.version is not None and not VERSION_RE.match(str(opts.version)):
-            raise ValueError(f"droid: option version={opts.version!r} is not a version like '1.0.1'")
-        if not isinstance(opts.extras, bool):
-            raise ValueError(f"droid: option extras must be true or false, got {opts.extras!r}")
-        return opts
 
 
 # --------------------------------------------------------------------------------------
@@ -433,10 +413,10 @@ class DroidConverter(Converter):
     #: gripper position is defined as 1 - width / max_width (droid/franka/robot.py)
     physical_limits = {EMBODIMENT: {GRIPPER: (-1e-3, 1.0 + 1e-3), GRIPPER_ACTION: (-1e-3, 1.0 + 1e-3)}}
     card = SourceCard.load("droid")  # converters/cards/droid.yaml
+    options_type = DroidOptions
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         super().__init__(root, options)
-        self.opts = DroidOptions.parse(self.options)
         self._releases: dict[Path, RldsRelease] = {}
         self._annotations: dict[Path, tuple[str, dict[str, Any]] | None] = {}
 
@@ -447,7 +427,7 @@ class DroidConverter(Converter):
         if not self.root.is_dir():
             raise FileNotFoundError(f"droid root {self.root} is not a directory")
         units: list[str] = []
-        version_dir = self.rlds_version_dir() if self.opts.mode in ("auto", "rlds") else None
+        version_dir = self.rlds_version_dir() if self.options.mode in ("auto", "rlds") else None
         if version_dir is not None:
             rel = version_dir.relative_to(self.root).as_posix()
             try:
@@ -456,11 +436,11 @@ class DroidConverter(Converter):
                 units.append(rel)  # reported by episodes(rel), as one quarantined unit
             else:
                 units += [name if rel == "." else f"{rel}/{name}" for name in release.shard_lengths]
-        elif self.opts.mode == "rlds":
+        elif self.options.mode == "rlds":
             raise FileNotFoundError(f"droid: no TFDS version folder (with dataset_info.json) at or under {self.root}")
-        if self.opts.mode in ("auto", "raw"):
+        if self.options.mode in ("auto", "raw"):
             raw = self._raw_trajectories()
-            if not raw and self.opts.mode == "raw":
+            if not raw and self.options.mode == "raw":
                 raise FileNotFoundError(f"droid: no raw trajectory folder (with {RAW_TRAJECTORY}) under {self.root}")
             units += raw
         if not units:
@@ -474,9 +454,9 @@ class DroidConverter(Converter):
     def rlds_version_dir(self) -> Path | None:
         """``root`` itself when it is a TFDS version folder, else the chosen (default: newest) one under it."""
         if (self.root / "dataset_info.json").is_file():
-            if self.opts.version is not None and self.root.name != self.opts.version:
+            if self.options.version is not None and self.root.name != self.options.version:
                 raise ValueError(
-                    f"droid: root {self.root} is version folder {self.root.name}, option asks {self.opts.version}"
+                    f"droid: root {self.root} is version folder {self.root.name}, option asks {self.options.version}"
                 )
             return self.root
         versions = {
@@ -484,19 +464,19 @@ class DroidConverter(Converter):
             for p in self.root.iterdir()
             if p.is_dir() and VERSION_RE.match(p.name) and (p / "dataset_info.json").is_file()
         }
-        if self.opts.version is not None:
-            if self.opts.version not in versions:
+        if self.options.version is not None:
+            if self.options.version not in versions:
                 raise FileNotFoundError(
-                    f"droid: no version folder {self.opts.version} under {self.root} (found: {sorted(versions)})"
+                    f"droid: no version folder {self.options.version} under {self.root} (found: {sorted(versions)})"
                 )
-            return versions[self.opts.version]
+            return versions[self.options.version]
         if not versions:
             return None
         return versions[max(versions, key=lambda v: tuple(int(x) for x in v.split(".")))]
 
     def release(self, version_dir: Path) -> RldsRelease:
         if version_dir not in self._releases:
-            self._releases[version_dir] = RldsRelease(version_dir, self.opts.split)
+            self._releases[version_dir] = RldsRelease(version_dir, self.options.split)
         return self._releases[version_dir]
 
     def _raw_trajectories(self) -> list[str]:
@@ -623,7 +603,7 @@ class DroidConverter(Converter):
 
         fields = self._fields(lookup, "rlds", where)
         num_frames = len(fields[STATE_FIELDS[0].rlds])
-        if self.opts.extras:
+        if self.options.extras:
             rlds_action = lookup(RLDS_ACTION.rlds)
             if rlds_action is not None:
                 fields[RLDS_ACTION.rlds] = _matrix(rlds_action, RLDS_ACTION, f"steps/{RLDS_ACTION.rlds}", where)
@@ -816,8 +796,8 @@ class DroidConverter(Converter):
 
     def _raw_language(self, folder: Path, where: str, uuid: str) -> tuple[str | None, dict[str, Any] | None]:
         """(annotations file relative to root, its entry for ``uuid``) — see ``annotations`` option."""
-        if self.opts.annotations:
-            path = Path(self.opts.annotations)
+        if self.options.annotations:
+            path = Path(self.options.annotations)
             path = path if path.is_absolute() else self.root / path
             table = self._load_annotations(path, where)
         else:
@@ -858,9 +838,10 @@ class DroidConverter(Converter):
 
     def _fields(self, lookup, layout: str, where: str) -> dict[str, np.ndarray]:
         """State and action streams as float64 [T, D], keyed by their RLDS key, lengths checked."""
-        arm, _, _ = ACTION_CHOICES[self.opts.action]
+        arm, _, _ = ACTION_CHOICES[self.options.action]
         required = [*STATE_FIELDS, ACTION_FIELDS[arm], ACTION_FIELDS[GRIPPER_ACTION]]
-        optional = [f for k, f in ACTION_FIELDS.items() if k not in (arm, GRIPPER_ACTION)] if self.opts.extras else []
+        optional = [f for k, f in ACTION_FIELDS.items() if k not in (arm, GRIPPER_ACTION)]
+        optional = optional if self.options.extras else []
         fields: dict[str, np.ndarray] = {}
         for field in [*required, *optional]:
             value = lookup(field.rlds if layout == "rlds" else field.raw)
@@ -885,7 +866,7 @@ class DroidConverter(Converter):
     def _assemble(
         self, where: str, ref: str, fields, cameras, texts, timestamp, origin, metadata, language_hint: str = ""
     ) -> Episode:
-        arm, kind, units = ACTION_CHOICES[self.opts.action]
+        arm, kind, units = ACTION_CHOICES[self.options.action]
         arm_field, grip_field = ACTION_FIELDS[arm], ACTION_FIELDS[GRIPPER_ACTION]
         state = np.concatenate([fields[f.rlds] for f in STATE_FIELDS], axis=1).astype(np.float32)
         action = np.concatenate([fields[arm_field.rlds], fields[grip_field.rlds]], axis=1).astype(np.float32)
@@ -916,7 +897,7 @@ class DroidConverter(Converter):
             "language_instructions": cleaned,
             "gripper": GRIPPER_CONVENTION,
             "action": {
-                "option": self.opts.action,
+                "option": self.options.action,
                 "streams": [_stream_label(f, metadata["layout"]) for f in (arm_field, grip_field)],
                 "units": units,
             },

@@ -22,20 +22,20 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
 from converters import register
-from converters.base import SourceCard
+from converters.base import Rule, SourceCard, check_value
 from converters.formats.lerobot import (
-    READER_OPTION_KEYS,
     ArmSpec,
     DatasetWriter,
     FeatureMap,
     LeRobotConverter,
     LeRobotDataset,
     RawEpisode,
+    ReaderOptions,
     SampleCamera,
     SampleEpisode,
     SceneRenderer,
@@ -103,15 +103,27 @@ def task_instruction(task: str, table: dict[str, str], ref: str) -> tuple[str, s
     return key, "text"
 
 
+#: ``{task string: instruction}``, from option ``task_texts`` or the file ``task_texts_file`` names
+TaskTexts = dict[str, Annotated[str, Rule(nonempty=True)]]
+
+
+@dataclass(frozen=True)
+class GM100Options(ReaderOptions):
+    """``sources.gm100.options`` in params.yaml: the reader options and these (docs/sources/gm100.md §5)."""
+
+    #: force one platform (an embodiment id or folder name); None: from each dataset's path or robot_type
+    platform: str | None = None
+    #: ``{task string: instruction}``; wins over ``task_texts_file``
+    task_texts: TaskTexts | None = None
+    #: a JSON object of the same shape; relative paths are relative to the root
+    task_texts_file: str | None = None
+
+
 @register
 class GM100Converter(LeRobotConverter):
     """GM-100 trajectories, one LeRobot dataset per platform (and task) under the root.
 
-    Options (params.yaml ``sources.gm100.options``): ``platform`` (force one platform: an
-    embodiment id or folder name), ``task_texts`` (``{task string: instruction}``),
-    ``task_texts_file`` (a JSON object of the same shape; relative paths are relative to the
-    root), and the reader options (``name_policy``, ``video_extra_frames``,
-    ``video_time_tolerance_s``, ``check_frame_times``).
+    Options: :class:`GM100Options`.
     """
 
     name = "gm100"
@@ -121,21 +133,22 @@ class GM100Converter(LeRobotConverter):
     control_hz = 30.0  # assumed nominal; every dataset's info.json fps is used per episode
     card = SourceCard.load("gm100")  # converters/cards/gm100.yaml
     feature_map = FEATURES
-    option_keys = READER_OPTION_KEYS | {"platform", "task_texts", "task_texts_file"}
+    options_type = GM100Options
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         super().__init__(root, options)
         self.task_texts = self._load_task_texts()
-        forced = self.options.get("platform")
+        forced = self.options.platform
         self.forced_platform = None
         if forced is not None:
-            self.forced_platform = self._platform_by_name(str(forced))
+            self.forced_platform = self._platform_by_name(forced)
             if self.forced_platform is None:
-                raise ValueError(f"option platform {forced!r} is not one of {[p.embodiment for p in PLATFORMS]}")
+                raise ValueError(f"{self.name}: option platform {forced!r} is not one of "
+                                 f"{[p.embodiment for p in PLATFORMS]}")
 
     def _load_task_texts(self) -> dict[str, str]:
         table: dict[str, str] = {}
-        file_opt = self.options.get("task_texts_file")
+        file_opt = self.options.task_texts_file
         if file_opt:
             path = Path(file_opt)
             path = path if path.is_absolute() else self.root / path
@@ -143,13 +156,8 @@ class GM100Converter(LeRobotConverter):
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ValueError(f"option task_texts_file: cannot read {path}: {exc}") from exc
-            if not isinstance(data, dict):
-                raise ValueError(f"task_texts_file {path} must hold a JSON object")
-            table.update(data)
-        table.update(self.options.get("task_texts") or {})
-        bad = {k: v for k, v in table.items() if not isinstance(k, str) or not isinstance(v, str) or not v.strip()}
-        if bad:
-            raise ValueError(f"task_texts must map task strings to non-empty instructions, got {bad!r}")
+            table.update(check_value(TaskTexts, data, f"{self.name}: task_texts_file {path}"))
+        table.update(self.options.task_texts or {})
         return {k.strip(): v.strip() for k, v in table.items()}
 
     @staticmethod

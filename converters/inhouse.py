@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard, episode_file
+from converters.base import Converter, SourceCard, episode_file, option
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import (
     ActionKind,
@@ -97,11 +97,16 @@ METADATA_KEYS = {
 }
 EPISODE_OVERRIDE_KEYS = {"instruction", "instruction_alternatives"}
 
-#: frames read from HDF5 per block while streaming a camera
-DEFAULT_FRAME_BLOCK = 8
-
 # Errors h5py raises for unreadable bytes (truncated files, broken chunks, bad headers).
 _H5_READ_ERRORS = (OSError, RuntimeError)
+
+
+@dataclass(frozen=True)
+class InhouseOptions:
+    """``sources.<name>.options`` of a source in the in-house layout (docs/inhouse_format.md §4.4)."""
+
+    #: frames read from HDF5 per block while streaming a camera
+    frame_block: int = option(8, ge=1)
 
 
 # --------------------------------------------------------------------------------------
@@ -261,6 +266,7 @@ class InhouseConverter(Converter):
     embodiments = EMBODIMENTS
     control_hz = 50.0  # ALOHA's rate; every task folder's metadata.json gives its own fps
     card = SourceCard.load("inhouse")  # converters/cards/inhouse.yaml
+    options_type = InhouseOptions
 
     def discover(self) -> list[str]:
         """Every ``episode_*.hdf5`` under ``root``, as root-relative POSIX paths.
@@ -404,7 +410,7 @@ class InhouseConverter(Converter):
                 f"(present: {present})",
             )
         lengths = self._compress_len(h5, ref, meta, num_frames)
-        block = max(1, int(self.options.get("frame_block", DEFAULT_FRAME_BLOCK)))
+        block = self.options.frame_block
         cameras: dict[str, CameraStream] = {}
         layouts: dict[str, str] = {}
         for index, name in enumerate(meta.camera_names):

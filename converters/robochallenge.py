@@ -33,13 +33,13 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import av
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard, episode_folder, is_dangling_link
+from converters.base import Converter, SourceCard, episode_folder, is_dangling_link, option
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, CameraStream, Episode, TimestampOrigin
 
@@ -268,41 +268,16 @@ TIMESTAMP_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 # Options (params.yaml: sources.robochallenge.options)
 # --------------------------------------------------------------------------------------
 
-REQUIRED_CAMERAS = ("primary", "all", "any")
-LANGUAGE_FALLBACKS = ("folder_name", "none")
-LAST_FRAME = ("hold", "drop")
-
-
 @dataclass(frozen=True)
-class Settings:
+class RoboChallengeOptions:
     """Converter options; each is documented in docs/sources/robochallenge.md ("Options")."""
 
-    required_cameras: str = "primary"
-    language_fallback: str = "folder_name"
-    last_frame: str = "hold"
-    timestamp_unit: str = "auto"
-    frame_count_tolerance: int = 0
-    decode_threads: int = 1
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> Settings:
-        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown robochallenge options {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        s = cls(**options)
-        for key, allowed in (
-            ("required_cameras", REQUIRED_CAMERAS),
-            ("language_fallback", LANGUAGE_FALLBACKS),
-            ("last_frame", LAST_FRAME),
-            ("timestamp_unit", ("auto", *TIMESTAMP_UNITS)),
-        ):
-            if getattr(s, key) not in allowed:
-                raise ValueError(f"option {key} must be one of {allowed}, got {getattr(s, key)!r}")
-        for key, minimum in (("frame_count_tolerance", 0), ("decode_threads", 1)):
-            value = getattr(s, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"option {key} must be an integer >= {minimum}, got {value!r}")
-        return s
+    required_cameras: Literal["primary", "all", "any"] = "primary"
+    language_fallback: Literal["folder_name", "none"] = "folder_name"
+    last_frame: Literal["hold", "drop"] = "hold"
+    timestamp_unit: str = option("auto", choices=("auto", *TIMESTAMP_UNITS))
+    frame_count_tolerance: int = option(0, ge=0)
+    decode_threads: int = option(1, ge=1)
 
 
 # --------------------------------------------------------------------------------------
@@ -635,10 +610,7 @@ class RoboChallengeConverter(Converter):
     embodiments = EMBODIMENTS
     control_hz = DEFAULT_FPS
     card = SourceCard.load("robochallenge")  # converters/cards/robochallenge.yaml
-
-    def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
-        super().__init__(root, options)
-        self.settings = Settings.from_options(self.options)
+    options_type = RoboChallengeOptions
 
     def discover(self) -> list[str]:
         """Every ``<task>/data/episode_*`` folder under ``root``, as root-relative POSIX paths.
@@ -715,7 +687,7 @@ class RoboChallengeConverter(Converter):
         timestamp, unit = self._timestamps(arms[spec.arms[0]]["timestamp"])
         if unit != "s":
             flags.append("timestamps_rescaled")
-        keep = num_frames - 1 if (self.settings.last_frame == "drop" and num_frames > 1) else num_frames
+        keep = num_frames - 1 if (self.options.last_frame == "drop" and num_frames > 1) else num_frames
         action = np.concatenate([state[1:], state[-1:]])  # next frame's state; the last frame holds
         padded = np.zeros((num_frames, 1), dtype=bool)
         padded[-1, 0] = True
@@ -755,7 +727,7 @@ class RoboChallengeConverter(Converter):
             "action": {
                 "derived_from": "next_state",
                 "control_space": spec.control_space,
-                "last_frame": self.settings.last_frame,
+                "last_frame": self.options.last_frame,
             },
             "timestamp": {"source": f"{STATE_FILES[spec.layout][spec.arms[0]]}:{TIMESTAMP_KEY}", "unit_detected": unit},
             **camera_meta,
@@ -908,7 +880,7 @@ class RoboChallengeConverter(Converter):
         return out
 
     def _timestamps(self, raw: np.ndarray) -> tuple[np.ndarray, str]:
-        unit = self.settings.timestamp_unit
+        unit = self.options.timestamp_unit
         if unit == "auto":
             unit = _timestamp_unit(raw)
         return raw * TIMESTAMP_UNITS[unit], unit
@@ -927,7 +899,7 @@ class RoboChallengeConverter(Converter):
                 chosen[camera] = f"{stem}{VIDEO_SUFFIX}"
         missing = [camera for camera, _ in spec.cameras if camera not in chosen]
         expected = {camera: [f"{VIDEOS_DIR}/{s}{VIDEO_SUFFIX}" for s in stems] for camera, stems in spec.cameras}
-        rule = self.settings.required_cameras
+        rule = self.options.required_cameras
         required = {"all": missing, "primary": [c for c in missing if c == spec.primary_camera], "any": []}[rule]
         if not chosen or required:
             lacking = required or missing
@@ -943,11 +915,11 @@ class RoboChallengeConverter(Converter):
             where = f"{ref}/{VIDEOS_DIR}/{file_name} (camera '{camera}')"
             info = probe_video(videos / file_name, where)
             extra = info.frames - num_frames
-            if extra != 0 and not (0 < extra <= self.settings.frame_count_tolerance):
+            if extra != 0 and not (0 < extra <= self.options.frame_count_tolerance):
                 raise EpisodeError(
                     Reason.FRAME_COUNT_MISMATCH,
                     f"{where}: video has {info.frames} frames but the states have {num_frames} lines"
-                    + (f" (frame_count_tolerance={self.settings.frame_count_tolerance})" if extra > 0 else ""),
+                    + (f" (frame_count_tolerance={self.options.frame_count_tolerance})" if extra > 0 else ""),
                 )
             if extra:
                 trimmed[camera] = extra
@@ -955,7 +927,7 @@ class RoboChallengeConverter(Converter):
                 name=camera,
                 num_frames=keep,
                 open_frames=_frame_reader(
-                    videos / file_name, where, info.frames, keep, self.settings.decode_threads, life
+                    videos / file_name, where, info.frames, keep, self.options.decode_threads, life
                 ),
                 thread_safe=True,  # each stream opens its own container
                 source_name=file_name.removesuffix(VIDEO_SUFFIX),  # e.g. left_realsense_rgb -> cam_main
@@ -980,7 +952,7 @@ class RoboChallengeConverter(Converter):
             prompt = _task_desc_prompt(_read_json(task_dir / TASK_DESC, TASK_DESC, ref), ref)
             if prompt and prompt.strip():
                 return prompt.strip(), "task_desc"
-        if self.settings.language_fallback == "folder_name":
+        if self.options.language_fallback == "folder_name":
             flags.append("language_from_folder_name")
             return task_dir.name.replace("_", " ").strip(), "folder_name"
         raise EpisodeError(

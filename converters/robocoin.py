@@ -31,12 +31,12 @@ import numpy as np
 from converters import register
 from converters.base import SourceCard
 from converters.formats.lerobot import (
-    READER_OPTION_KEYS,
     ArmSpec,
     DatasetWriter,
     FeatureMap,
     LeRobotConverter,
     LeRobotDataset,
+    LeRobotOptions,
     RawEpisode,
     SampleCamera,
     SampleEpisode,
@@ -189,14 +189,20 @@ def _spellings(name: str) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RoboCOINOptions(LeRobotOptions):
+    """``sources.robocoin.options`` in params.yaml: the reader options, ``embodiment`` (one id for every
+    dataset under the root) and ``embodiments`` (docs/sources/robocoin.md §5)."""
+
+    #: extra ``{robot_type or name prefix: embodiment id}`` rows, checked before the built-in tables
+    embodiments: dict[str, str] | None = None
+
+
 @register
 class RoboCOINConverter(LeRobotConverter):
     """RoboCOIN per-robot, per-task LeRobot v2.1 datasets under one root.
 
-    Options (params.yaml ``sources.robocoin.options``): ``embodiment`` (force one id),
-    ``embodiments`` (extra ``{robot_type or name prefix: embodiment id}`` rows, checked
-    before the built-in tables) and the reader options (``name_policy``,
-    ``video_extra_frames``, ``video_time_tolerance_s``, ``check_frame_times``).
+    Options: :class:`RoboCOINOptions`.
     """
 
     name = "robocoin"
@@ -206,22 +212,19 @@ class RoboCOINConverter(LeRobotConverter):
     control_hz = 30.0  # most RoboCOIN robots; every dataset's info.json fps is used per episode
     card = SourceCard.load("robocoin")  # converters/cards/robocoin.yaml
     feature_map = FEATURES
-    option_keys = READER_OPTION_KEYS | {"embodiment", "embodiments"}
+    options_type = RoboCOINOptions
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         super().__init__(root, options)
-        extra = self.options.get("embodiments", {}) or {}
-        if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
-            raise ValueError(f"option embodiments must map strings to embodiment ids, got {extra!r}")
-        self.extra_embodiments = {_norm(k): v for k, v in extra.items()}
+        self.extra_embodiments = {_norm(k): v for k, v in (self.options.embodiments or {}).items()}
         self._annotations: dict[str, Annotations] = {}
 
     # -- embodiment ----------------------------------------------------------------------
 
     def embodiment_for(self, ds: LeRobotDataset, ref: str) -> tuple[str, str]:
-        forced = self.options.get("embodiment")
+        forced = self.options.embodiment
         if forced:
-            return str(forced), ds.robot_type or str(forced)
+            return forced, ds.robot_type or forced
         robot_types = _spellings(ds.robot_type) if ds.robot_type else []
         name = Path(ds.rel).name if ds.rel else self.root.name
         folders = [f + "_" for f in _spellings(name)]  # rows are whole-token prefixes ending in '_'

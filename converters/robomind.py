@@ -33,13 +33,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import h5py
 import numpy as np
 
 from converters import register
-from converters.base import Converter, SourceCard, episode_file
+from converters.base import Converter, Rule, SourceCard, episode_file, option
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import (
     ActionKind,
@@ -263,17 +263,6 @@ _JPEG_MAGIC, _PNG_MAGIC = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
 _NONE_TEXT = re.compile(r"^\[*\s*none\s*\]*$", re.IGNORECASE)
 _FRAME_NUMBER = re.compile(r"(\d+)(?:\.[A-Za-z0-9]+)?$")
 
-OPTION_KEYS = {
-    "fps",
-    "instruction_csv",
-    "annotation_dir",
-    "subtask_alignment",
-    "language_raw_fallback",
-    "frame_block",
-    "raw_frame_shapes",
-    "stuck_ee_tolerance",
-}
-
 
 # --------------------------------------------------------------------------------------
 # Episode refs
@@ -431,62 +420,28 @@ def _clean_text(text: str) -> str | None:
 # --------------------------------------------------------------------------------------
 
 
+Hz = Annotated[float, Rule(gt=0, lt=math.inf)]
+EmbodimentId = Annotated[str, Rule(choices=tuple(spec.embodiment for spec in EMBODIMENTS.values()))]
+
+
 @dataclass(frozen=True)
-class _Options:
-    fps: dict[str, float]
-    fps_from_option: frozenset[str]
-    instruction_csv: str | None
-    annotation_dir: str | None
-    subtask_alignment: str
-    language_raw_fallback: bool
-    frame_block: int
-    raw_frame_shapes: tuple[tuple[int, int], ...]
-    stuck_ee_tolerance: float
+class RoboMindOptions:
+    """``sources.robomind.options`` in params.yaml (docs/sources/robomind.md §8)."""
 
+    #: one rate for every embodiment, or {embodiment id: Hz} for some; None: each embodiment's default
+    fps: Hz | dict[EmbodimentId, Hz] | None = None
+    instruction_csv: str | None = None
+    annotation_dir: str | None = None
+    subtask_alignment: Literal["frames", "metadata"] = "frames"
+    language_raw_fallback: bool = True
+    frame_block: int = option(DEFAULT_FRAME_BLOCK, ge=1)
+    #: extra [height, width] sizes of raw (non-JPEG) frame buffers; null: none
+    raw_frame_shapes: tuple[tuple[Annotated[int, Rule(gt=0)], Annotated[int, Rule(gt=0)]], ...] | None = None
+    stuck_ee_tolerance: float = option(DEFAULT_STUCK_TOLERANCE, ge=0)
 
-def _parse_options(options: dict[str, Any]) -> _Options:
-    unknown = sorted(set(options) - OPTION_KEYS)
-    if unknown:
-        raise ValueError(f"robomind: unknown option(s) {unknown}; known: {sorted(OPTION_KEYS)}")
-    fps = {spec.embodiment: spec.default_fps for spec in EMBODIMENTS.values()}
-    given = options.get("fps")
-    if given is not None:
-        if isinstance(given, dict):
-            bad = sorted(set(given) - set(fps))
-            if bad:
-                raise ValueError(f"robomind: option fps names unknown embodiment(s) {bad}; known: {sorted(fps)}")
-        else:
-            given = {k: given for k in fps}
-        fps.update(given)
-    for emb, hz in fps.items():
-        if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not math.isfinite(hz) or hz <= 0:
-            raise ValueError(f"robomind: fps for {emb} must be a number > 0, got {hz!r}")
-    alignment = options.get("subtask_alignment", "frames")
-    if alignment not in ("frames", "metadata"):
-        raise ValueError(f"robomind: subtask_alignment must be 'frames' or 'metadata', got {alignment!r}")
-    shapes = []
-    for shape in options.get("raw_frame_shapes", []) or []:
-        valid = isinstance(shape, (list, tuple)) and len(shape) == 2
-        if not (valid and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
-            raise ValueError(f"robomind: raw_frame_shapes entries must be [height, width], got {shape!r}")
-        shapes.append((int(shape[0]), int(shape[1])))
-    block = options.get("frame_block", DEFAULT_FRAME_BLOCK)
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ValueError(f"robomind: frame_block must be an int >= 1, got {block!r}")
-    tol = options.get("stuck_ee_tolerance", DEFAULT_STUCK_TOLERANCE)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
-        raise ValueError(f"robomind: stuck_ee_tolerance must be a number >= 0, got {tol!r}")
-    return _Options(
-        fps={k: float(v) for k, v in fps.items()},
-        fps_from_option=frozenset(given or ()),
-        instruction_csv=options.get("instruction_csv"),
-        annotation_dir=options.get("annotation_dir"),
-        subtask_alignment=alignment,
-        language_raw_fallback=bool(options.get("language_raw_fallback", True)),
-        frame_block=block,
-        raw_frame_shapes=tuple(shapes),
-        stuck_ee_tolerance=float(tol),
-    )
+    def fps_for(self, embodiment: str) -> float | None:
+        """The rate option ``fps`` sets for ``embodiment``; None where it leaves the embodiment's default."""
+        return self.fps.get(embodiment) if isinstance(self.fps, dict) else self.fps
 
 
 @register
@@ -499,10 +454,10 @@ class RoboMindConverter(Converter):
     embodiments = tuple(spec.embodiment for spec in EMBODIMENTS.values())
     control_hz = 30.0  # not stored in the files; per-embodiment option `fps` (see docs)
     card = SourceCard.load("robomind")  # converters/cards/robomind.yaml
+    options_type = RoboMindOptions
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         super().__init__(root, options)
-        self.opts = _parse_options(self.options)
         self._instructions: InstructionTable | EpisodeError | None = None  # loaded on first use
         self._annotations: dict[str, dict[tuple[str, str, str], Annotation] | EpisodeError | None] = {}
 
@@ -544,8 +499,8 @@ class RoboMindConverter(Converter):
         return self._instructions
 
     def _find_instruction_csv(self) -> Path:
-        if self.opts.instruction_csv:
-            path = self._resolve(self.opts.instruction_csv)
+        if self.options.instruction_csv:
+            path = self._resolve(self.options.instruction_csv)
             if not path.is_file():
                 raise EpisodeError(
                     Reason.MISSING_METADATA, f"instruction table {path} (option instruction_csv) not found"
@@ -571,8 +526,8 @@ class RoboMindConverter(Converter):
         return value
 
     def _load_annotation_file(self, spec: EmbodimentSpec):
-        if self.opts.annotation_dir:
-            dirs = [self._resolve(self.opts.annotation_dir)]
+        if self.options.annotation_dir:
+            dirs = [self._resolve(self.options.annotation_dir)]
         else:
             dirs = [self.root / _ANNOTATION_DIR, self.root / "static" / _ANNOTATION_DIR]
         for folder in dirs:
@@ -619,7 +574,8 @@ class RoboMindConverter(Converter):
             extras[extra], names = _read_parts(h5, PUPPET, parts, where, num_frames)
             extra_names[extra] = names
 
-        fps = self.opts.fps[spec.embodiment]
+        given_fps = self.options.fps_for(spec.embodiment)
+        fps = spec.default_fps if given_fps is None else given_fps
         cameras, layouts, unlisted = self._cameras(h5, where, spec, num_frames)
         instruction, alternatives, language_meta = self._language(h5, where, ref)
         subtasks, annotation_meta = self._subtasks(where, ref, spec, num_frames)
@@ -631,7 +587,7 @@ class RoboMindConverter(Converter):
             "episode": ref.episode,
             "sim": _attr_bool(h5.attrs.get("sim")),
             "compress": _attr_bool(h5.attrs.get("compress")),
-            "fps_source": "option" if spec.embodiment in self.opts.fps_from_option else "default",
+            "fps_source": "default" if given_fps is None else "option",
             "opencv_channel_order": spec.opencv_order,
             "image_layouts": layouts,
             "ee_representation": spec.ee_representation,
@@ -641,7 +597,7 @@ class RoboMindConverter(Converter):
         if "ee_pose" in extras:
             ee = extras["ee_pose"]
             span = float(np.max(np.ptp(ee, axis=0))) if num_frames > 1 else 0.0
-            metadata["ee_pose_stuck"] = bool(num_frames > 1 and span < self.opts.stuck_ee_tolerance)
+            metadata["ee_pose_stuck"] = bool(num_frames > 1 and span < self.options.stuck_ee_tolerance)
         if missing_extras:
             metadata["missing_extras"] = missing_extras
         if unlisted:
@@ -694,12 +650,12 @@ class RoboMindConverter(Converter):
                     Reason.FRAME_COUNT_MISMATCH,
                     f"{where}:{key} has {ds.shape[0]} frames but {PUPPET}/{spec.state[0].key} has {num_frames}",
                 )
-            shapes = cam.shapes + tuple(s for s in self.opts.raw_frame_shapes if s not in cam.shapes)
+            shapes = cam.shapes + tuple(s for s in self.options.raw_frame_shapes or () if s not in cam.shapes)
             cameras[cam.name] = CameraStream(
                 name=cam.name,
                 num_frames=num_frames,
                 open_frames=_frame_reader(
-                    ds, layout, spec.opencv_order, shapes, f"{where}:{key}", self.opts.frame_block
+                    ds, layout, spec.opencv_order, shapes, f"{where}:{key}", self.options.frame_block
                 ),
                 thread_safe=True,  # h5py serialises access to the shared file with its own lock
                 source_file=f"{where}:{key}",
@@ -709,7 +665,7 @@ class RoboMindConverter(Converter):
         return cameras, layouts, unlisted
 
     def _language(self, h5: h5py.File, where: str, ref: EpisodeRef) -> tuple[str, list[str], dict[str, Any]]:
-        language_raw = _read_language_raw(h5) if self.opts.language_raw_fallback else None
+        language_raw = _read_language_raw(h5) if self.options.language_raw_fallback else None
         try:
             table = self.instruction_table(where)
         except EpisodeError as exc:  # only an absent table falls back; a malformed one stays visible
@@ -739,7 +695,7 @@ class RoboMindConverter(Converter):
         framed = annotation.steps and all(
             s["start_frame"] is not None and s["end_frame"] is not None for s in annotation.steps
         )
-        if self.opts.subtask_alignment != "frames" or not framed or num_frames == 0:
+        if self.options.subtask_alignment != "frames" or not framed or num_frames == 0:
             meta["alignment"] = "metadata_only"
             return None, meta
         labels: list[str | None] = [None] * num_frames

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from converters.base import parse_options
 from converters.formats import lerobot as L
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, TimestampOrigin, check_episode
@@ -89,7 +90,7 @@ def write(
 
 
 def read(root: Path, index: int, rel: str = "", fmap=L.FeatureMap(), **options):
-    ds = L.LeRobotDataset(root, rel, L.ReaderOptions.from_options(options))
+    ds = L.LeRobotDataset(root, rel, parse_options(L.ReaderOptions, options, source="test"))
     raw = ds.read(index, L.episode_ref(rel, index), fmap)
     ep = L.build_episode(
         raw, fmap, ds.options, embodiment="test_arm", robot_type="test_arm", instruction="pick up the cube"
@@ -521,11 +522,11 @@ def test_discovery_lists_episodes_and_broken_datasets_as_units(tmp_path):
 
 
 def test_reader_options_are_validated():
-    assert L.ReaderOptions.from_options({}) == L.ReaderOptions()
+    assert parse_options(L.ReaderOptions, {}, source="test") == L.ReaderOptions()
     for bad in ({"name_policy": "guess"}, {"video_extra_frames": -1}, {"video_time_tolerance_s": 0},
                 {"check_frame_times": "yes"}):
         with pytest.raises(ValueError):
-            L.ReaderOptions.from_options(bad)
+            parse_options(L.ReaderOptions, bad, source="test")
 
 
 # -- streaming ----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from converters.base import Converter, relative_inside
+from converters.base import Converter, option, relative_inside
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import (
     ActionKind,
@@ -94,12 +94,10 @@ _PARQUET_ERRORS = (pa.ArrowException, OSError)
 # --------------------------------------------------------------------------------------
 
 
-READER_OPTION_KEYS = frozenset({"name_policy", "video_extra_frames", "video_time_tolerance_s", "check_frame_times"})
-
-
 @dataclass(frozen=True)
 class ReaderOptions:
-    """Reader knobs; converters take them from their ``options`` (params.yaml).
+    """Reader knobs; converters take them from their ``options`` (params.yaml), whose dataclass
+    extends this one (:class:`LeRobotOptions`).
 
     ``name_policy``: what to do when a feature's ``names`` list is shorter than the data
     (see docs/sources/lerobot.md §4): ``pad`` keeps the given names for the leading
@@ -114,26 +112,18 @@ class ReaderOptions:
     ``check_frame_times``: compare every decoded frame's time with its row's timestamp.
     """
 
-    name_policy: str = "pad"
-    video_extra_frames: int = 0
-    video_time_tolerance_s: float | None = None
+    name_policy: str = option("pad", choices=NAME_POLICIES)
+    video_extra_frames: int = option(0, ge=0)
+    video_time_tolerance_s: float | None = option(None, gt=0)
     check_frame_times: bool = True
 
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> ReaderOptions:
-        policy = options.get("name_policy", cls.name_policy)
-        if policy not in NAME_POLICIES:
-            raise ValueError(f"option name_policy must be one of {NAME_POLICIES}, got {policy!r}")
-        extra = options.get("video_extra_frames", cls.video_extra_frames)
-        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
-            raise ValueError(f"option video_extra_frames must be an int >= 0, got {extra!r}")
-        tol = options.get("video_time_tolerance_s", cls.video_time_tolerance_s)
-        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0):
-            raise ValueError(f"option video_time_tolerance_s must be a number > 0, got {tol!r}")
-        check = options.get("check_frame_times", cls.check_frame_times)
-        if not isinstance(check, bool):
-            raise ValueError(f"option check_frame_times must be true or false, got {check!r}")
-        return cls(policy, extra, None if tol is None else float(tol), check)
+
+@dataclass(frozen=True)
+class LeRobotOptions(ReaderOptions):
+    """The options of a plain :class:`LeRobotConverter`: the reader's, and ``embodiment`` (one id for
+    every dataset under the root; None or empty: the slug of each dataset's ``robot_type``)."""
+
+    embodiment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1201,17 +1191,13 @@ class LeRobotConverter(Converter):
     """
 
     feature_map: ClassVar[FeatureMap] = FeatureMap()
-    #: every option key the converter understands; any other key is a configuration error
-    option_keys: ClassVar[frozenset[str]] = READER_OPTION_KEYS | {"embodiment"}
+    #: a source's options extend :class:`ReaderOptions`, so they are also the reader's
+    options_type: ClassVar[type[ReaderOptions]] = LeRobotOptions
     #: datasets whose metadata a worker keeps open (LRU)
     dataset_cache_size: ClassVar[int] = 32
 
     def __init__(self, root: str | Path, options: dict[str, Any] | None = None):
         super().__init__(root, options)
-        unknown = sorted(set(self.options) - self.option_keys)
-        if unknown:
-            raise ValueError(f"{self.name}: unknown option(s) {unknown}; known: {sorted(self.option_keys)}")
-        self.reader_options = ReaderOptions.from_options(self.options)
         self._datasets: OrderedDict[str, LeRobotDataset | EpisodeError] = OrderedDict()
 
     # -- discovery ---------------------------------------------------------------------
@@ -1246,7 +1232,7 @@ class LeRobotConverter(Converter):
         cached = self._datasets.get(rel)
         if cached is None:
             try:
-                cached = LeRobotDataset(self.root, rel, self.reader_options)
+                cached = LeRobotDataset(self.root, rel, self.options)
                 _ = cached.episodes  # validate the episode list once
             except EpisodeError as exc:
                 cached = exc
@@ -1279,7 +1265,7 @@ class LeRobotConverter(Converter):
         metadata = dict(language_meta)
         metadata.update(self.extra_metadata(ds, raw))
         episode = build_episode(
-            raw, self.feature_map, self.reader_options,
+            raw, self.feature_map, self.options,
             embodiment=embodiment, robot_type=robot_type, instruction=instruction,
             alternatives=alternatives, subtasks=subtasks, metadata=metadata,
         )
@@ -1289,9 +1275,9 @@ class LeRobotConverter(Converter):
 
     def embodiment_for(self, ds: LeRobotDataset, ref: str) -> tuple[str, str]:
         """``(embodiment id, robot_type)``: option ``embodiment``, else the slug of ``robot_type``."""
-        forced = self.options.get("embodiment")
+        forced = self.options.embodiment
         if forced:
-            return str(forced), ds.robot_type or str(forced)
+            return forced, ds.robot_type or forced
         if ds.robot_type is None or not slugify(ds.robot_type):
             raise EpisodeError(
                 Reason.MISSING_METADATA,
