@@ -1,4 +1,4 @@
-"""The ``a1pipe`` command line: samples, convert, validate, inspect, curation-summary, manifest."""
+"""The ``a1pipe`` command line: samples, convert, validate, inspect, report, curation-summary, manifest."""
 
 from __future__ import annotations
 
@@ -230,6 +230,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import write_reports
+
+    written = write_reports(args.paths, args.out, data=args.data or ())
+    print(f"{len(written) - 1} reports -> {written[-1]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="a1pipe", description="A1 VLA data pipeline")
     p.add_argument("--version", action="version", version=f"a1pipe {__version__}")
@@ -317,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("store")
     i.add_argument("--episode", help="episode id")
     i.set_defaults(func=cmd_inspect)
+
+    r = sub.add_parser("report", help="self-contained HTML reports of stores and manifests: composition, curation, "
+                                      "quarantine, frames")
+    r.add_argument("paths", nargs="+", help="stores and manifests, or directories of them (data/converted, manifests)")
+    r.add_argument("--out", required=True, help="directory for index.html and one page per store and manifest")
+    r.add_argument("--data", nargs="+", help="more stores (or their directory) where a manifest's stores are looked "
+                   "up by name, besides the stores among the paths")
+    r.set_defaults(func=cmd_report)
     return p
 
 
