@@ -1,9 +1,10 @@
-"""``a1pipe report`` on one constructed store whose every number is known.
+"""``a1pipe view`` and ``a1pipe report`` on one constructed store whose every number is known.
 
 The store holds three franka episodes and one aloha episode: ``pick/ep0`` loses a 10-frame idle
 prefix, ``pick/ep1`` a 5-frame static run, ``pick/ep2`` is quarantined by curation (outlier), and
-the conversion report records two episodes that could not be published. The reports are opened
-in headless Chromium (Debian's ``chromium``, which ``make test`` installs), where no
+the conversion report records two episodes that could not be published. The Rerun recording is
+read back with the SDK and checked by the viewer's own loader (``rerun rrd verify``); the reports
+are opened in headless Chromium (Debian's ``chromium``, which ``make test`` installs), where no
 console message, page error or request beyond the page's own file may occur and the numbers must
 be the ones below.
 """
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,12 +30,14 @@ from pipelines.manifest.build import file_sha256
 from tests.training_stores import (
     ALOHA_CAMERAS,
     ALOHA_NAMES,
+    FRANKA_NAMES,
     build_store,
     build_test_manifest,
     coded_episode,
     eid,
 )
 
+SUBTASKS = ["reach"] * 15 + ["grasp"] * 15 + [None] * 10
 #: source episode -> (frames, status, reason, kept ranges, removed ranges)
 CURATION = {
     "pick/ep0": (40, "kept", None, [(10, 40)], [(0, 10, "idle_prefix")]),
@@ -45,7 +51,7 @@ CURATION = {
 def look(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("look")
     store = base / "data" / "inhouse"
-    episodes = [coded_episode("pick/ep0", 40),
+    episodes = [coded_episode("pick/ep0", 40, subtasks=SUBTASKS, instruction="pick up the red cube"),
                 coded_episode("pick/ep1", 30), coded_episode("pick/ep2", 20),
                 coded_episode("fold/ep0", 24, embodiment="aloha", names=ALOHA_NAMES, cameras=ALOHA_CAMERAS)]
     build_store(store, episodes)
@@ -68,6 +74,42 @@ def look(tmp_path_factory) -> dict[str, Path]:
                       "message": "test", "num_frames": None} for ref, reason in quarantined]}))
     manifest = build_test_manifest([store], base / "manifests" / "toy")
     return {"base": base, "store": store, "manifest": manifest}
+
+
+def test_recording_holds_every_stream_of_the_episode(look, tmp_path):
+    from rerun.chunk import RrdReader
+
+    from pipelines.view import ENTITIES, removed_state
+
+    rrd = tmp_path / "ep0.rrd"
+    assert main(["view", str(look["store"]), "--episode", eid("pick/ep0"), "--out", str(rrd)]) == 0
+    rows: dict[str, int] = defaultdict(int)
+    static: set[str] = set()
+    lanes: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    texts: dict[str, str] = {}
+    for chunk in RrdReader(rrd).stream():
+        path = chunk.entity_path.lstrip("/")
+        if chunk.is_static:
+            static.add(path)
+            for row in chunk.to_record_batch().to_pylist():
+                if "TextDocument:text" in row:
+                    texts[path] = row["TextDocument:text"][0]
+            continue
+        rows[path] += chunk.num_rows
+        if path in (ENTITIES["curation"], ENTITIES["subtask"]):
+            lanes[path] += [(row["frame"], row["StateChange:state"][0]) for row in chunk.to_record_batch().to_pylist()]
+    series = {f"{root}/{name}" for root in ("state", "action") for name in FRANKA_NAMES}
+    assert set(rows) == {"cameras/cam_front", "cameras/cam_wrist", *series, ENTITIES["subtask"], ENTITIES["curation"]}
+    assert all(rows[p] == 40 for p in ("cameras/cam_front", "cameras/cam_wrist", *series))
+    assert sorted(lanes[ENTITIES["curation"]]) == [(0, removed_state("idle_prefix")), (10, "kept")]
+    assert sorted(lanes[ENTITIES["subtask"]]) == [(0, "reach"), (15, "grasp"), (30, "")]
+    assert {ENTITIES["instruction"], ENTITIES["episode"], ENTITIES["curation"]} <= static
+    assert texts[ENTITIES["instruction"]] == "pick up the red cube"
+    assert "frames 0..9 removed: idle_prefix" in texts[ENTITIES["episode"]]
+    # the viewer's own loader accepts it
+    verified = subprocess.run([sys.executable, "-m", "rerun_cli", "rrd", "verify", str(rrd)], capture_output=True,
+                              text=True, timeout=60)
+    assert verified.returncode == 0 and "1 file verified without error" in verified.stdout + verified.stderr, verified
 
 
 def test_reports_render_in_chromium_with_the_store_and_manifest_numbers(look):
