@@ -39,14 +39,13 @@ def manifest_page(manifest_dir: str | Path, stores: dict[str, Path]) -> Page:
                        found[r["store"]] / r["path"] if r["store"] in found else None,
                        tfile, found[r["store"]] / CURATION_FILE if r["store"] in found else None) for r in rows]
     excluded = manifest.get("excluded", {})
-    stats = [("episodes", Cited(count(manifest["table"]["rows"]), mfile, "table.rows"), "stat-episodes")]
+    stats = [("episodes", Cited(count(manifest["table"]["rows"]), mfile, "table.rows"), "stat-episodes"),
+             ("datasets", Cited(count(len({r["dataset"] for r in rows})), tfile, "distinct dataset"), "stat-datasets")]
     for split, c in manifest["counts"].items():
         stats += [(f"{split} episodes", Cited(count(c["episodes"]), mfile, f"counts.{split}.episodes"),
                    f"stat-{split}-episodes"),
                   (f"{split} kept frames", Cited(count(c["frames_kept"]), mfile, f"counts.{split}.frames_kept"),
                    f"stat-{split}-frames-kept")]
-    stats.append(("datasets", Cited(count(len({r["dataset"] for r in rows})), tfile, "distinct dataset"),
-                  "stat-datasets"))
     missing = sorted(set(inputs) - set(found))
     sections = [_composition(manifest, rows, manifest_dir, mfile, tfile),
                 curation_section(curated, "Within the manifest's episodes, the frames outside their kept ranges "
