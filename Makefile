@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test env validate bench clean
+.PHONY: repro test env chromium validate bench clean
 
 env: $(STAMP)
 
@@ -33,8 +33,15 @@ repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/a1pipe validate data/converted
 
 # Two test processes (one per core here; -n auto elsewhere); files stay whole so module fixtures run once.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
+
+# The report test opens the HTML reports in headless Chromium: Debian's package, installed when absent
+# (as root, or through sudo), so a fresh machine runs that test instead of skipping it.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+chromium:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/convert_throughput.py

@@ -1,4 +1,4 @@
-"""The ``a1pipe`` command line: samples, convert, validate, inspect, curation-summary, manifest."""
+"""The ``a1pipe`` command line: samples, convert, validate, inspect, view, report, curation-summary, manifest."""
 
 from __future__ import annotations
 
@@ -230,6 +230,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from pipelines.view import view_episode
+
+    logged = view_episode(args.store, args.episode, out=args.out, connect=args.connect)
+    where = args.out or args.connect or "a spawned Rerun viewer"
+    print(f"{args.episode}: {len(logged)} entities, {max(logged.values(), default=0)} frames -> {where}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import write_reports
+
+    written = write_reports(args.paths, args.out, data=args.data or ())
+    print(f"{len(written) - 1} reports -> {written[-1]}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="a1pipe", description="A1 VLA data pipeline")
     p.add_argument("--version", action="version", version=f"a1pipe {__version__}")
@@ -317,6 +334,24 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("store")
     i.add_argument("--episode", help="episode id")
     i.set_defaults(func=cmd_inspect)
+
+    w = sub.add_parser("view", help="one episode as a Rerun recording: cameras, state and action series, language, "
+                                    "kept and removed frame ranges")
+    w.add_argument("store")
+    w.add_argument("--episode", required=True, help="episode id")
+    target = w.add_mutually_exclusive_group()
+    target.add_argument("--out", help="write the recording to this .rrd file (open it with `rerun FILE.rrd`)")
+    target.add_argument("--connect", metavar="URL", help="stream to a running viewer (e.g. "
+                        "rerun+http://127.0.0.1:9876/proxy); default: spawn a viewer")
+    w.set_defaults(func=cmd_view)
+
+    r = sub.add_parser("report", help="self-contained HTML reports of stores and manifests: composition, curation, "
+                                      "quarantine, frames")
+    r.add_argument("paths", nargs="+", help="stores and manifests, or directories of them (data/converted, manifests)")
+    r.add_argument("--out", required=True, help="directory for index.html and one page per store and manifest")
+    r.add_argument("--data", nargs="+", help="more stores (or their directory) where a manifest's stores are looked "
+                   "up by name, besides the stores among the paths")
+    r.set_defaults(func=cmd_report)
     return p
 
 
