@@ -33,11 +33,13 @@ from pipelines.curation_rules import (
     robust_bounds,
     segment,
 )
+from pipelines.episode_store.index import CurationStatus
 from pipelines.episode_store.layout import CURATION_FILE, CURATION_REPORT_FILE
+from pipelines.episode_store.schema import ACTION, STATE, VECTORS
 from pipelines.episode_store.stats import FeatureStats
 
 #: fields whose per-dimension value bounds are estimated; per-step delta bounds derive from them
-BOUND_FIELDS = ("state", "action")
+BOUND_FIELDS = VECTORS
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,8 @@ class BoundsAccumulator:
 
     def add(self, low: LowDim) -> BoundsAccumulator:
         self.frames += len(low.timestamp)
-        self.fields["state"].add(low.state, low.state_names)
-        self.fields["action"].add(low.action, low.action_names)
+        self.fields[STATE].add(low.state, low.state_names)
+        self.fields[ACTION].add(low.action, low.action_names)
         return self
 
     def merge(self, other: BoundsAccumulator) -> BoundsAccumulator:
@@ -174,7 +176,7 @@ class BoundsAccumulator:
             low, high = robust_bounds(np.array(summary["q01"]), np.array(summary["q99"]), rules)
             out[f] = {"names": summary["names"], "low": low.tolist(), "high": high.tolist()}
             span = (high - low).tolist()
-            out[f"{f}_delta"] = {"names": summary["names"], "low": [-w for w in span], "high": span}
+            out[_delta(f)] = {"names": summary["names"], "low": [-w for w in span], "high": span}
         return out
 
 
@@ -183,7 +185,7 @@ class CurationOutcome:
     episode_id: str
     source: str
     embodiment: str
-    status: str  # kept | quarantined
+    status: str  # a CurationStatus
     reason: str | None
     message: str
     frames_in: int
@@ -209,6 +211,11 @@ class CurationOutcome:
         }
 
 
+def _delta(field: str) -> str:
+    """The bounds entry of a field's per-step changes."""
+    return f"{field}_delta"
+
+
 def _bounded(values: np.ndarray, names: list[str], bounds: dict[str, Any], label: str) -> str | None:
     index = {n: j for j, n in enumerate(bounds["names"])}
     cols = [j for j, n in enumerate(names) if n in index]
@@ -225,29 +232,26 @@ def curate(low: LowDim, config: CurationConfig, bounds: dict[str, Any] | None) -
 
     def quarantined(reason: CurationReason, message: str) -> CurationOutcome:
         return CurationOutcome(
-            low.episode_id, low.source, low.embodiment, "quarantined", str(reason), message, n, [],
+            low.episode_id, low.source, low.embodiment, str(CurationStatus.QUARANTINED), str(reason), message, n, [],
             [{"start": 0, "stop": n, "reason": str(reason), "message": message}],
         )
 
     if not config.enabled:
-        return CurationOutcome(low.episode_id, low.source, low.embodiment, "kept", None, "", n, [(0, n)], [])
+        return CurationOutcome(low.episode_id, low.source, low.embodiment, str(CurationStatus.KEPT), None, "", n,
+                               [(0, n)], [])
     if low.success is False and config.failed_episodes == "remove":
         return quarantined(CurationReason.FAILED_ATTEMPT, "the source records this attempt as failed")
     broken = corruption(low.timestamp, low.state, low.action, low.control_hz, config.corruption)
     if broken:
         return quarantined(*broken)
     limits = config.physical_limits.get(low.embodiment, {})
-    for label, values, names in (("state", low.state, low.state_names), ("action", low.action, low.action_names)):
+    vectors = ((STATE, low.state, low.state_names), (ACTION, low.action, low.action_names))
+    for label, values, names in vectors:
         message = physical_violation(values, names, limits, label)
         if message:
             return quarantined(CurationReason.PHYSICAL_RANGE, message)
     if config.check_outliers and bounds is not None and bounds["frames"] >= config.min_frames_for_bounds:
-        checks = (
-            ("state", low.state, low.state_names),
-            ("action", low.action, low.action_names),
-            ("state_delta", np.diff(low.state, axis=0), low.state_names),
-            ("action_delta", np.diff(low.action, axis=0), low.action_names),
-        )
+        checks = (*vectors, *((_delta(label), np.diff(values, axis=0), names) for label, values, names in vectors))
         for label, values, names in checks:
             if len(values):
                 message = _bounded(values, names, bounds[label], label)
@@ -259,12 +263,12 @@ def curate(low: LowDim, config: CurationConfig, bounds: dict[str, Any] | None) -
     if not result.kept:
         reasons = sorted({str(r.reason) for r in result.removed})
         return CurationOutcome(
-            low.episode_id, low.source, low.embodiment, "quarantined", str(CurationReason.NO_MOTION),
+            low.episode_id, low.source, low.embodiment, str(CurationStatus.QUARANTINED), str(CurationReason.NO_MOTION),
             f"no segment left to learn from after removing {', '.join(reasons)}", n, [],
             [r.to_json() for r in result.removed],
         )
     return CurationOutcome(
-        low.episode_id, low.source, low.embodiment, "kept", None, "", n, result.kept,
+        low.episode_id, low.source, low.embodiment, str(CurationStatus.KEPT), None, "", n, result.kept,
         [r.to_json() for r in result.removed],
     )
 
@@ -283,7 +287,7 @@ def summarize(outcomes: list[CurationOutcome]) -> dict[str, Any]:
             entry["episodes_in"] += 1
             entry["frames_in"] += o.frames_in
             entry["frames_kept"] += o.frames_kept
-            if o.status == "kept":
+            if o.status == CurationStatus.KEPT:
                 entry["episodes_kept"] += 1
             else:
                 entry["quarantined_by_reason"][o.reason] = entry["quarantined_by_reason"].get(o.reason, 0) + 1
@@ -346,7 +350,7 @@ def cross_store_duplicates(stores: list[str]) -> list[dict[str, str]]:
         if not path.is_file():
             continue
         for row in pq.read_table(path, columns=["episode_id", "status", "content_sha256"]).to_pylist():
-            if row["status"] == "kept":
+            if row["status"] == CurationStatus.KEPT:
                 digests[row["episode_id"]] = row["content_sha256"]
                 where[row["episode_id"]] = str(store)
     return [

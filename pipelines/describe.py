@@ -14,6 +14,17 @@ from pipelines.episode_store.layout import (
     REPORT_FILE,
 )
 from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.schema import (
+    ACTION,
+    STATE,
+    CameraKey,
+    CameraSourceKey,
+    ConverterKey,
+    LanguageKey,
+    MetaKey,
+    SourceKey,
+    extra_array,
+)
 
 
 def describe_store(root: str | Path) -> str:
@@ -67,16 +78,17 @@ def describe_episode(root: str | Path, episode_id: str) -> str:
     with store.open_episode(episode_id) as ep:
         m = ep.meta
         t = ep.timestamp
+        source, language = m[MetaKey.SOURCE], m[MetaKey.LANGUAGE]
         lines = [
-            f"episode {m['episode_id']}",
-            f"  source:      {m['source']['name']} {m['source']['version']}  ({m['source']['episode']})",
-            f"  converter:   {m['converter']['version']}",
-            f"  embodiment:  {m['embodiment']} (robot {m['robot_type']}), {m['control_hz']:g} Hz",
-            f"  frames:      {m['num_frames']} over {m['duration_s']:.2f} s, timestamps {m['timestamp_origin']} "
-            f"[{t[0]:.3f} .. {t[-1]:.3f}]",
-            f"  instruction: {m['language']['instruction']!r}",
+            f"episode {m[MetaKey.EPISODE_ID]}",
+            f"  source:      {source[SourceKey.NAME]} {source[SourceKey.VERSION]}  ({source[SourceKey.EPISODE]})",
+            f"  converter:   {m[MetaKey.CONVERTER][ConverterKey.VERSION]}",
+            f"  embodiment:  {m[MetaKey.EMBODIMENT]} (robot {m[MetaKey.ROBOT_TYPE]}), {m[MetaKey.CONTROL_HZ]:g} Hz",
+            f"  frames:      {m[MetaKey.NUM_FRAMES]} over {m[MetaKey.DURATION_S]:.2f} s, "
+            f"timestamps {m[MetaKey.TIMESTAMP_ORIGIN]} [{t[0]:.3f} .. {t[-1]:.3f}]",
+            f"  instruction: {language[LanguageKey.INSTRUCTION]!r}",
         ]
-        for alt in m["language"]["alternatives"]:
+        for alt in language[LanguageKey.ALTERNATIVES]:
             lines.append(f"               {alt!r}")
         subtasks = ep.subtasks()
         if subtasks is not None:
@@ -87,25 +99,27 @@ def describe_episode(root: str | Path, episode_id: str) -> str:
                     lines.append(f"    frames {start:>5}-{i - 1:<5} {subtasks[start] or '(none)'}")
                     start = i
         lines.append("  cameras:")
-        for name, info in sorted(m["cameras"].items()):
+        for name, info in sorted(m[MetaKey.CAMERAS].items()):
             lines.append(
-                f"    {name:<24} {info['height']}x{info['width']} {info['encoding']} q{info.get('quality')} "
-                f"(source {info.get('source_height')}x{info.get('source_width')}, {info.get('resize')})"
+                f"    {name:<24} {info[CameraKey.HEIGHT]}x{info[CameraKey.WIDTH]} {info[CameraKey.ENCODING]} "
+                f"q{info.get(CameraKey.QUALITY)} (source {info.get(CameraKey.SOURCE_HEIGHT)}x"
+                f"{info.get(CameraKey.SOURCE_WIDTH)}, {info.get(CameraKey.RESIZE)})"
             )
-            origin = info.get("source") or {}
+            origin = info.get(CameraKey.SOURCE) or {}
             if origin:
-                where = f" in {origin['file']}" if origin.get("file") else ""
-                lines.append(f"    {'':<24} from the source's '{origin.get('name') or name}'{where}")
-        for label, arr, names in (("state", ep.state, m["state_names"]), ("action", ep.action, m["action_names"])):
-            extra = f" ({m['action_kind']})" if label == "action" else ""
+                where = f" in {origin[CameraSourceKey.FILE]}" if origin.get(CameraSourceKey.FILE) else ""
+                lines.append(f"    {'':<24} from the source's '{origin.get(CameraSourceKey.NAME) or name}'{where}")
+        for label, arr, names in ((STATE, ep.state, m[MetaKey.STATE_NAMES]),
+                                  (ACTION, ep.action, m[MetaKey.ACTION_NAMES])):
+            extra = f" ({m[MetaKey.ACTION_KIND]})" if label == ACTION else ""
             lines.append(f"  {label}{extra}: {arr.shape[1]} dims")
             for j, name in enumerate(names):
                 col = arr[:, j]
                 lines.append(f"    {name:<28} min {col.min():>9.4f}  max {col.max():>9.4f}  mean {np.mean(col):>9.4f}")
-        for key, info in m["extras"].items():
-            lines.append(f"  extra {key}: shape {ep.group[f'extras/{key}'].shape}")
-        if m["metadata"]:
-            lines.append(f"  metadata: {json.dumps(m['metadata'], sort_keys=True)[:400]}")
+        for key in m[MetaKey.EXTRAS]:
+            lines.append(f"  extra {key}: shape {ep.group[extra_array(key)].shape}")
+        if m[MetaKey.METADATA]:
+            lines.append(f"  metadata: {json.dumps(m[MetaKey.METADATA], sort_keys=True)[:400]}")
     lines += _curation_lines(store.root, episode_id)
     return "\n".join(lines)
 

@@ -15,8 +15,9 @@ import zarr
 
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.index import rebuild_index_and_stats
-from pipelines.episode_store.layout import EPISODE_ATTR, INDEX_FILE, STATS_FILE, STORE_MARKER
+from pipelines.episode_store.layout import INDEX_FILE, STATS_FILE, STORE_MARKER
 from pipelines.episode_store.reader import EpisodeReader, EpisodeStore
+from pipelines.episode_store.schema import EPISODE_ATTR
 from pipelines.episode_store.validator import RULES, validate_path, validate_store
 from pipelines.episode_store.writer import pack_directory, write_episode
 from tests.episode_factory import make_episode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,15 @@ import pyarrow.parquet as pq
 
 from .layout import INDEX_FILE
 from .reader import EpisodeReader
+from .schema import (
+    ACTION,
+    METADATA_SUCCESS,
+    STATE,
+    ConverterKey,
+    LanguageKey,
+    MetaKey,
+    SourceKey,
+)
 from .writer import sha256_file
 
 INDEX_SCHEMA = pa.schema(
@@ -36,6 +46,14 @@ INDEX_SCHEMA = pa.schema(
     ]
 )
 
+
+class CurationStatus(StrEnum):
+    """A ``curation.parquet`` row's ``status``: what training may use of the episode."""
+
+    KEPT = "kept"  # its ``kept_ranges``
+    QUARANTINED = "quarantined"  # nothing; ``reason`` and ``message`` say why
+
+
 #: one row per episode the conversion saw: kept (with its kept and removed frame ranges) or quarantined
 _RANGE = pa.struct([("start", pa.int64()), ("stop", pa.int64())])
 _REMOVAL = pa.struct([("start", pa.int64()), ("stop", pa.int64()), ("reason", pa.string()), ("message", pa.string())])
@@ -58,23 +76,24 @@ CURATION_SCHEMA = pa.schema(
 
 def index_row(reader: EpisodeReader, relpath: str, size_bytes: int, sha256: str) -> dict[str, Any]:
     meta = reader.meta
+    source = meta[MetaKey.SOURCE]
     return {
-        "episode_id": meta["episode_id"],
-        "source": meta["source"]["name"],
-        "source_version": meta["source"]["version"],
-        "source_episode": meta["source"]["episode"],
-        "embodiment": meta["embodiment"],
-        "robot_type": meta["robot_type"],
-        "instruction": meta["language"]["instruction"],
-        "num_frames": int(meta["num_frames"]),
-        "duration_s": float(meta["duration_s"]),
-        "control_hz": float(meta["control_hz"]),
+        "episode_id": meta[MetaKey.EPISODE_ID],
+        "source": source[SourceKey.NAME],
+        "source_version": source[SourceKey.VERSION],
+        "source_episode": source[SourceKey.EPISODE],
+        "embodiment": meta[MetaKey.EMBODIMENT],
+        "robot_type": meta[MetaKey.ROBOT_TYPE],
+        "instruction": meta[MetaKey.LANGUAGE][LanguageKey.INSTRUCTION],
+        "num_frames": int(meta[MetaKey.NUM_FRAMES]),
+        "duration_s": float(meta[MetaKey.DURATION_S]),
+        "control_hz": float(meta[MetaKey.CONTROL_HZ]),
         "cameras": reader.cameras,
-        "state_dim": len(meta["state_names"]),
-        "action_dim": len(meta["action_names"]),
-        "action_kind": meta["action_kind"],
-        "converter_version": meta["converter"]["version"],
-        "format_version": int(meta["format_version"]),
+        "state_dim": len(meta[MetaKey.STATE_NAMES]),
+        "action_dim": len(meta[MetaKey.ACTION_NAMES]),
+        "action_kind": meta[MetaKey.ACTION_KIND],
+        "converter_version": meta[MetaKey.CONVERTER][ConverterKey.VERSION],
+        "format_version": int(meta[MetaKey.FORMAT_VERSION]),
         "path": relpath,
         "size_bytes": int(size_bytes),
         "sha256": sha256,
@@ -101,11 +120,11 @@ def summarize_episode_file(
             "embodiment": row["embodiment"],
             "control_hz": row["control_hz"],
             "timestamp": reader.timestamp,
-            "arrays": {"state": reader.state, "action": reader.action},
-            "names": {"state": list(reader.meta["state_names"]), "action": list(reader.meta["action_names"])},
+            "arrays": {STATE: reader.state, ACTION: reader.action},
+            "names": {STATE: list(reader.meta[MetaKey.STATE_NAMES]), ACTION: list(reader.meta[MetaKey.ACTION_NAMES])},
             "content_sha256": content_sha256(reader),
-            "cameras": reader.meta["cameras"],
-            "success": (reader.meta.get("metadata") or {}).get("success"),
+            "cameras": reader.meta[MetaKey.CAMERAS],
+            "success": (reader.meta.get(MetaKey.METADATA) or {}).get(METADATA_SUCCESS),
         }
         if image_change:
             from pipelines.episode_store.images import image_change_per_step
@@ -123,8 +142,8 @@ def content_sha256(reader: EpisodeReader, *, recorded: bool = True) -> str:
 
     from .digest import content_digest
 
-    if recorded and isinstance(reader.meta.get("content_sha256"), str):
-        return reader.meta["content_sha256"]
+    if recorded and isinstance(reader.meta.get(MetaKey.CONTENT_SHA256), str):
+        return reader.meta[MetaKey.CONTENT_SHA256]
     frame_digests = [
         hashlib.sha256(data).digest() for camera in reader.cameras for data in reader.encoded_frames(camera, block=256)
     ]

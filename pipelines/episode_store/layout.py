@@ -1,4 +1,7 @@
-"""Where things live inside a store, and how episode ids are derived. One place, used by all."""
+"""Where things live inside a store, and how episode ids are derived. One place, used by all.
+
+What one episode file holds (arrays, attributes, metadata keys) is ``schema.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import hashlib
 import re
 
 STORE_MARKER = "a1pipe_store.json"
+#: the marker's ``format`` value (its ``format_version`` is ``schema.FORMAT_VERSION``)
+STORE_FORMAT = "a1pipe-episode-store"
 INDEX_FILE = "index.parquet"
 STATS_FILE = "stats.json"
 REPORT_FILE = "conversion_report.json"
@@ -17,8 +22,6 @@ TMP_DIR = ".tmp"
 WORK_DIR = ".work"
 LOCK_FILE = ".lock"
 EPISODE_SUFFIX = ".zarr.zip"
-#: root attribute holding the episode metadata inside each episode's zarr group
-EPISODE_ATTR = "a1pipe_episode"
 
 _SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 EPISODE_ID_RE = re.compile(r"^([a-z][a-z0-9_]*)-([0-9a-f]{16})$")

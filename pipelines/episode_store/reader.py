@@ -19,18 +19,35 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
-from . import FORMAT_VERSION
 from .images import decode_jpeg
 from .layout import (
-    EPISODE_ATTR,
     EPISODE_SUFFIX,
     EPISODES_DIR,
     INDEX_FILE,
     STATS_FILE,
+    STORE_FORMAT,
     STORE_MARKER,
     episode_relpath,
 )
-from .record import ActionKind, CameraStream, Episode, TimestampOrigin
+from .record import CameraStream, Episode
+from .schema import (
+    ACTION,
+    EPISODE_ATTR,
+    FORMAT_VERSION,
+    STATE,
+    SUBTASK_INDEX,
+    SUBTASK_TEXTS_ATTR,
+    TIMESTAMP,
+    ActionKind,
+    ConverterKey,
+    ExtraKey,
+    LanguageKey,
+    MetaKey,
+    SourceKey,
+    TimestampOrigin,
+    extra_array,
+    image_array,
+)
 
 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
 
@@ -76,7 +93,7 @@ class FrameRanges:
         codecs = meta.get("codecs") or []
         if len(codecs) != 1 or codecs[0] != _FRAME_CODECS or not _default_keys(meta):
             return None
-        prefix = f"images/{camera}/c/"
+        prefix = f"{image_array(camera)}/c/"
         if any(name.startswith(prefix) and info.compress_type != zipfile.ZIP_STORED
                for name, info in reader._members.items()):
             return None  # a deflated shard has no byte ranges to read; zarr inflates it
@@ -84,7 +101,7 @@ class FrameRanges:
 
     def _shard(self, shard: int) -> tuple[int, bytes] | None:
         if shard not in self._shards:
-            located = self.reader._locate(f"images/{self.camera}/c/{shard}")
+            located = self.reader._locate(f"{image_array(self.camera)}/c/{shard}")
             if located is None:
                 self._shards[shard] = None  # never written: every frame of it reads as the fill value
             else:
@@ -92,7 +109,7 @@ class FrameRanges:
                 size = 16 * self.per_shard + 4
                 raw = os.pread(self.reader._fh, size, start + length - size)
                 if len(raw) != size or google_crc32c.value(raw[:-4]) != struct.unpack_from("<I", raw, size - 4)[0]:
-                    raise StoreError(f"{self.reader.path}: images/{self.camera} shard {shard}: shard index "
+                    raise StoreError(f"{self.reader.path}: {image_array(self.camera)} shard {shard}: shard index "
                                      f"checksum mismatch (corrupt file)")
                 self._shards[shard] = (start, raw)
         return self._shards[shard]
@@ -243,38 +260,38 @@ class EpisodeReader:
 
     @property
     def episode_id(self) -> str:
-        return self.meta["episode_id"]
+        return self.meta[MetaKey.EPISODE_ID]
 
     @property
     def num_frames(self) -> int:
-        return int(self.meta["num_frames"])
+        return int(self.meta[MetaKey.NUM_FRAMES])
 
     @property
     def cameras(self) -> list[str]:
-        return sorted(self.meta["cameras"])
+        return sorted(self.meta[MetaKey.CAMERAS])
 
     @cached_property
     def timestamp(self) -> np.ndarray:
-        return self._array("timestamp")
+        return self._array(TIMESTAMP)
 
     @cached_property
     def state(self) -> np.ndarray:
-        return self._array("state")
+        return self._array(STATE)
 
     @cached_property
     def action(self) -> np.ndarray:
-        return self._array("action")
+        return self._array(ACTION)
 
     def subtasks(self) -> list[str | None] | None:
-        if not self.has_array("language/subtask_index"):
+        if not self.has_array(SUBTASK_INDEX):
             return None
-        texts = list(self._json("language/subtask_index/zarr.json")["attributes"]["texts"])
-        return [texts[i] if i >= 0 else None for i in self._array("language/subtask_index").tolist()]
+        texts = list(self._json(f"{SUBTASK_INDEX}/zarr.json")["attributes"][SUBTASK_TEXTS_ATTR])
+        return [texts[i] if i >= 0 else None for i in self._array(SUBTASK_INDEX).tolist()]
 
     def extra(self, name: str) -> np.ndarray:
-        if not self.has_array(f"extras/{name}"):
-            raise KeyError(f"{self.episode_id} has no extra {name!r} (extras: {sorted(self.meta['extras'])})")
-        return self._array(f"extras/{name}")
+        if not self.has_array(extra_array(name)):
+            raise KeyError(f"{self.episode_id} has no extra {name!r} (extras: {sorted(self.meta[MetaKey.EXTRAS])})")
+        return self._array(extra_array(name))
 
     def encoded_frame(self, camera: str, index: int) -> bytes:
         """The stored JPEG bytes of one frame: one read of exactly those bytes."""
@@ -282,14 +299,14 @@ class EpisodeReader:
             raise IndexError(f"frame {index} out of range for {self.episode_id} ({self.num_frames} frames)")
         ranges = self._frame_ranges(camera)
         if ranges is None:
-            return _unwrap(self.group[f"images/{camera}"][index : index + 1])
+            return _unwrap(self.group[image_array(camera)][index : index + 1])
         return ranges.read(index)
 
     def _frame_ranges(self, camera: str) -> FrameRanges | None:
         if camera not in self._ranges:
-            if camera not in self.meta["cameras"]:
+            if camera not in self.meta[MetaKey.CAMERAS]:
                 raise KeyError(f"{self.episode_id} has no camera {camera!r} (cameras: {self.cameras})")
-            self._ranges[camera] = FrameRanges.build(self, camera, self._json(f"images/{camera}/zarr.json"))
+            self._ranges[camera] = FrameRanges.build(self, camera, self._json(f"{image_array(camera)}/zarr.json"))
         return self._ranges[camera]
 
     def frame(self, camera: str, index: int) -> np.ndarray:
@@ -298,7 +315,7 @@ class EpisodeReader:
     def encoded_frames(self, camera: str, start: int = 0, stop: int | None = None, block: int = 64) -> Iterator[bytes]:
         """The stored JPEG bytes of frames ``start..stop``, read a shard-friendly block at a time."""
         stop = self.num_frames if stop is None else stop
-        arr = self.group[f"images/{camera}"]
+        arr = self.group[image_array(camera)]
         for lo in range(start, stop, block):
             for item in np.asarray(arr[lo : min(lo + block, stop)], dtype=object).reshape(-1):
                 yield _unwrap(item)
@@ -310,33 +327,34 @@ class EpisodeReader:
     def to_episode(self) -> Episode:
         """The episode as an in-memory record (frames stream lazily while this reader is open)."""
         meta = self.meta
+        source, converter, language = meta[MetaKey.SOURCE], meta[MetaKey.CONVERTER], meta[MetaKey.LANGUAGE]
         cams = {
             name: CameraStream(name=name, num_frames=self.num_frames, open_frames=lambda n=name: self.frames(n))
             for name in self.cameras
         }
         return Episode(
-            source_episode=meta["source"]["episode"],
-            embodiment=meta["embodiment"],
-            robot_type=meta["robot_type"],
-            control_hz=meta["control_hz"],
+            source_episode=source[SourceKey.EPISODE],
+            embodiment=meta[MetaKey.EMBODIMENT],
+            robot_type=meta[MetaKey.ROBOT_TYPE],
+            control_hz=meta[MetaKey.CONTROL_HZ],
             timestamp=self.timestamp,
-            timestamp_origin=TimestampOrigin(meta["timestamp_origin"]),
+            timestamp_origin=TimestampOrigin(meta[MetaKey.TIMESTAMP_ORIGIN]),
             state=self.state,
-            state_names=list(meta["state_names"]),
+            state_names=list(meta[MetaKey.STATE_NAMES]),
             action=self.action,
-            action_names=list(meta["action_names"]),
-            action_kind=ActionKind(meta["action_kind"]),
-            instruction=meta["language"]["instruction"],
-            instruction_alternatives=list(meta["language"]["alternatives"]),
+            action_names=list(meta[MetaKey.ACTION_NAMES]),
+            action_kind=ActionKind(meta[MetaKey.ACTION_KIND]),
+            instruction=language[LanguageKey.INSTRUCTION],
+            instruction_alternatives=list(language[LanguageKey.ALTERNATIVES]),
             subtasks=self.subtasks(),
             cameras=cams,
-            extras={k: self.extra(k) for k in meta["extras"]},
-            extra_names={k: list(v["names"]) for k, v in meta["extras"].items()},
-            metadata=dict(meta["metadata"]),
-            source=meta["source"]["name"],
-            source_version=meta["source"]["version"],
-            converter_version=meta["converter"]["version"],
-            converter="" if meta["converter"]["name"] == meta["source"]["name"] else meta["converter"]["name"],
+            extras={k: self.extra(k) for k in meta[MetaKey.EXTRAS]},
+            extra_names={k: list(v[ExtraKey.NAMES]) for k, v in meta[MetaKey.EXTRAS].items()},
+            metadata=dict(meta[MetaKey.METADATA]),
+            source=source[SourceKey.NAME],
+            source_version=source[SourceKey.VERSION],
+            converter_version=converter[ConverterKey.VERSION],
+            converter="" if converter[ConverterKey.NAME] == source[SourceKey.NAME] else converter[ConverterKey.NAME],
         )
 
 
@@ -363,7 +381,7 @@ class EpisodeStore:
         if not marker.exists():
             tmp = marker.with_suffix(".tmp")
             tmp.write_text(
-                json.dumps({"format": "a1pipe-episode-store", "format_version": FORMAT_VERSION}, indent=2) + "\n"
+                json.dumps({"format": STORE_FORMAT, "format_version": FORMAT_VERSION}, indent=2) + "\n"
             )
             tmp.replace(marker)
         return EpisodeStore(root)

@@ -11,29 +11,12 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from .errors import EpisodeError, Reason
-
-
-class ActionKind(StrEnum):
-    """What the action vector means; the gripper dimension(s) are described by name."""
-
-    JOINT_POSITION = "joint_position"  # absolute joint targets (rad / m)
-    JOINT_VELOCITY = "joint_velocity"  # joint velocity commands (rad/s)
-    JOINT_POSITION_DELTA = "joint_position_delta"  # target minus current joint position
-    EE_POSE = "ee_pose"  # absolute end-effector pose targets
-    EE_VELOCITY = "ee_velocity"  # end-effector twist commands
-    EE_POSE_DELTA = "ee_pose_delta"  # relative end-effector motion
-    NEXT_STATE = "next_state"  # derived from the next frame's state (no recorded action)
-
-
-class TimestampOrigin(StrEnum):
-    RECORDED = "recorded"  # the source stores a clock per frame
-    FROM_CONTROL_RATE = "from_control_rate"  # source has none: t_i = i / control_hz
+from .schema import ACTION, STATE, ActionKind, TimestampOrigin
 
 
 @dataclass
@@ -163,7 +146,7 @@ def check_episode(ep: Episode, *, max_abs_value: float = MAX_ABS_VALUE) -> None:
         raise EpisodeError(Reason.EMPTY_EPISODE, f"{where}: episode has no frames")
     if t.ndim != 1:
         raise EpisodeError(Reason.SHAPE_MISMATCH, f"{where}: timestamp must be 1-D, got shape {t.shape}")
-    for label, arr, names in (("state", ep.state, ep.state_names), ("action", ep.action, ep.action_names)):
+    for label, arr, names in ((STATE, ep.state, ep.state_names), (ACTION, ep.action, ep.action_names)):
         arr = np.asarray(arr)
         if arr.ndim != 2:
             raise EpisodeError(Reason.SHAPE_MISMATCH, f"{where}: {label} must be [T, D], got shape {arr.shape}")

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from .schema import STATE, VECTORS
+
 QUANTILE_EPSILON = 0.005
 #: stats written per dimension, in this order
 STAT_KEYS = ("count", "mean", "std", "min", "max", "q01", "q99")
-FIELDS = ("state", "action")
 
 
 def _quantile_fn():
@@ -128,14 +129,14 @@ class EpisodeSetStats:
 
     episodes: int = 0
     frames: int = 0
-    fields: dict[str, FeatureStats] = field(default_factory=lambda: {f: FeatureStats() for f in FIELDS})
+    fields: dict[str, FeatureStats] = field(default_factory=lambda: {f: FeatureStats() for f in VECTORS})
     #: dimension order as first seen, per field (the embodiment's layout)
-    names: dict[str, list[str]] = field(default_factory=lambda: {f: [] for f in FIELDS})
+    names: dict[str, list[str]] = field(default_factory=lambda: {f: [] for f in VECTORS})
 
     @classmethod
     def of_episode(cls, arrays: dict[str, np.ndarray], names: dict[str, list[str]]) -> EpisodeSetStats:
-        stats = cls(episodes=1, frames=int(len(arrays["state"])))
-        for f in FIELDS:
+        stats = cls(episodes=1, frames=int(len(arrays[STATE])))
+        for f in VECTORS:
             stats.fields[f].add(arrays[f], names[f])
             stats.names[f] = list(names[f])
         return stats
@@ -143,14 +144,14 @@ class EpisodeSetStats:
     def merge(self, other: EpisodeSetStats) -> EpisodeSetStats:
         self.episodes += other.episodes
         self.frames += other.frames
-        for f in FIELDS:
+        for f in VECTORS:
             self.fields[f].merge(other.fields[f])
             self.names[f] += [n for n in other.names[f] if n not in self.names[f]]
         return self
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"episodes": self.episodes, "frames": self.frames}
-        for f in FIELDS:
+        for f in VECTORS:
             out[f] = self.fields[f].summary(self.names[f])
         return out
 

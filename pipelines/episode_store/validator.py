@@ -19,11 +19,10 @@ import pyarrow.parquet as pq
 import zarr
 from PIL import Image
 
-from . import FORMAT_VERSION
 from .digest import content_digest
+from .index import INDEX_SCHEMA, CurationStatus, index_row
 from .layout import (
     CURATION_FILE,
-    EPISODE_ATTR,
     EPISODE_ID_RE,
     EPISODE_SUFFIX,
     EPISODES_DIR,
@@ -34,8 +33,32 @@ from .layout import (
     episode_relpath,
 )
 from .reader import EpisodeReader
-from .record import MAX_ABS_VALUE, ActionKind, TimestampOrigin
-from .stats import FIELDS, QUANTILE_EPSILON
+from .record import MAX_ABS_VALUE
+from .schema import (
+    ACTION,
+    EPISODE_ATTR,
+    FORMAT_VERSION,
+    LOW_DIM_ARRAYS,
+    NO_SUBTASK,
+    REQUIRED_CAMERA_KEYS,
+    REQUIRED_METADATA,
+    REQUIRED_SUBKEYS,
+    STATE,
+    SUBTASK_INDEX,
+    SUBTASK_TEXTS_ATTR,
+    TIMESTAMP,
+    VECTORS,
+    ActionKind,
+    CameraKey,
+    CameraSourceKey,
+    LanguageKey,
+    MetaKey,
+    SourceKey,
+    TimestampOrigin,
+    extra_array,
+    image_array,
+)
+from .stats import QUANTILE_EPSILON, STAT_KEYS
 from .writer import sha256_file
 
 RULES: dict[str, str] = {
@@ -66,30 +89,9 @@ RULES: dict[str, str] = {
     "stats_mismatch": "stored statistics agree with the data (counts, min, max, mean, std exactly; q01/q99 within rank error)",
     "content_digest": "if the metadata records content_sha256, it is the digest of the stored timestamps, "
     "state, action and frames",
-    "curation": "if curation.parquet exists: one row per published episode, frames_in = its length, "
+    "curation": f"if {CURATION_FILE} exists: one row per published episode, frames_in = its length, "
     "kept and removed ranges tile [0, frames_in), frames_kept = kept length, quarantined rows keep nothing",
 }
-
-_REQUIRED_META: dict[str, type | tuple[type, ...]] = {
-    "format_version": int,
-    "episode_id": str,
-    "source": dict,
-    "converter": dict,
-    "embodiment": str,
-    "robot_type": str,
-    "control_hz": (int, float),
-    "num_frames": int,
-    "duration_s": (int, float),
-    "timestamp_origin": str,
-    "state_names": list,
-    "action_names": list,
-    "action_kind": str,
-    "language": dict,
-    "cameras": dict,
-    "extras": dict,
-    "metadata": dict,
-}
-
 
 @dataclass
 class Violation:
@@ -186,11 +188,11 @@ def validate_store(root: str | Path, *, decode_frames: bool = False,
 
     names_seen: dict[tuple[str, str], dict[str, list[str]]] = {}
     checks: dict[tuple[str, str], dict[str, dict[str, _DimCheck]]] = defaultdict(
-        lambda: {f: defaultdict(_DimCheck) for f in FIELDS}
+        lambda: {f: defaultdict(_DimCheck) for f in VECTORS}
     )
     counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     source_checks: dict[str, dict[str, dict[str, _DimCheck]]] = defaultdict(
-        lambda: {f: defaultdict(_DimCheck) for f in FIELDS}
+        lambda: {f: defaultdict(_DimCheck) for f in VECTORS}
     )
 
     row_by_path = {row.get("path"): row for row in index_rows}
@@ -200,9 +202,9 @@ def validate_store(root: str | Path, *, decode_frames: bool = False,
         if result is None:
             continue
         meta, state, action = result
-        source, emb = meta["source"]["name"], meta["embodiment"]
+        source, emb = meta[MetaKey.SOURCE][SourceKey.NAME], meta[MetaKey.EMBODIMENT]
         key = (source, emb)
-        names = {"state": list(meta["state_names"]), "action": list(meta["action_names"])}
+        names = {STATE: list(meta[MetaKey.STATE_NAMES]), ACTION: list(meta[MetaKey.ACTION_NAMES])}
         if key in names_seen and names_seen[key] != names:
             report.add(
                 "embodiment_consistency",
@@ -219,10 +221,10 @@ def validate_store(root: str | Path, *, decode_frames: bool = False,
         src["episodes"] += 1
         src["frames"] += len(state)
         src["embodiments"] = sorted(set(src["embodiments"]) | {emb})
-        src["cameras"] = sorted(set(src["cameras"]) | set(meta["cameras"]))
+        src["cameras"] = sorted(set(src["cameras"]) | set(meta[MetaKey.CAMERAS]))
         _merge_camera_sources(src["camera_sources"], {cam: [_camera_source(cam, info)]
-                                                      for cam, info in meta["cameras"].items()})
-        for f, values in (("state", state), ("action", action)):
+                                                      for cam, info in meta[MetaKey.CAMERAS].items()})
+        for f, values in ((STATE, state), (ACTION, action)):
             for j, name in enumerate(names[f]):
                 q_emb = _stored_quantiles(stats_doc, source, emb, f, name)
                 checks[key][f][name].add(values[:, j], q_emb)
@@ -246,7 +248,7 @@ def _check_curation(root: Path, lengths: dict[str, int], report: ValidationRepor
     seen = set()
     for r in rows:
         eid = r.get("episode_id")
-        where = f"curation.parquet:{eid}"
+        where = f"{CURATION_FILE}:{eid}"
         seen.add(eid)
         if eid not in lengths:
             report.add("curation", where, "row for an episode that is not in the index")
@@ -260,7 +262,7 @@ def _check_curation(root: Path, lengths: dict[str, int], report: ValidationRepor
         if not tiles or any(a >= b for a, b in spans):
             report.add("curation", where, f"kept and removed ranges do not tile [0, {n}): {spans}")
         kept = sum(k["stop"] - k["start"] for k in r["kept_ranges"])
-        if kept != r.get("frames_kept") or (r.get("status") == "quarantined" and kept):
+        if kept != r.get("frames_kept") or (r.get("status") == CurationStatus.QUARANTINED and kept):
             report.add("curation", where, f"frames_kept {r.get('frames_kept')} vs kept ranges {kept} (status {r.get('status')})")
     for eid in sorted(set(lengths) - seen):
         report.add("curation", CURATION_FILE, f"episode {eid} has no curation row")
@@ -281,8 +283,8 @@ def validate_path(path: str | Path, *, decode_frames: bool = False,
 
 def _camera_source(name: str, info: dict[str, Any]) -> str:
     """The source's own name of a stored camera (stores written before it was recorded: the name)."""
-    source = info.get("source") or {}
-    return source.get("name") or name
+    source = info.get(CameraKey.SOURCE) or {}
+    return source.get(CameraSourceKey.NAME) or name
 
 
 def _merge_camera_sources(into: dict[str, list[str]], new: dict[str, list[str]]) -> None:
@@ -335,8 +337,6 @@ def _check_marker(root: Path, report: ValidationReport) -> None:
 
 
 def _read_index(root: Path, report: ValidationReport) -> list[dict[str, Any]]:
-    from .index import INDEX_SCHEMA
-
     path = root / INDEX_FILE
     try:
         table = pq.read_table(path)
@@ -399,7 +399,7 @@ def _check_episode(
     with reader:
         meta = reader.meta
         bad_meta = False
-        for key, typ in _REQUIRED_META.items():
+        for key, typ in REQUIRED_METADATA.items():
             if key not in meta:
                 report.add("episode_metadata", rel, f"missing key '{key}'")
                 bad_meta = True
@@ -408,25 +408,24 @@ def _check_episode(
                 bad_meta = True
         if bad_meta:
             return None
-        if meta["format_version"] != FORMAT_VERSION:
-            report.add("episode_metadata", rel, f"format_version {meta['format_version']} != {FORMAT_VERSION}")
-        for sub, keys in (("source", ("name", "version", "episode")), ("converter", ("name", "version")),
-                          ("language", ("instruction", "alternatives", "has_subtasks"))):
+        if meta[MetaKey.FORMAT_VERSION] != FORMAT_VERSION:
+            report.add("episode_metadata", rel, f"format_version {meta[MetaKey.FORMAT_VERSION]} != {FORMAT_VERSION}")
+        for sub, keys in REQUIRED_SUBKEYS.items():
             for k in keys:
                 if k not in meta[sub]:
                     report.add("episode_metadata", rel, f"missing key '{sub}.{k}'")
                     return None
-        for value, enum, label in ((meta["action_kind"], ActionKind, "action_kind"),
-                                   (meta["timestamp_origin"], TimestampOrigin, "timestamp_origin")):
+        for label, enum in ((MetaKey.ACTION_KIND, ActionKind), (MetaKey.TIMESTAMP_ORIGIN, TimestampOrigin)):
+            value = meta[label]
             if value not in {e.value for e in enum}:
                 report.add("episode_metadata", rel, f"{label} {value!r} is not one of {[e.value for e in enum]}")
-        if not (meta["control_hz"] > 0):
-            report.add("episode_metadata", rel, f"control_hz must be > 0, got {meta['control_hz']}")
+        if not (meta[MetaKey.CONTROL_HZ] > 0):
+            report.add("episode_metadata", rel, f"control_hz must be > 0, got {meta[MetaKey.CONTROL_HZ]}")
 
-        eid = meta["episode_id"]
-        source = meta["source"]["name"]
+        eid = meta[MetaKey.EPISODE_ID]
+        source = meta[MetaKey.SOURCE][SourceKey.NAME]
         try:
-            expected = episode_id(source, meta["source"]["episode"])
+            expected = episode_id(source, meta[MetaKey.SOURCE][SourceKey.EPISODE])
         except ValueError as exc:
             report.add("episode_id", rel, str(exc))
             expected = None
@@ -438,19 +437,19 @@ def _check_episode(
         except ValueError as exc:
             report.add("episode_id", rel, str(exc))
 
-        n = meta["num_frames"]
+        n = meta[MetaKey.NUM_FRAMES]
         arrays = {}
-        for name, dtype in (("timestamp", np.float64), ("state", np.float32), ("action", np.float32)):
+        for name, dtype in LOW_DIM_ARRAYS.items():
             if name not in reader.group:
                 report.add("array_missing", rel, f"array '{name}' missing")
                 continue
             arr = reader.group[name]
             if arr.dtype != dtype:
-                report.add("array_dtype", rel, f"'{name}' is {arr.dtype}, expected {np.dtype(dtype)}")
+                report.add("array_dtype", rel, f"'{name}' is {arr.dtype}, expected {dtype}")
             arrays[name] = arr[:]
-        if len(arrays) < 3:
+        if len(arrays) < len(LOW_DIM_ARRAYS):
             return None
-        t, state, action = arrays["timestamp"], arrays["state"], arrays["action"]
+        t, state, action = arrays[TIMESTAMP], arrays[STATE], arrays[ACTION]
         ok = True
         if n <= 0:
             report.add("array_shape", rel, f"num_frames is {n}; episodes must have frames")
@@ -458,7 +457,8 @@ def _check_episode(
         if t.ndim != 1 or len(t) != n:
             report.add("array_shape", rel, f"timestamp shape {t.shape}, expected ({n},)")
             ok = False
-        for name, arr, names in (("state", state, meta["state_names"]), ("action", action, meta["action_names"])):
+        for name, arr, names in ((STATE, state, meta[MetaKey.STATE_NAMES]),
+                                 (ACTION, action, meta[MetaKey.ACTION_NAMES])):
             if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] != len(names):
                 report.add("array_shape", rel, f"'{name}' shape {arr.shape}, expected ({n}, {len(names)})")
                 ok = False
@@ -481,31 +481,32 @@ def _check_episode(
                 i = int(np.argmax(np.diff(t) <= 0))
                 report.add("timestamps", rel, f"not strictly increasing at frame {i + 1}: {t[i]} -> {t[i + 1]}")
                 ok = False
-        lang = meta["language"]
-        if not isinstance(lang["instruction"], str) or not lang["instruction"].strip():
+        lang = meta[MetaKey.LANGUAGE]
+        instruction = lang[LanguageKey.INSTRUCTION]
+        if not isinstance(instruction, str) or not instruction.strip():
             report.add("language", rel, "instruction is empty")
-        if lang["has_subtasks"]:
+        if lang[LanguageKey.HAS_SUBTASKS]:
             try:
-                sub = reader.group["language/subtask_index"]
+                sub = reader.group[SUBTASK_INDEX]
                 idx = sub[:]
-                texts = list(sub.attrs["texts"])
-                if len(idx) != n or (idx.size and (idx.max() >= len(texts) or idx.min() < -1)):
+                texts = list(sub.attrs[SUBTASK_TEXTS_ATTR])
+                if len(idx) != n or (idx.size and (idx.max() >= len(texts) or idx.min() < NO_SUBTASK)):
                     report.add("language", rel, f"subtask_index has {len(idx)} rows or indices outside 0..{len(texts) - 1}")
             except KeyError:
-                report.add("array_missing", rel, "has_subtasks is true but language/subtask_index is missing")
-        for key in meta["extras"]:
+                report.add("array_missing", rel, f"has_subtasks is true but {SUBTASK_INDEX} is missing")
+        for key in meta[MetaKey.EXTRAS]:
             try:
-                if reader.group[f"extras/{key}"].shape[0] != n:
+                if reader.group[extra_array(key)].shape[0] != n:
                     report.add("array_shape", rel, f"extra '{key}' does not have {n} rows")
             except KeyError:
                 report.add("array_missing", rel, f"extra '{key}' declared but missing")
-        if not meta["cameras"]:
+        if not meta[MetaKey.CAMERAS]:
             report.add("array_missing", rel, "episode declares no camera")
         frame_digests: list[bytes] = []
-        for cam, info in sorted(meta["cameras"].items()):
+        for cam, info in sorted(meta[MetaKey.CAMERAS].items()):
             frame_digests += _check_camera(reader, rel, cam, info, n, report, decode_frames)
-        recorded = meta.get("content_sha256")
-        if recorded is not None and ok and len(frame_digests) == n * len(meta["cameras"]):
+        recorded = meta.get(MetaKey.CONTENT_SHA256)
+        if recorded is not None and ok and len(frame_digests) == n * len(meta[MetaKey.CAMERAS]):
             actual = content_digest(t, state, action, frame_digests)
             if recorded != actual:
                 report.add("content_digest", rel, f"metadata content_sha256 {str(recorded)[:16]}... but the stored "
@@ -519,7 +520,7 @@ def _check_episode(
 def _check_camera(reader: EpisodeReader, rel: str, cam: str, info: dict[str, Any], n: int,
                   report: ValidationReport, decode_frames: bool) -> list[bytes]:
     """Check one camera's frames; returns the sha256 of each (empty when the array is unusable)."""
-    key = f"images/{cam}"
+    key = image_array(cam)
     try:
         arr = reader.group[key]
     except KeyError:
@@ -532,10 +533,10 @@ def _check_camera(reader: EpisodeReader, rel: str, cam: str, info: dict[str, Any
         return []
     if tuple(arr.chunks) != (1,):
         report.add("image_chunking", rel, f"'{key}' chunks {arr.chunks}, expected (1,)")
-    if not {"encoding", "height", "width"} <= set(info):
-        report.add("episode_metadata", rel, f"camera '{cam}' metadata lacks encoding/height/width")
+    if not set(REQUIRED_CAMERA_KEYS) <= set(info):
+        report.add("episode_metadata", rel, f"camera '{cam}' metadata lacks {'/'.join(REQUIRED_CAMERA_KEYS)}")
         return []
-    expected = (info["height"], info["width"])
+    expected = (info[CameraKey.HEIGHT], info[CameraKey.WIDTH])
     problems = 0
     digests = []
     for i, data in enumerate(reader.encoded_frames(cam, 0, n, block=256)):
@@ -567,8 +568,6 @@ def _check_jpeg(data: bytes, expected_hw: tuple[int, int], decode: bool) -> str 
 
 
 def _check_row(path: Path, rel: str, row: dict[str, Any], reader: EpisodeReader, report: ValidationReport) -> None:
-    from .index import index_row
-
     expected = index_row(reader, rel, path.stat().st_size, sha256_file(path))
     for key, value in expected.items():
         if key in row and row[key] != value:
@@ -624,7 +623,7 @@ def _compare_fields(entry, per_field, where: str, report: ValidationReport) -> N
                 continue
             j = stored["names"].index(name)
             try:
-                got = {k: stored[k][j] for k in ("count", "mean", "std", "min", "max", "q01", "q99")}
+                got = {k: stored[k][j] for k in STAT_KEYS}
             except (KeyError, IndexError):
                 report.add("stats_missing", where, f"{f} '{name}' lacks a statistic")
                 continue

@@ -24,12 +24,33 @@ import numpy as np
 import zarr
 from zarr.codecs import VLenBytesCodec
 
-from . import FORMAT_VERSION
 from .digest import content_digest
 from .errors import EpisodeError, Reason
 from .images import ImageConfig, encode_jpeg, resize_frame
-from .layout import EPISODE_ATTR, TMP_DIR, episode_id, episode_relpath
+from .layout import TMP_DIR, episode_id, episode_relpath
 from .record import MAX_ABS_VALUE, Episode, check_episode
+from .schema import (
+    ACTION,
+    EPISODE_ATTR,
+    FORMAT_VERSION,
+    FRAME_ENCODING,
+    LOW_DIM_ARRAYS,
+    NO_SUBTASK,
+    STATE,
+    SUBTASK_INDEX,
+    SUBTASK_INDEX_DTYPE,
+    SUBTASK_TEXTS_ATTR,
+    TIMESTAMP,
+    CameraKey,
+    CameraSourceKey,
+    ConverterKey,
+    ExtraKey,
+    LanguageKey,
+    MetaKey,
+    SourceKey,
+    extra_array,
+    image_array,
+)
 
 #: frames per shard of an image array (inner chunk = 1 frame); bounds writer memory
 FRAMES_PER_SHARD = 256
@@ -81,31 +102,34 @@ def episode_attributes(episode: Episode, eid: str, cameras: dict[str, Any]) -> d
     n = episode.num_frames
     duration = float(episode.timestamp[-1] - episode.timestamp[0]) if n > 1 else 0.0
     return {
-        "format_version": FORMAT_VERSION,
-        "episode_id": eid,
-        "source": {
-            "name": episode.source,
-            "version": episode.source_version,
-            "episode": episode.source_episode,
+        MetaKey.FORMAT_VERSION: FORMAT_VERSION,
+        MetaKey.EPISODE_ID: eid,
+        MetaKey.SOURCE: {
+            SourceKey.NAME: episode.source,
+            SourceKey.VERSION: episode.source_version,
+            SourceKey.EPISODE: episode.source_episode,
         },
-        "converter": {"name": episode.converter or episode.source, "version": episode.converter_version},
-        "embodiment": episode.embodiment,
-        "robot_type": episode.robot_type,
-        "control_hz": float(episode.control_hz),
-        "num_frames": n,
-        "duration_s": duration,
-        "timestamp_origin": str(episode.timestamp_origin),
-        "state_names": list(episode.state_names),
-        "action_names": list(episode.action_names),
-        "action_kind": str(episode.action_kind),
-        "language": {
-            "instruction": episode.instruction,
-            "alternatives": list(episode.instruction_alternatives),
-            "has_subtasks": episode.subtasks is not None,
+        MetaKey.CONVERTER: {
+            ConverterKey.NAME: episode.converter or episode.source,
+            ConverterKey.VERSION: episode.converter_version,
         },
-        "cameras": cameras,
-        "extras": {k: {"names": list(episode.extra_names.get(k, []))} for k in sorted(episode.extras)},
-        "metadata": _jsonable(episode.metadata, "metadata"),
+        MetaKey.EMBODIMENT: episode.embodiment,
+        MetaKey.ROBOT_TYPE: episode.robot_type,
+        MetaKey.CONTROL_HZ: float(episode.control_hz),
+        MetaKey.NUM_FRAMES: n,
+        MetaKey.DURATION_S: duration,
+        MetaKey.TIMESTAMP_ORIGIN: str(episode.timestamp_origin),
+        MetaKey.STATE_NAMES: list(episode.state_names),
+        MetaKey.ACTION_NAMES: list(episode.action_names),
+        MetaKey.ACTION_KIND: str(episode.action_kind),
+        MetaKey.LANGUAGE: {
+            LanguageKey.INSTRUCTION: episode.instruction,
+            LanguageKey.ALTERNATIVES: list(episode.instruction_alternatives),
+            LanguageKey.HAS_SUBTASKS: episode.subtasks is not None,
+        },
+        MetaKey.CAMERAS: cameras,
+        MetaKey.EXTRAS: {k: {ExtraKey.NAMES: list(episode.extra_names.get(k, []))} for k in sorted(episode.extras)},
+        MetaKey.METADATA: _jsonable(episode.metadata, MetaKey.METADATA),
     }
 
 
@@ -119,25 +143,21 @@ def _write_group(
     # the process had bound: TensorFlow (loaded to read DROID's RLDS) exports its own zstd
     # symbols, and once it is loaded numcodecs' calls may resolve to them and emit other bytes
     # for the same values. Uncompressed, equal data gives equal files whatever else is loaded.
-    root.create_array("timestamp", data=np.asarray(episode.timestamp, dtype=np.float64), chunks=(n,),
-                      compressors=None)
-    root.create_array("state", data=np.asarray(episode.state, dtype=np.float32), chunks=(n, len(episode.state_names)),
-                      compressors=None)
-    root.create_array(
-        "action", data=np.asarray(episode.action, dtype=np.float32), chunks=(n, len(episode.action_names)),
-        compressors=None,
-    )
+    low_dim = {name: np.asarray(values, dtype=LOW_DIM_ARRAYS[name])
+               for name, values in ((TIMESTAMP, episode.timestamp), (STATE, episode.state), (ACTION, episode.action))}
+    for name, data in low_dim.items():
+        root.create_array(name, data=data, chunks=data.shape, compressors=None)  # one chunk: [T] or [T, D]
     if episode.subtasks is not None:
         texts = sorted({s for s in episode.subtasks if s})
         lookup = {s: i for i, s in enumerate(texts)}
-        index = np.array([lookup[s] if s else -1 for s in episode.subtasks], dtype=np.int32)
-        arr = root.create_array("language/subtask_index", data=index, chunks=(n,), compressors=None)
-        arr.attrs["texts"] = texts
+        index = np.array([lookup[s] if s else NO_SUBTASK for s in episode.subtasks], dtype=SUBTASK_INDEX_DTYPE)
+        arr = root.create_array(SUBTASK_INDEX, data=index, chunks=(n,), compressors=None)
+        arr.attrs[SUBTASK_TEXTS_ATTR] = texts
     for key in sorted(episode.extras):
         data = np.asarray(episode.extras[key])
         if data.dtype == object or data.dtype.kind in "US":
             raise EpisodeError(Reason.SHAPE_MISMATCH, f"{episode.source_episode}: extra '{key}' must be numeric")
-        root.create_array(f"extras/{key}", data=data, chunks=data.shape or (1,), compressors=None)
+        root.create_array(extra_array(key), data=data, chunks=data.shape or (1,), compressors=None)
 
     # One thread per camera: decode, resize and JPEG encode release the GIL, so a lone long
     # episode still uses several cores; each camera owns its array, so threads share nothing.
@@ -151,9 +171,8 @@ def _write_group(
     attributes = episode_attributes(episode, eid, cameras)
     # The duplicate-detection digest covers every stored frame; hashing the JPEGs as they are
     # encoded saves reading the whole episode back (the validator re-derives and checks it).
-    attributes["content_sha256"] = content_digest(
-        np.asarray(episode.timestamp, dtype=np.float64), np.asarray(episode.state, dtype=np.float32),
-        np.asarray(episode.action, dtype=np.float32), [d for n in names for d in written[n][1]])
+    attributes[MetaKey.CONTENT_SHA256] = content_digest(
+        low_dim[TIMESTAMP], low_dim[STATE], low_dim[ACTION], [d for n in names for d in written[n][1]])
     root.attrs[EPISODE_ATTR] = attributes
 
 
@@ -165,7 +184,7 @@ def _write_camera(
     n = episode.num_frames
     where = f"{episode.source_episode}: camera '{name}'"
     arr = root.create_array(
-        f"images/{name}",
+        image_array(name),
         shape=(n,),
         chunks=(1,),
         shards=(min(frames_per_shard, n),),
@@ -204,14 +223,15 @@ def _write_camera(
         raise EpisodeError(Reason.FRAME_COUNT_MISMATCH, f"{where} yielded {written} frames, expected {n}")
     assert source_hw is not None and out_hw is not None
     return {
-        "source": {"name": stream.source_name or name, "file": stream.source_file or None},
-        "encoding": "jpeg",
-        "quality": config.quality,
-        "height": out_hw[0],
-        "width": out_hw[1],
-        "source_height": source_hw[0],
-        "source_width": source_hw[1],
-        "resize": config.resize,
+        CameraKey.SOURCE: {CameraSourceKey.NAME: stream.source_name or name,
+                           CameraSourceKey.FILE: stream.source_file or None},
+        CameraKey.ENCODING: FRAME_ENCODING,
+        CameraKey.QUALITY: config.quality,
+        CameraKey.HEIGHT: out_hw[0],
+        CameraKey.WIDTH: out_hw[1],
+        CameraKey.SOURCE_HEIGHT: source_hw[0],
+        CameraKey.SOURCE_WIDTH: source_hw[1],
+        CameraKey.RESIZE: config.resize,
     }, digests
 
 

@@ -40,6 +40,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipelines.episode_store.layout import INDEX_FILE, STATS_FILE, STORE_MARKER
 from pipelines.episode_store.reader import EpisodeReader, StoreError
+from pipelines.episode_store.schema import (
+    ACTION,
+    ACTION_PADDED_EXTRA,
+    STATE,
+    VECTORS,
+    MetaKey,
+)
 from pipelines.manifest.format import ManifestError, file_sha256, load_manifest
 from pipelines.manifest.sampler import ManifestSampler
 from training.config import DataConfig
@@ -50,8 +57,6 @@ from training.data.spec import DataSpec, EmbodimentCodec
 
 log = logging.getLogger("a1pipe.training.data")
 
-#: per-frame extra a converter writes where the last action(s) only hold position (RoboChallenge)
-ACTION_PADDED_EXTRA = "action_padded"
 #: errors a bad frame or episode file can raise while being read and decoded
 READ_ERRORS = (OSError, ValueError, StoreError, SyntaxError, EOFError, KeyError, struct.error, zipfile.BadZipFile)
 _MAX_LISTED = 20
@@ -140,7 +145,7 @@ class ManifestData:
             try:
                 entry = self.table.entry(dataset, embodiment)
                 keys.add(entry.key)
-                for field in ("state", "action"):
+                for field in VECTORS:
                     self.table.vector(entry, field, names[(dataset, embodiment)][field])
             except LayoutError as exc:
                 problems.append(str(exc))
@@ -156,7 +161,7 @@ class ManifestData:
             for dataset, embodiment in self.groups:
                 entry = sources.get(dataset, {}).get("embodiments", {}).get(embodiment)
                 if entry is not None and (dataset, embodiment) not in out:
-                    out[(dataset, embodiment)] = {f: list(entry[f]["names"]) for f in ("state", "action")}
+                    out[(dataset, embodiment)] = {f: list(entry[f]["names"]) for f in VECTORS}
         return out
 
     def codec(self, dataset: str, embodiment: str) -> EmbodimentCodec:
@@ -192,17 +197,17 @@ class _OpenEpisode:
                  subtasks: bool):
         self.reader = reader
         meta = reader.meta
-        self.state_names, self.action_names = list(meta["state_names"]), list(meta["action_names"])
-        self.state_layout: VectorLayout = codec.layout("state", self.state_names)
-        self.action_layout: VectorLayout = codec.layout("action", self.action_names)
-        self.state = codec.normalizer.normalize(codec.norm_key, "state", reader.state, self.state_names)
-        self.action = codec.normalizer.normalize(codec.norm_key, "action", reader.action, self.action_names)
-        cameras = set(meta["cameras"])
+        self.state_names, self.action_names = list(meta[MetaKey.STATE_NAMES]), list(meta[MetaKey.ACTION_NAMES])
+        self.state_layout: VectorLayout = codec.layout(STATE, self.state_names)
+        self.action_layout: VectorLayout = codec.layout(ACTION, self.action_names)
+        self.state = codec.normalizer.normalize(codec.norm_key, STATE, reader.state, self.state_names)
+        self.action = codec.normalizer.normalize(codec.norm_key, ACTION, reader.action, self.action_names)
+        cameras = set(meta[MetaKey.CAMERAS])
         self.slot_cameras = [codec.entry.camera_for(s) if codec.entry.camera_for(s) in cameras else None
                              for s in slots]
         self.ranges = np.array([(k["start"], k["stop"]) for k in row["kept_ranges"]], dtype=np.int64).reshape(-1, 2)
         valid = np.ones(reader.num_frames, dtype=bool)
-        if ACTION_PADDED_EXTRA in meta.get("extras", {}):
+        if ACTION_PADDED_EXTRA in meta.get(MetaKey.EXTRAS, {}):
             valid &= ~(np.asarray(reader.extra(ACTION_PADDED_EXTRA)).reshape(reader.num_frames, -1)[:, 0] > 0.5)
         self.action_valid = valid
         self.subtasks = reader.subtasks() if subtasks else None  # read only when the prompt uses them

@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 
 from pipelines.episode_store.layout import STATS_FILE
+from pipelines.episode_store.schema import VECTORS
+from pipelines.episode_store.stats import STAT_KEYS
 from training.config import NORMALIZATION_SCOPES, NORMALIZATIONS
 
 STD_EPS = 1e-6
 ZERO_WIDTH = 1e-8
-FIELDS = ("state", "action")
-STAT_NAMES = ("count", "mean", "std", "min", "max", "q01", "q99")
 FORMAT_VERSION = 1
 
 
@@ -62,11 +62,11 @@ class FieldStats:
     @classmethod
     def from_json(cls, entry: dict[str, Any]) -> FieldStats:
         return cls(names=list(entry["names"]),
-                   **{k: np.asarray(entry[k], dtype=np.float64) for k in STAT_NAMES})
+                   **{k: np.asarray(entry[k], dtype=np.float64) for k in STAT_KEYS})
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"names": list(self.names)}
-        for k in STAT_NAMES:
+        for k in STAT_KEYS:
             values = getattr(self, k).tolist()
             out[k] = [int(v) for v in values] if k == "count" else values
         return out
@@ -108,7 +108,7 @@ class FieldStats:
         if missing:
             raise NormalizationError(f"{where}: no statistics for dimensions {missing}")
         take = np.array([index[n] for n in names], dtype=np.int64)
-        return FieldStats(names=list(names), **{k: getattr(self, k)[take] for k in STAT_NAMES})
+        return FieldStats(names=list(names), **{k: getattr(self, k)[take] for k in STAT_KEYS})
 
 
 def group_key(dataset: str, embodiment: str, scope: str) -> str:
@@ -147,12 +147,12 @@ class Normalizer:
                 if entry is None:
                     continue
                 key = group_key(dataset, embodiment, scope)
-                for f in FIELDS:
+                for f in VECTORS:
                     parts.setdefault(key, {}).setdefault(f, []).append(FieldStats.from_json(entry[f]))
         missing = sorted({group_key(d, e, scope) for d, e in wanted} - set(parts))
         if missing:
             raise NormalizationError(f"no stats.json entry in the manifest's stores for {missing}")
-        groups = {k: {f: FieldStats.merge(v[f]) for f in FIELDS} for k, v in sorted(parts.items())}
+        groups = {k: {f: FieldStats.merge(v[f]) for f in VECTORS} for k, v in sorted(parts.items())}
         return cls(mode, scope, groups, provenance)
 
     def _params(self, key: str, field: str, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -197,12 +197,12 @@ class Normalizer:
         return {"format_version": FORMAT_VERSION, "mode": self.mode, "scope": self.scope,
                 "std_eps": STD_EPS, "quantile_merge": "q01 = min over stores, q99 = max over stores",
                 "stores": self.provenance,
-                "groups": {k: {f: v[f].to_json() for f in FIELDS} for k, v in self.groups.items()}}
+                "groups": {k: {f: v[f].to_json() for f in VECTORS} for k, v in self.groups.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Normalizer:
         if data.get("format_version") != FORMAT_VERSION:
             raise NormalizationError(f"normalization file format_version {data.get('format_version')!r}, "
                                      f"this a1pipe reads {FORMAT_VERSION}")
-        groups = {k: {f: FieldStats.from_json(v[f]) for f in FIELDS} for k, v in data["groups"].items()}
+        groups = {k: {f: FieldStats.from_json(v[f]) for f in VECTORS} for k, v in data["groups"].items()}
         return cls(data["mode"], data["scope"], groups, data.get("stores"))

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.episode_store.schema import ActionKind
 from training.io import publishing, write_json
 from training.sim.metaworld import (
     ACTION_NAMES,
@@ -65,7 +66,7 @@ def _metadata(task: MetaWorldTask) -> dict[str, Any]:
         "camera_names": list(task.cameras),
         "joint_names": list(PROPRIO_NAMES),
         "action_names": list(ACTION_NAMES),
-        "action_kind": "ee_pose_delta",
+        "action_kind": ActionKind.EE_POSE_DELTA.value,
         "extra": {
             "simulator": f"metaworld {getattr(metaworld, '__version__', 'unknown')}",
             "task": task.task,
