@@ -97,7 +97,7 @@ def build_store(base: Path, episodes: int, frames: int, size: int, processes: in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.convert import CURATION_SCHEMA
+    from pipelines.episode_store.index import CURATION_SCHEMA, CurationStatus
     from pipelines.episode_store.index import rebuild_index_and_stats
     from pipelines.episode_store.reader import EpisodeStore
     from pipelines.manifest.build import ManifestParams, build_manifest
@@ -113,7 +113,7 @@ def build_store(base: Path, episodes: int, frames: int, size: int, processes: in
     rows = []
     for r in EpisodeStore(store).index().to_pylist():  # every frame kept: the loader sees the whole store
         rows.append({"episode_id": r["episode_id"], "source": r["source"], "embodiment": r["embodiment"],
-                     "status": "kept", "reason": None, "message": "", "frames_in": r["num_frames"],
+                     "status": CurationStatus.KEPT.value, "reason": None, "message": "", "frames_in": r["num_frames"],
                      "frames_kept": r["num_frames"], "kept_ranges": [{"start": 0, "stop": r["num_frames"]}],
                      "removed_ranges": [], "content_sha256": r["sha256"]})
     pq.write_table(pa.Table.from_pylist(rows, schema=CURATION_SCHEMA), store / "curation.parquet")

@@ -40,7 +40,7 @@ def write_synthetic_stores(root: Path, episodes: int, seed: int = 0) -> list[Pat
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.convert import CURATION_SCHEMA
+    from pipelines.episode_store.index import CURATION_SCHEMA, CurationStatus
     from pipelines.episode_store.index import INDEX_SCHEMA
     from pipelines.episode_store.layout import episode_id, episode_relpath
 
@@ -63,7 +63,7 @@ def write_synthetic_stores(root: Path, episodes: int, seed: int = 0) -> list[Pat
                           "action_kind": "joint_position", "converter_version": "1", "format_version": 1,
                           "path": episode_relpath(eid), "size_bytes": n * 20000,
                           "sha256": hashlib.sha256(eid.encode()).hexdigest()})
-            curation.append({"episode_id": eid, "source": dataset, "embodiment": emb, "status": "kept",
+            curation.append({"episode_id": eid, "source": dataset, "embodiment": emb, "status": CurationStatus.KEPT.value,
                              "reason": None, "message": "", "frames_in": n, "frames_kept": stop - start,
                              "kept_ranges": [{"start": start, "stop": stop}],
                              "removed_ranges": [{"start": 0, "stop": start, "reason": "idle_prefix", "message": ""},

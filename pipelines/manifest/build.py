@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from pipelines import __version__
 from pipelines.curation import cross_store_duplicates
+from pipelines.episode_store.index import CurationStatus
 from pipelines.episode_store.layout import CURATION_FILE, INDEX_FILE, REPORT_FILE
 from pipelines.manifest import release
 from pipelines.manifest.format import (
@@ -235,7 +236,7 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
                 excluded["conversion_quarantine"][reason] = excluded["conversion_quarantine"].get(reason, 0) + n
         index = {r["episode_id"]: r for r in indexes[store]}
         for c in pq.read_table(store / CURATION_FILE).to_pylist():
-            if c["status"] != "kept":
+            if c["status"] != CurationStatus.KEPT:
                 key = c["reason"] or c["status"]
                 excluded["curation_removed"][key] = excluded["curation_removed"].get(key, 0) + 1
                 continue

@@ -17,8 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import __version__
+from pipelines.episode_store.index import CurationStatus
 from pipelines.episode_store.layout import CURATION_FILE, INDEX_FILE
 from pipelines.episode_store.reader import EpisodeReader
+from pipelines.episode_store.schema import MetaKey
 from pipelines.manifest.build import ManifestParams, assign_probabilities, resolve_stores, split_of
 from pipelines.manifest.croissant import validate_croissant
 from pipelines.manifest.format import (
@@ -142,7 +144,7 @@ def _verify_episode(r: dict[str, Any], store: Path, manifest: dict[str, Any],
         return [f"{where}: sha256 does not match the manifest"]
     try:
         with EpisodeReader(path) as ep:
-            num_frames, stored_id = ep.num_frames, ep.meta.get("episode_id")
+            num_frames, stored_id = ep.num_frames, ep.meta.get(MetaKey.EPISODE_ID)
     except Exception as exc:  # a file whose bytes match but cannot be opened is still a finding
         return [f"{where}: cannot be read: {exc}"]
     if stored_id != r["episode_id"]:
@@ -159,7 +161,7 @@ def _verify_episode(r: dict[str, Any], store: Path, manifest: dict[str, Any],
         problems.append(f"{where}: kept ranges add up to {sum(b - a for a, b in ranges)} frames, "
                         f"manifest records frames_kept {r['frames_kept']}")
     c = curation.get(r["episode_id"])
-    if c is None or c["status"] != "kept":
+    if c is None or c["status"] != CurationStatus.KEPT:
         problems.append(f"{where}: the store's {CURATION_FILE} no longer keeps this episode"
                         + (f" ({c['reason']})" if c else ""))
     elif _ranges(c["kept_ranges"]) != ranges:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipelines.episode_store.index import CurationStatus
 from pipelines.episode_store.layout import CURATION_FILE, INDEX_FILE, REPORT_FILE
 from pipelines.episode_store.reader import EpisodeStore
 from pipelines.report.page import Cited, Note, Page, Section, Table, count, fraction, percent
@@ -30,7 +31,7 @@ def store_page(root: str | Path) -> Page:
     curation = pq.read_table(curation_file).to_pylist() if curation_file.is_file() else None
     report = json.loads(report_file.read_text()) if report_file.is_file() else None
     by_id = {r["episode_id"]: r for r in index}
-    kept = [c for c in curation or [] if c["status"] == "kept" and c["episode_id"] in by_id]
+    kept = [c for c in curation or [] if c["status"] == CurationStatus.KEPT and c["episode_id"] in by_id]
     curated = [Curated(c["episode_id"], f"{c['source']} / {c['embodiment']}", c["frames_in"],
                        [(k["start"], k["stop"]) for k in c["kept_ranges"]],
                        [(k["start"], k["stop"], k["reason"]) for k in c["removed_ranges"]],
@@ -50,7 +51,7 @@ def store_page(root: str | Path) -> Page:
         stats.append(("quarantined at conversion", Cited(count(report["counts"]["quarantined"]), report_file,
                                                          "counts.quarantined"), "stat-quarantined-conversion"))
     if curation is not None:
-        stats.append(("quarantined by curation", Cited(count(sum(c["status"] != "kept" for c in curation)),
+        stats.append(("quarantined by curation", Cited(count(sum(c["status"] != CurationStatus.KEPT for c in curation)),
                                                        curation_file, "rows whose status is not kept"),
                       "stat-quarantined-curation"))
     sections = [_composition(index, index_file, curation, curation_file)]
@@ -80,7 +81,7 @@ def _composition(index: list[dict[str, Any]], index_file: Path, curation: list[d
         groups[(r["source"], r["embodiment"])].append(r)
     kept_frames: Counter[tuple[str, str]] = Counter()
     for c in curation or []:
-        if c["status"] == "kept":
+        if c["status"] == CurationStatus.KEPT:
             kept_frames[(c["source"], c["embodiment"])] += c["frames_kept"]
     total_kept = sum(kept_frames.values())
     rows = []
@@ -123,13 +124,13 @@ def _quarantine(report: dict[str, Any] | None, report_file: Path, curation: list
         listed += [["conversion", e["source_episode"], Cited(e["reason"], report_file, "episodes[].reason"),
                     e.get("message") or ""] for e in report.get("episodes", []) if e["status"] == "quarantined"]
     if curation is not None:
-        by_reason = Counter(c["reason"] for c in curation if c["status"] != "kept")
+        by_reason = Counter(c["reason"] for c in curation if c["status"] != CurationStatus.KEPT)
         section.blocks.append(Table(["reason", "episodes"], [
             [reason, Cited(count(n), curation_file, f"rows with status quarantined and reason {reason}")]
             for reason, n in sorted(by_reason.items())] or [["none", "0"]], "lr", "quarantine-curation",
             caption="By curation"))
         listed += [["curation", c["episode_id"], Cited(c["reason"], curation_file, "reason"), c["message"] or ""]
-                   for c in sorted(curation, key=lambda c: c["episode_id"]) if c["status"] != "kept"]
+                   for c in sorted(curation, key=lambda c: c["episode_id"]) if c["status"] != CurationStatus.KEPT]
     if listed:
         more = f" (the first {LISTED} of {len(listed)})" if len(listed) > LISTED else ""
         section.blocks.append(Table(["stage", "episode", "reason", "message"], listed[:LISTED], "llll",
