@@ -13,11 +13,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: Test files whose few tests run long (child interpreters, whole training and evaluation runs), longest
-#: first. ``make test`` hands whole files to its workers (``--dist loadfile``), and xdist's own order is
-#: by number of tests: these would be handed out last, and one worker would run them alone while the
-#: other has nothing left to do.
-LONG_FILES = ("test_closed_loop_metaworld.py", "test_training_loop.py")
+#: Test files whose few tests run long (child interpreters, whole training, evaluation and benchmark
+#: runs), longest first. ``make test`` hands whole files to its workers (``--dist loadfile``), and
+#: xdist's own order is by number of tests: these would be handed out last, and one worker would run
+#: them alone while the other has nothing left to do.
+LONG_FILES = ("test_closed_loop_metaworld.py", "test_training_loop.py", "test_benchmark_smoke.py")
 
 
 def pytest_configure(config):
