@@ -5,12 +5,36 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: Test files whose few tests run long (child interpreters, whole training, evaluation and benchmark
+#: runs), longest first. ``make test`` hands whole files to its workers (``--dist loadfile``), and
+#: xdist's own order is by number of tests: these would be handed out last, and one worker would run
+#: them alone while the other has nothing left to do.
+LONG_FILES = ("test_closed_loop_metaworld.py", "test_training_loop.py", "test_benchmark_smoke.py")
+
+
+def pytest_configure(config):
+    """Under xdist, files are handed out in the collection order of ``pytest_collection_modifyitems``."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+    """``LONG_FILES`` first, then the other files as xdist would order them (most tests first)."""
+    counts = Counter(item.path.name for item in items)
+
+    def rank(item) -> tuple[int, int]:
+        name = item.path.name
+        return (LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES), -counts[name])
+
+    items.sort(key=rank)  # stable: a file's tests stay together and in their order
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ two-process DDP, metrics, and whether a tiny policy learns a task it can only so
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -230,29 +231,44 @@ def test_a_tiny_policy_learns_a_task_it_can_only_solve_by_looking(task, tmp_path
     assert val["val/action_l1_images_shuffled"] > 2 * val["val/action_l1"], val
 
 
-def _fine_tuned(task: Path, base: Path, head: str) -> dict:
-    """Pre-train and fine-tune 2 steps on the colour task, with validation and calibration splits."""
-    from pipelines.manifest.build import ManifestParams, build_manifest
+@pytest.fixture(scope="module")
+def calibrated(task, tmp_path_factory):
+    """``get(head)`` -> (base, params, the calibrate stage's result): pre-trained and fine-tuned 2 steps on the
+    colour task (with validation and calibration splits), then calibrated, once per head for the module.
 
-    os.symlink(task / "data", base / "data")
-    build_manifest([task / "data" / "inhouse"], base / "manifests" / "toy",
-                   ManifestParams(name="toy", validation_fraction=0.2, calibration_fraction=0.3))
-    doc = params(base, head=head, steps=2, checkpoint_every=2)
-    Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
-    Trainer(resolve_run(doc, "finetune", "toy"), quiet=True).train()
-    return doc
+    The calibrate, evaluation and LIBERO tests only read these models and thresholds; evaluating writes
+    the run's evaluation reports, which only the evaluation test reads. ``params`` is a copy per call,
+    free to edit.
+    """
+    from pipelines.manifest.build import ManifestParams, build_manifest
+    from training.calibrate import calibrate
+
+    built: dict[str, tuple[Path, dict, dict]] = {}
+
+    def get(head: str) -> tuple[Path, dict, dict]:
+        if head not in built:
+            base = tmp_path_factory.mktemp(f"calibrated-{head}")
+            os.symlink(task / "data", base / "data")
+            build_manifest([task / "data" / "inhouse"], base / "manifests" / "toy",
+                           ManifestParams(name="toy", validation_fraction=0.2, calibration_fraction=0.3))
+            doc = params(base, head=head, steps=2, checkpoint_every=2)
+            Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
+            Trainer(resolve_run(doc, "finetune", "toy"), quiet=True).train()
+            built[head] = (base, doc, calibrate("toy", doc))
+        base, doc, result = built[head]
+        return base, copy.deepcopy(doc), copy.deepcopy(result)
+
+    return get
 
 
 @pytest.mark.parametrize("head", ["fm", "mlp"])
-def test_calibrate_stage_writes_thresholds_from_the_calibration_split(task, tmp_path, head):
+def test_calibrate_stage_writes_thresholds_from_the_calibration_split(calibrated, head):
     import numpy as np
 
-    from training.calibrate import calibrate
     from training.exits import exit_distribution, thresholds
 
-    doc = _fine_tuned(task, tmp_path, head)
-    result = calibrate("toy", doc)
-    out = tmp_path / "models/calibration/toy"
+    base, _, result = calibrated(head)
+    out = base / "models/calibration/toy"
     saved = json.loads((out / "thresholds.json").read_text())
     assert saved["split"] == "calibration" and saved["exits"] == [1, 2, 3] and saved["reference_layer"] == 0
     chains = ["itfm", "full"] if head == "fm" else ["mlp"]
@@ -269,26 +285,24 @@ def test_calibrate_stage_writes_thresholds_from_the_calibration_split(task, tmp_
         assert [(b["unit"], b["target"]) for b in budgets] == [("layers", 0.75), ("flops", 0.75)]
     assert [r["c"] for r in saved["online"]["rows"]] == [1.0, 0.4] and saved["online"]["samples"] == 16
     assert result["default"]["chain"] == chains[0]
-    reports = tmp_path / "reports/calibration/toy"
+    reports = base / "reports/calibration/toy"
     assert (reports / "exit_distribution.csv").read_text().startswith("exit_layer,kind,fraction")
     assert set(json.loads((reports / "metrics.json").read_text())["online_c0.4"]) == {
         "layer_fraction", "flops_fraction", "action_l1_from_full_depth"}
     # wall times only in the runtime report: the published thresholds are the same on any machine
     assert "time" not in (out / "thresholds.json").read_text()
-    timing = json.loads((tmp_path / "reports/runtime/calibration/toy.json").read_text())
+    timing = json.loads((base / "reports/runtime/calibration/toy.json").read_text())
     assert timing["full_depth_time_s"] > 0 and timing["online_c0.4"]["time_ratio"] > 0
 
 
 @pytest.mark.parametrize("head", ["fm", "mlp"])
-def test_open_loop_evaluation_rows_costs_and_known_errors(task, tmp_path, head):
-    from training.calibrate import calibrate
+def test_open_loop_evaluation_rows_costs_and_known_errors(calibrated, tmp_path, head):
     from training.checkpoint import load_policy
     from training.config import EvaluationConfig
     from training.evaluate import evaluate, open_loop
 
-    doc = _fine_tuned(task, tmp_path, head)
+    base, doc, _ = calibrated(head)
     doc["training"]["profiles"]["t"]["evaluation"] = {"cs": [1.0, 0.4], "max_samples": 16, "batch_size": 8}
-    calibrate("toy", doc)
     result = evaluate("toy", doc)
     rows = result["open_loop"]["rows"]
     chains = ["itfm", "full"] if head == "fm" else ["mlp"]
@@ -300,13 +314,13 @@ def test_open_loop_evaluation_rows_costs_and_known_errors(task, tmp_path, head):
     for name in rows:
         if " c=" in name:
             assert 0.25 < rows[name]["layer_fraction"] <= 1.0 and sum(rows[name]["exit_layer_histogram"].values()) == 16
-    reports = tmp_path / "reports/evaluation/toy"
+    reports = base / "reports/evaluation/toy"
     metrics = json.loads((reports / "metrics.json").read_text())
     assert metrics["mode"] == "open_loop" and metrics["no_exit"]["l1"] == rows["no_exit"]["l1"]
     assert (reports / "compute.csv").read_text().splitlines()[0] == "policy,tflops_per_query,layer_fraction,score"
     text = (reports / "report.md").read_text()
     assert "| no_exit |" in text and "Table 3" in text and ("Table 6" in text) == (head == "fm")
-    timing = json.loads((tmp_path / "reports/runtime/evaluation/toy.json").read_text())
+    timing = json.loads((base / "reports/runtime/evaluation/toy.json").read_text())
     assert timing["no_exit"]["ms_per_query"] > 0 and timing["no_exit"]["time_reduction"] == 0
     # evaluated again: the tracked outputs are byte-identical (no wall time leaks into them)
     tracked = ("metrics.json", "compute.csv", "exit_layers.csv", "report.md")
@@ -314,9 +328,9 @@ def test_open_loop_evaluation_rows_costs_and_known_errors(task, tmp_path, head):
     assert [f for f in tracked if (tmp_path / "again" / f).read_bytes() != (reports / f).read_bytes()] == []
 
     # a model whose error at layer i is exactly 0.1 (i + 1) in every valid entry
-    policy, _, saved = load_policy(tmp_path / "models/finetune/toy/checkpoint")
+    policy, _, saved = load_policy(base / "models/finetune/toy/checkpoint")
     policy.predict = lambda batch, exit_layer=None, noise=None, steps=None: batch["action"] + 0.1 * (exit_layer + 1)
-    calibration = json.loads((tmp_path / "models/calibration/toy/thresholds.json").read_text())
+    calibration = json.loads((base / "models/calibration/toy/thresholds.json").read_text())
     known = open_loop(policy, saved, calibration, EvaluationConfig(cs=(1.0,), chains=("itfm",), max_samples=16,
                                                                    batch_size=8), full_steps=10, itfm_steps=2)["rows"]
     for name, layer in (("no_exit", 3), ("layer 0", 0), ("layer 2", 2)):
@@ -324,7 +338,7 @@ def test_open_loop_evaluation_rows_costs_and_known_errors(task, tmp_path, head):
         assert known[name]["mse"] == pytest.approx((0.1 * (layer + 1)) ** 2, rel=1e-4)
 
 
-def test_a_checkpoint_drives_the_libero_client_with_and_without_early_exit(task, tmp_path):
+def test_a_checkpoint_drives_the_libero_client_with_and_without_early_exit(calibrated):
     """The LIBERO protocol loop (a fake env) with the A1 adapter on a trained checkpoint: LIBERO's
     observation reaches the model through the dataset's names, chunks come back as 7 numbers, the
     early-exit rows run fewer layers, and a trial repeats exactly."""
@@ -332,15 +346,13 @@ def test_a_checkpoint_drives_the_libero_client_with_and_without_early_exit(task,
 
     from tests.test_libero_protocol import FakeEnv
     from tests.training_stores import FRANKA_NAMES
-    from training.calibrate import calibrate
     from training.sim.closed_loop import exit_rows
     from training.sim.libero import LiberoProtocol, run_trial
     from training.sim.metaworld import SimError
     from training.sim.policy import A1LiberoPolicy
 
-    doc = _fine_tuned(task, tmp_path, "fm")
-    calibration = calibrate("toy", doc)
-    checkpoint = tmp_path / "models/finetune/toy/checkpoint"
+    base, _, calibration = calibrated("fm")
+    checkpoint = base / "models/finetune/toy/checkpoint"
     names = {"dataset": "inhouse", "embodiment": "franka", "cameras": {"cam_front": "agentview", "cam_wrist": "wrist"},
              "state_names": FRANKA_NAMES, "action_names": FRANKA_NAMES, "sent": FRANKA_NAMES[:6] + ["gripper"]}
     protocol = LiberoProtocol(suite="libero_spatial", max_steps=12, execute_steps=4, image_size=64)
@@ -370,21 +382,19 @@ def test_a_checkpoint_drives_the_libero_client_with_and_without_early_exit(task,
         A1LiberoPolicy(checkpoint, **{**names, "embodiment": "ur5"})
 
 
-def test_a1pipe_libero_runs_the_suite_with_early_exit_rows_and_names_a_missing_simulator(task, tmp_path, monkeypatch,
-                                                                                          capsys):
+def test_a1pipe_libero_runs_the_suite_with_early_exit_rows_and_names_a_missing_simulator(calibrated, tmp_path,
+                                                                                          monkeypatch, capsys):
     from tests.test_libero_protocol import FakeEnv
     from tests.training_stores import FRANKA_NAMES
     from training import libero_eval
-    from training.calibrate import calibrate
     from training.sim import libero
 
-    doc = _fine_tuned(task, tmp_path, "fm")
-    calibrate("toy", doc)
-    argv = ["--checkpoint", str(tmp_path / "models/finetune/toy/checkpoint"), "--suite", "libero_goal",
+    base, _, _ = calibrated("fm")
+    argv = ["--checkpoint", str(base / "models/finetune/toy/checkpoint"), "--suite", "libero_goal",
             "--trials", "2", "--tasks", "3", "--dataset", "inhouse", "--embodiment", "franka",
             "--camera", "cam_front=agentview", "--camera", "cam_wrist=wrist", "--state-names", *FRANKA_NAMES,
             "--action-names", *FRANKA_NAMES, "--sent", *FRANKA_NAMES[:6], "gripper",
-            "--calibration", str(tmp_path / "models/calibration/toy/thresholds.json"), "--c", "0.4",
+            "--calibration", str(base / "models/calibration/toy/thresholds.json"), "--c", "0.4",
             "--out", str(tmp_path / "libero.json")]
     for bad in ("cam_front", "=wrist", "cam_front=side"):  # refused while parsing, before anything loads
         with pytest.raises(SystemExit) as stop:
