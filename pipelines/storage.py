@@ -61,14 +61,8 @@ def publish_local(dest: str | os.PathLike, write) -> None:
 
 
 def write_text(dest: str | os.PathLike, text: str) -> None:
-    """Publish a text file whole (see :func:`publish_local`; an object store's PUT is atomic)."""
-    if not is_remote(dest):
-        publish_local(dest, lambda tmp: Path(tmp).write_text(text))
-        return
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.create(dest) as out:
-        out.write(text.encode())
+    """Publish a local text file whole (see :func:`publish_local`)."""
+    publish_local(dest, lambda tmp: Path(tmp).write_text(text))
 
 
 def at(root: str | os.PathLike) -> Storage:
@@ -251,72 +245,3 @@ class ObjectStorage(Storage):
             for rel in publish:
                 with open(os.path.join(staging, rel), "rb") as src, self._fs().create(self.path(rel)) as out:
                     shutil.copyfileobj(src, out, 8 << 20)
-
-
-# path-level helpers of the conversion driver, until it speaks to Storage
-
-
-def is_remote(path: str | os.PathLike) -> bool:
-    return "://" in str(path)
-
-
-def join(root: str | os.PathLike, *parts: str) -> str:
-    if is_remote(root):
-        return "/".join([str(root).rstrip("/"), *parts])
-    return str(Path(root, *parts))
-
-
-def exists(path: str) -> bool:
-    if is_remote(path):
-        from apache_beam.io.filesystems import FileSystems
-
-        return FileSystems.exists(path)
-    return os.path.exists(path)
-
-
-def upload(local: str | os.PathLike, dest: str) -> None:
-    """Copy a finished local file to its final location (atomic for local and object stores)."""
-    if not is_remote(dest):
-        publish_local(dest, lambda tmp: shutil.copyfile(local, tmp))
-        return
-    from apache_beam.io.filesystems import FileSystems
-
-    with open(local, "rb") as src, FileSystems.create(dest) as out:
-        shutil.copyfileobj(src, out, 8 << 20)
-
-
-def download(src: str, local: str | os.PathLike) -> None:
-    if not is_remote(src):
-        shutil.copyfile(src, local)
-        return
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(src) as fin, open(local, "wb") as out:
-        shutil.copyfileobj(fin, out, 8 << 20)
-
-
-def read_text(path: str) -> str:
-    if not is_remote(path):
-        return Path(path).read_text()
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as fin:
-        return fin.read().decode()
-
-
-def glob(pattern: str) -> list[str]:
-    from apache_beam.io.filesystems import FileSystems
-
-    result = FileSystems.match([pattern])[0]
-    return sorted(m.path for m in result.metadata_list)
-
-
-def delete_tree(path: str) -> None:
-    if not is_remote(path):
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    from apache_beam.io.filesystems import FileSystems
-
-    matches = glob(path.rstrip("/") + "/**")
-    if matches:
-        FileSystems.delete(matches)
