@@ -97,8 +97,7 @@ def build_store(base: Path, episodes: int, frames: int, size: int, processes: in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.episode_store.index import CURATION_SCHEMA, CurationStatus
-    from pipelines.episode_store.index import rebuild_index_and_stats
+    from pipelines.episode_store.index import CURATION_SCHEMA, CurationStatus, rebuild_index_and_stats
     from pipelines.episode_store.reader import EpisodeStore
     from pipelines.manifest.build import ManifestParams, build_manifest
 

@@ -40,8 +40,7 @@ def write_synthetic_stores(root: Path, episodes: int, seed: int = 0) -> list[Pat
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines.episode_store.index import CURATION_SCHEMA, CurationStatus
-    from pipelines.episode_store.index import INDEX_SCHEMA
+    from pipelines.episode_store.index import CURATION_SCHEMA, INDEX_SCHEMA, CurationStatus
     from pipelines.episode_store.layout import episode_id, episode_relpath
 
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ re-encoding a single image, and nothing disappears silently.
 
 Outlier bounds need the whole dataset: the pipeline computes them per (source,
 embodiment) in a first pass with mergeable quantile sketches (Beam combiners) and
-applies them to each episode in a second (see ``pipelines/convert.py``).
+applies them to each episode in a second (see ``pipelines/convert/graph.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ import pytest
 
 from converters import get_converter
 from pipelines.cli import main as cli
-from pipelines.convert import ConvertConfig, UnitWorker, pipeline_options, run_conversion
+from pipelines.convert import ConvertConfig, run_conversion
+from pipelines.convert.graph import pipeline_options
+from pipelines.convert.worker import UnitWorker
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.layout import REPORT_FILE
 from pipelines.episode_store.reader import EpisodeStore
@@ -245,12 +247,12 @@ def test_a_torn_derived_file_is_rebuilt_and_the_run_completes(few, tmp_path, tor
 def test_the_driver_reads_only_json_from_the_work_dir(few, tmp_path, monkeypatch):
     """Nothing a run leaves in the store's work dir is unpickled: every file the driver reads back is
     JSON lines, and the statistics it publishes are what the episodes give."""
-    import pipelines.convert as convert_module
+    import pipelines.convert.finalize as finalize_module
     from pipelines.episode_store.index import rebuild_index_and_stats
 
     samples, _ = few
     seen = {}
-    real = convert_module._load_outcomes
+    real = finalize_module._load_outcomes
 
     def spy(work_dir):
         for path in Path(work_dir).rglob("*"):
@@ -258,7 +260,7 @@ def test_the_driver_reads_only_json_from_the_work_dir(few, tmp_path, monkeypatch
                 seen[path.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         return real(work_dir)
 
-    monkeypatch.setattr(convert_module, "_load_outcomes", spy)
+    monkeypatch.setattr(finalize_module, "_load_outcomes", spy)
     store = tmp_path / "store"
     run_conversion(config_for(samples, store), workers=1, show_progress=False)
     assert any(name.startswith("stats") for name in seen) and any(name.startswith("outcomes") for name in seen)
@@ -332,7 +334,7 @@ def test_beam_options_pass_through():
 @pytest.mark.parametrize("units,cores,expected", [(0, 8, 1), (1, 8, 1), (32, 8, 1), (33, 8, 2), (64, 8, 2),
                                                   (65, 8, 3), (10_000, 8, 8), (10_000, 2, 2)])
 def test_auto_workers_start_no_process_the_units_cannot_keep_busy(units, cores, expected):
-    from pipelines.convert import auto_workers
+    from pipelines.convert.graph import auto_workers
 
     assert auto_workers(units, cores) == expected
 
