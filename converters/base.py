@@ -2,7 +2,7 @@
 
 A converter is "declare the schema + yield episodes" (the TFDS builder idea): the
 parallel machinery, curation, writing, resume and reporting live once in
-``pipelines/convert.py``. To add a source, subclass :class:`Converter` in one
+``pipelines/convert/``. To add a source, subclass :class:`Converter` in one
 module under ``converters/`` and decorate it with :func:`converters.register`; its
 options are a frozen dataclass that :func:`parse_options` builds from ``params.yaml``.
 """

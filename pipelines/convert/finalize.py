@@ -27,6 +27,7 @@ from pipelines.curation import CurationOutcome, summarize
 from pipelines.episode_store.index import (
     CURATION_SCHEMA,
     CorruptDerivedFile,
+    CurationStatus,
     read_index_rows,
     rebuild_index_and_stats,
     write_index,
@@ -189,7 +190,7 @@ def _write_curation(config: ConvertConfig, work_dir: str, local_root: Path) -> d
     for r in rows:
         if r["episode_id"] in twins:
             message = f"same content (sha256 {r['content_sha256'][:16]}...) as {twins[r['episode_id']]}"
-            r.update(status="quarantined", reason=str(CurationReason.DUPLICATE_EPISODE), message=message,
+            r.update(status=str(CurationStatus.QUARANTINED), reason=str(CurationReason.DUPLICATE_EPISODE), message=message,
                      frames_kept=0, kept_ranges=[],
                      removed_ranges=[{"start": 0, "stop": r["frames_in"], "reason": str(CurationReason.DUPLICATE_EPISODE),
                                       "message": message}])

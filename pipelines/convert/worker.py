@@ -21,6 +21,7 @@ from pipelines.curation import CurationConfig, LowDim
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.index import CorruptDerivedFile, read_index_rows, summarize_episode_file
 from pipelines.episode_store.layout import episode_id, episode_relpath
+from pipelines.episode_store.schema import ACTION, STATE, CameraKey
 from pipelines.episode_store.stats import EpisodeSetStats
 from pipelines.episode_store.writer import write_episode
 
@@ -114,11 +115,11 @@ class UnitWorker:
             return f"written by converter version {written}, now {self.converter.converter_version}"
         image = self.config.image
         for name, cam in sorted(outcome["cameras"].items()):
-            settings = (cam.get("quality"), cam.get("resize"))
+            settings = (cam.get(CameraKey.QUALITY), cam.get(CameraKey.RESIZE))
             if settings != (image.quality, image.resize):
                 return f"camera '{name}' stored with quality/resize {settings}, now {(image.quality, image.resize)}"
-            if image.resize != "none" and (cam.get("height"), cam.get("width")) != (image.height, image.width):
-                return f"camera '{name}' stored at {cam.get('height')}x{cam.get('width')}, now {image.height}x{image.width}"
+            if image.resize != "none" and (cam.get(CameraKey.HEIGHT), cam.get(CameraKey.WIDTH)) != (image.height, image.width):
+                return f"camera '{name}' stored at {cam.get(CameraKey.HEIGHT)}x{cam.get(CameraKey.WIDTH)}, now {image.height}x{image.width}"
         return None
 
     def _summarize(self, root: Path, source_episode: str, eid: str, rel: str, resumed: bool) -> dict[str, Any]:
@@ -127,8 +128,8 @@ class UnitWorker:
         stats = EpisodeSetStats.of_episode(low["arrays"], low["names"])
         low_dim = LowDim(
             episode_id=eid, source=row["source"], embodiment=row["embodiment"], control_hz=low["control_hz"],
-            timestamp=low["timestamp"], state=low["arrays"]["state"], action=low["arrays"]["action"],
-            state_names=low["names"]["state"], action_names=low["names"]["action"],
+            timestamp=low["timestamp"], state=low["arrays"][STATE], action=low["arrays"][ACTION],
+            state_names=low["names"][STATE], action_names=low["names"][ACTION],
             image_change=low.get("image_change"),
             success=low["success"] if isinstance(low.get("success"), bool) else None,
         )
