@@ -205,3 +205,9 @@ class ActionKind(StrEnum):
 class TimestampOrigin(StrEnum):
     RECORDED = "recorded"  # the source stores a clock per frame
     FROM_CONTROL_RATE = "from_control_rate"  # source has none: t_i = i / control_hz
+
+
+#: the statistics ``stats.json`` holds per state and action dimension, in this order (written by
+#: ``stats.py``; read by the validator and by training's normaliser, which must not import the Beam
+#: combiner that ``stats.py`` builds them with)
+STAT_KEYS = ("count", "mean", "std", "min", "max", "q01", "q99")

@@ -20,11 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .schema import STATE, VECTORS
+from .schema import STAT_KEYS, STATE, VECTORS
 
 QUANTILE_EPSILON = 0.005
-#: stats written per dimension, in this order
-STAT_KEYS = ("count", "mean", "std", "min", "max", "q01", "q99")
 
 
 def _quantile_fn():

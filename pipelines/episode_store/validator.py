@@ -43,6 +43,7 @@ from .schema import (
     REQUIRED_CAMERA_KEYS,
     REQUIRED_METADATA,
     REQUIRED_SUBKEYS,
+    STAT_KEYS,
     STATE,
     SUBTASK_INDEX,
     SUBTASK_TEXTS_ATTR,
@@ -58,7 +59,7 @@ from .schema import (
     extra_array,
     image_array,
 )
-from .stats import QUANTILE_EPSILON, STAT_KEYS
+from .stats import QUANTILE_EPSILON
 from .writer import sha256_file
 
 RULES: dict[str, str] = {

@@ -33,8 +33,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.episode_store.layout import STATS_FILE
-from pipelines.episode_store.schema import VECTORS
-from pipelines.episode_store.stats import STAT_KEYS
+from pipelines.episode_store.schema import STAT_KEYS, VECTORS
 from training.config import NORMALIZATION_SCOPES, NORMALIZATIONS
 
 STD_EPS = 1e-6
