@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from converters import register
 from converters.base import SourceCard
 from converters.formats.lerobot import (

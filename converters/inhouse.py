@@ -20,7 +20,6 @@ written by ``pipelines/samples/inhouse.py``.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
@@ -579,12 +578,3 @@ def _decode_row(
             )
         data = data[:n]
     return decode_image_bytes(data, channel_order=channel_order, where=f"{where}[{i}]")
-
-
-def encode_jpeg(frame: np.ndarray, quality: int = 85) -> bytes:
-    """JPEG bytes of an HxWx3 uint8 frame (used by the sample generator and tests)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=quality, optimize=True)
-    return buf.getvalue()

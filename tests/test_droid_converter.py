@@ -467,7 +467,7 @@ def test_record_that_is_not_an_example_is_corrupt_file(tmp_path):
 
 
 def test_frames_of_another_size_than_features_json_declares(tmp_path):
-    from pipelines.samples.inhouse import encode_jpeg
+    from pipelines.samples.toolkit import encode_jpeg
 
     def edit(example, s, i):
         example.features.feature["steps/observation/exterior_image_2_left"].bytes_list.value[3] = encode_jpeg(

@@ -19,7 +19,7 @@ from converters.inhouse import InhouseConverter, TaskMetadata
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, TimestampOrigin
 from pipelines.samples import inhouse as inhouse_samples
-from pipelines.samples.inhouse import encode_jpeg
+from pipelines.samples.toolkit import encode_jpeg
 
 JOINTS = ["j1", "j2", "gripper"]
 CAMERAS = ["cam_front", "cam_wrist"]

@@ -41,7 +41,8 @@ def make(root: Path, folder: str = "h5_franka_3rgb", *, task: str = TASK, split:
     sample = SampleEpisode(wrapper, folder, task, split, episode, None, quirks)
     path = root / sample.ref
     path.parent.mkdir(parents=True, exist_ok=True)
-    robomind_samples._write_episode(path, spec, np.random.default_rng(seed), frames, {c.name: hw for c in spec.cameras}, sample)
+    robomind_samples._write_episode(path, spec, np.random.default_rng(seed), frames, {c.name: hw for c in spec.cameras},
+                                    sample)
     if csv and not (root / rm.INSTRUCTION_CSV).exists():
         write_csv(root, [(TASK, INSTRUCTION)])
     return sample.ref

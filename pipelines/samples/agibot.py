@@ -18,12 +18,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import h5py
 import numpy as np
 
-from converters.agibot import EFFECTOR_TYPES, TACTILE_SENSORS, TASK_EFFECTORS, camera_file
+from converters.agibot import (
+    EFFECTOR_TYPES,
+    TACTILE_SENSORS,
+    TASK_EFFECTORS,
+    camera_file,
+)
 from pipelines.episode_store.errors import Reason
+from pipelines.samples.toolkit import (
+    Backdrop,
+    Mp4Writer,
+    box,
+    camera_tint,
+    disc,
+    encode_png,
+    min_jerk,
+)
 
 #: defect -> reason the converter must report
 SAMPLE_DEFECTS: dict[str, Reason] = {
@@ -135,7 +148,6 @@ def write_samples(out_dir: Path, seed: int = 0) -> dict[str, str | None]:
     modes and mtime 0; MP4s are muxed with ``fflags=+bitexact``, x264 and SVT-AV1 run
     single-threaded. The bytes are identical for a given PyAV/FFmpeg build.
     """
-    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stderr otherwise
     out_dir.mkdir(parents=True, exist_ok=True)
     expected: dict[str, str | None] = {}
     proprio_tar_entries: dict[str, list[tuple[str, bytes | None]]] = {"alpha_tar": [], "beta_tar": []}
@@ -220,7 +232,6 @@ def write_synthetic(out_dir: Path, *, episodes: int, frames: int, height: int, w
     at a time straight to disk, so memory stays flat at any episode length. Odd sizes
     are rounded up to even (yuv420p).
     """
-    os.environ.setdefault("SVT_LOG", "1")
     h, w = height + height % 2, width + width % 2
     task = SampleTask(327, "Pickup items in the supermarket",
                       "The robot stands in front of a supermarket shelf with vegetables.", _STEPS_SHELF)
@@ -235,12 +246,12 @@ def write_synthetic(out_dir: Path, *, episodes: int, frames: int, height: int, w
         folder = out_dir / "observations" / str(task.task) / str(eid) / "videos"
         folder.mkdir(parents=True, exist_ok=True)
         renderers = {cam: _Renderer(cam, (h, w), "gripper") for cam in cameras}
-        encoders = {cam: _VideoEncoder(str(folder / f"{cam}_color.mp4"), "av1", h, w, fast=True) for cam in cameras}
+        encoders = {cam: _video_writer(str(folder / f"{cam}_color.mp4"), "av1", h, w, fast=True) for cam in cameras}
         try:
             for t in range(frames):
                 for k, (cam, renderer) in enumerate(renderers.items()):
                     frame = renderer.render(motion, t).astype(np.int16) + noise[(t + 3 * k) % len(noise)]
-                    encoders[cam].add(np.clip(frame, 0, 255).astype(np.uint8))
+                    encoders[cam].write(np.clip(frame, 0, 255).astype(np.uint8))
         finally:
             for encoder in encoders.values():
                 encoder.close()
@@ -286,12 +297,6 @@ _HAND_CLOSED = np.array([1.25, 1.2, 1.15, 1.1, 0.9, 0.45])
 GRIPPER_OPEN_MM, GRIPPER_CLOSED_MM = 120.0, 35.0  # opening range of the sample gripper (third-party 35..120 mm)
 
 
-def _min_jerk(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
-    tau = np.arange(1, steps + 1) / steps
-    s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5
-    return a + s[:, None] * (b - a)
-
-
 @dataclass
 class _Motion:
     n: int
@@ -325,7 +330,7 @@ def _sample_motion(rng: np.random.Generator, n: int, effector: str) -> _Motion:
     rows = [np.repeat(start[None], idle + 1, axis=0)]
     for (pose, close, head), k in zip(knots, steps):
         target = np.concatenate([pose, [close, close], head])
-        rows.append(_min_jerk(rows[-1][-1], target, int(k)))
+        rows.append(min_jerk(rows[-1][-1], target, int(k)))
     traj = np.concatenate(rows)[:n]
     joints = traj[:, :14]
     close_cmd = np.clip(traj[:, 14:16], 0.0, 1.0)
@@ -479,6 +484,10 @@ def _parameter_files(motion: _Motion, cameras: tuple[str, ...], hw: dict[str, tu
 
 # -- images and videos --------------------------------------------------------------------------
 
+#: the shelf-side wall and table the head and wrist cameras see
+BACKDROP = Backdrop(wall=(168, 174, 186), table=(122, 98, 72), horizon=0.42, slope=45.0, edge=(92, 82, 70),
+                    edge_end=0.44, seam_top=0.46, seam_spacing=(8, 10), seam_shade=0.92, tint_levels=5, tint_step=7.0)
+
 
 class _Renderer:
     """Frames of a toy scene driven by the state, so still stretches of motion give still video.
@@ -499,17 +508,11 @@ class _Renderer:
 
     def _make_background(self) -> np.ndarray:
         h, w = self.h, self.w
-        rows = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
         if self.kind == "tactile":
+            rows = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
             img = np.full((h, w, 3), 205.0, np.float32) - rows * 25
             return np.clip(img, 0, 255).astype(np.uint8)
-        tint = (sum(self.camera.encode()) % 5) * 7.0
-        wall = np.array([168 + tint, 174, 186 - tint], np.float32)
-        table = np.array([122, 98 + tint, 72], np.float32)
-        img = np.where(rows < 0.42, wall, table + (rows - 0.42) * 45.0) * np.ones((1, w, 1), np.float32)
-        img[int(h * 0.42): int(h * 0.44)] = (92.0, 82.0, 70.0)
-        img[int(h * 0.46):, :: max(8, w // 10)] *= 0.92
-        return np.clip(img, 0, 255).astype(np.uint8)
+        return np.clip(BACKDROP.render(h, w, camera_tint(self.camera)), 0, 255).astype(np.uint8)
 
     def render(self, motion: _Motion, t: int) -> np.ndarray:
         img = self._background.copy()
@@ -517,117 +520,76 @@ class _Renderer:
         grip = motion.close_state[t]
         if self.kind == "tactile":
             contact = grip[self.side]
-            _disc(img, w * 0.5, h * (0.45 if self.camera.endswith("1") else 0.55), 2 + contact * w * 0.35,
-                  (95, 60, 150))
+            disc(img, w * 0.5, h * (0.45 if self.camera.endswith("1") else 0.55), 2 + contact * w * 0.35,
+                 (95, 60, 150), precision=np.float64)
             return img
         if self._pose_cache is None:
             self._pose_cache = _end_pose(motion.joints)
         pos = self._pose_cache[0][t]
         if self.kind == "head":
             yaw, pitch = motion.head[t] - np.array([0.0, 0.35])
-            _disc(img, w * (0.5 - yaw * 0.8), h * (0.62 + pitch * 0.9), h * 0.07, (230, 200, 40))  # the object
+            disc(img, w * (0.5 - yaw * 0.8), h * (0.62 + pitch * 0.9), h * 0.07, (230, 200, 40),  # the object
+                 precision=np.float64)
             for a, colour in ((0, (215, 60, 45)), (1, (45, 90, 215))):
                 cx = w * (0.5 - (pos[a, 1]) * 1.1 - yaw * 0.8)
                 cy = h * (0.9 - (pos[a, 2] - 0.75) * 1.6 + pitch * 0.9)
-                _disc(img, cx, cy, h * (0.05 + 0.04 * (1.0 - grip[a])), colour)
+                disc(img, cx, cy, h * (0.05 + 0.04 * (1.0 - grip[a])), colour, precision=np.float64)
             return img
         a = self.side
-        _disc(img, w * (0.5 + (pos[a, 1] - (0.22 if a == 0 else -0.22)) * 2.5),
-              h * (0.4 + (pos[a, 0] - 0.5) * 2.5), h * 0.22, (230, 200, 40))
+        disc(img, w * (0.5 + (pos[a, 1] - (0.22 if a == 0 else -0.22)) * 2.5),
+             h * (0.4 + (pos[a, 0] - 0.5) * 2.5), h * 0.22, (230, 200, 40), precision=np.float64)
         if self.effector == "dexhand":
             for f in range(5):
                 length = h * (0.35 - 0.22 * grip[a] * (1.0 - 0.1 * f))
                 x0 = w * (0.18 + 0.14 * f)
-                _box(img, x0, h - length, x0 + w * 0.07, h, (150, 120, 100))
+                box(img, x0, h - length, x0 + w * 0.07, h, (150, 120, 100), snap=int)
         else:
             gap = w * (0.06 + 0.24 * (1.0 - grip[a]))
             for x0 in (w / 2 - gap - w * 0.07, w / 2 + gap):
-                _box(img, x0, h * 0.78, x0 + w * 0.07, h, (70, 70, 70))
+                box(img, x0, h * 0.78, x0 + w * 0.07, h, (70, 70, 70), snap=int)
         return img
 
 
-def _disc(img: np.ndarray, cx: float, cy: float, r: float, colour) -> None:
-    h, w = img.shape[:2]
-    x0, x1 = max(int(cx - r - 1), 0), min(int(cx + r + 2), w)
-    y0, y1 = max(int(cy - r - 1), 0), min(int(cy + r + 2), h)
-    if x0 >= x1 or y0 >= y1:
-        return
-    yy, xx = np.ogrid[y0:y1, x0:x1]
-    alpha = np.clip(r - np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) + 0.5, 0.0, 1.0)[..., None]
-    patch = img[y0:y1, x0:x1].astype(np.float32)
-    img[y0:y1, x0:x1] = np.round(patch * (1.0 - alpha) + alpha * np.asarray(colour, np.float32)).astype(np.uint8)
-
-
-def _box(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, colour) -> None:
-    h, w = img.shape[:2]
-    xa, xb, ya, yb = max(int(x0), 0), min(int(x1), w), max(int(y0), 0), min(int(y1), h)
-    if xa < xb and ya < yb:
-        img[ya:yb, xa:xb] = colour
-
-
-class _VideoEncoder:
-    """One MP4 written with PyAV: H.264 (libx264) or AV1 (libsvtav1), 30 fps, yuv420p, frame pts = index."""
-
-    def __init__(self, target, codec: str, height: int, width: int, *, faststart: bool = False, fast: bool = False):
-        options = {"fflags": "+bitexact"}
-        if faststart:
-            options["movflags"] = "+faststart"
-        self.container = av.open(target, mode="w", format="mp4", options=options)
-        if codec == "av1":
-            self.stream = self.container.add_stream("libsvtav1", rate=30)
-            self.stream.options = {"crf": "38", "preset": "12" if fast else "10", "svtav1-params": "lp=1"}
-        else:
-            self.stream = self.container.add_stream("libx264", rate=30)
-            # Samples: single-threaded, and without x264's SIMD, which reads uninitialised padding
-            # at small frame sizes and made the bytes vary from run to run (seen at 112x64).
-            self.stream.options = {"crf": "24", "preset": "veryfast"} if fast else {
-                "crf": "24", "preset": "veryfast", "threads": "1", "x264-params": "asm=0"}
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
-        self.pts = 0
-
-    def add(self, rgb: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts = self.pts
-        self.pts += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+def _video_writer(target, codec: str, height: int, width: int, *, faststart: bool = False,
+                  fast: bool = False) -> Mp4Writer:
+    """An MP4 as the release's: H.264 (libx264) or AV1 (libsvtav1), 30 fps, yuv420p."""
+    container = {"fflags": "+bitexact"}
+    if faststart:
+        container["movflags"] = "+faststart"
+    if codec == "av1":
+        return Mp4Writer(target, "libsvtav1", 30, height, width, container_options=container,
+                         options={"crf": "38", "preset": "12" if fast else "10", "svtav1-params": "lp=1"})
+    # Samples: single-threaded, and without x264's SIMD, which reads uninitialised padding
+    # at small frame sizes and made the bytes vary from run to run (seen at 112x64).
+    options = {"crf": "24", "preset": "veryfast"} if fast else {
+        "crf": "24", "preset": "veryfast", "threads": "1", "x264-params": "asm=0"}
+    return Mp4Writer(target, "libx264", 30, height, width, options=options, container_options=container)
 
 
 def _encode(frames: list[np.ndarray], codec: str, *, faststart: bool = False) -> bytes:
     if faststart:  # the muxer re-reads its output to move the index forward: needs a real file
         with tempfile.TemporaryDirectory(prefix="agibot-sample-") as tmp:
             path = os.path.join(tmp, "video.mp4")
-            encoder = _VideoEncoder(path, codec, *frames[0].shape[:2], faststart=True)
-            for frame in frames:
-                encoder.add(frame)
-            encoder.close()
+            with _video_writer(path, codec, *frames[0].shape[:2], faststart=True) as writer:
+                for frame in frames:
+                    writer.write(frame)
             return Path(path).read_bytes()
     buf = io.BytesIO()
-    encoder = _VideoEncoder(buf, codec, *frames[0].shape[:2])
-    for frame in frames:
-        encoder.add(frame)
-    encoder.close()
+    with _video_writer(buf, codec, *frames[0].shape[:2]) as writer:
+        for frame in frames:
+            writer.write(frame)
     return buf.getvalue()
 
 
 def _depth_png(motion: _Motion, t: int, hw: tuple[int, int]) -> bytes:
     """A uint16 depth PNG in mm (the release's head_depth_<frame>.png): a table plane with the arms closer."""
-    from PIL import Image
-
     h, w = hw
     rows = np.linspace(1.6, 0.7, h)[:, None] * np.ones((1, w))
     depth = rows * 1000.0
     for a in range(2):
         x = int(w * (0.3 + 0.4 * a + 0.2 * np.sin(motion.joints[t, 7 * a])))
         depth[h // 2:, max(0, x - 4): x + 4] = 550.0
-    buf = io.BytesIO()
-    Image.fromarray(depth.astype(np.uint16)).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_png(depth.astype(np.uint16))
 
 
 @dataclass

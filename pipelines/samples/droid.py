@@ -28,6 +28,15 @@ from converters.droid import (
     load_tfds,
 )
 from pipelines.episode_store.errors import Reason
+from pipelines.samples import toolkit
+from pipelines.samples.toolkit import (
+    Backdrop,
+    box,
+    camera_tint,
+    disc,
+    min_jerk,
+    segment,
+)
 
 #: DROID's reset pose (RobotEnv.reset_joints)
 HOME = np.array([0.0, -np.pi / 5, 0.0, -4 * np.pi / 5, 0.0, 3 * np.pi / 5, 0.0])
@@ -156,12 +165,6 @@ def euler_xyz(rot: np.ndarray) -> np.ndarray:
     return np.stack([roll, pitch, yaw], axis=1)
 
 
-def _min_jerk(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
-    tau = np.arange(1, steps + 1) / steps
-    s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5
-    return a + s[:, None] * (b - a)
-
-
 @dataclass
 class Trajectory:
     """One synthetic pick-and-place, every DROID stream derived from the joint path."""
@@ -222,7 +225,7 @@ def sample_trajectory(rng: np.random.Generator, num_frames: int, success: bool =
     ]
     rows = [np.repeat(np.append(HOME, [0.0, 0.0])[None], idle + 1, axis=0)]
     for (q, g, cmd), n in zip(knots, steps):
-        segment = _min_jerk(rows[-1][-1], np.append(q, [g, cmd]), int(n))
+        segment = min_jerk(rows[-1][-1], np.append(q, [g, cmd]), int(n))
         segment[:, 8] = cmd  # commands switch at once, the measured gripper follows smoothly
         rows.append(segment)
     rows.append(np.repeat(rows[-1][-1:], tail, axis=0))
@@ -279,80 +282,34 @@ def render_camera(camera: str, traj: Trajectory, t: int, hw: tuple[int, int]) ->
         base_u, base_v, _ = project(np.array([0.0, 0.0, 0.35]), eye, rows)
         tool_u, tool_v, tool_z = project(tool, eye, rows)
         obj_u, obj_v, obj_z = project(obj, eye, rows)
-        _segment(img, base_u, base_v, tool_u, tool_v, 0.035 * focal / tool_z, (235, 235, 230))
-        _disc(img, obj_u, obj_v, 0.03 * focal / obj_z, (200, 40, 40))
+        segment(img, base_u, base_v, tool_u, tool_v, 0.035 * focal / tool_z, (235, 235, 230), stepwise=True)
+        disc(img, obj_u, obj_v, 0.03 * focal / obj_z, (200, 40, 40), stepwise=True)
         side = traj.rot[t, :, 1] * (0.01 + 0.04 * grip_open)
         for sign in (-1, 1):
             fu, fv, fz = project(tool + sign * side, eye, rows)
-            _disc(img, fu, fv, 0.012 * focal / fz, (60, 60, 60))
+            disc(img, fu, fv, 0.012 * focal / fz, (60, 60, 60), stepwise=True)
     else:  # wrist camera: looks along the tool axis, fingers at the bottom of the image
         rows = traj.rot[t].T  # base -> tool frame
         eye = traj.ee[t, :3] - 0.15 * traj.rot[t, :, 2]
         obj_u, obj_v, obj_z = project(traj.obj[t], eye, rows)
         if obj_z > 0.05:
-            _disc(img, obj_u, obj_v, min(0.02 * focal / obj_z, w), (200, 40, 40))
+            disc(img, obj_u, obj_v, min(0.02 * focal / obj_z, w), (200, 40, 40), stepwise=True)
         gap = w * (0.06 + 0.2 * grip_open)
         for x0 in (w / 2 - gap - w * 0.08, w / 2 + gap):
-            _box(img, x0, h * 0.78, x0 + w * 0.08, h, (70, 70, 70))
+            box(img, x0, h * 0.78, x0 + w * 0.08, h, (70, 70, 70))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+#: the table and wall behind the toy robot
+BACKDROP = Backdrop(wall=(180, 182, 190), table=(135, 110, 80), horizon=0.3, slope=50.0, edge=(95, 85, 75),
+                    edge_end=0.32, seam_top=0.35, seam_spacing=(8, 10), seam_shade=0.92, tint_levels=5, tint_step=8.0)
 
 
 @functools.lru_cache(maxsize=16)
 def _background(h: int, w: int, camera: str) -> np.ndarray:
-    tint = (sum(camera.encode()) % 5) * 8.0
-    rows = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
-    wall = np.array([180 + tint, 182, 190 - tint], dtype=np.float32)
-    table = np.array([135, 110 + tint, 80], dtype=np.float32)
-    img = np.where(rows < 0.3, wall, table + (rows - 0.3) * 50.0) * np.ones((1, w, 1), np.float32)
-    img[int(h * 0.3): int(h * 0.32)] = (95.0, 85.0, 75.0)
-    img[int(h * 0.35):, :: max(8, w // 10)] *= 0.92  # plank seams
+    img = BACKDROP.render(h, w, camera_tint(camera))
     img.flags.writeable = False
     return img
-
-
-def _window(img: np.ndarray, x0: float, y0: float, x1: float, y1: float):
-    """The pixel grid of ``img`` clipped to a bounding box, or ``None`` when it is off-image."""
-    h, w = img.shape[:2]
-    c0, c1 = max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)) + 1)
-    r0, r1 = max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)) + 1)
-    if c0 >= c1 or r0 >= r1:
-        return None
-    yy = np.arange(r0, r1, dtype=np.float32)[:, None]
-    xx = np.arange(c0, c1, dtype=np.float32)[None, :]
-    return (slice(r0, r1), slice(c0, c1)), xx, yy
-
-
-def _blend(img, region, alpha, colour) -> None:
-    patch = img[region]
-    alpha = alpha[..., None]
-    patch *= 1.0 - alpha
-    patch += alpha * np.asarray(colour, np.float32)
-
-
-def _disc(img, cx, cy, r, colour) -> None:
-    found = _window(img, cx - r - 1, cy - r - 1, cx + r + 1, cy + r + 1)
-    if found is not None:
-        region, xx, yy = found
-        _blend(img, region, np.clip(r - np.hypot(xx - cx, yy - cy) + 0.5, 0.0, 1.0), colour)
-
-
-def _segment(img, x0, y0, x1, y1, r, colour) -> None:
-    found = _window(img, min(x0, x1) - r - 1, min(y0, y1) - r - 1, max(x0, x1) + r + 1, max(y0, y1) + r + 1)
-    if found is None:
-        return
-    region, xx, yy = found
-    dx, dy = x1 - x0, y1 - y0
-    s = np.clip(((xx - x0) * dx + (yy - y0) * dy) / max(dx * dx + dy * dy, 1e-6), 0.0, 1.0)
-    dist = np.hypot(xx - (x0 + s * dx), yy - (y0 + s * dy))
-    _blend(img, region, np.clip(r - dist + 0.5, 0.0, 1.0), colour)
-
-
-def _box(img, x0, y0, x1, y1, colour) -> None:
-    h, w = img.shape[:2]
-    c0, c1 = max(0, int(np.ceil(x0))), min(w, int(np.ceil(x1)))
-    r0, r1 = max(0, int(np.ceil(y0))), min(h, int(np.ceil(y1)))
-    if c0 < c1 and r0 < r1:
-        img[r0:r1, c0:c1] = colour
 
 
 # -- RLDS writer ------------------------------------------------------------------------
@@ -530,21 +487,9 @@ def write_rlds(
 
 def write_mp4(path: Path, frames, size_hw: tuple[int, int], fps: float = CONTROL_HZ) -> None:
     """MPEG-4 Part 2 (``mp4v``, the codec DROID's svo2mp4 writes through OpenCV/FFmpeg), bit-exact."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(os.fspath(path), "w", format="mp4", options={"fflags": "+bitexact"}) as container:
-        # fixed quantiser (ffmpeg -q:v 4): global_quality is in lambda units (FF_QP2LAMBDA = 118)
-        stream = container.add_stream("mpeg4", rate=int(fps), options={"flags": "+qscale", "global_quality": "472"})
-        stream.height, stream.width = size_hw
-        stream.pix_fmt = "yuv420p"
-        stream.thread_count = 1
-        stream.codec_context.flags |= av.codec.context.Flags.bitexact
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    # fixed quantiser (ffmpeg -q:v 4): global_quality is in lambda units (FF_QP2LAMBDA = 118)
+    toolkit.write_mp4(path, frames, "mpeg4", fps, *size_hw, options={"flags": "+qscale", "global_quality": "472"},
+                      container_options={"fflags": "+bitexact"}, threads=1, bitexact=True)
 
 
 def _write_trajectory_h5(path: Path, traj: Trajectory, ep: SampleEpisode, serials: dict[str, str], rng, t0_ms: int):

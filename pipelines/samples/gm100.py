@@ -14,14 +14,8 @@ import numpy as np
 
 from converters.formats.lerobot import episode_ref
 from pipelines.episode_store.errors import Reason
-from pipelines.samples.formats.lerobot import (
-    ArmSpec,
-    DatasetWriter,
-    SampleCamera,
-    SampleEpisode,
-    SceneRenderer,
-    arm_trajectory,
-)
+from pipelines.samples.formats.lerobot import DatasetWriter, SampleCamera, SampleEpisode
+from pipelines.samples.toolkit import ArmSpec, SceneRenderer, arm_trajectory
 
 SAMPLE_DEFECTS: dict[str, Reason] = {
     "short_video": Reason.FRAME_COUNT_MISMATCH,  # the episode's window of the shared video lacks 4 frames

@@ -5,7 +5,6 @@ The layout is ``docs/inhouse_format.md``; its section 7 describes the samples.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +15,7 @@ import numpy as np
 
 from converters.inhouse import FORMAT_VERSION, METADATA_FILE
 from pipelines.episode_store.errors import Reason
-
-
-def encode_jpeg(frame: np.ndarray, quality: int = 85) -> bytes:
-    """JPEG bytes of an HxWx3 uint8 frame (used by the sample generator and tests)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=quality, optimize=True)
-    return buf.getvalue()
-
+from pipelines.samples.toolkit import TABLETOP, ArmSpec, arm_trajectory, box, camera_tint, disc, encode_jpeg
 
 #: defect name -> reason code the converter must report for it
 SAMPLE_DEFECTS: dict[str, Reason] = {
@@ -49,6 +39,10 @@ class SampleArm:
     gripper_open: float
     gripper_closed: float
     reach: float  # max waypoint offset from home (rad)
+
+    @property
+    def spec(self) -> ArmSpec:
+        return ArmSpec(len(self.home), self.home, self.reach, (self.gripper_open, self.gripper_closed))
 
 
 @dataclass(frozen=True)
@@ -163,7 +157,7 @@ def write_synthetic(out_dir: Path, *, episodes: int, frames: int, height: int, w
                 for lo in range(0, frames, 64):
                     block = _render_camera(task, cam, qpos[lo : lo + 64])
                     for i, frame in enumerate(block):
-                        ds[lo + i] = np.frombuffer(encode_jpeg(frame, quality=90), dtype=np.uint8)
+                        ds[lo + i] = np.frombuffer(encode_jpeg(frame, quality=90, optimize=True), dtype=np.uint8)
 
 
 def write_samples(out_dir: Path, seed: int = 0) -> dict[str, str | None]:
@@ -201,47 +195,9 @@ def _sample_metadata(task: SampleTask) -> dict[str, Any]:
     return meta
 
 
-def _min_jerk(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
-    """``steps`` samples from ``a`` (excluded) to ``b`` (included) on a minimum-jerk profile."""
-    tau = np.arange(1, steps + 1) / steps
-    s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5
-    return a + s[:, None] * (b - a)
-
-
 def _sample_trajectory(task: SampleTask, rng: np.random.Generator, num_frames: int) -> np.ndarray:
-    """Joint positions ``[T, D]``: idle prefix, reach, grasp, a still hold, transport, release, retreat.
-
-    All arms share one knot schedule so the still stretches are still for every
-    joint (and therefore for every camera).
-    """
-    idle = int(round(num_frames * rng.uniform(0.10, 0.20)))
-    phases = rng.dirichlet([3.0, 2.0, 1.2, 1.2, 3.0, 1.2, 2.0])  # reach, descend, close, hold, move, open, retreat
-    phases[3] = max(phases[3], 0.10)  # the hold is at least ~10% of the motion
-    phases /= phases.sum()
-    steps = np.maximum(1, np.round(phases * (num_frames - 1 - idle)).astype(int))
-    steps[-1] = max(1, num_frames - 1 - idle - int(steps[:-1].sum()))
-    columns = []
-    for arm in task.arms:
-        home = np.asarray(arm.home)
-        waypoints = [home + rng.uniform(-arm.reach, arm.reach, len(home)) for _ in range(4)]
-        grasp = waypoints[1]
-        opened, closed = arm.gripper_open, arm.gripper_closed
-        knots = [  # (arm pose, gripper) at the end of each phase
-            (waypoints[0], opened),
-            (grasp, opened),
-            (grasp, closed),
-            (grasp, closed),
-            (waypoints[2], closed),
-            (waypoints[2], opened),
-            (waypoints[3], opened),
-        ]
-        start = np.append(home, opened)
-        rows = [np.repeat(start[None], idle + 1, axis=0)]
-        for (pose, grip), n in zip(knots, steps):
-            target = np.append(pose, grip)
-            rows.append(_min_jerk(rows[-1][-1], target, int(n)))
-        columns.append(np.concatenate(rows)[:num_frames])
-    return np.concatenate(columns, axis=1)
+    """Joint positions ``[T, D]`` of every arm, joints then gripper (``toolkit.arm_trajectory``)."""
+    return arm_trajectory([arm.spec for arm in task.arms], rng, num_frames)[0]
 
 
 def _write_sample_episode(path: Path, task: SampleTask, rng: np.random.Generator, defect: str | None) -> None:
@@ -292,7 +248,7 @@ def _write_sample_images(
         for cam, data in stored.items():
             images.create_dataset(cam, data=data, chunks=(1, *data.shape[1:]), **gzip, **plain)
         return
-    encoded = {cam: [encode_jpeg(frame, quality=75) for frame in data] for cam, data in stored.items()}
+    encoded = {cam: [encode_jpeg(frame, quality=75, optimize=True) for frame in data] for cam, data in stored.items()}
     if defect == "bad_jpeg":
         cam, i = task.cameras[-1], num_frames // 2
         encoded[cam][i] = encoded[cam][i][: len(encoded[cam][i]) * 6 // 10]
@@ -329,10 +285,9 @@ def _render_camera(task: SampleTask, camera: str, qpos: np.ndarray) -> np.ndarra
     stretches of the trajectory give identical frames.
     """
     h, w = task.image_hw
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    background = _background(h, w, camera)
+    background = TABLETOP.render(h, w, camera_tint(camera))
     offsets = np.cumsum([0] + [len(arm.joints) for arm in task.arms])
-    colours = (np.array([220, 60, 40]), np.array([40, 90, 220]))
+    colours = ((220, 60, 40), (40, 90, 220))
     out = np.empty((len(qpos), h, w, 3), dtype=np.uint8)
     wrist_arm = None
     if camera.endswith("wrist"):
@@ -347,37 +302,16 @@ def _render_camera(task: SampleTask, camera: str, qpos: np.ndarray) -> np.ndarra
             if wrist_arm is None:
                 cx = w * (0.5 + (a - (len(task.arms) - 1) / 2) * 0.4) + j[0] * w * 0.5
                 cy = h * 0.6 + j[1] * h * 0.5
-                _disc(img, xx, yy, cx, cy, h * (0.08 + 0.05 * grip), colours[a % 2])
+                disc(img, cx, cy, h * (0.08 + 0.05 * grip), colours[a % 2], stepwise=True)
             else:
                 cx = w * 0.5 - j[3] * w * 0.8 - j[0] * w * 0.4
                 cy = h * 0.45 - j[1] * h * 0.6 - j[2] * h * 0.3
-                _disc(img, xx, yy, cx, cy, h * 0.2, np.array([230, 200, 40]))
+                disc(img, cx, cy, h * 0.2, (230, 200, 40), stepwise=True)
                 gap = w * (0.08 + 0.22 * grip)
                 for x0 in (w / 2 - gap - w * 0.06, w / 2 + gap):
-                    _box(img, xx, yy, x0, h * 0.8, x0 + w * 0.06, h, np.array([70, 70, 70]))
+                    # the bars start at the first pixel row at or below float32(h * 0.8): the samples were
+                    # drawn by comparing float32 pixel rows with it
+                    box(img, x0, np.float32(h * 0.8), x0 + w * 0.06, h, (70, 70, 70))
         out[t] = np.clip(img, 0, 255).astype(np.uint8)
     return out
 
-
-def _background(h: int, w: int, camera: str) -> np.ndarray:
-    tint = (sum(camera.encode()) % 7) * 6.0
-    rows = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
-    wall = np.array([170 + tint, 175, 185 - tint], dtype=np.float32)
-    table = np.array([120, 95 + tint, 70], dtype=np.float32)
-    horizon = 0.35
-    img = np.where(rows < horizon, wall, table + (rows - horizon) * 40.0) * np.ones((1, w, 1), np.float32)
-    img[int(h * 0.35) : int(h * 0.37)] = (90.0, 80.0, 70.0)  # table edge
-    step = max(8, w // 8)
-    img[int(h * 0.4) :, ::step] *= 0.9  # plank seams: fixed texture so JPEG sizes are not trivial
-    return img
-
-
-def _disc(img: np.ndarray, xx, yy, cx: float, cy: float, r: float, colour: np.ndarray) -> None:
-    alpha = np.clip(r - np.hypot(xx - cx, yy - cy) + 0.5, 0.0, 1.0)[..., None]
-    img *= 1.0 - alpha
-    img += alpha * colour
-
-
-def _box(img: np.ndarray, xx, yy, x0: float, y0: float, x1: float, y1: float, colour: np.ndarray) -> None:
-    inside = ((xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1))[..., None]
-    img[:] = np.where(inside, colour, img)

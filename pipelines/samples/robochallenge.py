@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 from converters.robochallenge import (
@@ -29,6 +28,7 @@ from converters.robochallenge import (
     VIDEOS_DIR,
 )
 from pipelines.episode_store.errors import Reason
+from pipelines.samples.toolkit import Backdrop, box, camera_tint, disc, min_jerk, write_mp4
 
 #: defect -> outcome the converter must give it (None: the episode converts, flagged where noted)
 SAMPLE_DEFECTS: dict[str, Reason | None] = {
@@ -184,12 +184,6 @@ def _write_task_files(task_dir: Path, task: SampleTask, hw: tuple[int, int]) -> 
         _dump(task_dir / TASK_DESC, {"task_name": task.folder, "prompt": task.prompt}, indent=4, newline=True)
 
 
-def _min_jerk(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
-    tau = np.arange(1, steps + 1) / steps
-    s = tau**3 * (10 - 15 * tau + 6 * tau**2)
-    return a + s[:, None] * (b - a)
-
-
 def _motion(rng: np.random.Generator, n: int, home: np.ndarray, reach: np.ndarray, arms: int) -> list[np.ndarray]:
     """Per arm ``[n, D + 1]``: pose then gripper closedness (0 open .. 1 closed).
 
@@ -211,7 +205,7 @@ def _motion(rng: np.random.Generator, n: int, home: np.ndarray, reach: np.ndarra
                  (points[2], 1.0), (points[2], 0.0), (points[3], 0.0)]
         rows = [np.repeat(np.append(home, 0.0)[None], idle + 1, axis=0)]
         for (pose, closed), k in zip(knots, steps):
-            rows.append(_min_jerk(rows[-1][-1], np.append(pose, closed), int(k)))
+            rows.append(min_jerk(rows[-1][-1], np.append(pose, closed), int(k), factored=True))
         out.append(np.concatenate(rows)[:n])
     return out
 
@@ -368,47 +362,21 @@ def write_video(path: Path, frames: Iterator[np.ndarray], hw: tuple[int, int], p
     """H.264 MP4 through libx264, one frame at a time (single-threaded = byte-identical output)."""
     if pix_fmt == "yuv420p" and (hw[0] % 2 or hw[1] % 2):
         pix_fmt = "yuv444p"  # 4:2:0 needs even sizes
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream(
-            "libx264", rate=fps, options={"preset": "veryfast", "crf": "28", "threads": str(threads), **options}
-        )
-        stream.height, stream.width, stream.pix_fmt = hw[0], hw[1], pix_fmt
-        for i, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_mp4(path, frames, "libx264", fps, *hw, pix_fmt=pix_fmt,
+              options={"preset": "veryfast", "crf": "28", "threads": str(threads), **options})
 
 
+#: the table and wall behind the toy arms
+BACKDROP = Backdrop(wall=(165, 172, 182), table=(118, 96, 72), horizon=0.38, slope=50.0, edge=(88, 78, 66),
+                    edge_end=None, seam_top=0.45, seam_spacing=(6, 10), seam_shade=0.88, tint_levels=5, tint_step=8.0)
 _BACKGROUNDS: dict[tuple[str, int, int], np.ndarray] = {}
 
 
 def _background(camera: str, h: int, w: int) -> np.ndarray:
     key = (camera, h, w)
     if key not in _BACKGROUNDS:
-        tint = float(sum(camera.encode()) % 5) * 8.0
-        rows = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
-        wall = np.array([165 + tint, 172, 182 - tint], np.float32)
-        table = np.array([118, 96 + tint, 72], np.float32)
-        img = np.where(rows < 0.38, wall, table + (rows - 0.38) * 50.0) * np.ones((1, w, 1), np.float32)
-        img[int(h * 0.38): int(h * 0.38) + max(1, h // 40)] = (88, 78, 66)
-        img[int(h * 0.45):, :: max(6, w // 10)] *= 0.88  # plank seams
-        _BACKGROUNDS[key] = np.clip(img, 0, 255).astype(np.uint8)
+        _BACKGROUNDS[key] = np.clip(BACKDROP.render(h, w, camera_tint(camera)), 0, 255).astype(np.uint8)
     return _BACKGROUNDS[key]
-
-
-def _disc(img: np.ndarray, cx: float, cy: float, r: float, colour: tuple[int, int, int]) -> None:
-    h, w = img.shape[:2]
-    x0, x1 = max(0, int(cx - r) - 1), min(w, int(cx + r) + 2)
-    y0, y1 = max(0, int(cy - r) - 1), min(h, int(cy + r) + 2)
-    if x0 >= x1 or y0 >= y1:
-        return
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    alpha = np.clip(r - np.hypot(xx + 0.5 - cx, yy + 0.5 - cy) + 0.5, 0.0, 1.0)[..., None]
-    window = img[y0:y1, x0:x1].astype(np.float32)
-    img[y0:y1, x0:x1] = np.rint(window * (1.0 - alpha) + alpha * np.asarray(colour, np.float32)).astype(np.uint8)
 
 
 def _render(
@@ -430,13 +398,15 @@ def _render(
         closed = float(state[-1])
         centre = 0.5 + (a - (len(arms) - 1) / 2) * 0.4
         if view == "overview":
-            _disc(img, w * (centre + 0.22 * u[0]), h * (0.62 + 0.2 * u[1]), h * (0.14 - 0.05 * closed), colours[a % 2])
+            disc(img, w * (centre + 0.22 * u[0]), h * (0.62 + 0.2 * u[1]), h * (0.14 - 0.05 * closed), colours[a % 2],
+                 centred=True)
         elif view == "side":
-            _disc(img, w * (centre + 0.22 * u[1]), h * (0.55 - 0.25 * u[2]), h * (0.12 - 0.04 * closed), colours[a % 2])
+            disc(img, w * (centre + 0.22 * u[1]), h * (0.55 - 0.25 * u[2]), h * (0.12 - 0.04 * closed), colours[a % 2],
+                 centred=True)
         elif int(view.split(":")[1]) == a:
-            _disc(img, w * (0.5 - 0.3 * u[0]), h * (0.45 - 0.3 * u[1]), h * 0.2, (228, 198, 42))
+            disc(img, w * (0.5 - 0.3 * u[0]), h * (0.45 - 0.3 * u[1]), h * 0.2, (228, 198, 42), centred=True)
             gap = w * (0.06 + 0.2 * (1.0 - closed))
             bar = max(2, int(w * 0.06))
             for x0 in (int(w / 2 - gap) - bar, int(w / 2 + gap)):
-                img[int(h * 0.78):, max(0, x0): max(0, x0 + bar)] = (66, 66, 70)
+                box(img, x0, h * 0.78, x0 + bar, h, (66, 66, 70), snap=int)
     return img

@@ -17,15 +17,8 @@ import numpy as np
 from converters.formats.lerobot import episode_ref
 from converters.robocoin import ANNOTATION_DIR, ANNOTATIONS, GRIPPER_RENAMES
 from pipelines.episode_store.errors import Reason
-from pipelines.samples.formats.lerobot import (
-    ArmSpec,
-    DatasetWriter,
-    SampleCamera,
-    SampleEpisode,
-    SceneRenderer,
-    arm_trajectory,
-    feature_entry,
-)
+from pipelines.samples.formats.lerobot import DatasetWriter, SampleCamera, SampleEpisode, feature_entry
+from pipelines.samples.toolkit import ArmSpec, SceneRenderer, arm_trajectory
 
 #: defect -> reason the converter must report
 SAMPLE_DEFECTS: dict[str, Reason] = {

@@ -31,6 +31,7 @@ from converters.robomind import (
     EmbodimentSpec,
 )
 from pipelines.episode_store.errors import Reason
+from pipelines.samples.toolkit import Backdrop, box, camera_tint, disc, encode_jpeg, encode_png, min_jerk
 
 #: defect -> reason the converter must report
 SAMPLE_DEFECTS: dict[str, Reason] = {
@@ -151,10 +152,9 @@ def write_samples(out_dir: Path, seed: int = 0) -> dict[str, str | None]:
         else:
             spec = EMBODIMENTS[sample.folder]
             num_frames = int(rng.integers(36, 76))
-            hw = {
-                c.name: _SAMPLE_HW[SD_SIZE if (c.name == "camera_top" and "small_top" in sample.quirks) else c.shapes[0]]
-                for c in spec.cameras
-            }
+            small_top = "small_top" in sample.quirks
+            hw = {c.name: _SAMPLE_HW[SD_SIZE if (c.name == "camera_top" and small_top) else c.shapes[0]]
+                  for c in spec.cameras}
             boundaries = _write_episode(path, spec, rng, num_frames, hw, sample)
             if sample.defect is None or sample.defect in ("bad_jpeg", "short_camera"):
                 annotations.setdefault(sample.folder, []).append(_annotation_record(sample, spec, boundaries, rng))
@@ -233,12 +233,6 @@ def _annotation_record(sample: SampleEpisode, spec: EmbodimentSpec, boundaries: 
     }
 
 
-def _min_jerk(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
-    tau = np.arange(1, steps + 1) / steps
-    s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5
-    return a + s[:, None] * (b - a)
-
-
 def _sample_state(spec: EmbodimentSpec, rng, num_frames: int) -> tuple[np.ndarray, list[int]]:
     """Puppet state ``[T, D]``: idle prefix, reach, grasp, still hold, move, release, retreat.
 
@@ -262,7 +256,7 @@ def _sample_state(spec: EmbodimentSpec, rng, num_frames: int) -> tuple[np.ndarra
     rows = [np.repeat(home[None], idle + 1, axis=0)]
     boundaries = [idle]
     for target, n in zip(knots, steps):
-        rows.append(_min_jerk(rows[-1][-1], target, int(n)))
+        rows.append(min_jerk(rows[-1][-1], target, int(n)))
         boundaries.append(min(boundaries[-1] + int(n), num_frames - 1))
     return np.concatenate(rows)[:num_frames], boundaries
 
@@ -343,14 +337,14 @@ def _write_episode(
                     blob = np.ascontiguousarray(stored).reshape(-1)
                 else:
                     # cv2.imencode treats its input as BGR; PIL given the equivalent RGB view writes the same JPEG
-                    blob = np.frombuffer(_encode_jpeg(np.ascontiguousarray(stored[..., ::-1]), quality), np.uint8)
+                    blob = np.frombuffer(encode_jpeg(np.ascontiguousarray(stored[..., ::-1]), quality), np.uint8)
                 if t == bad:
                     blob = blob[: len(blob) * 6 // 10]
                 ds[t] = blob
             if "depth" in sample.quirks:
                 dd = f.create_dataset(f"{DEPTH}/{cam.name}", (n,), dtype=vlen, **plain)
                 for t in range(n):
-                    dd[t] = np.frombuffer(_encode_depth_png(renderer.depth(t, hw[cam.name])), np.uint8)
+                    dd[t] = np.frombuffer(encode_png(renderer.depth(t, hw[cam.name]).astype(np.uint16)), np.uint8)
     return boundaries
 
 
@@ -369,23 +363,12 @@ def _write_sim_episode(path: Path, rng) -> None:
         ds = f.create_dataset(f"{RGB}/camera_front_external", (n_img,), dtype=h5py.vlen_dtype(np.uint8), **plain)
         for t in range(n_img):
             img = np.full((24, 32, 3), 40 + 10 * t, np.uint8)
-            ds[t] = np.frombuffer(_encode_jpeg(img, 70), np.uint8)
+            ds[t] = np.frombuffer(encode_jpeg(img, 70), np.uint8)
 
 
-def _encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _encode_depth_png(depth: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(depth.astype(np.uint16)).save(buf, format="PNG")
-    return buf.getvalue()
+#: the table and wall behind the toy arms
+BACKDROP = Backdrop(wall=(170, 175, 185), table=(125, 95, 70), horizon=0.35, slope=40.0, edge=(90, 80, 70),
+                    edge_end=0.37, seam_top=0.4, seam_spacing=(6, 10), seam_shade=0.9, tint_levels=7, tint_step=6.0)
 
 
 @dataclass
@@ -419,15 +402,7 @@ class _Renderer:
     def _background(self, cam: str, hw: tuple[int, int]) -> np.ndarray:
         key = (cam, hw)
         if key not in self._backgrounds:
-            h, w = hw
-            tint = (sum(cam.encode()) % 7) * 6.0
-            rows = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
-            wall = np.array([170 + tint, 175, 185 - tint], np.float32)
-            table = np.array([125, 95 + tint, 70], np.float32)
-            img = np.where(rows < 0.35, wall, table + (rows - 0.35) * 40.0) * np.ones((1, w, 1), np.float32)
-            img[int(h * 0.35) : int(h * 0.37)] = (90.0, 80.0, 70.0)
-            img[int(h * 0.4) :, :: max(6, w // 10)] *= 0.9
-            self._backgrounds[key] = np.clip(img, 0, 255).astype(np.uint8)
+            self._backgrounds[key] = np.clip(BACKDROP.render(*hw, camera_tint(cam)), 0, 255).astype(np.uint8)
         return self._backgrounds[key]
 
     def _grip(self, q: np.ndarray, side: str) -> float:
@@ -448,17 +423,16 @@ class _Renderer:
                 j = self.arms[side][0]
                 cx = w * (0.5 + (a - (len(sides) - 1) / 2) * 0.4) + dq[j[0]] * w * 0.45
                 cy = h * 0.62 + dq[j[1]] * h * 0.45
-                _disc(img, cx, cy, h * (0.08 + 0.06 * self._grip(q, side)), colours[a % 2])
+                disc(img, cx, cy, h * (0.08 + 0.06 * self._grip(q, side)), colours[a % 2])
         else:
             side = next((s for s in sides if s and s in cam), sides[0])
             j = self.arms[side][0]
             cx = w * 0.5 - dq[j[min(3, len(j) - 1)]] * w * 0.8 - dq[j[0]] * w * 0.4
             cy = h * 0.45 - dq[j[1]] * h * 0.6 - dq[j[2]] * h * 0.3
-            _disc(img, cx, cy, h * 0.2, (230, 200, 40))
+            disc(img, cx, cy, h * 0.2, (230, 200, 40))
             gap = w * (0.08 + 0.22 * self._grip(q, side))
             for x0 in (w / 2 - gap - w * 0.06, w / 2 + gap):
-                x0, x1 = int(max(0, x0)), int(min(w, x0 + w * 0.06))
-                img[int(h * 0.8) :, x0:x1] = (70, 70, 70)
+                box(img, x0, h * 0.8, x0 + w * 0.06, h, (70, 70, 70), snap=int)
         return img
 
     def depth(self, t: int, hw: tuple[int, int]) -> np.ndarray:
@@ -471,15 +445,3 @@ class _Renderer:
         depth[np.hypot(xx - cx, yy - cy) < h * 0.12] = 450.0
         return depth
 
-
-def _disc(img: np.ndarray, cx: float, cy: float, r: float, colour) -> None:
-    """Anti-aliased disc, drawn only inside its bounding box (cheap at any image size)."""
-    h, w = img.shape[:2]
-    y0, y1 = max(0, int(cy - r - 1)), min(h, int(cy + r + 2))
-    x0, x1 = max(0, int(cx - r - 1)), min(w, int(cx + r + 2))
-    if y0 >= y1 or x0 >= x1:
-        return
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    alpha = np.clip(r - np.hypot(xx - cx, yy - cy) + 0.5, 0.0, 1.0)[..., None]
-    patch = img[y0:y1, x0:x1].astype(np.float32) * (1.0 - alpha) + alpha * np.asarray(colour, np.float32)
-    img[y0:y1, x0:x1] = np.clip(np.rint(patch), 0, 255).astype(np.uint8)

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from converters.formats.lerobot import DEFAULT_CHUNKS_SIZE, DEFAULT_PATHS, LAYOUTS, V3_EPISODES_DIR
+from pipelines.samples.toolkit import Mp4Writer, encode_png
 
 #: LeRobot's encoder settings (lerobot.datasets.video_utils.encode_video_frames): g=2, yuv420p
 AV1_CRF, H264_CRF, GOP = 30, 23, 2
@@ -56,21 +54,17 @@ def video_codec(preferred: str) -> tuple[str, str]:
     return "libx264", "h264"
 
 
-class VideoWriter:
-    """Appends RGB frames to one MP4 (PyAV, yuv420p), frame slot ``i`` presented at ``i / fps``.
+class VideoWriter(Mp4Writer):
+    """An MP4 with LeRobot's encoder settings (``yuv420p``, GOP 2, its CRFs), frame slot ``i`` at ``i / fps``.
 
     ``deterministic`` makes the bytes a function of the frames alone: the encoders run on
     one thread (x264 and SVT-AV1 otherwise split work by core count) and x264's macroblock
     tree rate control is off (with it this x264 build produced different bitstreams for the
     same frames from run to run). Without it (benchmark input) SVT-AV1 runs its fastest
-    preset. Odd frame sizes are padded to even ones (yuv420p needs
-    them) by repeating the last row/column.
+    preset.
     """
 
     def __init__(self, path: Path, fps: float, height: int, width: int, codec: str, deterministic: bool = True):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if codec.startswith("libsvtav1"):
-            os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its banner to stderr at info level
         options = {"g": str(GOP), "crf": str(AV1_CRF if "av1" in codec else H264_CRF)}
         if deterministic:
             if codec == "libsvtav1":
@@ -80,28 +74,7 @@ class VideoWriter:
                 options["x264-params"] = "no-mbtree=1"
         elif codec == "libsvtav1":
             options["preset"] = "12"  # synthetic benchmark input: 4x faster to write, same decoder path
-        self.height, self.width = height + height % 2, width + width % 2
-        self.container = av.open(str(path), mode="w")
-        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
-        self.stream.width, self.stream.height = self.width, self.height
-        self.stream.pix_fmt = "yuv420p"
-        self.count = 0  # frame slots used; pts are in the codec time base 1/fps
-
-    def write(self, frame: np.ndarray) -> None:
-        frame = np.asarray(frame, dtype=np.uint8)
-        if frame.shape[0] != self.height or frame.shape[1] != self.width:
-            frame = np.pad(frame, ((0, self.height - frame.shape[0]), (0, self.width - frame.shape[1]), (0, 0)),
-                           mode="edge")
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        vf.pts = self.count
-        for packet in self.stream.encode(vf):
-            self.container.mux(packet)
-        self.count += 1
-
-    def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+        super().__init__(path, codec, fps, height, width, options=options)
 
 
 @dataclass
@@ -273,7 +246,7 @@ class DatasetWriter:
             cols[key] = _arrow_column(values, self.fixed, dtype)
         for cam in self.cameras:
             if cam.codec == "image":
-                blobs = [_encode_png(f) for f in ep.frames(cam.key)]
+                blobs = [encode_png(f) for f in ep.frames(cam.key)]
                 cols[cam.key] = pa.StructArray.from_arrays(
                     [pa.array(blobs, type=pa.binary()), pa.array([None] * n, type=pa.string())], ["bytes", "path"]
                 )
@@ -437,128 +410,3 @@ def _episode_stats(columns: Mapping[str, np.ndarray]) -> dict[str, dict[str, lis
                         "mean": np.nanmean(v, 0).round(6).tolist(), "std": np.nanstd(v, 0).round(6).tolist(),
                         "count": [len(v)]}
     return out
-
-
-def _encode_png(frame: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(frame)).save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
-
-
-# --------------------------------------------------------------------------------------
-# Synthetic motion and pictures for samples
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArmSpec:
-    """One arm of a sample robot: joint count, home pose, gripper dims (open, closed values)."""
-
-    joints: int
-    home: tuple[float, ...]
-    reach: float
-    gripper: tuple[float, float] | None = (1.0, 0.0)  # (open, closed); None: no gripper dimension
-
-
-def min_jerk(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
-    """``steps`` samples from ``a`` (excluded) to ``b`` (included) on a minimum-jerk profile."""
-    tau = np.arange(1, steps + 1) / steps
-    s = 10 * tau**3 - 15 * tau**4 + 6 * tau**5
-    return a + s[:, None] * (b - a)
-
-
-def arm_trajectory(arms: Sequence[ArmSpec], rng: np.random.Generator, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions ``[T, D]`` (per arm: joints then gripper) and the phase index of every frame.
-
-    Idle prefix at home, then reach, descend, close, a still hold (>= 10%), carry, open,
-    retreat, on one knot schedule for all arms so still stretches are still everywhere.
-    Phase -1 is the idle prefix.
-    """
-    idle = int(round(num_frames * rng.uniform(0.10, 0.20)))
-    phases = rng.dirichlet([3.0, 2.0, 1.2, 1.2, 3.0, 1.2, 2.0])
-    phases[3] = max(phases[3], 0.10)
-    phases /= phases.sum()
-    steps = np.maximum(1, np.round(phases * (num_frames - 1 - idle)).astype(int))
-    steps[-1] = max(1, num_frames - 1 - idle - int(steps[:-1].sum()))
-    phase_of = np.concatenate([np.full(idle + 1, -1)] + [np.full(int(n), k) for k, n in enumerate(steps)])
-    columns = []
-    for arm in arms:
-        home = np.asarray(arm.home, dtype=np.float64)
-        way = [home + rng.uniform(-arm.reach, arm.reach, len(home)) for _ in range(4)]
-        opened, closed = arm.gripper if arm.gripper else (0.0, 0.0)
-        knots = [(way[0], opened), (way[1], opened), (way[1], closed), (way[1], closed),
-                 (way[2], closed), (way[2], opened), (way[3], opened)]
-        start = np.append(home, opened)
-        rows = [np.repeat(start[None], idle + 1, axis=0)]
-        for (pose, grip), n in zip(knots, steps):
-            rows.append(min_jerk(rows[-1][-1], np.append(pose, grip), int(n)))
-        traj = np.concatenate(rows)[:num_frames]
-        columns.append(traj if arm.gripper else traj[:, :-1])
-    return np.concatenate(columns, axis=1), phase_of[:num_frames]
-
-
-class SceneRenderer:
-    """Frames of a toy table scene driven by the state vector (same state -> same pixels).
-
-    ``view``: ``overview`` (one disc per arm, position from the arm's first two joints,
-    size from its gripper) or ``wrist:<arm>`` (the target moving against that arm's
-    joints, finger bars whose gap follows its gripper). Drawing touches only each shape's
-    bounding box, so large frames stay cheap.
-    """
-
-    def __init__(self, arms: Sequence[ArmSpec], view: str, height: int, width: int, tint: int = 0):
-        self.arms, self.view, self.h, self.w = list(arms), view, height, width
-        rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
-        t = float(tint % 7) * 6.0
-        wall = np.array([170 + t, 175, 185 - t], np.float32)
-        table = np.array([120, 95 + t, 70], np.float32)
-        bg = np.where(rows < 0.35, wall, table + (rows - 0.35) * 40.0) * np.ones((1, width, 1), np.float32)
-        bg[int(height * 0.35): int(height * 0.37)] = (90.0, 80.0, 70.0)
-        bg[int(height * 0.4):, :: max(8, width // 8)] *= 0.9
-        self.background = bg
-        offsets = [0]
-        for arm in self.arms:
-            offsets.append(offsets[-1] + arm.joints + (1 if arm.gripper else 0))
-        self.offsets = offsets
-
-    def __call__(self, q: np.ndarray) -> np.ndarray:
-        img = self.background.copy()
-        h, w = self.h, self.w
-        for a, arm in enumerate(self.arms):
-            lo = self.offsets[a]
-            j = np.asarray(q[lo: lo + arm.joints], dtype=np.float64) - np.asarray(arm.home)
-            if arm.gripper:
-                opened, closed = arm.gripper
-                grip = float((q[lo + arm.joints] - closed) / (opened - closed)) if opened != closed else 1.0
-            else:
-                grip = 0.5 + 0.5 * math.tanh(float(j[-1]))
-            if self.view == "overview":
-                cx = w * (0.5 + (a - (len(self.arms) - 1) / 2) * 0.4) + j[0] * w * 0.5
-                cy = h * 0.6 + j[1 % len(j)] * h * 0.5
-                colour = (220, 60, 40) if a % 2 == 0 else (40, 90, 220)
-                _disc(img, cx, cy, h * (0.08 + 0.05 * grip), colour)
-            elif self.view == f"wrist:{a}":
-                cx = w * 0.5 - j[min(3, len(j) - 1)] * w * 0.8 - j[0] * w * 0.4
-                cy = h * 0.45 - j[1 % len(j)] * h * 0.6 - j[2 % len(j)] * h * 0.3
-                _disc(img, cx, cy, h * 0.2, (230, 200, 40))
-                gap = w * (0.08 + 0.22 * grip)
-                for x0 in (w / 2 - gap - w * 0.06, w / 2 + gap):
-                    x0i, x1i = max(0, int(x0)), min(w, int(x0 + w * 0.06))
-                    img[int(h * 0.8):, x0i:x1i] = (70, 70, 70)
-        return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _disc(img: np.ndarray, cx: float, cy: float, r: float, colour: Sequence[float]) -> None:
-    h, w = img.shape[:2]
-    x0, x1 = max(0, int(cx - r - 2)), min(w, int(cx + r + 3))
-    y0, y1 = max(0, int(cy - r - 2)), min(h, int(cy + r + 3))
-    if x0 >= x1 or y0 >= y1:
-        return
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    alpha = np.clip(r - np.hypot(xx - cx, yy - cy) + 0.5, 0.0, 1.0)[..., None]
-    patch = img[y0:y1, x0:x1]
-    img[y0:y1, x0:x1] = patch * (1.0 - alpha) + alpha * np.asarray(colour, np.float32)
