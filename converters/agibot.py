@@ -54,6 +54,7 @@ import numpy as np
 
 from converters import register
 from converters.base import Converter, SourceCard, episode_file, episode_folder, is_dangling_link
+from converters.formats.video import decode_frames, probe_video
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, CameraStream, Episode, TimestampOrigin
 
@@ -173,7 +174,6 @@ GAP_FILL_MODES = ("hold", "state")
 CAMERA_PARAMETER_MODES = ("read", "strict", "ignore")
 
 _H5_ERRORS = (OSError, RuntimeError)
-_AV_ERRORS = (av.error.FFmpegError, OSError, EOFError)
 _TASK_INFO_RE = re.compile(r"^task_(\d+)\.json$")
 _RANGE_TAR_RE = re.compile(r"^(\d+)-(\d+)\.tar$")
 _TASK_INFO_CACHE = 8
@@ -1267,26 +1267,17 @@ def _aligned_extrinsics(raw: Any, name: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
-# Video decoding (PyAV): probe at open time, decode one frame at a time while streaming
+# Video decoding (converters/formats/video.py): probe at open time, align to the proprio clock while streaming
 # --------------------------------------------------------------------------------------
 
 
 def _probe_video(files, rel: str, camera: str, where: str) -> _Video:
     try:
-        with files.open(rel) as fh, av.open(fh, mode="r") as container:
-            if not container.streams.video:
-                raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: file has no video stream")
-            stream = container.streams.video[0]
-            frames = int(stream.frames or 0)
-            if frames <= 0:  # no frame count in the header: count packets (no decoding)
-                frames = sum(1 for packet in container.demux(stream) if packet.size)
-            rate = stream.average_rate or stream.guessed_rate
-            return _Video(camera, rel, stream.codec_context.name, int(stream.codec_context.width),
-                          int(stream.codec_context.height), float(rate) if rate else None, frames, "")
-    except EpisodeError:
-        raise
-    except _AV_ERRORS as exc:
+        with files.open(rel) as fh:
+            info = probe_video(fh, where)
+    except (OSError, EOFError) as exc:  # the file, or the tar member, cannot be read
         raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: cannot open video: {exc}") from exc
+    return _Video(camera, rel, info.codec, info.width, info.height, info.fps, info.frames, "")
 
 
 def _frame_reader(files, video: _Video, t_rel: np.ndarray, lease: _Lease, where: str, threads: int = 1):
@@ -1302,22 +1293,14 @@ def _frame_reader(files, video: _Video, t_rel: np.ndarray, lease: _Lease, where:
 
     def frames() -> Iterator[np.ndarray]:
         handle = lease.open(lambda: files.open(video.rel))
+        decoded = decode_frames(handle, where, expected=video.frames, threads=threads)
         try:
-            try:
-                container = av.open(handle, mode="r")
-            except _AV_ERRORS as exc:
-                raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: cannot open video: {exc}") from exc
-            with container:
-                stream = container.streams.video[0]
-                stream.codec_context.thread_count = threads
-                if threads != 1:
-                    stream.codec_context.thread_type = "AUTO"
-                decoded = _Decoded(container, stream, video, where)
-                if video.alignment == "index":
-                    yield from _by_index(decoded, n, where)
-                else:
-                    yield from _by_nearest_time(decoded, t_rel, where)
+            if video.alignment == "index":
+                yield from _by_index(_Decoded(decoded, video), n, where)
+            else:
+                yield from _by_nearest_time(_Decoded(decoded, video), t_rel, where)
         finally:
+            decoded.close()
             lease.release(handle)
 
     return frames
@@ -1326,34 +1309,20 @@ def _frame_reader(files, video: _Video, t_rel: np.ndarray, lease: _Lease, where:
 class _Decoded:
     """Frames of one video stream in presentation order, with times in seconds and a running count."""
 
-    def __init__(self, container, stream, video: _Video, where: str):
-        self._iter = container.decode(stream)
-        self.video, self.where, self.count = video, where, 0
-        self._time_base = stream.time_base
+    def __init__(self, frames: Iterator[av.VideoFrame], video: _Video):
+        self._frames, self.video, self.count = frames, video, 0
         self._first_pts = None
 
     def next(self):
         """``(rgb array, seconds since the first frame)`` or ``None`` at the end of the stream."""
-        try:
-            frame = next(self._iter, None)
-        except _AV_ERRORS as exc:
-            raise EpisodeError(Reason.VIDEO_DECODE_ERROR,
-                               f"{self.where}: decoding failed after {self.count} of {self.video.frames} frames: {exc}"
-                               ) from exc
+        frame = next(self._frames, None)
         if frame is None:
-            if self.count != self.video.frames:
-                raise EpisodeError(Reason.VIDEO_DECODE_ERROR,
-                                   f"{self.where}: stream ended after {self.count} of its {self.video.frames} frames "
-                                   f"(truncated or corrupt video)")
             return None
         self.count += 1
-        if self.count > self.video.frames:
-            raise EpisodeError(Reason.FRAME_COUNT_MISMATCH,
-                               f"{self.where}: decodes to more frames than the {self.video.frames} its header declares")
-        if frame.pts is not None and self._time_base is not None:
+        if frame.pts is not None and frame.time_base is not None:
             if self._first_pts is None:
                 self._first_pts = frame.pts
-            t = float((frame.pts - self._first_pts) * self._time_base)
+            t = float((frame.pts - self._first_pts) * frame.time_base)
         else:
             t = (self.count - 1) / (self.video.fps or FPS)
         return frame.to_ndarray(format="rgb24"), t

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import math
 import os
@@ -43,6 +44,7 @@ import numpy as np
 
 from converters import register
 from converters.base import Converter, SourceCard, episode_file, relative_inside
+from converters.formats.video import decode_frames, probe_video
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import (
     ActionKind,
@@ -1052,57 +1054,24 @@ def _raw_timestamps(lookup, num_frames: int, where: str) -> tuple[np.ndarray, Ti
     return np.arange(num_frames, dtype=np.float64) / CONTROL_HZ, TimestampOrigin.FROM_CONTROL_RATE, None
 
 
-def _av():
-    import av
-
-    return av
-
-
 def _probe_video(path: Path, num_frames: int, where: str) -> dict[str, Any]:
     """Open the MP4 once to fail early on an unreadable file or a header that lists too few frames."""
-    av = _av()
-    try:
-        with av.open(os.fspath(path)) as container:
-            if not container.streams.video:
-                raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: no video stream")
-            stream = container.streams.video[0]
-            info = {
-                "codec": stream.codec_context.name,
-                "width": stream.codec_context.width,
-                "height": stream.codec_context.height,
-                "header_frames": int(stream.frames),
-            }
-    except EpisodeError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: cannot open video: {exc}") from exc
-    if 0 < info["header_frames"] < num_frames:
+    info = probe_video(path, where)
+    if 0 < info.header_frames < num_frames:
         raise EpisodeError(
             Reason.FRAME_COUNT_MISMATCH,
-            f"{where}: video has {info['header_frames']} frames but {RAW_TRAJECTORY} has {num_frames} steps",
+            f"{where}: video has {info.header_frames} frames but {RAW_TRAJECTORY} has {num_frames} steps",
         )
-    return info
+    return {"codec": info.codec, "width": info.width, "height": info.height, "header_frames": info.header_frames}
 
 
 def _video_stream(name: str, path: Path, num_frames: int, where: str) -> CameraStream:
     """Frame i of the MP4 for step i (extra trailing frames are ignored), decoded to RGB by PyAV."""
-    av = _av()
 
     def frames() -> Iterator[np.ndarray]:
-        produced = 0
-        try:
-            with av.open(os.fspath(path)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                stream.thread_count = 2  # several cameras and workers decode at once
-                for frame in container.decode(stream):
-                    yield frame.to_ndarray(format="rgb24")
-                    produced += 1
-                    if produced == num_frames:
-                        return
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise EpisodeError(
-                Reason.VIDEO_DECODE_ERROR, f"{where}: decoding failed after {produced} frames: {exc}"
-            ) from exc
+        # two threads each: several cameras and workers decode at once
+        with contextlib.closing(decode_frames(path, where, threads=2)) as decoded:
+            for frame in itertools.islice(decoded, num_frames):
+                yield frame.to_ndarray(format="rgb24")
 
     return CameraStream(name=name, num_frames=num_frames, open_frames=frames, thread_safe=True)

@@ -26,6 +26,7 @@ real release and the partial downloads users run into.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -35,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 from converters import register
 from converters.base import Converter, SourceCard, episode_folder, is_dangling_link
+from converters.formats.video import decode_frames, probe_video
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, CameraStream, Episode, TimestampOrigin
 
@@ -540,36 +541,8 @@ def _read_arm(path: Path, where: str, columns: list[_Column]) -> int:
 
 
 # --------------------------------------------------------------------------------------
-# Videos (PyAV)
+# Videos (decoded with converters/formats/video.py)
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    frames: int
-    height: int
-    width: int
-    codec: str
-    pix_fmt: str | None
-
-
-def probe_video(path: Path, where: str) -> VideoInfo:
-    """Frame count and size from the MP4 header (counts packets if the header has no count)."""
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise EpisodeError(
-                    Reason.VIDEO_DECODE_ERROR,
-                    f"{where}: no video stream (truncated download? the MP4 index is written last)",
-                )
-            stream = container.streams.video[0]
-            frames = int(stream.frames or 0)
-            if frames == 0:
-                frames = sum(1 for packet in container.demux(stream) if packet.size)
-            ctx = stream.codec_context
-            return VideoInfo(frames, int(ctx.height), int(ctx.width), ctx.name, ctx.pix_fmt)
-    except av.error.FFmpegError as exc:
-        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: cannot open video: {exc}") from exc
 
 
 class _Lifetime:
@@ -580,30 +553,14 @@ class _Lifetime:
 
 
 def _frame_reader(path: Path, where: str, declared: int, limit: int, threads: int, life: _Lifetime):
-    """``open_frames`` for one camera: decodes one frame at a time from its own container."""
+    """``open_frames`` for one camera: its first ``limit`` frames, decoded one at a time from its own container."""
 
     def frames() -> Iterator[np.ndarray]:
         if not life.open:
             raise RuntimeError(f"{where}: episode context is closed")
-        i = 0
-        try:
-            with av.open(str(path)) as container:
-                stream = container.streams.video[0]
-                stream.codec_context.thread_count = threads
-                if threads > 1:
-                    stream.thread_type = "AUTO"
-                for frame in container.decode(stream):
-                    if i >= limit:
-                        break
-                    yield frame.to_ndarray(format="rgb24")
-                    i += 1
-        except av.error.FFmpegError as exc:
-            raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: decoding failed at frame {i}: {exc}") from exc
-        if i < limit:
-            raise EpisodeError(
-                Reason.VIDEO_DECODE_ERROR,
-                f"{where}: stream ended after {i} of the {declared} frames its header declares",
-            )
+        with contextlib.closing(decode_frames(path, where, expected=declared, threads=threads)) as decoded:
+            for frame in itertools.islice(decoded, limit):
+                yield frame.to_ndarray(format="rgb24")
 
     return frames
 

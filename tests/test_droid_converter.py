@@ -540,7 +540,8 @@ def test_raw_video_opens_lazily_and_extra_frames_are_ignored(tmp_path, monkeypat
     wrist = json.loads(next(folder.glob("metadata_*.json")).read_text())["wrist_cam_serial"]
     droid_samples.write_mp4(folder / "recordings/MP4" / f"{wrist}.mp4", np.zeros((n + 5, 72, 128, 3), np.uint8),
                             (72, 128))
-    av = droid._av()
+    import av
+
     opened = []
     original = av.open
     monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(a[0]) or original(*a, **k))

@@ -554,7 +554,7 @@ def test_frames_stream_lazily_and_containers_close(tmp_path, monkeypatch):
         opened.append(container)
         return container
 
-    monkeypatch.setattr(L.av, "open", spy)
+    monkeypatch.setattr(av, "open", spy)
     stream = ep.cameras["front"].open_frames()
     assert opened == []  # nothing is opened or decoded before the writer asks for a frame
     first = next(stream)

@@ -36,13 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from converters.base import Converter, relative_inside
+from converters.formats.video import count_frames, decode_frames
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import (
     ActionKind,
@@ -705,7 +705,7 @@ class LeRobotDataset:
             raise EpisodeError(Reason.MISSING_FILE, f"{ref}: video file {span.path} not found")
         where = f"{ref}: {span.path}"
         tol = self.options.video_time_tolerance_s or 0.5 / self.fps
-        count = count_video_frames(path, span.start, span.stop, tol, where)
+        count = count_frames(path, where, start=span.start, stop=span.stop, tol=tol)
         if count > rows and count - rows <= self.options.video_extra_frames:
             flags.setdefault("video_frames_trimmed", {})[name] = count - rows
             count = rows
@@ -923,47 +923,6 @@ def _check_declared(spec: FeatureSpec, values: np.ndarray, arrow_type: pa.DataTy
 # --------------------------------------------------------------------------------------
 
 
-def _open_video(path: Path, where: str):
-    try:
-        container = av.open(str(path), mode="r")
-    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: cannot open video: {exc}") from exc
-    if not container.streams.video:
-        container.close()
-        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: file has no video stream")
-    return container, container.streams.video[0]
-
-
-def count_video_frames(path: Path, start: float, stop: float | None, tol: float, where: str) -> int:
-    """Frames of ``path`` presented in ``[start - tol, stop - tol)`` (the whole file if ``stop`` is None).
-
-    Counted from the container, not decoded: the sample table for a whole file, the
-    demuxed packets of the window (after a seek) for a window of a multi-episode file.
-    """
-    container, stream = _open_video(path, where)
-    try:
-        if stop is None and start <= tol and stream.frames > 0:
-            return int(stream.frames)
-        tb = stream.time_base
-        if start > tol:
-            container.seek(int((start - tol) / tb), stream=stream, backward=True, any_frame=False)
-        n = 0
-        for packet in container.demux(stream):
-            if packet.pts is None:
-                continue  # the demuxer's flush packet
-            t = float(packet.pts * tb)
-            dts = float(packet.dts * tb) if packet.dts is not None else t
-            if stop is not None and dts >= stop - tol:
-                break  # dts <= pts: no later packet can be presented inside the window
-            if t >= start - tol and (stop is None or t < stop - tol):
-                n += 1
-        return n
-    except av.error.FFmpegError as exc:
-        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: cannot read video packets: {exc}") from exc
-    finally:
-        container.close()
-
-
 def decode_video_frames(
     path: Path, start: float, count: int, times: np.ndarray | None, tol: float, where: str
 ) -> Iterator[np.ndarray]:
@@ -973,14 +932,10 @@ def decode_video_frames(
     stops early). With ``times``, frame ``i`` must be presented within ``tol`` of
     ``start + times[i]``; a frame out of place means the video lost or gained a frame.
     """
-    container, stream = _open_video(path, where)
-    try:
-        stream.thread_type = "AUTO"
-        if start > tol:
-            container.seek(int((start - tol) / stream.time_base), stream=stream, backward=True, any_frame=False)
-        n = 0
-        t0 = float(times[0]) if times is not None and len(times) else 0.0
-        for frame in container.decode(stream):
+    n = 0
+    t0 = float(times[0]) if times is not None and len(times) else 0.0
+    with contextlib.closing(decode_frames(path, where, start=start, tol=tol)) as decoded:
+        for frame in decoded:
             t = frame.time
             if t is not None and t < start - tol:
                 continue
@@ -994,11 +949,7 @@ def decode_video_frames(
             n += 1
             if n == count:
                 return
-        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: decoded only {n} of {count} frames")
-    except av.error.FFmpegError as exc:
-        raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: cannot decode: {exc}") from exc
-    finally:
-        container.close()
+    raise EpisodeError(Reason.VIDEO_DECODE_ERROR, f"{where}: decoded only {n} of {count} frames")
 
 
 def image_column_frames(

@@ -134,9 +134,10 @@ def disc(img: np.ndarray, cx: float, cy: float, r: float, colour: Sequence[float
          precision: type = np.float32, centred: bool = False, stepwise: bool = False) -> None:
     """Blend an anti-aliased disc into ``img`` (float32 or uint8 RGB), touching only its bounding box.
 
-    A pixel's coverage is ``clip(r - distance + 0.5, 0, 1)``, the distance computed in
-    ``precision`` from the pixel's index (``centred``: from its centre, index + 0.5). See
-    :func:`_blend` for ``stepwise``.
+    A pixel's coverage is ``clip(r - distance + 0.5, 0, 1)``, the distance measured from the
+    pixel's index (``centred``: from its centre, index + 0.5) on a pixel grid of dtype
+    ``precision`` (numpy widens the arithmetic to float64 when a coordinate is a float64 scalar).
+    See :func:`_blend` for ``stepwise``.
     """
     found = _window(img, cx - r, cy - r, cx + r, cy + r, precision)
     if found is None:
