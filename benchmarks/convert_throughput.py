@@ -452,9 +452,9 @@ def run_generic_ceiling(source: str, root: Path, image_config, workers: int) -> 
 
 
 def generate_synthetic(source: str, root: Path, args) -> dict:
-    from converters import get_converter
+    from pipelines.samples import generator
 
-    get_converter(source).write_synthetic(
+    generator(source).write_synthetic(
         root, episodes=args.episodes, frames=args.frames, height=args.height, width=args.width, seed=args.seed
     )
     return {"source_bytes": _dir_bytes(root)}
@@ -608,7 +608,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", default="inhouse",
                    help="source to benchmark (default inhouse); other sources generate input with their "
-                        "converter's write_synthetic and measure the ceiling through its own camera streams")
+                        "sample generator's write_synthetic and measure the ceiling through its own camera streams")
     p.add_argument("--episodes", type=int, help="episode files (default 6; 1 with --long)")
     p.add_argument("--frames", type=int, help="frames per episode (default 300; 3000 with --long)")
     p.add_argument("--cameras", type=int, default=3, help="cameras per episode (default 3)")

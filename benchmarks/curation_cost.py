@@ -4,8 +4,8 @@ Curation runs inside ``a1pipe convert`` on every published episode: a content di
 its stored frames (duplicate detection; the writer records it while encoding, and the
 script also times the old way, reading every frame back, as the baseline), a first pass of quantile sketches per
 embodiment (outlier bounds) and the per-episode rules. This script converts a source's
-synthetic input (``Converter.write_synthetic``) with one in-process worker, then repeats
-exactly the curation work on the resulting store in the same process, and prints the
+synthetic input (``write_synthetic`` in ``pipelines/samples/<source>.py``) with one in-process
+worker, then repeats exactly the curation work on the resulting store in the same process, and prints the
 ratio ``curation time / conversion time`` (conversion time includes curation). It also
 prints the kept fraction.
 
@@ -33,15 +33,15 @@ if str(REPO) not in sys.path:
 
 
 def measure(source: str, episodes: int, frames: int, height: int, width: int, workdir: Path) -> dict:
-    from converters import get_converter
     from pipelines.convert import ConvertConfig, run_conversion
     from pipelines.curation import BoundsAccumulator, CurationConfig, LowDim, curate
     from pipelines.episode_store.images import ImageConfig
     from pipelines.episode_store.index import content_sha256
     from pipelines.episode_store.reader import EpisodeStore
+    from pipelines.samples import generator
 
     root, store = workdir / source / "input", workdir / source / "store"
-    get_converter(source).write_synthetic(root, episodes=episodes, frames=frames, height=height, width=width, seed=0)
+    generator(source).write_synthetic(root, episodes=episodes, frames=frames, height=height, width=width, seed=0)
     t0 = time.perf_counter()
     report = run_conversion(ConvertConfig(source, str(root), str(store), image=ImageConfig()), workers=1,
                             show_progress=False)

@@ -385,27 +385,6 @@ class Converter(ABC):
             check_episode(episode, max_abs_value=self.max_abs_value)
             yield episode
 
-    @classmethod
-    def write_samples(cls, out_dir: Path, seed: int = 0) -> dict[str, str | None]:
-        """Write small native-format sample data (with deliberately broken episodes) to ``out_dir``.
-
-        Returns the expected outcome per source episode: ``None`` for an episode
-        that must convert, else the :class:`Reason` code it must be quarantined
-        with. Tests hold the pipeline to this answer.
-        """
-        raise NotImplementedError(f"{cls.__name__} has no sample generator")
-
-    @classmethod
-    def write_synthetic(
-        cls, out_dir: Path, *, episodes: int, frames: int, height: int, width: int, seed: int = 0
-    ) -> None:
-        """Write ``episodes`` valid episodes of ``frames`` frames with ``height x width`` cameras.
-
-        Native layout, same libraries as ``write_samples``, but sized by the caller:
-        benchmarks use it to measure throughput and worker memory at realistic scale.
-        """
-        raise NotImplementedError(f"{cls.__name__} has no synthetic-data generator")
-
     # Helpers shared by converters -------------------------------------------------
 
     def require(self, mapping: Any, key: str, where: str) -> Any:

@@ -981,7 +981,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     import tempfile
 
-    from converters import get_converter
+    from pipelines.samples import generator
 
     parser = argparse.ArgumentParser(description="Convert the bad-input corpus and print its coverage table.")
     parser.add_argument("--table", action="store_true", help="print the kinds x sources table (markdown)")
@@ -995,7 +995,7 @@ def main(argv: list[str] | None = None) -> int:
         for source in args.sources.split(","):
             samples = Path(tmp) / "samples" / source
             samples.mkdir(parents=True)
-            get_converter(source).write_samples(samples, seed=args.seed)
+            generator(source).write_samples(samples, seed=args.seed)
             observed[source] = {}
             runs = [(source, None)] + [(f"{source}-{c.name}", [c]) for c in CASES[source] if c.isolated]
             for name, cases in runs:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import converters
 from pipelines.convert import ConvertConfig, run_conversion
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.validator import validate_store
+from pipelines.samples import write_samples
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adding_a_converter.md"
 
@@ -20,7 +23,7 @@ def npylab(monkeypatch, tmp_path):
     from converters import base as converter_base
 
     code = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-    assert len(code) == 1, "the doc has exactly one python example"
+    assert len(code) == 2, "the doc has two python examples: the converter and its sample generator"
     card = re.findall(r"```yaml\n(.*?)```", DOC.read_text(), flags=re.S)
     assert len(card) == 1, "the doc shows the example's source card"
     (tmp_path / "cards").mkdir()
@@ -29,11 +32,16 @@ def npylab(monkeypatch, tmp_path):
     namespace: dict = {"__name__": "npylab_example"}
     monkeypatch.setattr(converters, "REGISTRY", dict(converters.REGISTRY))
     exec(compile(code[0], str(DOC), "exec"), namespace)
+    # where step 6 puts the generator, and the CONVERTERS entry of step 7 that `a1pipe samples` finds it by
+    generator = types.ModuleType("pipelines.samples.npylab")
+    exec(compile(code[1], str(DOC), "exec"), generator.__dict__)
+    monkeypatch.setitem(sys.modules, generator.__name__, generator)
+    monkeypatch.setitem(converters.CONVERTERS, "npylab", namespace["__name__"])
     return converters.REGISTRY["npylab"]
 
 
 def test_worked_example_converts_as_documented(npylab, tmp_path):
-    expected = npylab.write_samples(tmp_path / "npylab", seed=0)
+    expected = write_samples(tmp_path, seed=0, sources=["npylab"])["npylab"]
     report = run_conversion(
         ConvertConfig("npylab", str(tmp_path / "npylab"), str(tmp_path / "store"), image=ImageConfig(height=24, width=32)),
         workers=1,

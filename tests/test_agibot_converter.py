@@ -29,6 +29,7 @@ from converters.agibot import (
 )
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, TimestampOrigin
+from pipelines.samples import agibot as agibot_samples
 
 T0 = 1_735_689_600_123_456_789
 
@@ -39,7 +40,7 @@ T0 = 1_735_689_600_123_456_789
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory):
     root = tmp_path_factory.mktemp("agibot_samples")
-    expected = AgibotConverter.write_samples(root, seed=0)
+    expected = agibot_samples.write_samples(root, seed=0)
     return root, expected
 
 
@@ -85,7 +86,7 @@ def write_h5(path: Path, data: dict) -> None:
 
 
 def grey_video(count: int, codec: str = "h264", h: int = 48, w: int = 64) -> bytes:
-    return agibot._encode([np.full((h, w, 3), 10 * i, np.uint8) for i in range(count)], codec)
+    return agibot_samples._encode([np.full((h, w, 3), 10 * i, np.uint8) for i in range(count)], codec)
 
 
 def record(episode: int, **overrides) -> dict:
@@ -525,7 +526,7 @@ def _shard(episodes: dict[str, dict[str, bytes]]) -> bytes:
     for eid, files in episodes.items():
         entries.append((f"{eid}/", None))
         entries += [(f"{eid}/{rel}", data) for rel, data in sorted(files.items())]
-    return agibot._tar_bytes(entries)
+    return agibot_samples._tar_bytes(entries)
 
 
 def tarfile_open(blob: bytes) -> tarfile.TarFile:
@@ -666,7 +667,7 @@ def test_invalid_options_fail_at_construction(options):
 
 
 def test_write_synthetic_gives_valid_episodes(tmp_path):
-    AgibotConverter.write_synthetic(tmp_path, episodes=2, frames=40, height=47, width=64, seed=3)
+    agibot_samples.write_synthetic(tmp_path, episodes=2, frames=40, height=47, width=64, seed=3)
     conv = AgibotConverter(tmp_path)
     assert conv.discover() == ["observations/327/700000", "observations/327/700001"]
     assert set(through_units(conv).values()) == {None}

@@ -20,9 +20,18 @@ import pytest
 
 import converters.droid as droid
 from converters import get_converter
-from converters.droid import DroidConverter, SampleEpisode
+from converters.droid import DroidConverter
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, TimestampOrigin
+from pipelines.samples import droid as droid_samples
+from pipelines.samples.droid import (
+    ANNOTATIONS_NAME,
+    RAW_SAMPLE_IMAGE_HW,
+    RAW_SAMPLES_DIR,
+    SAMPLE_DEFECTS,
+    TASKS,
+    SampleEpisode,
+)
 
 HW = (24, 32)
 JOINTS = [f"joint{i}" for i in range(1, 8)]
@@ -34,29 +43,30 @@ SHARD0 = "1.0.1/droid_101-train.tfrecord-00000-of-00001"
 
 
 def tf():
-    return droid._tensorflow()
+    return droid.load_tensorflow()
 
 
 def spec(n=20, *, lab="RAIL", outcome="success", when="2023-04-17 14:48:05", task=0, language=(True, True, True),
          defect=None, seed=0, file_root="/nfs/data/r2d2-data-full"):
     """A function of the features building one RLDS episode (and the trajectory it encodes)."""
     ep = SampleEpisode(lab, outcome, when, task, language, defect)
-    traj = droid.sample_trajectory(np.random.default_rng(seed), n, success=outcome == "success")
+    traj = droid_samples.sample_trajectory(np.random.default_rng(seed), n, success=outcome == "success")
 
     def build(features, release):
-        return droid.rlds_episode(features, ep, traj, np.random.default_rng(seed), file_root=file_root, release=release)
+        return droid_samples.rlds_episode(features, ep, traj, np.random.default_rng(seed), file_root=file_root,
+                                          release=release)
 
     build.traj = traj
-    build.ref = f"1.0.1/{droid._sample_path(ep)}"
+    build.ref = f"1.0.1/{droid_samples._sample_path(ep)}"
     return build
 
 
 def make_release(root: Path, shards, *, version="1.0.1", builder="droid_101", hw=HW, edit=None) -> Path:
     """``root/<version>/`` with one shard per list in ``shards``; ``edit(example, shard, index)`` may
     change each ``tf.train.Example`` (return ``None`` to keep it as is)."""
-    features = droid.droid_features(hw, release=version)
+    features = droid_samples.droid_features(hw, release=version)
     version_dir = root / version
-    paths = droid.write_rlds(version_dir, [[s(features, version) for s in shard] for shard in shards],
+    paths = droid_samples.write_rlds(version_dir, [[s(features, version) for s in shard] for shard in shards],
                              features=features, builder=builder)
     if edit is not None:
         for s, path in enumerate(paths):
@@ -204,8 +214,8 @@ def test_rlds_episode_content(tmp_path):
     np.testing.assert_allclose(ep.action[:, 7], traj.gripper_cmd, atol=1e-6)
     assert ep.timestamp_origin is TimestampOrigin.FROM_CONTROL_RATE
     np.testing.assert_allclose(ep.timestamp, np.arange(25) / 15.0)
-    assert ep.instruction == droid.TASKS[0][0] and ep.instruction_alternatives == list(droid.TASKS[0][1:])
-    assert ep.metadata["language_instructions"] == list(droid.TASKS[0])
+    assert ep.instruction == TASKS[0][0] and ep.instruction_alternatives == list(TASKS[0][1:])
+    assert ep.metadata["language_instructions"] == list(TASKS[0])
     assert ep.metadata["success"] is False
     assert ep.metadata["gripper"]["open"] == 0.0 and ep.metadata["gripper"]["closed"] == 1.0
     meta = ep.metadata["episode_metadata"]
@@ -250,21 +260,21 @@ def test_action_option_picks_the_stream_and_kind(tmp_path, option, stream, kind)
 def test_first_non_empty_instruction_is_primary(tmp_path, language, primary, alternatives):
     make_release(tmp_path, [[spec(task=1, language=language)]])
     _, ep, _ = only_episode(DroidConverter(tmp_path), SHARD0)
-    assert ep.instruction == droid.TASKS[1][primary]
-    assert ep.instruction_alternatives == [droid.TASKS[1][i] for i in alternatives]
-    assert ep.metadata["language_instructions"] == [t if f else "" for t, f in zip(droid.TASKS[1], language)]
+    assert ep.instruction == TASKS[1][primary]
+    assert ep.instruction_alternatives == [TASKS[1][i] for i in alternatives]
+    assert ep.metadata["language_instructions"] == [t if f else "" for t, f in zip(TASKS[1], language)]
 
 
 def test_repeated_alternative_is_kept_once_and_varying_language_noted(tmp_path):
     def edit(example, s, i):
         feature = example.features.feature
         values = list(feature["steps/language_instruction_3"].bytes_list.value)
-        feature["steps/language_instruction_3"].bytes_list.value[:] = [droid.TASKS[0][1].encode()] * len(values)
+        feature["steps/language_instruction_3"].bytes_list.value[:] = [TASKS[0][1].encode()] * len(values)
         feature["steps/language_instruction_2"].bytes_list.value[-1] = b"something else"
 
     make_release(tmp_path, [[spec()]], edit=edit)
     _, ep, _ = only_episode(DroidConverter(tmp_path), SHARD0)
-    assert ep.instruction_alternatives == [droid.TASKS[0][1]]
+    assert ep.instruction_alternatives == [TASKS[0][1]]
     assert ep.metadata["language_varies_within_episode"] == ["language_instruction_2"]
 
 
@@ -336,7 +346,7 @@ def test_openers_are_handles_that_reread_their_record(tmp_path, monkeypatch, rea
 def test_truncated_shard_yields_the_good_records_then_corrupt_file(tmp_path, reader):
     specs = [spec(seed=i, when=f"2023-04-17 14:4{i}:05") for i in range(4)]
     version_dir = make_release(tmp_path, [specs])
-    droid._truncate_shard(version_dir / "droid_101-train.tfrecord-00000-of-00001", 2)
+    droid_samples._truncate_shard(version_dir / "droid_101-train.tfrecord-00000-of-00001", 2)
     results = read_all(DroidConverter(tmp_path), SHARD0)
     assert [r[0] for r in results] == [specs[0].ref, specs[1].ref, SHARD0]
     assert results[2][1] is Reason.CORRUPT_FILE and "2 of 4 episodes lost" in results[2][2]
@@ -439,7 +449,7 @@ def test_broken_records(tmp_path, case):
 def test_sample_defects_in_records(tmp_path, defect):
     make_release(tmp_path, [[spec(defect=defect, language=(False,) * 3 if defect == "no_language" else (True,) * 3)]])
     ref, reason, message = only_episode(DroidConverter(tmp_path), SHARD0)
-    assert reason is droid.SAMPLE_DEFECTS[defect]
+    assert reason is SAMPLE_DEFECTS[defect]
     assert ref in message or defect == "bad_jpeg" and "wrist_image_left[" in message
 
 
@@ -457,7 +467,7 @@ def test_record_that_is_not_an_example_is_corrupt_file(tmp_path):
 
 
 def test_frames_of_another_size_than_features_json_declares(tmp_path):
-    from converters.inhouse import encode_jpeg
+    from pipelines.samples.toolkit import encode_jpeg
 
     def edit(example, s, i):
         example.features.feature["steps/observation/exterior_image_2_left"].bytes_list.value[3] = encode_jpeg(
@@ -473,11 +483,12 @@ def test_frames_of_another_size_than_features_json_declares(tmp_path):
 def make_raw(root: Path, ep: SampleEpisode | None = None, *, seed=0, annotate=True) -> tuple[str, str]:
     """One raw trajectory folder under ``root/droid_raw`` plus the annotations file; (ref, uuid)."""
     ep = ep or SampleEpisode("RAIL", "success", "2023-06-05 21:44:09", 0)
-    base = root / droid.RAW_SAMPLES_DIR
-    rel, uuid = droid._write_raw_episode(base, ep, seed, 0)
-    table = {uuid: {k: t for (_, k), t in zip(droid.LANGUAGE_KEYS, droid._instructions(ep)) if t}} if annotate else {}
-    (base / droid.ANNOTATIONS_NAME).write_text(json.dumps(table))
-    return f"{droid.RAW_SAMPLES_DIR}/{rel}", uuid
+    base = root / RAW_SAMPLES_DIR
+    rel, uuid = droid_samples._write_raw_episode(base, ep, seed, 0)
+    texts = droid_samples._instructions(ep)
+    table = {uuid: {k: t for (_, k), t in zip(droid.LANGUAGE_KEYS, texts) if t}} if annotate else {}
+    (base / ANNOTATIONS_NAME).write_text(json.dumps(table))
+    return f"{RAW_SAMPLES_DIR}/{rel}", uuid
 
 
 def test_raw_episode_content(tmp_path):
@@ -498,15 +509,15 @@ def test_raw_episode_content(tmp_path):
     assert ep.timestamp_origin is TimestampOrigin.RECORDED
     np.testing.assert_allclose(ep.timestamp, step_ms / 1000.0)
     assert ep.metadata["timestamp_clock"] == "observation/timestamp/control/step_start"
-    assert ep.instruction == droid.TASKS[2][0] and ep.instruction_alternatives == [droid.TASKS[2][2]]
+    assert ep.instruction == TASKS[2][0] and ep.instruction_alternatives == [TASKS[2][2]]
     assert ep.metadata["success"] is False and ep.metadata["layout"] == "raw"
     assert ep.metadata["episode_metadata"]["uuid"] == uuid and "user" not in ep.metadata["episode_metadata"]
-    assert "user" not in ep.metadata["h5_attrs"] and ep.metadata["annotations_file"].endswith(droid.ANNOTATIONS_NAME)
+    assert "user" not in ep.metadata["h5_attrs"] and ep.metadata["annotations_file"].endswith(ANNOTATIONS_NAME)
     serials = ep.metadata["camera_serials"]
     assert serials["wrist_image_left"] == meta["wrist_cam_serial"] and types[serials["wrist_image_left"]] == 0
     assert serials["exterior_image_1_left"] == meta["ext1_cam_serial"] < meta["ext2_cam_serial"]
     np.testing.assert_allclose(ep.extras["action_joint_velocity"], joint_velocity, rtol=1e-6)
-    assert all(len(f) == ep.num_frames and f[0].shape == (*droid.RAW_SAMPLE_IMAGE_HW, 3) for f in frames.values())
+    assert all(len(f) == ep.num_frames and f[0].shape == (*RAW_SAMPLE_IMAGE_HW, 3) for f in frames.values())
     assert ep.metadata["videos"]["wrist_image_left"]["codec"] == "mpeg4"
 
 
@@ -514,7 +525,7 @@ def test_raw_video_decodes_to_rgb(tmp_path):
     red = np.zeros((6, 32, 48, 3), np.uint8)
     red[..., 0] = 220
     path = tmp_path / "red.mp4"
-    droid.write_mp4(path, red, (32, 48))
+    droid_samples.write_mp4(path, red, (32, 48))
     frames = list(droid._video_stream("cam", path, 6, "red.mp4").open_frames())
     assert len(frames) == 6
     r, g, b = frames[2].reshape(-1, 3).mean(axis=0)
@@ -527,8 +538,10 @@ def test_raw_video_opens_lazily_and_extra_frames_are_ignored(tmp_path, monkeypat
     with h5py.File(folder / "trajectory.h5") as h5:
         n = h5["action/joint_position"].shape[0]
     wrist = json.loads(next(folder.glob("metadata_*.json")).read_text())["wrist_cam_serial"]
-    droid.write_mp4(folder / "recordings/MP4" / f"{wrist}.mp4", np.zeros((n + 5, 72, 128, 3), np.uint8), (72, 128))
-    av = droid._av()
+    droid_samples.write_mp4(folder / "recordings/MP4" / f"{wrist}.mp4", np.zeros((n + 5, 72, 128, 3), np.uint8),
+                            (72, 128))
+    import av
+
     opened = []
     original = av.open
     monkeypatch.setattr(av, "open", lambda *a, **k: opened.append(a[0]) or original(*a, **k))
@@ -635,13 +648,13 @@ RAW_BROKEN = {
     "mp4 truncated": (_video("ext1", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])),
                       Reason.VIDEO_DECODE_ERROR),
     "mp4 garbage": (_video("wrist", lambda p: p.write_bytes(b"\x00" * 4096)), Reason.VIDEO_DECODE_ERROR),
-    "mp4 short": (_video("wrist", lambda p: droid.write_mp4(p, np.zeros((5, 72, 128, 3), np.uint8), (72, 128))),
+    "mp4 short": (_video("wrist", lambda p: droid_samples.write_mp4(p, np.zeros((5, 72, 128, 3), np.uint8), (72, 128))),
                   Reason.FRAME_COUNT_MISMATCH),
-    "not annotated": (lambda root, ref: (root / droid.RAW_SAMPLES_DIR / droid.ANNOTATIONS_NAME).write_text("{}"),
+    "not annotated": (lambda root, ref: (root / RAW_SAMPLES_DIR / ANNOTATIONS_NAME).write_text("{}"),
                       Reason.MISSING_LANGUAGE),
-    "no annotations file": (lambda root, ref: (root / droid.RAW_SAMPLES_DIR / droid.ANNOTATIONS_NAME).unlink(),
+    "no annotations file": (lambda root, ref: (root / RAW_SAMPLES_DIR / ANNOTATIONS_NAME).unlink(),
                             Reason.MISSING_LANGUAGE),
-    "annotations not json": (lambda root, ref: (root / droid.RAW_SAMPLES_DIR / droid.ANNOTATIONS_NAME).write_text("["),
+    "annotations not json": (lambda root, ref: (root / RAW_SAMPLES_DIR / ANNOTATIONS_NAME).write_text("["),
                              Reason.INVALID_METADATA),
 }
 
@@ -668,14 +681,14 @@ def file_hashes(root: Path) -> dict[str, str]:
 def samples(tmp_path_factory):
     root = tmp_path_factory.mktemp("samples") / "droid"
     started = time.perf_counter()
-    expected = DroidConverter.write_samples(root, seed=0)
+    expected = droid_samples.write_samples(root, seed=0)
     return root, expected, time.perf_counter() - started
 
 
 def test_another_seed_gives_other_samples_with_the_same_outcomes(samples, tmp_path):
     root, expected, _ = samples
     # the same seed giving the same bytes, in another process: test_converter_conformance
-    assert DroidConverter.write_samples(tmp_path / "other", seed=1) == expected
+    assert droid_samples.write_samples(tmp_path / "other", seed=1) == expected
     def data(hashes):  # camera serials (MP4 names) and uuids are drawn from the seed too
         return {v for k, v in hashes.items() if "tfrecord" in k or k.endswith((".h5", ".mp4"))}
 
@@ -689,9 +702,9 @@ def test_samples_shape(samples):
     assert (root / "1.0.1" / "dataset_info.json").is_file() and (root / "1.0.1" / "features.json").is_file()
     info = json.loads((root / "1.0.1" / "dataset_info.json").read_text())
     assert info["name"] == "droid_101" and [int(n) for n in info["splits"][0]["shardLengths"]] == [4, 5]
-    assert (root / droid.RAW_SAMPLES_DIR / droid.ANNOTATIONS_NAME).is_file()
+    assert (root / RAW_SAMPLES_DIR / ANNOTATIONS_NAME).is_file()
     assert sum(v is None for v in expected.values()) >= 6
-    assert set(expected.values()) - {None} == {r.value for r in droid.SAMPLE_DEFECTS.values() if r is not None}
+    assert set(expected.values()) - {None} == {r.value for r in SAMPLE_DEFECTS.values() if r is not None}
 
 
 def test_samples_read_as_declared(samples):
@@ -723,7 +736,7 @@ def test_sample_failure_and_language_quirks(samples):
 
 
 def test_write_synthetic(tmp_path):
-    DroidConverter.write_synthetic(tmp_path, episodes=3, frames=30, height=36, width=64, seed=4)
+    droid_samples.write_synthetic(tmp_path, episodes=3, frames=30, height=36, width=64, seed=4)
     conv = DroidConverter(tmp_path)
     units = conv.discover()
     assert len(units) == 3

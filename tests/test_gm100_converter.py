@@ -11,8 +11,10 @@ import pytest
 
 from converters import get_converter
 from converters.formats import lerobot as L
-from converters.gm100 import PLATFORMS, SAMPLE_DEFECTS, GM100Converter, task_instruction
+from converters.gm100 import PLATFORMS, GM100Converter, task_instruction
 from pipelines.episode_store.errors import EpisodeError, Reason
+from pipelines.samples import gm100 as gm100_samples
+from pipelines.samples.gm100 import SAMPLE_DEFECTS
 
 POUR = "agibot_g1/pour_water_into_the_cup"
 OPAQUE = "agibot_g1/task_00043"
@@ -25,7 +27,7 @@ DRAWER = "galaxea_r1_pro/open_the_drawer"
 def samples(tmp_path_factory):
     root = tmp_path_factory.mktemp("gm100")
     t0 = time.perf_counter()
-    expected = GM100Converter.write_samples(root, seed=0)
+    expected = gm100_samples.write_samples(root, seed=0)
     return root, expected, time.perf_counter() - t0
 
 
@@ -166,7 +168,7 @@ def test_episode_next_to_a_short_one_in_the_same_video_file_is_intact(samples):
 
 
 def test_write_synthetic_gives_valid_episodes(tmp_path):
-    GM100Converter.write_synthetic(tmp_path, episodes=3, frames=25, height=48, width=64, seed=2)
+    gm100_samples.write_synthetic(tmp_path, episodes=3, frames=25, height=48, width=64, seed=2)
     conv = GM100Converter(tmp_path)
     refs = conv.discover()
     assert len(refs) == 3

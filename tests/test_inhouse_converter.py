@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from converters import get_converter
-from converters.inhouse import InhouseConverter, TaskMetadata, encode_jpeg
+from converters.inhouse import InhouseConverter, TaskMetadata
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, TimestampOrigin
+from pipelines.samples import inhouse as inhouse_samples
+from pipelines.samples.toolkit import encode_jpeg
 
 JOINTS = ["j1", "j2", "gripper"]
 CAMERAS = ["cam_front", "cam_wrist"]
@@ -446,7 +448,7 @@ def file_hashes(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory):
     root = tmp_path_factory.mktemp("samples") / "inhouse"
-    expected = InhouseConverter.write_samples(root, seed=0)
+    expected = inhouse_samples.write_samples(root, seed=0)
     return root, expected
 
 
@@ -471,7 +473,7 @@ def test_every_path_named_like_an_episode_gets_an_outcome(samples, tmp_path):
 def test_another_seed_gives_other_samples_with_the_same_outcomes(samples, tmp_path):
     root, expected = samples
     # the same seed giving the same bytes, in another process: test_converter_conformance
-    other = InhouseConverter.write_samples(tmp_path / "other", seed=1)
+    other = inhouse_samples.write_samples(tmp_path / "other", seed=1)
     assert other == expected  # same episodes and outcomes, different content
     hashes, other_hashes = file_hashes(root), file_hashes(tmp_path / "other")
     assert all(hashes[k] != other_hashes[k] for k in hashes if k.endswith(".hdf5"))
@@ -520,7 +522,7 @@ def test_samples_read_as_declared(samples):
 def test_write_synthetic_writes_valid_episodes_of_the_requested_size(tmp_path):
     from converters.inhouse import InhouseConverter
 
-    InhouseConverter.write_synthetic(tmp_path, episodes=2, frames=70, height=40, width=56, seed=1)
+    inhouse_samples.write_synthetic(tmp_path, episodes=2, frames=70, height=40, width=56, seed=1)
     conv = InhouseConverter(tmp_path)
     refs = conv.discover()
     assert len(refs) == 2

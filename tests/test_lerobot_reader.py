@@ -23,6 +23,7 @@ from converters.base import parse_options
 from converters.formats import lerobot as L
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, TimestampOrigin, check_episode
+from pipelines.samples.formats import lerobot as W
 
 NAMES = ["j1", "j2", "j3", "gripper"]
 FPS = 30.0
@@ -68,8 +69,8 @@ def write(
     }
     for key, (dtype, _) in (extra_columns or {}).items():
         feats[key] = {"dtype": dtype, "shape": [1], "names": None}
-    cams = [L.SampleCamera(k, 32, 48, "image" if k.endswith("_png") else codec) for k in cameras]
-    writer = L.DatasetWriter(
+    cams = [W.SampleCamera(k, 32, 48, "image" if k.endswith("_png") else codec) for k in cameras]
+    writer = W.DatasetWriter(
         root, version=version, fps=FPS, robot_type=robot_type, features=feats, cameras=cams,
         tasks=tasks if tasks is not None else {0: "pick up the cube"}, episodes_per_file=episodes_per_file,
         row_group_size=row_group_size, timestamp_dtype=timestamp_dtype, info_overrides=info_overrides,
@@ -80,7 +81,7 @@ def write(
         cols = {"observation.state": s, "action": np.concatenate([s[1:], s[-1:]])}
         for key, (dtype, fn) in (extra_columns or {}).items():
             cols[key] = fn(e, n).astype(dtype)
-        writer.add(L.SampleEpisode(
+        writer.add(W.SampleEpisode(
             index=e, columns=cols, task_index=(task_of or {}).get(e, 0), tasks=["pick up the cube"],
             frames=lambda key, e=e, n=n: grey_frames(e, n),
             drop_video_frames=(drop or {}).get(e, {}),
@@ -136,7 +137,7 @@ def test_v21_round_trip(tmp_path):
 
 @pytest.mark.parametrize("codec", ["h264", "av1"])
 def test_v30_round_trip_seeks_into_shared_files(tmp_path, codec):
-    if codec == "av1" and L.av1_encoder() is None:
+    if codec == "av1" and W.av1_encoder() is None:
         pytest.skip("this PyAV build cannot encode AV1")
     lengths = (20, 26, 23, 17, 21)
     root = write(tmp_path / "ds", version="v3.0", lengths=lengths, codec=codec, episodes_per_file=2)
@@ -275,7 +276,7 @@ def test_short_window_of_a_shared_v3_video(tmp_path):
 
 def _extend_video(root: Path, episode: int, extra: int, n: int) -> None:
     path = root / "videos" / "chunk-000" / CAM / f"episode_{episode:06d}.mp4"
-    writer = L.VideoWriter(path, FPS, 32, 48, "libx264")
+    writer = W.VideoWriter(path, FPS, 32, 48, "libx264")
     for frame in grey_frames(episode, n + extra):
         writer.write(frame)
     writer.close()
@@ -554,7 +555,7 @@ def test_frames_stream_lazily_and_containers_close(tmp_path, monkeypatch):
         opened.append(container)
         return container
 
-    monkeypatch.setattr(L.av, "open", spy)
+    monkeypatch.setattr(av, "open", spy)
     stream = ep.cameras["front"].open_frames()
     assert opened == []  # nothing is opened or decoded before the writer asks for a frame
     first = next(stream)

@@ -37,6 +37,11 @@ def test_no_stage_lists_the_datasets_itself():
     assert "--params params.yaml" in DVC["stages"]["curation_summary"]["cmd"]
 
 
+def _file_of(module: str) -> Path:
+    path = ROOT / module.replace(".", "/")
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 def _convert_deps(source: str) -> list[Path]:
     item = PARAMS["sources"][source]
     deps = DVC["stages"]["convert"]["do"]["deps"]
@@ -61,21 +66,42 @@ def test_a_conversion_depends_on_every_module_it_imports_and_on_no_other_convert
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
-
-    def file_of(module: str) -> Path:
-        path = ROOT / module.replace(".", "/")
-        return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
     for source, spec in PARAMS["sources"].items():
         deps = _convert_deps(source)
         modules = loaded["shared"] + loaded[spec["converter"]]
         for module in modules:
-            f = file_of(module)
+            f = _file_of(module)
             assert any(f == d or d in f.parents for d in deps), f"convert@{source} reads {f.relative_to(ROOT)}"
         others = [ROOT / "converters" / f"{c}.py" for c in converters.CONVERTERS if c != spec["converter"]]
         assert not any(o == d or d in o.parents for o in others for d in deps), source
-        for unrelated in ("pipelines/manifest/card.py", "training/train.py", "pipelines/samples.py"):
+        for unrelated in ("pipelines/manifest/card.py", "training/train.py", "pipelines/samples/__init__.py"):
             assert not any(ROOT / unrelated == d or d in (ROOT / unrelated).parents for d in deps), unrelated
+
+
+def test_the_samples_stage_depends_on_the_generators_and_what_they_import_from_converters(monkeypatch):
+    """Every converter has a generator, found by its name in the converter table, and the samples stage
+    lists the generator code and the converter code it imports (no second list of sources)."""
+    code = (
+        "import json, sys\n"
+        "from converters import CONVERTERS\n"
+        "from pipelines.samples import generator\n"
+        "for name in CONVERTERS:\n"
+        "    assert callable(generator(name).write_samples) and callable(generator(name).write_synthetic), name\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('pipelines.samples', 'converters')))))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    deps = [ROOT / d for d in DVC["stages"]["samples"]["deps"]]
+    for module in json.loads(run.stdout.strip().splitlines()[-1]):
+        f = _file_of(module)
+        assert any(f == d or d in f.parents for d in deps), f"samples reads {f.relative_to(ROOT)}"
+    from pipelines.samples import generator
+
+    with pytest.raises(KeyError, match="no converter registered for source 'nowhere'"):
+        generator("nowhere")
+    monkeypatch.setitem(converters.CONVERTERS, "nowhere", "converters.nowhere")
+    with pytest.raises(NotImplementedError, match="no sample generator: write pipelines/samples/nowhere.py"):
+        generator("nowhere")
 
 
 def test_every_dataset_has_a_source_card_as_data_and_a_release_reads_no_converter():

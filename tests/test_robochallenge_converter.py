@@ -18,10 +18,11 @@ from converters.robochallenge import (
     EMBODIMENT_SPECS,
     ROBOTIQ_2F85_STROKE_M,
     RoboChallengeConverter,
-    write_video,
 )
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, TimestampOrigin
+from pipelines.samples import robochallenge as robochallenge_samples
+from pipelines.samples.robochallenge import write_video
 
 HW = (32, 48)  # multiples of 16: libx264 output is byte-identical
 T0 = 1_753_167_772.4
@@ -520,7 +521,7 @@ def test_frames_stream_lazily_and_stop_with_the_context(tmp_path):
 
 
 def test_memory_stays_flat_while_streaming(tmp_path):
-    RoboChallengeConverter.write_synthetic(tmp_path, episodes=1, frames=300, height=96, width=128)
+    robochallenge_samples.write_synthetic(tmp_path, episodes=1, frames=300, height=96, width=128)
     conv = RoboChallengeConverter(tmp_path)
     (ref,) = conv.discover()
     with conv.read(lambda: conv.open_episode(ref)) as ep:
@@ -548,14 +549,14 @@ def file_hashes(root: Path) -> dict[str, str]:
 def samples(tmp_path_factory):
     root = tmp_path_factory.mktemp("samples") / "robochallenge"
     start = time.perf_counter()
-    expected = RoboChallengeConverter.write_samples(root, seed=0)
+    expected = robochallenge_samples.write_samples(root, seed=0)
     return root, expected, time.perf_counter() - start
 
 
 def test_another_seed_gives_other_samples_with_the_same_outcomes(samples, tmp_path):
     root, expected, _ = samples
     # the same seed giving the same bytes, in another process: test_converter_conformance
-    assert RoboChallengeConverter.write_samples(tmp_path / "other", seed=1) == expected
+    assert robochallenge_samples.write_samples(tmp_path / "other", seed=1) == expected
     a, b = file_hashes(root), file_hashes(tmp_path / "other")
     assert all(a[k] != b[k] for k in a if k.endswith(".jsonl"))
 
@@ -607,7 +608,7 @@ def test_samples_read_as_declared(samples):
 
 
 def test_write_synthetic_sizes(tmp_path):
-    RoboChallengeConverter.write_synthetic(tmp_path, episodes=4, frames=20, height=48, width=64, seed=3)
+    robochallenge_samples.write_synthetic(tmp_path, episodes=4, frames=20, height=48, width=64, seed=3)
     conv = RoboChallengeConverter(tmp_path)
     refs = conv.discover()
     assert len(refs) == 4

@@ -19,17 +19,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from converters import get_converter
-from converters.formats import lerobot as L
 from converters.robocoin import (
     EMBODIMENTS,
     NAME_PREFIXES,
-    SAMPLE_DATASETS,
-    SAMPLE_DEFECTS,
     RoboCOINConverter,
     frame_subtasks,
 )
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind
+from pipelines.samples import robocoin as robocoin_samples
+from pipelines.samples.formats.lerobot import av1_encoder
+from pipelines.samples.robocoin import SAMPLE_DATASETS, SAMPLE_DEFECTS
 
 R1 = "R1_Lite_open_the_microwave"
 R1B = "Galaxea_R1_Lite_wipe_the_table"
@@ -42,7 +42,7 @@ RM = "Realman_build_blocks"
 def samples(tmp_path_factory):
     root = tmp_path_factory.mktemp("robocoin")
     t0 = time.perf_counter()
-    expected = RoboCOINConverter.write_samples(root, seed=0)
+    expected = robocoin_samples.write_samples(root, seed=0)
     return root, expected, time.perf_counter() - t0
 
 
@@ -94,7 +94,7 @@ def test_samples_are_small_fast_and_seeded(samples, tmp_path):
         return {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(base.rglob("*")) if p.is_file()}
 
-    assert RoboCOINConverter.write_samples(tmp_path / "other", seed=1) != {} and \
+    assert robocoin_samples.write_samples(tmp_path / "other", seed=1) != {} and \
         digest(tmp_path / "other") != digest(root)
 
 
@@ -107,7 +107,7 @@ def test_samples_cover_every_defect_and_two_codecs(samples):
         if (root / spec.folder / "meta" / "info.json").is_file() and spec.folder != "Realman_stack_basket":
             features = json.loads((root / spec.folder / "meta" / "info.json").read_text())["features"]
             codecs |= {f["info"]["video.codec"] for f in features.values() if f["dtype"] == "video"}
-    assert codecs == ({"av1", "h264"} if L.av1_encoder() else {"h264"})
+    assert codecs == ({"av1", "h264"} if av1_encoder() else {"h264"})
 
 
 def test_samples_read_as_declared(samples):
@@ -356,7 +356,7 @@ def test_broken_samples_give_specific_reasons(samples, ref, reason, words):
 
 
 def test_write_synthetic_gives_valid_episodes(tmp_path):
-    RoboCOINConverter.write_synthetic(tmp_path, episodes=2, frames=30, height=47, width=64, seed=3)
+    robocoin_samples.write_synthetic(tmp_path, episodes=2, frames=30, height=47, width=64, seed=3)
     conv = RoboCOINConverter(tmp_path)
     refs = conv.discover()
     assert len(refs) == 2

@@ -19,9 +19,11 @@ from PIL import Image
 
 import converters.robomind as rm
 from converters import get_converter
-from converters.robomind import EMBODIMENTS, EpisodeRef, RoboMindConverter, SampleEpisode, decode_frame
+from converters.robomind import EMBODIMENTS, EpisodeRef, RoboMindConverter, decode_frame
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import ActionKind, TimestampOrigin
+from pipelines.samples import robomind as robomind_samples
+from pipelines.samples.robomind import SampleEpisode
 
 TASK = "pick_up_the_cube"
 INSTRUCTION = "Pick up the cube."
@@ -39,7 +41,8 @@ def make(root: Path, folder: str = "h5_franka_3rgb", *, task: str = TASK, split:
     sample = SampleEpisode(wrapper, folder, task, split, episode, None, quirks)
     path = root / sample.ref
     path.parent.mkdir(parents=True, exist_ok=True)
-    rm._write_episode(path, spec, np.random.default_rng(seed), frames, {c.name: hw for c in spec.cameras}, sample)
+    robomind_samples._write_episode(path, spec, np.random.default_rng(seed), frames, {c.name: hw for c in spec.cameras},
+                                    sample)
     if csv and not (root / rm.INSTRUCTION_CSV).exists():
         write_csv(root, [(TASK, INSTRUCTION)])
     return sample.ref
@@ -48,7 +51,7 @@ def make(root: Path, folder: str = "h5_franka_3rgb", *, task: str = TASK, split:
 def write_csv(root: Path, rows, name: str = rm.INSTRUCTION_CSV) -> Path:
     path = root / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    rm._write_instruction_csv(path, rows)
+    robomind_samples._write_instruction_csv(path, rows)
     return path
 
 
@@ -431,7 +434,7 @@ def test_language_raw_in_the_file_is_a_fallback(tmp_path):
 
 
 def write_annotation(root: Path, name: str, records) -> None:
-    folder = root / rm._ANNOTATION_DIR
+    folder = root / rm.ANNOTATION_DIR
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(json.dumps(records))
 
@@ -482,8 +485,8 @@ def test_annotation_matching_split_alias_and_frameless_steps(tmp_path):
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"id": "x"})])
 def test_broken_annotation_file_is_invalid_metadata(tmp_path, content):
     ref = make(tmp_path, "h5_ur_1rgb")
-    (tmp_path / rm._ANNOTATION_DIR).mkdir()
-    (tmp_path / rm._ANNOTATION_DIR / "h5_ur_1rgb.json").write_text(content)
+    (tmp_path / rm.ANNOTATION_DIR).mkdir()
+    (tmp_path / rm.ANNOTATION_DIR / "h5_ur_1rgb.json").write_text(content)
     conv = RoboMindConverter(tmp_path)
     assert reason_of(conv, ref) is Reason.INVALID_METADATA
     assert reason_of(conv, make(tmp_path, "h5_ur_1rgb", episode="other")) is Reason.INVALID_METADATA  # cached
@@ -612,16 +615,16 @@ def _digests(root: Path) -> dict[str, str]:
 def test_samples_are_small_quick_and_seeded(tmp_path):
     # the same seed giving the same bytes, in another process: test_converter_conformance
     started = time.perf_counter()
-    first = RoboMindConverter.write_samples(tmp_path / "a", seed=3)
+    first = robomind_samples.write_samples(tmp_path / "a", seed=3)
     elapsed = time.perf_counter() - started
-    assert RoboMindConverter.write_samples(tmp_path / "c", seed=4) == first
+    assert robomind_samples.write_samples(tmp_path / "c", seed=4) == first
     assert _digests(tmp_path / "a") != _digests(tmp_path / "c")
     assert sum(p.stat().st_size for p in (tmp_path / "a").rglob("*") if p.is_file()) < 8_000_000
     assert elapsed < 10
 
 
 def test_samples_convert_to_their_declared_outcomes(tmp_path):
-    expected = RoboMindConverter.write_samples(tmp_path, seed=1)
+    expected = robomind_samples.write_samples(tmp_path, seed=1)
     conv = RoboMindConverter(tmp_path)
     assert conv.discover() == sorted(expected)
     assert {v for v in expected.values()} >= {None, "corrupt_file", "missing_key", "frame_count_mismatch",
@@ -639,7 +642,7 @@ def test_samples_convert_to_their_declared_outcomes(tmp_path):
 
 
 def test_a_directory_under_the_episode_file_name_is_reported_not_skipped(tmp_path):
-    expected = RoboMindConverter.write_samples(tmp_path, seed=1)
+    expected = robomind_samples.write_samples(tmp_path, seed=1)
     good = next(ref for ref, reason in sorted(expected.items()) if reason is None)
     odd = Path(good).parent.parent.parent / "1017_999999" / "data" / "trajectory.hdf5"
     (tmp_path / odd).mkdir(parents=True)
@@ -652,7 +655,7 @@ def test_a_directory_under_the_episode_file_name_is_reported_not_skipped(tmp_pat
 
 
 def test_sample_quirks_are_present(tmp_path):
-    expected = RoboMindConverter.write_samples(tmp_path, seed=0)
+    expected = robomind_samples.write_samples(tmp_path, seed=0)
     conv = RoboMindConverter(tmp_path)
     refs = {ref.split("/")[-3]: ref for ref in expected}
     # camera_top with raw (non-JPEG) frames in the middle still converts, colours intact
@@ -678,7 +681,7 @@ def test_sample_quirks_are_present(tmp_path):
     alternatives = read_all(conv, refs["1022_150519"])[0].instruction_alternatives
     assert alternatives == ["Pick up the plastic bottle from the table."]
     # the Tien Kung annotation comes from the release's short file name h5_tienkung_xsens.json
-    assert (tmp_path / rm._ANNOTATION_DIR / "h5_tienkung_xsens.json").is_file()
+    assert (tmp_path / rm.ANNOTATION_DIR / "h5_tienkung_xsens.json").is_file()
     assert read_all(conv, refs["2024-10-23-15-50-29"])[0].subtasks is not None
     # trajectories: an idle prefix and a still hold (identical consecutive states)
     still = np.all(np.abs(np.diff(ep.state, axis=0)) < 1e-9, axis=1)
@@ -686,7 +689,7 @@ def test_sample_quirks_are_present(tmp_path):
 
 
 def test_write_synthetic(tmp_path):
-    RoboMindConverter.write_synthetic(tmp_path, episodes=2, frames=20, height=48, width=64, seed=1)
+    robomind_samples.write_synthetic(tmp_path, episodes=2, frames=20, height=48, width=64, seed=1)
     conv = RoboMindConverter(tmp_path)
     refs = conv.discover()
     assert len(refs) == 2
@@ -696,8 +699,8 @@ def test_write_synthetic(tmp_path):
         assert set(frames) == {"camera_front", "camera_left_wrist", "camera_right_wrist"}
         assert all(f.shape == (20, 48, 64, 3) for f in frames.values())
     other = tmp_path / "ur"
-    RoboMindConverter.write_synthetic(other, episodes=1, frames=8, height=30, width=40, embodiment="ur_1rgb")
+    robomind_samples.write_synthetic(other, episodes=1, frames=8, height=30, width=40, embodiment="ur_1rgb")
     ep, frames = read_all(RoboMindConverter(other), RoboMindConverter(other).discover()[0])
     assert ep.embodiment == "ur_1rgb" and frames["camera_top"].shape == (8, 30, 40, 3)
     with pytest.raises(ValueError):
-        RoboMindConverter.write_synthetic(tmp_path, episodes=1, frames=8, height=8, width=8, embodiment="spot")
+        robomind_samples.write_synthetic(tmp_path, episodes=1, frames=8, height=8, width=8, embodiment="spot")
