@@ -123,6 +123,69 @@ def test_summary_counts_success_steps_and_exits():
     assert s["a"]["flops_per_episode"] == 3.5 and s["b"]["layer_fraction"] is None and s["b"]["success"] == 1.0
 
 
+class _Exiting:
+    """The expert's action in chunks of 4, exiting at layers 1, 2, 3 in turn, as a 4-layer A1 might."""
+
+    def reset(self, task):
+        self.calls = 0
+
+    def act(self, observation, task):
+        self.calls += 1
+        return Query(np.repeat(task.expert_action()[None], 4, 0), exit_layer=1 + self.calls % 3)
+
+
+def test_a_rollout_video_has_a_frame_per_state_with_the_exit_layer_drawn_on_it(task, tmp_path):
+    import av
+    from PIL import Image, ImageDraw, ImageFont
+
+    from training.sim.video import BAND_RGB, EXIT_RGB, VideoConfig, VideoWriter
+
+    config = VideoConfig(per_task=1, rows=("itfm c=0.7",))
+    assert config.wants("itfm c=0.7", 0) and not config.wants("itfm c=0.7", 1) and not config.wants("expert", 0)
+    frames = []
+    result = rollout(task, _Exiting(), 0, execute_steps=4, frames=frames)
+    writer = VideoWriter(tmp_path / "videos", config)
+    path = writer.write("itfm c=0.7", result, frames, instruction=task.instruction, image_size=32,
+                        max_steps=task.max_steps, layers=4)
+    writer.close()
+    assert path == tmp_path / "videos" / "itfm_c_0.7" / f"{TASK}_seed0.mp4"
+    index = json.loads((tmp_path / "videos" / "index.json").read_text())["videos"]
+    assert [(v["row"], v["video"]) for v in index] == [("itfm c=0.7", f"itfm_c_0.7/{TASK}_seed0.mp4")]
+
+    # the sidecar: the start and the state after every step, each with the exit layer of its chunk
+    meta = json.loads(path.with_suffix(".json").read_text())
+    shown = meta["frames"]
+    assert result.success and len(shown) == result.steps + 1 and [f["step"] for f in shown] == list(range(len(shown)))
+    assert [f["exit_layer"] for f in shown if f["query"]] == result.exit_layers  # one query frame per query
+    assert [f["success"] for f in shown] == [False] * result.steps + [True]
+    assert meta["layers"] == 4 and meta["instruction"] == task.instruction
+
+    with av.open(str(path)) as container:
+        decoded = [f.to_ndarray(format="rgb24").astype(np.int16) for f in container.decode(video=0)]
+    assert len(decoded) == result.steps + 1 and decoded[0].shape == (meta["size"][1], meta["size"][0], 3)
+
+    # the exit layer, read back from the pixels: the decoded box against the same text drawn on the caption
+    x0, y0, x1, y1 = meta["exit_layer_box"]
+    font = ImageFont.load_default(size=meta["font_size"])
+
+    def drawn(layer):
+        canvas = Image.new("RGB", (x1 - x0, y1 - y0), BAND_RGB)
+        ImageDraw.Draw(canvas).text((0, 0), f"exit layer {layer} / 4", font=font, fill=EXIT_RGB)
+        return np.asarray(canvas).astype(np.int16)
+
+    for i in (0, 5, len(shown) - 1):
+        box, layer = decoded[i][y0:y1, x0:x1], shown[i]["exit_layer"]
+        assert np.abs(box - drawn(layer)).mean() < 15  # the text is there (H.264 blurs its edges)
+        for other in {1, 2, 3} - {layer}:  # and it is this digit: on the pixels where the digits differ
+            digit = np.any(drawn(layer) != drawn(other), axis=-1)
+            right, wrong = (np.abs(box - drawn(k))[digit].mean() for k in (layer, other))
+            assert right < wrong / 2, (i, layer, other, right, wrong)
+
+    again = VideoWriter(tmp_path / "again", config)  # the same recording writes the same bytes
+    assert again.write("itfm c=0.7", result, frames, instruction=task.instruction, image_size=32,
+                       max_steps=task.max_steps, layers=4).read_bytes() == path.read_bytes()
+
+
 def test_recorded_demonstrations_are_in_house_recordings_with_the_outcome(tmp_path):
     config = DemoConfig(out=str(tmp_path / "demos"), tasks=(TASK,), seeds=(0, 1), image_size=32, max_steps=40)
     summary = record(config)

@@ -322,6 +322,7 @@ def test_open_loop_evaluation_rows_costs_and_known_errors(calibrated, tmp_path, 
     assert "| no_exit |" in text and "Table 3" in text and ("Table 6" in text) == (head == "fm")
     timing = json.loads((base / "reports/runtime/evaluation/toy.json").read_text())
     assert timing["no_exit"]["ms_per_query"] > 0 and timing["no_exit"]["time_reduction"] == 0
+    assert json.loads((reports / "videos" / "index.json").read_text())["videos"] == []  # no simulator, no video
     # evaluated again: the tracked outputs are byte-identical (no wall time leaks into them)
     tracked = ("metrics.json", "compute.csv", "exit_layers.csv", "report.md")
     evaluate("toy", doc, reports=tmp_path / "again")
@@ -447,6 +448,34 @@ def test_evaluation_settings_are_checked():
         closed_loop_config({"sim": {**sim, "eval": {"episode": 3}}})
     with pytest.raises(ConfigError, match="baselines"):
         closed_loop_config({"sim": {**sim, "eval": {"seed_start": 50, "baselines": ["oracle"]}}})
+
+
+def test_video_settings_are_checked():
+    from training.config import ConfigError
+    from training.sim.closed_loop import closed_loop_config
+    from training.sim.video import VideoConfig
+
+    sim = {"tasks": ["drawer-open-v3"], "demos": {"seed_start": 0, "per_task": 10}}
+
+    def videos(**settings):
+        return closed_loop_config({"sim": {**sim, "eval": {"seed_start": 10, "cs": [0.7], "chains": ["itfm"],
+                                                           "videos": settings}}}).videos
+
+    assert closed_loop_config({"sim": {**sim, "eval": {"seed_start": 10}}}).videos == VideoConfig()  # a few by default
+    assert VideoConfig().per_task == 2 and VideoConfig().rows is None
+    config = videos(per_task=1, rows=["expert", "no_exit", "itfm c=0.7"], cameras=["gripperPOV"], fps=10)
+    assert config.rows == ("expert", "no_exit", "itfm c=0.7") and config.cameras == ("gripperPOV",)
+    assert videos(rows=["mlp c=0.7"]).rows == ("mlp c=0.7",)  # an MLP head's one chain
+    assert videos(per_task=0).wants("no_exit", 0) is False
+    for settings, match in [({"per_task": -1}, "per_task must be >= 0"),
+                            ({"rows": ["itfm c=0.4"]}, "not rows of this evaluation"),  # c 0.4 is not evaluated
+                            ({"rows": ["no_images"]}, "not rows of this evaluation"),  # nor is this baseline
+                            ({"rows": []}, "rows is empty"),
+                            ({"cameras": ["topview"]}, "not cameras the policy sees"),
+                            ({"fps": 0}, "fps"), ({"min_height": 8}, "min_height"),
+                            ({"rows": "no_exit"}, "is a list"), ({"size": 256}, "unknown keys")]:
+        with pytest.raises(ConfigError, match=match):
+            videos(**settings)
 
 
 def test_exit_rows_take_each_c_from_the_calibration_and_refuse_a_missing_one():

@@ -15,7 +15,8 @@ Every row carries its cost: FLOPs per query by formula (``training/cost.py``; th
 formula equals torch's own count), the executed-layer fraction, the exit-layer histogram and
 wall time per query, and its reduction against ``no_exit``. Outputs (``data/reports/training/
 evaluation/<name>/``): ``metrics.json`` (DVC metrics), ``report.md`` (the paper's Tables 5, 6 and
-3 in shape), ``compute.csv`` and ``exit_layers.csv`` (DVC plots), ``episodes.json`` (closed loop).
+3 in shape), ``compute.csv`` and ``exit_layers.csv`` (DVC plots), ``episodes.json`` (closed loop) and
+``videos/`` (closed loop: a few rollouts of each row as captioned MP4s, ``training/sim/video.py``).
 Wall times depend on the machine, so they are written apart (``data/reports/training/runtime/
 evaluation/<name>.json``) and the tracked outputs are the same on any machine.
 """
@@ -267,11 +268,14 @@ def evaluate(name: str, params: str | Path = "params.yaml", *, reports: str | Pa
             baselines["no_images"] = blind
         result["closed_loop"] = closed_loop(checkpoint, calibration, sim, train_data=data, full_steps=cal.full_steps,
                                             itfm_steps=cal.itfm_steps, loaded=(policy, spec, saved),
-                                            baseline_checkpoints=baselines)
+                                            baseline_checkpoints=baselines, videos=reports / "videos")
         model = cost_model(policy, calibration["prefix_len"])
     else:
+        from training.sim.video import VideoWriter
+
         result["open_loop"] = open_loop(policy, saved, calibration, ecfg, full_steps=cal.full_steps,
                                         itfm_steps=cal.itfm_steps)
+        VideoWriter(reports / "videos").close()  # no simulator, no video: the stage's folder holds an empty index
         model = result["open_loop"].pop("cost_model")
     result["components"] = component_table(model, images, list(calibration["exits"]), cal.itfm_steps, cal.full_steps)
     _write(reports, runtime, name, result)

@@ -13,17 +13,22 @@ demonstration seeds):
 - ``no_images``: the same fine-tune trained and queried without cameras (``a1pipe train finetune
   --variant no_images``), at full depth: what proprioception and the instruction alone achieve,
   the bar the image policy has to clear.
+
+A few rollouts of each row (``sim.eval.videos``) are recorded and written as captioned videos
+(``training/sim/video.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from training.config import ConfigError
+from training.sim.video import VideoConfig
 
 BASELINES = ("expert", "mean_action", "no_images")
 #: the baselines run when ``sim.eval.baselines`` is not given: those that need no trained model
@@ -42,6 +47,7 @@ class ClosedLoopConfig:
     cs: tuple[float, ...] = (1.0, 0.7, 0.4, 0.1)
     chains: tuple[str, ...] = ("itfm",)
     noise_seed: int = 0
+    videos: VideoConfig = field(default_factory=VideoConfig)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -56,7 +62,7 @@ def closed_loop_config(params: dict[str, Any]) -> ClosedLoopConfig | None:
         return None
     raw = dict(sim.get("eval") or {})
     known = {"targets", "episodes", "seed_start", "max_steps", "execute_steps", "baselines", "cs", "chains",
-             "noise_seed"}
+             "noise_seed", "videos"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"sim.eval: unknown keys {unknown} (known: {sorted(known)})")
@@ -73,6 +79,8 @@ def closed_loop_config(params: dict[str, Any]) -> ClosedLoopConfig | None:
     bad = [b for b in config.baselines if b not in BASELINES]
     if bad:
         raise ConfigError(f"sim.eval.baselines: unknown {bad} (known: {list(BASELINES)})")
+    rows = {*config.baselines, "no_exit"} | {f"{chain} c={c:g}" for chain in (*config.chains, "mlp") for c in config.cs}
+    config = dataclasses.replace(config, videos=VideoConfig.from_params(raw.get("videos"), rows))
     demos = sim.get("demos") or {}
     d0, dn = int(demos.get("seed_start", 0)), int(demos.get("per_task", 10))
     if config.seed_start < d0 + dn and d0 < config.seed_start + config.episodes:
@@ -96,11 +104,12 @@ def mean_actions(data) -> dict[str, np.ndarray]:
 
 def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopConfig, *, train_data,
         full_steps: int, itfm_steps: int, loaded: tuple[Any, Any, Any] | None = None,
-        baseline_checkpoints: dict[str, str | Path] | None = None) -> dict[str, Any]:
+        baseline_checkpoints: dict[str, str | Path] | None = None, videos: str | Path | None = None) -> dict[str, Any]:
     """Every row of the benchmark; returns ``{"rows": {name: {...}}, "episodes": [...]}``.
 
     ``loaded``: the policy already loaded from ``checkpoint`` (``load_policy``'s triple);
-    ``baseline_checkpoints``: the checkpoint of each trained baseline (``no_images``) listed.
+    ``baseline_checkpoints``: the checkpoint of each trained baseline (``no_images``) listed;
+    ``videos``: the folder for the rollout videos ``config.videos`` asks for (None: none are made).
     """
     from training.checkpoint import load_policy
     from training.sim.metaworld import INSTRUCTIONS, MetaWorldTask
@@ -111,6 +120,7 @@ def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopC
         rollout,
         summarize_row,
     )
+    from training.sim.video import VideoWriter
 
     loaded = loaded or load_policy(checkpoint)
     policies: dict[str, Any] = {}
@@ -134,13 +144,25 @@ def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopC
     for chain, c, settings in exit_rows(calibration, config.cs, config.chains, itfm_steps, full_steps):
         policies[f"{chain} c={c:g}"] = A1SimPolicy(checkpoint, settings=settings, full_steps=full_steps,
                                                    noise_seed=config.noise_seed, loaded=loaded)
+    missing = sorted(set(config.videos.rows or ()) - set(policies))
+    if missing:
+        raise ConfigError(f"sim.eval.videos.rows: {missing} are not run here (rows: {list(policies)})")
     size = policies["no_exit"].image_size
+    writer = None if videos is None else VideoWriter(videos, config.videos)
     by_policy: dict[str, list] = {name: [] for name in policies}
     for task_name in config.tasks:  # one scene per task (building one costs about a second), every policy in it
         with MetaWorldTask(task_name, image_size=size, max_steps=config.max_steps) as task:
             for name, policy in policies.items():
-                by_policy[name] += [rollout(task, policy, seed, execute_steps=config.execute_steps)
-                                    for seed in config.seeds]
+                for i, seed in enumerate(config.seeds):
+                    frames = [] if writer is not None and config.videos.wants(name, i) else None
+                    result = rollout(task, policy, seed, execute_steps=config.execute_steps, frames=frames)
+                    by_policy[name].append(result)
+                    if frames is not None:  # drawn and encoded after the episode: outside its timing
+                        writer.write(name, result, frames, instruction=task.instruction, image_size=size,
+                                     max_steps=config.max_steps,
+                                     layers=policy.policy.num_layers if isinstance(policy, A1SimPolicy) else None)
+    if writer is not None:
+        writer.close()
     episodes, rows = [], {}
     for name, results in by_policy.items():
         rows[name] = summarize_row(results)

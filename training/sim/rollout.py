@@ -65,24 +65,49 @@ class EpisodeResult:
         return query
 
 
-def rollout(task: MetaWorldTask, policy: Policy, seed: int, *, execute_steps: int) -> EpisodeResult:
+@dataclass
+class Frame:
+    """One state of a recorded episode (``training/sim/video.py`` draws it): the observation after
+    ``step`` actions, the exit layer of the chunk in force (the last query's: for a state an action
+    is taken from, the query that action came from; None for a policy without exits), whether the
+    task is solved yet, and whether the policy was queried on this observation."""
+
+    images: dict[str, np.ndarray]
+    step: int
+    exit_layer: int | None
+    success: bool
+    query: bool
+
+
+def rollout(task: MetaWorldTask, policy: Policy, seed: int, *, execute_steps: int,
+            frames: list[Frame] | None = None) -> EpisodeResult:
     """Run one episode of ``task`` from ``seed``: query, execute up to ``execute_steps`` actions of
-    the chunk, re-query; stop at the first success or after the task's ``max_steps``."""
+    the chunk, re-query; stop at the first success or after the task's ``max_steps``.
+
+    ``frames``: a list to record the episode into: its start and the state after every step
+    (``steps + 1`` frames). It keeps the observations the policy was given (no extra rendering),
+    so a recorded episode runs, and is timed, like any other."""
     if execute_steps < 1:
         raise ValueError(f"execute_steps must be >= 1, got {execute_steps}")
     start = time.perf_counter()
     observation = task.reset(seed)
     policy.reset(task)
     result = EpisodeResult(task.task, int(seed), False, 0, 0, 0.0, 0.0)
+    layer = None  # the exit layer of the chunk in force, for the recording
     while task.steps < task.max_steps and not result.success:
         query = result.ask(policy.act, observation, task)
+        layer = None if query.exit_layer is None else int(query.exit_layer)
         actions = np.asarray(query.actions, dtype=np.float32).reshape(-1, 4)
         if not len(actions):
             raise ValueError(f"{task.task}: the policy returned no action")
-        for action in actions[:execute_steps]:
+        for i, action in enumerate(actions[:execute_steps]):
+            if frames is not None:
+                frames.append(Frame(observation.images, task.steps, layer, result.success, i == 0))
             observation, result.success = task.step(action)
             if result.success or task.steps >= task.max_steps:
                 break
+    if frames is not None:
+        frames.append(Frame(observation.images, task.steps, layer, result.success, False))
     result.steps = task.steps
     result.wall_s = time.perf_counter() - start
     return result
