@@ -18,7 +18,8 @@ Usage::
 
     python benchmarks/metaworld_closed_loop.py                                   # 2 tasks, 20 demos, 1500 steps
     python benchmarks/metaworld_closed_loop.py --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 \
-        window-open-v3 --demos 50 --steps 5000 --episodes 20 --json out.json
+        window-open-v3 --demos 50 --steps 5000 --episodes 20 --workdir /tmp/mw --json out.json
+    python benchmarks/metaworld_closed_loop.py ... --workdir /tmp/mw --reuse --execute-steps 4   # same models, new loop
 
 Rendering needs a process without TensorFlow (``docs/evaluation.md``); this script never imports it.
 """
@@ -51,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=8)
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per task")
     parser.add_argument("--max-steps", type=int, default=150)
-    parser.add_argument("--execute-steps", type=int, default=4)
+    parser.add_argument("--execute-steps", type=int, default=1,
+                        help="actions of each chunk executed before the next query (docs/evaluation.md: 1 succeeds more)")
+    parser.add_argument("--calibration-samples", type=int, default=256,
+                        help="at most this many calibration-split samples set the exit thresholds")
+    parser.add_argument("--videos-per-task", type=int, default=2,
+                        help="rollout videos per task and row (reports/evaluation/mw/videos; 0: none)")
     parser.add_argument("--cs", type=float, nargs="+", default=[1.0, 0.7])
     parser.add_argument("--chains", nargs="+", choices=["itfm", "full"], default=["itfm"],
                         help="flow-matching exit chains: itfm (delta = 2, warm start) and/or full (10 steps per check)")
@@ -60,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
     parser.add_argument("--workdir", help="keep everything here (default: a temporary directory)")
     parser.add_argument("--json", help="write the result here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --workdir of an earlier run of the same tasks and sizes: keep its demonstrations, "
+                             "store, manifest and trained models; calibrate and run the closed loop again (e.g. with "
+                             "another --execute-steps, --cs or --episodes)")
     args = parser.parse_args(argv)
 
     import torch
@@ -77,18 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="a1pipe-metaworld-"))
     work.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
+    trained = work / "models" / "finetune" / "mw" / "checkpoint"
+    if args.reuse and not trained.is_dir():
+        parser.error(f"--reuse needs --workdir of a finished run; {trained} is missing")
 
     t = time.perf_counter()
     demos = record(DemoConfig(out=str(work / "demos"), tasks=tuple(args.tasks), seeds=tuple(range(args.demos)),
                               image_size=args.image_size, max_steps=args.max_steps))
     times["demonstrations"] = time.perf_counter() - t
     t = time.perf_counter()
-    run_conversion(ConvertConfig(source="metaworld", converter="inhouse", input_root=str(work / "demos"),
-                                 store_root=str(work / "data" / "metaworld"),
-                                 image=ImageConfig(height=args.image_size, width=args.image_size),
-                                 curation={"failed_episodes": "remove"}), workers=1, show_progress=False)
-    build_manifest([work / "data" / "metaworld"], work / "manifests" / "mw",
-                   ManifestParams(name="mw", validation_fraction=0.0, calibration_fraction=0.1))
+    if not args.reuse:
+        run_conversion(ConvertConfig(source="metaworld", converter="inhouse", input_root=str(work / "demos"),
+                                     store_root=str(work / "data" / "metaworld"),
+                                     image=ImageConfig(height=args.image_size, width=args.image_size),
+                                     curation={"failed_episodes": "remove"}), workers=1, show_progress=False)
+        build_manifest([work / "data" / "metaworld"], work / "manifests" / "mw",
+                       ManifestParams(name="mw", validation_fraction=0.0, calibration_fraction=0.1))
     times["conversion_and_manifest"] = time.perf_counter() - t
 
     optim = {"lr_vision": args.lr, "lr_connector": args.lr, "lr_llm": args.lr, "lr_head": args.lr,
@@ -106,18 +120,20 @@ def main(argv: list[str] | None = None) -> int:
                            # the fine-tune is the training: the pre-trained start is one step from random
                            "pretrain": {**stage, "steps": 1, "optim": {**optim, "warmup_steps": 0}},
                            "finetune": stage,
-                           "calibration": {"max_samples": 256, "batch_size": 16, "first_exit": 1, "exit_interval": 1,
+                           "calibration": {"max_samples": args.calibration_samples, "batch_size": 16, "first_exit": 1, "exit_interval": 1,
                                            "distributions": {"exp": sorted(set(args.cs) | {1.0})},
                                            "online_samples": 0, "budgets": [0.75]}}}},
         "sim": {"tasks": list(args.tasks), "demos": {"seed_start": 0, "per_task": args.demos},
                 "eval": {"targets": ["mw"], "episodes": args.episodes, "seed_start": 10000,
                          "max_steps": args.max_steps, "execute_steps": args.execute_steps, "cs": list(args.cs),
-                         "chains": list(args.chains), "baselines": list(args.baselines)}}}
+                         "chains": list(args.chains), "baselines": list(args.baselines),
+                         "videos": {"per_task": args.videos_per_task}}}}
     t = time.perf_counter()
-    Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
-    Trainer(resolve_run(doc, "finetune", "mw"), quiet=True).train()
+    if not args.reuse:
+        Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
+        Trainer(resolve_run(doc, "finetune", "mw"), quiet=True).train()
     times["training"] = time.perf_counter() - t
-    if "no_images" in args.baselines:
+    if "no_images" in args.baselines and not args.reuse:
         t = time.perf_counter()
         Trainer(resolve_run(doc, "finetune", "mw", variant="no_images"), quiet=True).train()
         times["training_no_images"] = time.perf_counter() - t
