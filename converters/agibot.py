@@ -56,7 +56,8 @@ from converters import register
 from converters.base import Converter, Rule, SourceCard, episode_file, episode_folder, is_dangling_link, option
 from converters.formats.video import decode_frames, probe_video
 from pipelines.episode_store.errors import EpisodeError, Reason
-from pipelines.episode_store.record import ActionKind, CameraStream, Episode, TimestampOrigin
+from pipelines.episode_store.record import CameraStream, Episode
+from pipelines.episode_store.schema import ActionKind, TimestampOrigin
 
 # --------------------------------------------------------------------------------------
 # Declarative tables

@@ -53,6 +53,7 @@ from pipelines.episode_store.record import (
     TimestampOrigin,
     decode_image_bytes,
 )
+from pipelines.episode_store.schema import METADATA_SUCCESS
 
 # --------------------------------------------------------------------------------------
 # Declarative tables: one row per field, saying where it lives in each layout
@@ -646,7 +647,7 @@ class DroidConverter(Converter):
             "release": {"builder": release.name, "version": release.version, "split": release.split},
             "shard": Path(unit).name,
             "record_index": index,
-            "success": _success_from_path(file_path),
+            METADATA_SUCCESS: _success_from_path(file_path),
             "episode_metadata": episode_metadata,
         }
         if ref_note:
@@ -741,7 +742,7 @@ class DroidConverter(Converter):
         metadata = {
             "layout": "raw",
             "metadata_file": meta_path.name,
-            "success": success,
+            METADATA_SUCCESS: success,
             "episode_metadata": {k: _jsonable_value(meta[k]) for k in RAW_METADATA_KEYS if k in meta},
             "h5_attrs": {k: _jsonable_value(v) for k, v in sorted(h5.attrs.items()) if k != "user"},
             "camera_serials": serials,

@@ -42,6 +42,7 @@ from pipelines.episode_store.record import (
     TimestampOrigin,
     decode_image_bytes,
 )
+from pipelines.episode_store.schema import METADATA_SUCCESS
 
 METADATA_FILE = "metadata.json"
 EPISODE_FILE_RE = re.compile(r"^episode_(.+)\.hdf5$")
@@ -357,7 +358,7 @@ class InhouseConverter(Converter):
             "image_channel_order": meta.image_channel_order,
         }
         if "success" in h5.attrs:  # the attempt's outcome, where the recorder knows it (curation may drop failures)
-            metadata["success"] = _attr_bool(h5.attrs["success"])
+            metadata[METADATA_SUCCESS] = _attr_bool(h5.attrs["success"])
         if unlisted:
             metadata["unlisted_cameras"] = unlisted
         if meta.extra:

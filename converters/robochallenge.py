@@ -42,7 +42,8 @@ from converters import register
 from converters.base import Converter, SourceCard, episode_folder, is_dangling_link, option
 from converters.formats.video import decode_frames, probe_video
 from pipelines.episode_store.errors import EpisodeError, Reason
-from pipelines.episode_store.record import ActionKind, CameraStream, Episode, TimestampOrigin
+from pipelines.episode_store.record import CameraStream, Episode
+from pipelines.episode_store.schema import ACTION_PADDED_EXTRA, ActionKind, TimestampOrigin
 
 # --------------------------------------------------------------------------------------
 # Native layout
@@ -648,8 +649,8 @@ class RoboChallengeConverter(Converter):
         action = np.concatenate([state[1:], state[-1:]])  # next frame's state; the last frame holds
         padded = np.zeros((num_frames, 1), dtype=bool)
         padded[-1, 0] = True
-        extras = {"action_padded": padded}
-        extra_names = {"action_padded": ["action_padded"]}
+        extras = {ACTION_PADDED_EXTRA: padded}
+        extra_names = {ACTION_PADDED_EXTRA: [ACTION_PADDED_EXTRA]}
         for name, (values, names) in self._extras(arms, spec).items():
             extras[name], extra_names[name] = values, names
 
@@ -703,7 +704,7 @@ class RoboChallengeConverter(Converter):
         if keep != num_frames:
             timestamp, state, action = timestamp[:keep], state[:keep], state[1 : keep + 1]
             extras = {k: v[:keep] for k, v in extras.items()}
-            extras["action_padded"] = np.zeros((keep, 1), dtype=bool)
+            extras[ACTION_PADDED_EXTRA] = np.zeros((keep, 1), dtype=bool)
         return Episode(
             source_episode=ref,
             embodiment=spec.embodiment,

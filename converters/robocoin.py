@@ -40,6 +40,7 @@ from converters.formats.lerobot import (
 )
 from pipelines.episode_store.errors import EpisodeError, Reason
 from pipelines.episode_store.record import Episode
+from pipelines.episode_store.schema import extra_array
 
 # --------------------------------------------------------------------------------------
 # Declarative tables
@@ -303,7 +304,7 @@ class RoboCOINConverter(LeRobotConverter):
         for key, names in episode.extra_names.items():
             grip = [n for n in names if n.endswith(GRIPPER_SUFFIX)]
             if grip:
-                dims[f"extras/{key}"] = grip
+                dims[extra_array(key)] = grip
         robocoin["gripper_convention"] = {**GRIPPER_CONVENTION, "dimensions": {k: v for k, v in dims.items() if v}}
         same = episode.state.shape == episode.action.shape and bool(np.array_equal(episode.state, episode.action))
         robocoin["action_equals_state"] = same  # README: "action is filled from observation.state" when absent
