@@ -147,24 +147,28 @@ class ManifestData:
         if where.present(STORE_MARKER, INDEX_FILE) != [STORE_MARKER, INDEX_FILE]:
             return None
         local = Path(self.config.cache_dir, "stores", hashlib.sha256(where.root.encode()).hexdigest()[:16], where.name)
-        for name in where.present(STORE_MARKER, INDEX_FILE, STATS_FILE):
-            storage.publish_local(local / name, lambda tmp, name=name: where.download(name, tmp))
+        present = where.present(STORE_MARKER, INDEX_FILE, STATS_FILE)
+        for name in (STORE_MARKER, INDEX_FILE, STATS_FILE):
+            if name in present:
+                storage.publish_local(local / name, lambda tmp, name=name: where.download(name, tmp))
+            else:  # never an earlier run's copy in its place
+                (local / name).unlink(missing_ok=True)
         return local
 
     def _check_files(self) -> list[Path]:
         """Each row's episode file on this machine's disk; episode files on object storage are
         downloaded into the cache (several at a time) unless it has them already."""
+        stores = {name: self.data_root.child(name) for name in {r["store"] for r in self.rows}}
         if self.data_root.local is None:
             with ThreadPoolExecutor(_DOWNLOADS) as pool:
-                located = list(pool.map(self._locate, self.rows))
+                located = list(pool.map(lambda r: self._locate(r, stores[r["store"]]), self.rows))
         else:
-            located = [self._locate(r) for r in self.rows]
+            located = [self._locate(r, stores[r["store"]]) for r in self.rows]
         _fail([problem for _, problem in located if problem], f"manifest {self.manifest_dir}: episode files")
         return [path for path, _ in located]
 
-    def _locate(self, r: dict[str, Any]) -> tuple[Path | None, str | None]:
+    def _locate(self, r: dict[str, Any], store: storage.Storage) -> tuple[Path | None, str | None]:
         """(the row's episode file on disk, None), or (None, what is wrong with it)."""
-        store = self.data_root.child(r["store"])
         try:
             path = store.local_file(r["path"], r["sha256"], self.config.cache_dir)
         except FileNotFoundError:
