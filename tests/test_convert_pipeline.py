@@ -629,6 +629,7 @@ def test_a_store_on_s3_is_the_store_a_local_run_writes(on_s3, converted, s3_serv
         rel: hashlib.sha256(data).hexdigest() for rel, data in objects.items() if rel.startswith("episodes/")}
     for name in ("index.parquet", "curation.parquet", "curation_report.json"):
         assert objects[name] == (local / name).read_bytes(), name
+    assert report["store"] == url
     assert {k: v for k, v in report.items() if k not in ("store", "run")} == \
         {k: v for k, v in local_report.items() if k not in ("store", "run")}
 
