@@ -47,6 +47,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from pipelines.convert import ConvertConfig, run_conversion
     from pipelines.episode_store.images import ImageConfig
+    from pipelines.episode_store.layout import REPORT_FILE
 
     params = _load_params(args.params)
     image_params = dict(params.get("image", {}))
@@ -67,10 +68,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         max_abs_value=_max_abs_value(params),
     )
     report = run_conversion(config, workers=workers, beam_args=args.beam_args, show_progress=not args.quiet)
+    from pipelines import storage
+
     c = report["counts"]
     if args.metrics:
-        from pipelines import storage
-
         run = {"source": args.source, "workers": workers, "runner": report["runner"], "frames": report["frames"],
                "camera_frames": report["camera_frames"], **report["run"]}
         Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         f"{args.source}: {c['converted']} converted ({c['resumed']} already present), "
         f"{c['quarantined']} quarantined {c['quarantined_by_reason']}; {report['frames']} frames in "
         f"{report['run']['wall_time_s']} s, {report['run']['camera_frames_per_s']} camera-frames/s; "
-        f"report: {Path(args.output) / 'conversion_report.json'}"
+        f"report: {storage.at(args.output).path(REPORT_FILE)}"
     )
     if args.fail_on_quarantine and c["quarantined"]:
         return 3

@@ -11,7 +11,9 @@ import numpy as np
 from pipelines.episode_store.layout import (
     CURATION_FILE,
     CURATION_REPORT_FILE,
+    INDEX_FILE,
     REPORT_FILE,
+    episode_relpath,
 )
 from pipelines.episode_store.reader import EpisodeStore
 from pipelines.episode_store.schema import (
@@ -28,9 +30,15 @@ from pipelines.episode_store.schema import (
 
 
 def describe_store(root: str | Path) -> str:
-    store = EpisodeStore(root)
+    """A store's summary: from its index and reports only, which is all that is downloaded of a
+    store on object storage."""
+    with EpisodeStore.staged(root, INDEX_FILE, REPORT_FILE, CURATION_REPORT_FILE) as store:
+        return _describe_store(store)
+
+
+def _describe_store(store: EpisodeStore) -> str:
     rows = store.index().to_pylist()
-    lines = [f"store {store.root} (format v{store.info['format_version']})", f"  episodes: {len(rows)}"]
+    lines = [f"store {store.location} (format v{store.info['format_version']})", f"  episodes: {len(rows)}"]
     lines.append(f"  frames:   {sum(r['num_frames'] for r in rows)}")
     lines.append(f"  size:     {sum(r['size_bytes'] for r in rows) / 1e6:.1f} MB")
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -74,7 +82,13 @@ def describe_store(root: str | Path) -> str:
 
 
 def describe_episode(root: str | Path, episode_id: str) -> str:
-    store = EpisodeStore(root)
+    """One episode's summary: from its file and the store's curation table (what is downloaded of a
+    store on object storage)."""
+    with EpisodeStore.staged(root, episode_relpath(episode_id), CURATION_FILE) as store:
+        return _describe_episode(store, episode_id)
+
+
+def _describe_episode(store: EpisodeStore, episode_id: str) -> str:
     with store.open_episode(episode_id) as ep:
         m = ep.meta
         t = ep.timestamp

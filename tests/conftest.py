@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -120,3 +124,74 @@ def sim_store(tmp_path_factory) -> Path:
                             str(demos), "--output", str(store), "--params", str(REPO / "params.yaml"), "--quiet",
                             "--workers", "1"], check=True, cwd=REPO, timeout=900, capture_output=True)
     return store
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A local S3-compatible server, and the bucket the tests write to."""
+
+    endpoint: str
+    bucket: str
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """moto's S3 server in a child process on the loopback, for this test session (each test worker
+    its own), with an empty bucket; stopped at the end of the session.
+
+    The process's AWS settings point at it for the session: fake credentials and region, the
+    endpoint through ``AWS_ENDPOINT_URL_S3`` (how boto3, under Beam's S3 filesystem, is told
+    outside a pipeline's options), and no configuration or credentials of this machine's
+    (``~/.aws``, the instance-metadata service), so nothing here ever reaches a real cloud.
+    """
+    import boto3
+
+    from pipelines import storage
+
+    port = _free_loopback_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto's S3 server did not start on 127.0.0.1:{port}:\n{log.read_text()[-2000:]}")
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        with pytest.MonkeyPatch.context() as env:
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_REGION"):
+                env.delenv(name, raising=False)
+            nowhere = str(log.parent / "no-aws-config")
+            env.setenv("AWS_CONFIG_FILE", nowhere)
+            env.setenv("AWS_SHARED_CREDENTIALS_FILE", nowhere)
+            env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+            env.setenv("AWS_ACCESS_KEY_ID", "testing")
+            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            env.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+            storage.use_beam_options([])  # no options an earlier test left in this process
+            boto3.client("s3").create_bucket(Bucket="a1pipe-test")
+            yield S3Server(endpoint, "a1pipe-test")
+            storage.use_beam_options([])
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)

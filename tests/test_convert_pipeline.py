@@ -21,7 +21,7 @@ from pipelines.convert.worker import UnitWorker
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.layout import REPORT_FILE
 from pipelines.episode_store.reader import EpisodeStore
-from pipelines.episode_store.validator import validate_store
+from pipelines.episode_store.validator import validate_path, validate_store
 from pipelines.samples import EXPECTED_FILE, write_samples
 from tests.episode_factory import die_after_encoding
 
@@ -541,3 +541,225 @@ def test_image_change_signal_runs_in_the_pipeline(few, converted, tmp_path):
     assert with_images["curation"]["inhouse"]["frames_kept"] >= plain["curation"]["inhouse"]["frames_kept"]
     assert validate_store(tmp_path / "b").ok
 
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stores on object storage: a real S3 server on the loopback (moto's, ``s3_server`` in conftest.py), one
+# conversion into it (``on_s3``), read back by every command that reads stores.
+
+
+class Decoy:
+    """An HTTP server on the loopback that refuses every request (403) and counts them: named as the S3
+    endpoint where a test expects it to be ignored, or to be asked."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        decoy = self
+        self.requests = 0
+
+        class Refuse(BaseHTTPRequestHandler):
+            def _refuse(self):
+                decoy.requests += 1
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _refuse
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def decoy():
+    server = Decoy()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def on_s3(few, s3_server, decoy):
+    """``few`` converted into ``s3://<bucket>/stores/inhouse`` with the settings of ``converted``, the S3
+    endpoint named by Beam's ``--s3_endpoint_url`` only: the environment names the decoy meanwhile, so a
+    request that ignored the option would be refused (and counted)."""
+    samples, _ = few
+    url = s3_server.url("stores/inhouse")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL_S3", decoy.url)
+        report = run_conversion(ConvertConfig("inhouse", str(samples / "inhouse"), url, image=SMALL), workers=2,
+                                beam_args=[f"--s3_endpoint_url={s3_server.endpoint}"], show_progress=False)
+    return url, report
+
+
+def _s3_objects(s3_server, prefix: str) -> dict[str, bytes]:
+    """What the server holds under ``prefix``, read with boto3 itself (not through a1pipe or Beam)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint)
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_server.bucket,
+                                                                                  Prefix=prefix)
+            for o in page.get("Contents", [])]
+    return {k[len(prefix):]: client.get_object(Bucket=s3_server.bucket, Key=k)["Body"].read() for k in keys}
+
+
+def test_a_store_on_s3_is_the_store_a_local_run_writes(on_s3, converted, s3_server, decoy):
+    import hashlib
+    import io
+
+    (url, report), (local, local_report) = on_s3, converted
+    assert decoy.requests == 0  # every request of the run (driver and both workers) went where the option said
+    objects = _s3_objects(s3_server, "stores/inhouse/")
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert set(objects) == files  # no work files, temporaries or lock left behind
+    index = pq.read_table(io.BytesIO(objects["index.parquet"])).to_pylist()
+    assert index == pq.read_table(local / "index.parquet").to_pylist()
+    assert {r["path"]: r["sha256"] for r in index} == {
+        rel: hashlib.sha256(data).hexdigest() for rel, data in objects.items() if rel.startswith("episodes/")}
+    for name in ("index.parquet", "curation.parquet", "curation_report.json"):
+        assert objects[name] == (local / name).read_bytes(), name
+    assert report["store"] == url
+    assert {k: v for k, v in report.items() if k not in ("store", "run")} == \
+        {k: v for k, v in local_report.items() if k not in ("store", "run")}
+
+
+def test_reads_go_to_the_endpoint_the_environment_names(on_s3, decoy, monkeypatch):
+    """Outside a conversion, boto3's own configuration names the endpoint (here ``AWS_ENDPOINT_URL_S3``)."""
+    from pipelines import storage
+
+    url, _ = on_s3
+    before = decoy.requests
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", decoy.url)
+    storage.use_beam_options([])  # forget the conversion's --s3_endpoint_url (and the client made for it)
+    try:
+        with pytest.raises(OSError, match="Forbidden"):
+            validate_path(url)
+    finally:
+        monkeypatch.undo()
+        storage.use_beam_options([])  # a client made for the decoy's endpoint is not reused
+    assert decoy.requests > before
+
+
+def test_validate_and_inspect_read_a_store_on_s3(on_s3, converted, s3_server, capsys):
+    (url, _), (local, _) = on_s3, converted
+    for store in (url, s3_server.url("stores")):  # the store, and the directory of stores holding it
+        assert cli(["validate", store, "--json", "--decode-frames"]) == 0
+        remote = json.loads(capsys.readouterr().out)
+        assert remote["stores"] == [url]
+    assert cli(["validate", str(local), "--json", "--decode-frames"]) == 0
+    assert {k: v for k, v in json.loads(capsys.readouterr().out).items() if k != "stores"} == \
+        {k: v for k, v in remote.items() if k != "stores"}
+    eid = pq.read_table(local / "index.parquet").column("episode_id")[0].as_py()
+    for args in ([], ["--episode", eid]):
+        assert cli(["inspect", url, *args]) == 0
+        remote = capsys.readouterr().out
+        assert cli(["inspect", str(local), *args]) == 0
+        assert remote == capsys.readouterr().out.replace(f"store {local} ", f"store {url} ")
+
+
+@pytest.fixture(scope="module")
+def s3_manifest(on_s3, s3_server, tmp_path_factory):
+    from pipelines.manifest.build import ManifestParams, build_manifest
+
+    out = tmp_path_factory.mktemp("s3-manifest") / "few"
+    build_manifest([s3_server.url("stores")], out, ManifestParams(name="few", validation_fraction=0.0))
+    return out
+
+
+def test_manifest_build_and_verify_read_stores_on_s3(s3_manifest, converted, s3_server, tmp_path):
+    """A manifest names stores by directory name: built from the S3 store or from the local run's, it is
+    the same, byte for byte; verify re-hashes each episode file from S3."""
+    import boto3
+
+    from pipelines.manifest.build import ManifestParams, build_manifest
+    from pipelines.manifest.verify import verify_manifest
+
+    local, _ = converted
+    build_manifest([local], tmp_path / "few", ManifestParams(name="few", validation_fraction=0.0))
+    assert {p.name: p.read_bytes() for p in s3_manifest.iterdir()} == \
+        {p.name: p.read_bytes() for p in (tmp_path / "few").iterdir()}
+    assert verify_manifest(s3_manifest, [s3_server.url("stores")]) == []
+    row = pq.read_table(s3_manifest / "episodes.parquet").to_pylist()[0]
+    client = boto3.client("s3")
+    key = f"stores/inhouse/{row['path']}"
+    original = client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read()
+    client.put_object(Bucket=s3_server.bucket, Key=key, Body=original[:-1] + bytes([original[-1] ^ 1]))
+    try:
+        assert verify_manifest(s3_manifest, [s3_server.url("stores/inhouse")]) == [
+            f"{row['episode_id']} (inhouse/{row['path']}): sha256 does not match the manifest"]
+    finally:
+        client.put_object(Bucket=s3_server.bucket, Key=key, Body=original)
+
+
+def test_training_reads_a_manifest_whose_stores_are_on_s3(s3_manifest, converted, s3_server, tmp_path):
+    """Episode files are downloaded once into the cache, under their sha256, and read there: the samples
+    are those of the same manifest over the local run's store."""
+    from training.config import AugmentConfig, DataConfig
+    from training.data import ManifestData, ManifestDataset
+
+    local, _ = converted
+    settings = dict(num_workers=0, batch_size=2, chunk=4, image_size=(32, 32), augment=AugmentConfig(enabled=False),
+                    layouts=str(Path(__file__).resolve().parents[1] / "training" / "data" / "layouts.yaml"))
+    cache = tmp_path / "cache"
+    remote = ManifestData(s3_manifest, DataConfig(data_root=s3_server.url("stores"), cache_dir=str(cache), **settings))
+    here = ManifestData(s3_manifest, DataConfig(data_root=str(local.parent), **settings))
+    assert [p.name for p in remote.episode_paths] == [f"{r['sha256']}-{Path(r['path']).name}" for r in remote.rows]
+    assert all(p.is_relative_to(cache) for p in remote.episode_paths)
+    assert [p["store"] for p in remote.normalizer.provenance] == ["inhouse"]  # stats.json, fetched with the index
+    for i, r in enumerate(remote.rows):
+        frame = r["kept_ranges"][0]["start"]
+        a, b = ManifestDataset(remote).sample(i, frame, i), ManifestDataset(here).sample(i, frame, i)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert np.array_equal(a[key], b[key]) if isinstance(a[key], np.ndarray) else a[key] == b[key], key
+    stamps = {p: p.stat().st_mtime_ns for p in remote.episode_paths}
+    again = ManifestData(s3_manifest, DataConfig(data_root=s3_server.url("stores"), cache_dir=str(cache), **settings))
+    assert {p: p.stat().st_mtime_ns for p in again.episode_paths} == stamps  # nothing downloaded twice
+
+
+def test_operations_on_s3_share_one_boto3_client(s3_server, monkeypatch):
+    """Beam's S3 filesystem would build a client (botocore parses its service model: 0.2-0.6 s here) for every
+    operation; ``storage`` has it share one per process and set of options."""
+    import boto3
+
+    from pipelines import storage
+
+    made = []
+    real = boto3.session.Session
+    monkeypatch.setattr(boto3.session, "Session", lambda *a, **k: made.append(1) or real(*a, **k))
+    storage.use_beam_options([])
+    store = storage.at(s3_server.url("shared-client"))
+    store.write_text("d/a.txt", "a")
+    assert store.read_text("d/a.txt") == "a" and store.exists("d/a.txt") and store.glob("*/*") == ["d/a.txt"]
+    store.delete_tree("d")
+    assert not store.exists("d/a.txt")
+    assert len(made) == 1
+
+
+@pytest.mark.parametrize("url, module, extra", [("s3://bucket/store", "boto3", "a1pipe[aws]"),
+                                                ("gs://bucket/store", "google.cloud.storage", "a1pipe[gcp]")])
+def test_an_object_store_without_its_client_library_names_the_extra_to_install(few, url, module, extra, monkeypatch,
+                                                                               capsys):
+    import sys
+
+    samples, _ = few
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    assert cli(["convert", "--source", "inhouse", "--input", str(samples / "inhouse"), "--output", url]) == 2
+    err = capsys.readouterr().err
+    assert f"pip install '{extra}'" in err and "Traceback" not in err
+    for read in (["validate", url], ["inspect", url]):
+        assert cli(read) == 2
+        assert f"pip install '{extra}'" in capsys.readouterr().err
+    assert cli(["validate", "nosuch://bucket/store"]) == 2
+    assert "Apache Beam has no filesystem for nosuch://" in capsys.readouterr().err

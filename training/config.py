@@ -58,8 +58,12 @@ class AugmentConfig:
 class DataConfig:
     """How a released manifest becomes batches (``training/data/``)."""
 
-    #: directory holding the stores a manifest names (rows name stores by directory name)
+    #: directory holding the stores a manifest names (rows name stores by directory name), or an
+    #: object-store prefix holding them (``s3://bucket/stores``: docs/object_storage.md)
     data_root: str = "data/converted"
+    #: where the files of stores on object storage are kept on this machine's disk, episode files
+    #: under their sha256 (downloaded once, checked on the way); unused when data_root is a directory
+    cache_dir: str = "data/cache"
     #: the camera-slot and dimension-layout table; None: the one shipped in ``training/data/layouts.yaml``
     layouts: str | None = None
     #: the model's fixed camera inputs, in order; embodiments map their cameras onto these

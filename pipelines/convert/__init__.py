@@ -82,6 +82,7 @@ def run_conversion(
     run's wall time and throughput, which are not published in the store."""
     beam = import_beam()
     started = time.time()
+    storage.use_beam_options(beam_args or [])  # the store's options (an S3 endpoint...) in this process too
     converter = config.make_converter()
     input_root = storage.at(config.input_root)
     if input_root.local is not None and not input_root.local.exists():  # a prefix is no object to check

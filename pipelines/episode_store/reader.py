@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -361,16 +362,32 @@ class EpisodeReader:
 class EpisodeStore:
     """A store directory: ``a1pipe_store.json``, ``index.parquet``, ``stats.json``, ``episodes/``."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, location: str | None = None):
         self.root = Path(root)
+        #: where the store lives, for messages: ``root``, or the object-store prefix ``root`` holds
+        #: files of (:meth:`staged`)
+        self.location = location or str(self.root)
         marker = self.root / STORE_MARKER
         if not marker.is_file():
-            raise StoreError(f"{self.root}: not an a1pipe store (no {STORE_MARKER})")
+            raise StoreError(f"{self.location}: not an a1pipe store (no {STORE_MARKER})")
         self.info = json.loads(marker.read_text())
         if self.info.get("format_version") != FORMAT_VERSION:
             raise StoreError(
-                f"{self.root}: format_version {self.info.get('format_version')!r}, this a1pipe reads {FORMAT_VERSION}"
+                f"{self.location}: format_version {self.info.get('format_version')!r}, this a1pipe reads {FORMAT_VERSION}"
             )
+
+    @staticmethod
+    @contextlib.contextmanager
+    def staged(root: str | Path, *files: str) -> Iterator[EpisodeStore]:
+        """The store at ``root``, a directory or an object-store prefix (``s3://``, ``gs://``), with
+        its marker and those of ``files`` it has readable on this machine's disk for the block:
+        a store on disk is read in place; from an object store they are downloaded, and nothing
+        else of the store is."""
+        from pipelines import storage
+
+        where = storage.at(root)
+        with where.working_copy(fetch=where.present(STORE_MARKER, *files)) as local:
+            yield EpisodeStore(local, location=where.root)
 
     @staticmethod
     def create(root: str | Path) -> EpisodeStore:
@@ -398,7 +415,7 @@ class EpisodeStore:
     def open_episode(self, episode_id: str) -> EpisodeReader:
         path = self.episode_path(episode_id)
         if not path.is_file():
-            raise KeyError(f"episode {episode_id} not in store {self.root}")
+            raise KeyError(f"episode {episode_id} not in store {self.location}")
         return EpisodeReader(path)
 
     def episode_files(self) -> list[Path]:

@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import zarr
 from PIL import Image
 
+from pipelines import storage
+
 from .digest import content_digest
 from .index import INDEX_SCHEMA, CurationStatus, index_row
 from .layout import (
@@ -164,14 +166,28 @@ class ValidationReport:
 
 def validate_store(root: str | Path, *, decode_frames: bool = False,
                    max_abs_value: float = MAX_ABS_VALUE) -> ValidationReport:
-    """Validate one store. ``decode_frames`` fully decodes every JPEG (default: header and size only);
-    ``max_abs_value``: the plausibility bound the store was converted with (``convert.max_abs_value``)."""
-    root = Path(root)
-    report = ValidationReport(root=str(root))
-    _check_marker(root, report)
-    index_rows = _read_index(root, report)
-    stats_doc = _read_stats(root, report)
-    files = _published_files(root, report)
+    """Validate one store, a directory or an object-store prefix. ``decode_frames`` fully decodes
+    every JPEG (default: header and size only); ``max_abs_value``: the plausibility bound the store
+    was converted with (``convert.max_abs_value``).
+
+    A store on object storage is read one episode file at a time, each downloaded to a temporary
+    file and checked there, so validating it needs local room for one episode, not the store."""
+    store = storage.at(root)
+    report = ValidationReport(root=store.root)
+    with store.working_copy(fetch=store.present(STORE_MARKER, INDEX_FILE, STATS_FILE, CURATION_FILE)) as local:
+        _check_marker(local, report)
+        index_rows = _read_index(local, report)
+        stats_doc = _read_stats(local, report)
+        _check_episodes(store, index_rows, stats_doc, report, decode_frames, max_abs_value)
+        _check_curation(local, {r.get("episode_id"): r.get("num_frames") for r in index_rows}, report)
+    return report
+
+
+def _check_episodes(store: storage.Storage, index_rows: list[dict[str, Any]], stats_doc: dict[str, Any] | None,
+                    report: ValidationReport, decode_frames: bool, max_abs_value: float) -> None:
+    """Every published episode file against its index row and the format; the statistics against
+    the data of all of them."""
+    files = _published_files(store, report)
 
     by_id: dict[str, dict[str, Any]] = {}
     for row in index_rows:
@@ -199,7 +215,8 @@ def validate_store(root: str | Path, *, decode_frames: bool = False,
     row_by_path = {row.get("path"): row for row in index_rows}
     for rel in sorted(files):
         row = row_by_path.get(rel)
-        result = _check_episode(root, rel, row, report, decode_frames, max_abs_value)
+        with store.working_copy(fetch=[rel]) as local:
+            result = _check_episode(local, rel, row, report, decode_frames, max_abs_value)
         if result is None:
             continue
         meta, state, action = result
@@ -233,8 +250,6 @@ def validate_store(root: str | Path, *, decode_frames: bool = False,
 
     if stats_doc is not None:
         _check_stats(stats_doc, checks, counts, source_checks, report)
-    _check_curation(root, {r.get("episode_id"): r.get("num_frames") for r in index_rows}, report)
-    return report
 
 
 def _check_curation(root: Path, lengths: dict[str, int], report: ValidationReport) -> None:
@@ -271,15 +286,16 @@ def _check_curation(root: Path, lengths: dict[str, int], report: ValidationRepor
 
 def validate_path(path: str | Path, *, decode_frames: bool = False,
                   max_abs_value: float = MAX_ABS_VALUE) -> list[ValidationReport]:
-    """Validate a store, or every store directly under a directory of stores."""
-    path = Path(path)
+    """Validate a store, or every store directly under a directory of stores (either on disk or on
+    object storage)."""
+    where = storage.at(path)
     options = {"decode_frames": decode_frames, "max_abs_value": max_abs_value}
-    if (path / STORE_MARKER).exists() or not path.is_dir():
+    if where.exists(STORE_MARKER):
         return [validate_store(path, **options)]
-    children = sorted(p for p in path.iterdir() if (p / STORE_MARKER).exists())
+    children = sorted({rel.split("/")[0] for rel in where.glob(f"*/{STORE_MARKER}")})
     if not children:
         return [validate_store(path, **options)]
-    return [validate_store(p, **options) for p in children]
+    return [validate_store(where.path(child), **options) for child in children]
 
 
 def _camera_source(name: str, info: dict[str, Any]) -> str:
@@ -328,7 +344,7 @@ def _check_marker(root: Path, report: ValidationReport) -> None:
     try:
         info = json.loads(marker.read_text())
     except FileNotFoundError:
-        report.add("store_marker", str(root), f"{STORE_MARKER} missing: not an a1pipe store")
+        report.add("store_marker", report.root, f"{STORE_MARKER} missing: not an a1pipe store")
         return
     except (OSError, json.JSONDecodeError) as exc:
         report.add("store_marker", STORE_MARKER, f"unreadable: {exc}")
@@ -365,20 +381,15 @@ def _read_stats(root: Path, report: ValidationReport) -> dict[str, Any] | None:
     return None
 
 
-def _published_files(root: Path, report: ValidationReport) -> set[str]:
-    base = root / EPISODES_DIR
+def _published_files(store: storage.Storage, report: ValidationReport) -> set[str]:
     files: set[str] = set()
-    if not base.is_dir():
-        return files
-    for path in sorted(base.rglob("*")):
-        if path.is_dir():
-            continue
-        rel = path.relative_to(root).as_posix()
-        parts = path.relative_to(base).parts
+    for rel in sorted(store.glob(f"{EPISODES_DIR}/**"), key=lambda r: r.split("/")):
+        parts = rel.split("/")[1:]
+        name = parts[-1]
         ok = (
             len(parts) == 3
-            and path.name.endswith(EPISODE_SUFFIX)
-            and EPISODE_ID_RE.match(path.name[: -len(EPISODE_SUFFIX)]) is not None
+            and name.endswith(EPISODE_SUFFIX)
+            and EPISODE_ID_RE.match(name[: -len(EPISODE_SUFFIX)]) is not None
         )
         if ok:
             files.add(rel)

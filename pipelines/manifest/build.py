@@ -13,6 +13,7 @@ against the data with this module's rules (selection, split, probabilities).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -20,7 +21,7 @@ import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import __version__
+from pipelines import __version__, storage
 from pipelines.curation import cross_store_duplicates
 from pipelines.episode_store.index import CurationStatus
 from pipelines.episode_store.layout import CURATION_FILE, INDEX_FILE, REPORT_FILE
@@ -155,20 +156,30 @@ class ManifestParams:
                    description=data.get("description", ""))
 
 
-def resolve_stores(paths: Iterable[str | Path]) -> list[Path]:
-    """Stores named directly, or every store one level under a data directory (``data/converted``)."""
-    stores: list[Path] = []
-    for p in map(Path, paths):
-        if (p / INDEX_FILE).is_file():
-            stores.append(p)
-        elif p.is_dir() and (found := sorted(c for c in p.iterdir() if (c / INDEX_FILE).is_file())):
-            stores.extend(found)
+def resolve_stores(paths: Iterable[str | Path]) -> list[storage.Storage]:
+    """Stores named directly, or every store one level under a data directory (``data/converted``),
+    on disk or on object storage."""
+    stores: list[storage.Storage] = []
+    for p in paths:
+        where = storage.at(p)
+        if where.exists(INDEX_FILE):
+            stores.append(where)
+        elif found := sorted({rel.split("/")[0] for rel in where.glob(f"*/{INDEX_FILE}")}):
+            stores.extend(where.child(name) for name in found)
         else:
-            raise ManifestError(f"{p}: not a store (no {INDEX_FILE}) and no stores under it")
+            raise ManifestError(f"{where.root}: not a store (no {INDEX_FILE}) and no stores under it")
     names = Counter(s.name for s in stores)
     if clash := sorted(n for n, c in names.items() if c > 1):
         raise ManifestError(f"two stores share a directory name {clash}: a manifest names stores by it")
     return sorted(set(stores), key=lambda s: s.name)
+
+
+@contextlib.contextmanager
+def on_disk(stores: list[storage.Storage], *files: str) -> Iterator[list[Path]]:
+    """Each store's directory, holding those of ``files`` it has: a store on disk as it is; of one
+    on object storage, a temporary copy of just these files, in a directory of the store's name."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(s.working_copy(fetch=s.present(*files))) for s in stores]
 
 
 def split_of(episode_id: str, split_seed: int, validation_fraction: float, calibration_fraction: float = 0.0) -> str:
@@ -206,8 +217,11 @@ def assign_probabilities(rows: list[dict[str, Any]], params: ManifestParams) -> 
     return shares
 
 
-def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                                  dict[str, Any]]:
+def _select(located: list[storage.Storage], stores: list[Path], params: ManifestParams
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """The manifest's inputs, rows and what was left out, from each store's index, curation table and
+    conversion report (``stores``: their files on disk, in the order of ``located``, the stores)."""
+    where = {local: s.root for s, local in zip(located, stores)}
     inputs, rows = [], []
     excluded: dict[str, Any] = {"conversion_quarantine": {}, "curation_removed": {}, "not_included": 0,
                                 "cross_store_duplicates": []}
@@ -225,7 +239,7 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
          "duplicate_of_store": Path(d["duplicate_of_store"]).name} for d in duplicates]
     for store in used:
         if not (store / CURATION_FILE).is_file():
-            raise ManifestError(f"{store}: no {CURATION_FILE}; convert with curation enabled first")
+            raise ManifestError(f"{where[store]}: no {CURATION_FILE}; convert with curation enabled first")
         inputs.append({"store": store.name, "source": sources[store],
                        "index_sha256": file_sha256(store / INDEX_FILE),
                        "curation_sha256": file_sha256(store / CURATION_FILE)})
@@ -244,7 +258,7 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
                 continue
             r = index.get(c["episode_id"])
             if r is None:
-                raise ManifestError(f"{store}: {c['episode_id']} is in {CURATION_FILE} but not in {INDEX_FILE}")
+                raise ManifestError(f"{where[store]}: {c['episode_id']} is in {CURATION_FILE} but not in {INDEX_FILE}")
             if not params.include.admits(r):
                 excluded["not_included"] += 1
                 continue
@@ -263,8 +277,12 @@ def _select(stores: list[Path], params: ManifestParams) -> tuple[list[dict[str, 
 
 
 def build_manifest(stores: list[str | Path], out_dir: str | Path, params: ManifestParams) -> dict[str, Any]:
-    """Write ``out_dir`` atomically (a temp directory swapped into place) and return manifest.json's content."""
-    inputs, rows, excluded = _select(resolve_stores(stores), params)
+    """Write ``out_dir`` atomically (a temp directory swapped into place) and return manifest.json's
+    content. A manifest names its stores by directory name only, so one built from stores on object
+    storage is the same as one built from copies of them on disk."""
+    located = resolve_stores(stores)
+    with on_disk(located, INDEX_FILE, CURATION_FILE, REPORT_FILE) as local:
+        inputs, rows, excluded = _select(located, local, params)
     if not rows:
         raise ManifestError(f"manifest {params.name!r}: no kept episode matches include {params.include.to_json()}")
     rows.sort(key=lambda r: (r["dataset"], r["embodiment"], r["episode_id"]))

@@ -16,12 +16,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import __version__
+from pipelines import __version__, storage
 from pipelines.episode_store.index import CurationStatus
 from pipelines.episode_store.layout import CURATION_FILE, INDEX_FILE
 from pipelines.episode_store.reader import EpisodeReader
 from pipelines.episode_store.schema import MetaKey
-from pipelines.manifest.build import ManifestParams, assign_probabilities, resolve_stores, split_of
+from pipelines.manifest.build import ManifestParams, assign_probabilities, on_disk, resolve_stores, split_of
 from pipelines.manifest.croissant import validate_croissant
 from pipelines.manifest.format import (
     CHECKSUMS_FILE,
@@ -59,20 +59,23 @@ def verify_manifest(manifest_dir: str | Path, stores: list[str | Path], *, check
     except ManifestError as exc:
         return problems + [str(exc)]
     curated: dict[str, dict[str, dict[str, Any]]] = {}
-    for entry in manifest["inputs"]:
-        store = given.get(entry["store"])
-        if store is None:
-            problems.append(f"input store {entry['store']} is not among the given data ({', '.join(given) or 'none'})")
-            continue
-        for key, name in (("index_sha256", INDEX_FILE), ("curation_sha256", CURATION_FILE)):
-            if not (store / name).is_file() or file_sha256(store / name) != entry[key]:
-                problems.append(f"store {entry['store']}: {name} differs from the one the manifest was built from")
-        if (store / CURATION_FILE).is_file():
-            try:
-                curated[entry["store"]] = {c["episode_id"]: c
-                                           for c in pq.read_table(store / CURATION_FILE).to_pylist()}
-            except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
-                problems.append(f"store {entry['store']}: {CURATION_FILE} unreadable ({type(exc).__name__}: {exc})")
+    wanted = [given[entry["store"]] for entry in manifest["inputs"] if entry["store"] in given]
+    with on_disk(wanted, INDEX_FILE, CURATION_FILE) as local:
+        tables = {s.name: directory for s, directory in zip(wanted, local)}
+        for entry in manifest["inputs"]:
+            store = tables.get(entry["store"])
+            if store is None:
+                problems.append(f"input store {entry['store']} is not among the given data ({', '.join(given) or 'none'})")
+                continue
+            for key, name in (("index_sha256", INDEX_FILE), ("curation_sha256", CURATION_FILE)):
+                if not (store / name).is_file() or file_sha256(store / name) != entry[key]:
+                    problems.append(f"store {entry['store']}: {name} differs from the one the manifest was built from")
+            if (store / CURATION_FILE).is_file():
+                try:
+                    curated[entry["store"]] = {c["episode_id"]: c
+                                               for c in pq.read_table(store / CURATION_FILE).to_pylist()}
+                except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+                    problems.append(f"store {entry['store']}: {CURATION_FILE} unreadable ({type(exc).__name__}: {exc})")
     if check_files:
         for r in rows:
             if r["store"] in given:
@@ -133,20 +136,23 @@ def _ranges(ranges: list[dict[str, int]]) -> list[tuple[int, int]]:
     return [(k["start"], k["stop"]) for k in ranges]
 
 
-def _verify_episode(r: dict[str, Any], store: Path, manifest: dict[str, Any],
+def _verify_episode(r: dict[str, Any], store: storage.Storage, manifest: dict[str, Any],
                     curation: dict[str, dict[str, Any]]) -> list[str]:
+    """One row against its episode file (on object storage: downloaded to a temporary file, one at a
+    time) and the store's curation table."""
     where = f"{r['episode_id']} ({r['store']}/{r['path']})"
-    problems = []
-    path = store / r["path"]
-    if not path.is_file():
+    if not store.exists(r["path"]):
         return [f"{where}: episode file missing"]
-    if file_sha256(path) != r["sha256"]:
-        return [f"{where}: sha256 does not match the manifest"]
-    try:
-        with EpisodeReader(path) as ep:
-            num_frames, stored_id = ep.num_frames, ep.meta.get(MetaKey.EPISODE_ID)
-    except Exception as exc:  # a file whose bytes match but cannot be opened is still a finding
-        return [f"{where}: cannot be read: {exc}"]
+    with store.working_copy(fetch=[r["path"]]) as local:
+        path = local / r["path"]
+        if file_sha256(path) != r["sha256"]:
+            return [f"{where}: sha256 does not match the manifest"]
+        try:
+            with EpisodeReader(path) as ep:
+                num_frames, stored_id = ep.num_frames, ep.meta.get(MetaKey.EPISODE_ID)
+        except Exception as exc:  # a file whose bytes match but cannot be opened is still a finding
+            return [f"{where}: cannot be read: {exc}"]
+    problems = []
     if stored_id != r["episode_id"]:
         problems.append(f"{where}: the file holds episode {stored_id}")
     if num_frames != r["num_frames"]:

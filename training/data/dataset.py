@@ -25,11 +25,13 @@ place, unlike A1's readers, which return sample 0 or a black frame.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from pipelines import storage
 from pipelines.episode_store.layout import INDEX_FILE, STATS_FILE, STORE_MARKER
 from pipelines.episode_store.reader import EpisodeReader, StoreError
 from pipelines.episode_store.schema import (
@@ -60,6 +63,8 @@ log = logging.getLogger("a1pipe.training.data")
 #: errors a bad frame or episode file can raise while being read and decoded
 READ_ERRORS = (OSError, ValueError, StoreError, SyntaxError, EOFError, KeyError, struct.error, zipfile.BadZipFile)
 _MAX_LISTED = 20
+#: episode files downloaded at once from an object store (each mostly waits on the network)
+_DOWNLOADS = 8
 
 
 class TrainingDataError(RuntimeError):
@@ -87,9 +92,12 @@ class ManifestData:
         except (ManifestError, OSError, ValueError) as exc:
             raise TrainingDataError(f"manifest {self.manifest_dir}: {exc}") from exc
         self.rows: list[dict[str, Any]] = self.sampler.rows or []
-        self.data_root = Path(config.data_root)
+        #: where the stores are: a directory, or an object-store prefix (``s3://``, ``gs://``) whose
+        #: files are read through copies on this machine's disk (``training.data.cache_dir``)
+        self.data_root = storage.at(config.data_root)
         self.stores = self._check_stores()
-        self._check_files()
+        #: each row's episode file on this machine's disk
+        self.episode_paths = self._check_files()
         try:
             self.table = LayoutTable.load(config.layouts, camera_slots=config.camera_slots,
                                           max_state_dim=config.max_state_dim, max_action_dim=config.max_action_dim)
@@ -109,33 +117,69 @@ class ManifestData:
         })
 
     def _check_stores(self) -> dict[str, Path]:
+        """Each store's directory on this machine's disk (for its index and statistics)."""
         recorded = {i["store"]: i for i in self.manifest["inputs"]}
         problems, stores = [], {}
         for name in sorted({r["store"] for r in self.rows}):
-            path = self.data_root / name
+            where = self.data_root.child(name)
             entry = recorded.get(name)
             if entry is None:
                 problems.append(f"store {name}: referenced by the table but not among the manifest's inputs")
-            elif not (path / STORE_MARKER).is_file() or not (path / INDEX_FILE).is_file():
-                problems.append(f"store {name}: not found at {path} (training.data.data_root is {self.data_root})")
+            elif (path := self._store_files(where)) is None:
+                problems.append(f"store {name}: not found at {where.root} "
+                                f"(training.data.data_root is {self.data_root.root})")
             elif (digest := file_sha256(path / INDEX_FILE)) != entry["index_sha256"]:
                 problems.append(f"store {name}: {INDEX_FILE} sha256 {digest[:12]}... differs from the "
                                 f"{entry['index_sha256'][:12]}... the manifest was built from; the store was "
                                 f"re-converted or edited since (rebuild the manifest, or restore the store)")
             else:
                 stores[name] = path
-        _fail(problems, f"manifest {self.manifest_dir} does not match the stores under {self.data_root}")
+        _fail(problems, f"manifest {self.manifest_dir} does not match the stores under {self.data_root.root}")
         return stores
 
-    def _check_files(self) -> None:
-        problems = []
-        for r in self.rows:
-            path = self.data_root / r["store"] / r["path"]
-            if not path.is_file():
-                problems.append(f"{r['episode_id']}: episode file missing ({path})")
-            elif self.config.verify_files and file_sha256(path) != r["sha256"]:
-                problems.append(f"{r['episode_id']}: {path} sha256 differs from the manifest")
-        _fail(problems, f"manifest {self.manifest_dir}: episode files")
+    def _store_files(self, where: storage.Storage) -> Path | None:
+        """The store's directory, or None when it is not a store. Of a store on object storage, its
+        marker, index and statistics are downloaded anew into the cache (small, and they must be the
+        store's current ones: the index is checked against the manifest)."""
+        if where.local is not None:
+            found = (where.local / STORE_MARKER).is_file() and (where.local / INDEX_FILE).is_file()
+            return where.local if found else None
+        if where.present(STORE_MARKER, INDEX_FILE) != [STORE_MARKER, INDEX_FILE]:
+            return None
+        local = Path(self.config.cache_dir, "stores", hashlib.sha256(where.root.encode()).hexdigest()[:16], where.name)
+        present = where.present(STORE_MARKER, INDEX_FILE, STATS_FILE)
+        for name in (STORE_MARKER, INDEX_FILE, STATS_FILE):
+            if name in present:
+                storage.publish_local(local / name, lambda tmp, name=name: where.download(name, tmp))
+            else:  # never an earlier run's copy in its place
+                (local / name).unlink(missing_ok=True)
+        return local
+
+    def _check_files(self) -> list[Path]:
+        """Each row's episode file on this machine's disk; episode files on object storage are
+        downloaded into the cache (several at a time) unless it has them already."""
+        stores = {name: self.data_root.child(name) for name in {r["store"] for r in self.rows}}
+        if self.data_root.local is None:
+            with ThreadPoolExecutor(_DOWNLOADS) as pool:
+                located = list(pool.map(lambda r: self._locate(r, stores[r["store"]]), self.rows))
+        else:
+            located = [self._locate(r, stores[r["store"]]) for r in self.rows]
+        _fail([problem for _, problem in located if problem], f"manifest {self.manifest_dir}: episode files")
+        return [path for path, _ in located]
+
+    def _locate(self, r: dict[str, Any], store: storage.Storage) -> tuple[Path | None, str | None]:
+        """(the row's episode file on disk, None), or (None, what is wrong with it)."""
+        try:
+            path = store.local_file(r["path"], r["sha256"], self.config.cache_dir)
+        except FileNotFoundError:
+            return None, f"{r['episode_id']}: episode file missing ({store.path(r['path'])})"
+        except ValueError as exc:  # a download whose digest is not the manifest's
+            return None, f"{r['episode_id']}: {exc}"
+        if not path.is_file():
+            return None, f"{r['episode_id']}: episode file missing ({path})"
+        if self.config.verify_files and file_sha256(path) != r["sha256"]:
+            return None, f"{r['episode_id']}: {path} sha256 differs from the manifest"
+        return path, None
 
     def _check_layouts(self) -> list[str]:
         """Every (dataset, embodiment) has a layout that places or drops each dimension its store records."""
@@ -304,7 +348,7 @@ class ManifestDataset(IterableDataset):
 
     def _open(self, row_index: int) -> _OpenEpisode:
         row = self.data.rows[row_index]
-        path = self.data.data_root / row["store"] / row["path"]
+        path = self.data.episode_paths[row_index]
         try:
             reader = EpisodeReader(path)
         except READ_ERRORS as exc:

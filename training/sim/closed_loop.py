@@ -94,8 +94,8 @@ def mean_actions(data) -> dict[str, np.ndarray]:
     from pipelines.episode_store.reader import EpisodeReader
 
     sums: dict[str, list[np.ndarray]] = {}
-    for row in data.rows:
-        with EpisodeReader(data.data_root / row["store"] / row["path"]) as reader:
+    for row, path in zip(data.rows, data.episode_paths):
+        with EpisodeReader(path) as reader:
             action = reader.action
         kept = [action[r["start"]:r["stop"]] for r in row["kept_ranges"]]
         sums.setdefault(row["instruction"], []).extend(kept)
