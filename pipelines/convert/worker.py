@@ -125,7 +125,7 @@ class UnitWorker:
     def _summarize(self, root: Path, source_episode: str, eid: str, rel: str, resumed: bool) -> dict[str, Any]:
         known = self._recorded_sha256(eid, rel) if resumed else None
         row, low = summarize_episode_file(root, rel, image_change=self.image_signal, sha256=known)
-        stats = EpisodeSetStats.of_episode(low["arrays"], low["names"])
+        stats = EpisodeSetStats.of_episode(low["arrays"], low["names"], eid)
         low_dim = LowDim(
             episode_id=eid, source=row["source"], embodiment=row["embodiment"], control_hz=low["control_hz"],
             timestamp=low["timestamp"], state=low["arrays"][STATE], action=low["arrays"][ACTION],
