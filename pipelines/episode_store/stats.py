@@ -56,6 +56,14 @@ def _percentile(ordered: np.ndarray, percent: int) -> float:
     return float(ordered[max((percent * len(ordered) + 99) // 100 - 1, 0)])
 
 
+def _float(exact: Fraction) -> float:
+    """``exact`` rounded once; beyond float range (squares of values near 1e154) infinity."""
+    try:
+        return float(exact)
+    except OverflowError:
+        return math.inf
+
+
 @dataclass
 class DimStats:
     count: int = 0
@@ -126,7 +134,7 @@ class DimStats:
         return {
             "count": self.count,
             "mean": float(mean),
-            "std": math.sqrt(m2 / self.count),
+            "std": math.sqrt(_float(m2 / self.count)),
             "min": self.min,
             "max": self.max,
             "q01": _percentile(ordered, 1),
