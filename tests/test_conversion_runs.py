@@ -104,7 +104,7 @@ def test_the_default_runner_never_asks_prism_and_the_report_names_the_runner_tha
     assert json.loads((store / "conversion_report.json").read_text())["runner"] == "FnApiRunner"
 
 
-def test_the_local_worker_count_is_the_runs_record_not_the_stores():
+def test_the_options_given_are_recorded_with_credentials_masked():
     from pipelines.convert.graph import LOCAL_SIZING, given_options
 
     given = given_options(pipeline_options(2, ["--s3_secret_access_key=hunter2", "--allow_non_deterministic_key_coders"]))
@@ -167,7 +167,7 @@ def test_a_refused_runner_fails_before_the_store_is_touched(few, tmp_path, capsy
 # --- completeness ----------------------------------------------------------------------------------------
 
 
-def test_a_run_whose_outcomes_never_arrived_names_every_unit_and_publishes_nothing(few):
+def test_a_run_whose_outcomes_never_arrived_names_its_units(few):
     """The issue's case (workers writing where the driver cannot see): no file in the work dir."""
     units = get_converter("inhouse")(str(few), {}).discover()
     with pytest.raises(IncompleteRun, match=rf"{len(units)} of {len(units)} work units never reported finishing "
