@@ -66,8 +66,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         converter=source_params.get("converter"),
         curation=_source_curation(params.get("curation") or {}, source_params.get("curation") or {}),
         max_abs_value=_max_abs_value(params),
+        max_retire_fraction=1.0 if args.allow_mass_retire else args.max_retire_fraction,
     )
-    report = run_conversion(config, workers=workers, beam_args=args.beam_args, show_progress=not args.quiet)
+    report = run_conversion(config, workers=workers, beam_args=args.beam_args, show_progress=not args.quiet,
+                            shared_output=args.shared_output)
     from pipelines import storage
 
     c = report["counts"]
@@ -278,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metrics", help="write this run's wall time and throughput here (JSON); kept out of the "
                    "store so that a store is byte-identical however fast it was converted")
     c.add_argument("--fail-on-quarantine", action="store_true", help="exit 3 if any episode was quarantined")
+    retire = c.add_mutually_exclusive_group()
+    retire.add_argument("--max-retire-fraction", type=float, default=0.5, metavar="F",
+                        help="fail, retiring nothing, rather than move more than this share of the source's published "
+                        "episodes to .stale/ because the input no longer has them (default 0.5)")
+    retire.add_argument("--allow-mass-retire", action="store_true",
+                        help="retire however many published episodes the input no longer has (--max-retire-fraction 1)")
+    c.add_argument("--shared-output", action="store_true",
+                   help="the local --output is a filesystem every Beam worker mounts at the same path (NFS, Lustre): "
+                   "allow a runner whose workers run on other machines")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_convert)
 

@@ -9,7 +9,7 @@ threshold therefore re-curates from the stored low-dimensional data without
 re-encoding a single image, and nothing disappears silently.
 
 Outlier bounds need the whole dataset: the pipeline computes them per (source,
-embodiment) in a first pass with mergeable quantile sketches (Beam combiners) and
+embodiment) in a first pass with mergeable quantile samples (Beam combiners) and
 applies them to each episode in a second (see ``pipelines/convert/graph.py``).
 """
 
@@ -36,7 +36,7 @@ from pipelines.curation_rules import (
 from pipelines.episode_store.index import CurationStatus
 from pipelines.episode_store.layout import CURATION_FILE, CURATION_REPORT_FILE
 from pipelines.episode_store.schema import ACTION, STATE, VECTORS
-from pipelines.episode_store.stats import FeatureStats
+from pipelines.episode_store.stats import FeatureStats, frame_keys
 
 #: fields whose per-dimension value bounds are estimated; per-step delta bounds derive from them
 BOUND_FIELDS = VECTORS
@@ -146,7 +146,7 @@ class LowDim:
 
 
 class BoundsAccumulator:
-    """First pass: mergeable per-dimension sketches of values for one (source, embodiment).
+    """First pass: mergeable per-dimension quantile samples of values for one (source, embodiment).
 
     Per-step deltas are bounded by the width of the value bounds (no single step may
     jump further than the whole plausible range of its dimension): delta quantiles would
@@ -159,8 +159,9 @@ class BoundsAccumulator:
 
     def add(self, low: LowDim) -> BoundsAccumulator:
         self.frames += len(low.timestamp)
-        self.fields[STATE].add(low.state, low.state_names)
-        self.fields[ACTION].add(low.action, low.action_names)
+        keys = frame_keys(low.episode_id, len(low.timestamp))
+        self.fields[STATE].add(low.state, low.state_names, keys)
+        self.fields[ACTION].add(low.action, low.action_names, keys)
         return self
 
     def merge(self, other: BoundsAccumulator) -> BoundsAccumulator:

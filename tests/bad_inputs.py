@@ -930,17 +930,18 @@ def build_corpus(source: str, samples: Path, root: Path, cases: list[Case] | Non
     return {case.name: case.build(root) for case in (shared_cases(source) if cases is None else cases)}
 
 
-def convert(source: str, root: Path, store: Path) -> dict:
+def convert(source: str, root: Path, store: Path, allow_mass_retire: bool = False) -> dict:
     """One run of ``a1pipe convert`` over the whole input with the project's ``params.yaml`` (one
     local Beam worker); returns its report. ``store`` may already hold the samples' conversion (same
-    settings): those episodes then resume, and the run still lists, and must keep, every one."""
+    settings): those episodes then resume, and the run still lists, and must keep, every one.
+    ``allow_mass_retire``: the run may retire most of the store's episodes (``--allow-mass-retire``)."""
     import json
 
     from pipelines.cli import main
 
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     code = main(["convert", "--source", source, "--input", str(root), "--output", str(store), "--params", str(params),
-                 "--workers", "1", "--quiet"])
+                 "--workers", "1", "--quiet", *(["--allow-mass-retire"] if allow_mass_retire else [])])
     if code != 0:
         raise RuntimeError(f"a1pipe convert --source {source} exited {code}")
     return json.loads((store / "conversion_report.json").read_text())

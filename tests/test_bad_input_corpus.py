@@ -60,7 +60,9 @@ def corpus_run(sample_stores, tmp_path_factory):
             # (checked, listed and kept by the run) instead of being converted a second time
             shutil.copytree(stores / source, base / "store")
             try:
-                report = convert(source, base / "input", base / "store")
+                # a case that takes its release down takes the release's published episodes out of the
+                # store: by design more than the share a run retires unasked
+                report = convert(source, base / "input", base / "store", allow_mass_retire=isolated is not None)
             except Exception:  # noqa: BLE001 - a run that fails is what the tests report, per source and case
                 error = traceback.format_exc()
             runs[key] = CorpusRun(source, base / "store", made, declared[source], report, error)

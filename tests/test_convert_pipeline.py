@@ -274,6 +274,21 @@ def test_the_driver_reads_only_json_from_the_work_dir(few, tmp_path, monkeypatch
         assert np.allclose(have["state"]["q99"], entry["state"]["q99"])
 
 
+def test_a_store_is_the_same_bytes_for_any_worker_count_and_unit_order(converted, few, tmp_path, monkeypatch):
+    """Two worker processes (``converted``) and one in this process taking the units in reverse: every
+    derived file is the same bytes (statistics merged in any order included), and the report's Beam
+    options leave out the worker count, which is the run's record."""
+    (src, report), (samples, _) = converted, few
+    cls = get_converter("inhouse")
+    real = cls.discover
+    monkeypatch.setattr(cls, "discover", lambda self: real(self)[::-1])
+    again = run_conversion(config_for(samples, tmp_path / "store"), workers=1, show_progress=False)
+    for name in ("index.parquet", "stats.json", "curation.parquet", "curation_report.json"):
+        assert (tmp_path / "store" / name).read_bytes() == (src / name).read_bytes(), name
+    assert again["runner_options"] == report["runner_options"] and "direct_num_workers" not in report["runner_options"]
+    assert report["run"]["runner_options"]["direct_num_workers"] == 2
+
+
 def _convert_and_die_publishing(config: ConvertConfig, name: str) -> None:
     import signal
 

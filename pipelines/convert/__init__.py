@@ -4,10 +4,11 @@
 are distributed over workers; each worker converts its units episode by
 episode, publishes each episode atomically and emits an *outcome* (converted or
 quarantined with a reason code). Outcomes and mergeable statistics are written
-by Beam as sharded files under ``STORE/.work/<run>/``; the driver then writes
-``index.parquet``, ``stats.json`` and ``conversion_report.json``. The same code
-runs on Beam's local multi-process runner (default) and on Flink, Spark or
-Dataflow: extra Beam options pass straight through.
+by Beam as sharded files under ``STORE/.work/<run>/``; the driver checks that
+every unit is accounted for, then writes ``index.parquet``, ``stats.json`` and
+``conversion_report.json``. The same code runs on Beam's local multi-process
+runner (default) and on Flink, Spark or Dataflow: extra Beam options pass
+straight through.
 
 One module per job: ``worker.py`` (one unit's episodes -> files and outcomes), ``graph.py`` (the
 Beam graph and its runner), ``finalize.py`` (outcomes -> index, statistics, curation, report;
@@ -28,7 +29,15 @@ from typing import Any
 from converters import get_converter
 from pipelines import storage
 from pipelines.convert.finalize import finalize_run
-from pipelines.convert.graph import build_pipeline, import_beam, pipeline_options, private_tmpdir
+from pipelines.convert.graph import (
+    build_pipeline,
+    check_workers_see_store,
+    given_options,
+    import_beam,
+    pipeline_options,
+    private_tmpdir,
+    ran_on,
+)
 from pipelines.convert.progress import ProgressBar
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.layout import LOCK_FILE, STORE_MARKER, TMP_DIR, WORK_DIR
@@ -54,10 +63,15 @@ class ConvertConfig:
     converter: str | None = None
     #: plausibility bound on every state and action value (``implausible_values`` beyond it)
     max_abs_value: float = MAX_ABS_VALUE
+    #: the largest share of this source's published episodes one run may retire as stale (1.0: any);
+    #: beyond it the run fails and retires none (``finalize._retire_stale``)
+    max_retire_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.max_abs_value > 0:
             raise ValueError(f"max_abs_value must be positive, got {self.max_abs_value}")
+        if not 0 <= self.max_retire_fraction <= 1:
+            raise ValueError(f"max_retire_fraction must be within [0, 1], got {self.max_retire_fraction}")
 
     @property
     def converter_name(self) -> str:
@@ -77,12 +91,18 @@ def run_conversion(
     workers: int = 0,
     beam_args: list[str] | None = None,
     show_progress: bool = True,
+    shared_output: bool = False,
 ) -> dict[str, Any]:
     """Convert one source into a store; return the published conversion report plus ``run``: this
-    run's wall time and throughput, which are not published in the store."""
+    run's wall time, throughput and local worker sizing, which are not published in the store.
+
+    A store on this machine's disk with a runner whose workers run elsewhere is refused before
+    anything starts, unless ``shared_output`` says the path is a filesystem every worker mounts
+    (:func:`~pipelines.convert.graph.check_workers_see_store`)."""
     beam = import_beam()
     started = time.time()
     storage.use_beam_options(beam_args or [])  # the store's options (an S3 endpoint...) in this process too
+    check_workers_see_store(config.store_root, pipeline_options(workers, beam_args or []), shared_output)
     converter = config.make_converter()
     input_root = storage.at(config.input_root)
     if input_root.local is not None and not input_root.local.exists():  # a prefix is no object to check
@@ -97,15 +117,17 @@ def run_conversion(
         # The progress log and Beam's temporaries need a directory on this machine that its local
         # workers share; a run into an object store (a cluster's, as a rule) shows no progress bar.
         local_work = store.local / WORK_DIR / run_id if store.local is not None else None
-        progress_path = None
+        progress_path = tmp = None
         if local_work is not None:
             local_work.mkdir(parents=True)
-            progress_path = os.path.join(local_work, "progress.log")
+            progress_path, tmp = os.path.join(local_work, "progress.log"), os.path.join(local_work, "tmp")
         options = pipeline_options(workers, beam_args or [], units=len(units))
-        with ProgressBar(progress_path, len(units), config.source, enabled=show_progress), private_tmpdir(local_work):
+        given = given_options(options)  # as given: runners fill in options of their own (ports, environments)
+        with ProgressBar(progress_path, len(units), config.source, enabled=show_progress), private_tmpdir(tmp):
             with beam.Pipeline(options=options) as pipeline:
-                build_pipeline(pipeline, config, units, work_dir, progress_path)
-        report = finalize_run(config, converter, units, work_dir, started, options)
+                build_pipeline(pipeline, config, units, work_dir, progress_path, tmp)
+        runner = ran_on(pipeline.runner, pipeline.result)
+        report = finalize_run(config, converter, units, work_dir, started, runner, given)
         store.delete_tree(f"{WORK_DIR}/{run_id}")
         store.remove_empty_dirs(WORK_DIR, TMP_DIR)
     return report

@@ -7,6 +7,13 @@ its work directory. Here, in one process, the store's files that describe all of
 store, the one place where every content digest meets), and ``conversion_report.json``. Published
 episodes whose source episode is gone from the input are retired first, so the index never lists
 them.
+
+A run publishes only what it can account for: every work unit must have reported finishing, with
+each of its outcomes, statistics and curation decisions in the work dir, or the run fails
+(:class:`IncompleteRun`) before anything is retired or published. A run whose workers wrote
+where this machine cannot see would otherwise publish an empty source and retire every episode
+it had. For the same reason a run never retires more than ``max_retire_fraction`` of a source's
+published episodes unless told to (:class:`MassRetire`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import storage
+from pipelines.convert.graph import LOCAL_SIZING, UNITS
 from pipelines.curation import CurationOutcome, summarize
 from pipelines.episode_store.index import (
     CURATION_SCHEMA,
@@ -48,28 +58,86 @@ if TYPE_CHECKING:
 log = logging.getLogger("a1pipe.convert")
 
 
-def _load_outcomes(work_dir: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The run's outcomes and its sources' ``stats.json`` entries, both plain JSON lines."""
+class IncompleteRun(RuntimeError):
+    """Some work units, outcomes, statistics or curation decisions never reached the driver."""
+
+
+class MassRetire(RuntimeError):
+    """A run would retire more of a source's published episodes than it is allowed to."""
+
+
+@dataclass
+class RunRecords:
+    """What the graph left in the run's work dir, every file plain JSON lines (nothing is unpickled)."""
+
+    outcomes: list[dict[str, Any]]
+    #: each source's ``stats.json`` entry
+    stats: dict[str, Any]
+    curation: list[dict[str, Any]]
+    #: unit -> the number of outcomes it reported, for every unit that reported finishing
+    units: Counter
+
+
+def _load_outcomes(work_dir: str) -> RunRecords:
     work = storage.at(work_dir)
-    outcomes = []
-    for name in work.glob("outcomes*.jsonl"):
-        outcomes += [json.loads(line) for line in work.read_text(name).splitlines() if line.strip()]
+
+    def records(prefix: str) -> Iterator[Any]:
+        for name in work.glob(f"{prefix}*.jsonl"):
+            yield from (json.loads(line) for line in work.read_text(name).splitlines() if line.strip())
+
     stats: dict[str, Any] = {}
-    for name in work.glob("stats*.jsonl"):
-        for line in work.read_text(name).splitlines():
-            if line.strip():
-                stats.update(json.loads(line))
-    return outcomes, stats
+    for entry in records("stats"):
+        stats.update(entry)
+    units: Counter = Counter()
+    for record in records(UNITS):
+        units[record["unit"]] += record["episodes"]
+    return RunRecords(list(records("outcomes")), stats, list(records("curation")), units)
+
+
+def _check_complete(config: ConvertConfig, units: list[str], run: RunRecords, work_dir: str) -> None:
+    """Raise :class:`IncompleteRun` unless every unit, outcome, statistic and curation decision of
+    the run is in its work dir."""
+    outcomes = Counter(o["unit"] for o in run.outcomes)
+    problems = []
+    silent = [u for u in units if u not in run.units]
+    if silent:
+        problems.append(f"{len(silent)} of {len(units)} work units never reported finishing ({_some(silent)})")
+    short = [u for u in units if u in run.units and outcomes[u] != run.units[u]]
+    if short:
+        problems.append(f"outcomes missing from {len(short)} of {len(units)} work units ({_some(short)})")
+    converted = {o["episode_id"] for o in run.outcomes if o["status"] == "converted"}
+    covered = (run.stats.get(config.source) or {}).get("episodes", 0)
+    if converted and covered != len(converted):
+        problems.append(f"the statistics cover {covered} of the {len(converted)} converted episodes")
+    curated = {r["episode_id"] for r in run.curation}
+    if curated != converted:
+        problems.append(f"{len(converted - curated)} converted episodes have no curation decision")
+    if problems:
+        raise IncompleteRun(
+            f"{config.source}: incomplete run: {'; '.join(problems)}. Workers that write where this "
+            "machine cannot see (a local --output with workers elsewhere) or lost work files look like "
+            f"this. Nothing was retired or published; the run's work files stay in {work_dir} until the "
+            "next run")
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(map(str, names[:shown])) + more
 
 
 def finalize_run(
-    config: ConvertConfig, converter, units: list[str], work_dir: str, started: float, options
+    config: ConvertConfig, converter, units: list[str], work_dir: str, started: float, runner: str,
+    beam_options: dict[str, Any],
 ) -> dict[str, Any]:
-    """Publish the store's derived files and the conversion report; return the report plus ``run``
-    (this run's wall time and throughput, which the store never holds)."""
+    """Check that the run is complete, then publish the store's derived files and the conversion
+    report; return the report plus ``run`` (this run's wall time, throughput and local worker
+    sizing, which the store never holds). ``runner``: the runner that executed the graph;
+    ``beam_options``: the options the run gave it (:func:`~pipelines.convert.graph.given_options`)."""
     store = storage.at(config.store_root)
-    outcomes, stats = _load_outcomes(work_dir)
-    outcomes.sort(key=lambda o: (o["source_episode"], o["episode_id"] or ""))
+    records = _load_outcomes(work_dir)
+    _check_complete(config, units, records, work_dir)
+    outcomes = sorted(records.outcomes, key=lambda o: (o["source_episode"], o["episode_id"] or ""))
+    stats = records.stats
     converted = [o for o in outcomes if o["status"] == "converted"]
     stale = _retire_stale(config, {o["episode_id"] for o in converted})
 
@@ -107,7 +175,7 @@ def finalize_run(
         elif corrupt:
             for problem in corrupt:
                 log.warning("%s; other sources' entries are dropped until their conversion runs again", problem)
-        curation_summary = _write_curation(config, work_dir, local_root)
+        curation_summary = _write_curation(config, records.curation, local_root)
 
     wall = time.time() - started
     frames = sum(o["num_frames"] for o in converted)
@@ -120,7 +188,8 @@ def finalize_run(
         "input": str(config.input_root),
         "store": str(config.store_root),
         "image": config.image.to_dict(),
-        "runner": options.get_all_options().get("runner") or "DirectRunner",
+        "runner": runner,
+        "runner_options": {k: v for k, v in beam_options.items() if k not in LOCAL_SIZING},
         "counts": {
             "units": len(units),
             "episodes": len(outcomes),
@@ -157,6 +226,7 @@ def finalize_run(
         "wall_time_s": round(wall, 3),
         "frames_per_s": round(frames / wall, 2) if wall > 0 else None,
         "camera_frames_per_s": round(camera_frames / wall, 2) if wall > 0 else None,
+        "runner_options": beam_options,
     }
     log.info(
         "%s: %d converted (%d resumed), %d quarantined, %d frames in %.1fs",
@@ -165,18 +235,16 @@ def finalize_run(
     return {**report, "run": run}
 
 
-def _write_curation(config: ConvertConfig, work_dir: str, local_root: Path) -> dict[str, Any]:
-    """``curation.parquet`` (one row per published episode) and ``curation_report.json``.
+def _write_curation(config: ConvertConfig, decided: list[dict[str, Any]], local_root: Path) -> dict[str, Any]:
+    """``curation.parquet`` (one row per published episode: this run's ``decided`` and the other
+    sources') and ``curation_report.json``.
 
     Exact duplicates inside the store are found here, where every digest is in one place:
     the smallest episode id of a group is kept, the others quarantined naming it.
     """
     from pipelines.curation_rules import CurationReason, duplicates
 
-    work = storage.at(work_dir)
-    rows: list[dict[str, Any]] = []
-    for name in work.glob("curation*.jsonl"):
-        rows += [json.loads(line) for line in work.read_text(name).splitlines() if line.strip()]
+    rows = [dict(r) for r in decided]
     existing = Path(local_root) / CURATION_FILE
     if existing.is_file():
         try:
@@ -212,7 +280,10 @@ def _retire_stale(config: ConvertConfig, current: set[str]) -> list[dict[str, st
     """Published episodes of this source that the input no longer has are moved to ``.stale/``.
 
     They are listed in the report (never silently dropped) and kept on disk for
-    inspection, outside ``episodes/`` so the store stays consistent.
+    inspection, outside ``episodes/`` so the store stays consistent. More than
+    ``config.max_retire_fraction`` of the source's published episodes is refused
+    (:class:`MassRetire`), moving none: an input that lost most of a dataset at once is far more
+    often a mount that failed or a wrong path than a decision.
 
     Only in a store on this machine's disk, where a move is one rename: an object store has no
     rename (a move is a copy and a delete per episode), and there stale episodes are not retired.
@@ -221,13 +292,20 @@ def _retire_stale(config: ConvertConfig, current: set[str]) -> list[dict[str, st
     if root is None:
         return []
     base = root / EPISODES_DIR / config.source
+    published = sorted(base.glob("*/*.zarr.zip")) if base.is_dir() else []
+    gone = [path for path in published if path.name[: -len(".zarr.zip")] not in current]
+    if len(gone) > config.max_retire_fraction * len(published):
+        raise MassRetire(
+            f"{config.source}: refusing to retire {len(gone)} of the {len(published)} published episodes "
+            f"({len(gone) / len(published):.0%}, more than the allowed {config.max_retire_fraction:.0%}): this run "
+            f"did not convert them ({_some([p.name[: -len('.zarr.zip')] for p in gone], 3)}). Check the input; "
+            "if it really lost them, run again with --allow-mass-retire. Nothing was retired or published")
     stale = []
-    for path in sorted(base.glob("*/*.zarr.zip")) if base.is_dir() else []:
+    for path in gone:
         eid = path.name[: -len(".zarr.zip")]
-        if eid not in current:
-            dest = root / ".stale" / path.relative_to(root)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, dest)
-            stale.append({"episode_id": eid, "moved_to": dest.relative_to(root).as_posix()})
-            log.warning("episode %s is no longer in the input; moved to %s", eid, dest)
+        dest = root / ".stale" / path.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+        stale.append({"episode_id": eid, "moved_to": dest.relative_to(root).as_posix()})
+        log.warning("episode %s is no longer in the input; moved to %s", eid, dest)
     return stale

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,23 @@ if TYPE_CHECKING:
     from pipelines.convert import ConvertConfig
 
 log = logging.getLogger("a1pipe.convert")
+
+
+def apply_worker_settings(tmpdir: str | None) -> None:
+    """The process settings a conversion worker needs, applied in the worker itself (``DoFn.setup``):
+    a worker on another machine, or started by a worker pool, does not inherit the driver's
+    environment.
+
+    - ``HDF5_USE_FILE_LOCKING=FALSE`` (unless the deployment set it): inputs are only read, and
+      HDF5's lock fails on filesystems without locks (NFS, many FUSE mounts) and on read-only ones.
+    - ``TMPDIR``: the run's private temporary directory (``tmpdir``; None where the workers do not
+      share the store's disk, and keep their own), removed with the run's work dir, so that nothing
+      the worker leaves there (Beam leaves empty directories) outlives the run.
+    """
+    os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+    if tmpdir is not None:
+        os.makedirs(tmpdir, exist_ok=True)
+        os.environ["TMPDIR"], tempfile.tempdir = tmpdir, None
 
 
 class UnitWorker:
@@ -69,14 +87,15 @@ class UnitWorker:
         return recorded[2] if size == recorded[1] else None
 
     def convert_unit(self, unit: str) -> Iterator[dict[str, Any]]:
+        """The unit's outcomes, each naming the unit: the driver counts them against the unit's record."""
         try:
             for source_episode, opener in self.converter.episodes(unit):
-                yield self.convert_episode(source_episode, opener)
+                yield {**self.convert_episode(source_episode, opener), "unit": unit}
         except EpisodeError as exc:
-            yield _quarantine(unit, None, exc.reason, exc.message)
+            yield {**_quarantine(unit, None, exc.reason, exc.message), "unit": unit}
         except Exception as exc:  # a bug or an unforeseen failure must not end the run
             log.error("unit %s failed:\n%s", unit, traceback.format_exc())
-            yield _quarantine(unit, None, Reason.CONVERTER_ERROR, f"{type(exc).__name__}: {exc}")
+            yield {**_quarantine(unit, None, Reason.CONVERTER_ERROR, f"{type(exc).__name__}: {exc}"), "unit": unit}
         finally:
             if self.progress_path is not None:
                 record_unit(self.progress_path, unit)
@@ -125,7 +144,7 @@ class UnitWorker:
     def _summarize(self, root: Path, source_episode: str, eid: str, rel: str, resumed: bool) -> dict[str, Any]:
         known = self._recorded_sha256(eid, rel) if resumed else None
         row, low = summarize_episode_file(root, rel, image_change=self.image_signal, sha256=known)
-        stats = EpisodeSetStats.of_episode(low["arrays"], low["names"])
+        stats = EpisodeSetStats.of_episode(low["arrays"], low["names"], eid)
         low_dim = LowDim(
             episode_id=eid, source=row["source"], embodiment=row["embodiment"], control_hz=low["control_hz"],
             timestamp=low["timestamp"], state=low["arrays"][STATE], action=low["arrays"][ACTION],

@@ -201,7 +201,7 @@ def rebuild_index_and_stats(store_root: str | Path) -> tuple[int, int]:
         rel = path.relative_to(store.root).as_posix()
         row, low = summarize_episode_file(store.root, rel)
         rows.append(row)
-        part = EpisodeSetStats.of_episode(low["arrays"], low["names"])
+        part = EpisodeSetStats.of_episode(low["arrays"], low["names"], row["episode_id"])
         key = (row["source"], row["embodiment"])
         per_key[key] = per_key[key].merge(part) if key in per_key else part
     write_index(rows, store.root)

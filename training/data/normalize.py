@@ -11,10 +11,9 @@ by default, or ``embodiment`` merged across datasets):
 The default group is ``dataset/embodiment`` because one embodiment id can carry other
 conventions in another source (DROID's Franka gripper is closedness in [0, 1],
 RoboChallenge's is an opening in metres). A group found in several stores is merged:
-count, mean, std, min and max exactly (Chan's parallel formulas, as the stores computed
-them); q01 as the smallest and q99 as the largest of the stores' values, a conservative
-bound, since sketch quantiles of disjoint sets cannot be combined exactly from their
-summaries.
+count, mean, std, min and max exactly (Chan's parallel formulas); q01 as the smallest and q99
+as the largest of the stores' values, a conservative bound, since quantiles of disjoint sets
+cannot be combined exactly from their summaries.
 
 The statistics a run used are written beside its checkpoints (``normalization.json``) and
 read back by inference, so un-normalising an action never depends on data the deployed
