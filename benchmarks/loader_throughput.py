@@ -144,8 +144,7 @@ def ceiling(data, batches: int, size: int) -> dict:
     draws = data.sampler.epoch(0)[: batches * config.batch_size]
     _FRAMES = []
     for row, frame in draws.tolist():
-        r = data.rows[row]
-        with EpisodeReader(data.data_root / r["store"] / r["path"]) as ep:
+        with EpisodeReader(data.episode_paths[row]) as ep:
             _FRAMES += [ep.encoded_frame(c, frame) for c in CAMERAS]
     samples = len(draws)
     started = time.perf_counter()

@@ -26,7 +26,7 @@ def test_convert_throughput_benchmark_runs(tmp_path):
     out = tmp_path / "figures.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "convert_throughput.py"), "--episodes", "2", "--frames", "20",
-         "--cameras", "2", "--height", "96", "--width", "128", "--workers", "2", "--json", str(out)],
+         "--cameras", "2", "--height", "96", "--width", "128", "--workers", "1", "--json", str(out)],
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -645,8 +645,11 @@ def test_a_store_on_s3_is_the_store_a_local_run_writes(on_s3, converted, s3_serv
     for name in ("index.parquet", "curation.parquet", "curation_report.json"):
         assert objects[name] == (local / name).read_bytes(), name
     assert report["store"] == url
-    assert {k: v for k, v in report.items() if k not in ("store", "run")} == \
-        {k: v for k, v in local_report.items() if k not in ("store", "run")}
+    # the same run but for the one Beam option that points it at the S3 server
+    assert report["runner_options"]["s3_endpoint_url"].startswith("http://127.0.0.1:")
+    assert {k: v for k, v in report.items() if k not in ("store", "run", "runner_options")} == \
+        {k: v for k, v in local_report.items() if k not in ("store", "run", "runner_options")}
+    assert {k: v for k, v in report["runner_options"].items() if k != "s3_endpoint_url"} == local_report["runner_options"]
 
 
 def test_reads_go_to_the_endpoint_the_environment_names(on_s3, decoy, monkeypatch):
