@@ -133,8 +133,8 @@ def test_rerun_skips_completed_episodes_and_resumes_missing_ones(converted, few,
     stale["size_bytes"] += 1  # the index no longer describes this file: it is hashed again
     pq.write_table(pa.Table.from_pylist(rows, schema=index_module.INDEX_SCHEMA), store / "index.parquet")
     hashed = []
-    real = index_module.sha256_file
-    monkeypatch.setattr(index_module, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    real = index_module.file_sha256
+    monkeypatch.setattr(index_module, "file_sha256", lambda path: hashed.append(Path(path).name) or real(path))
     report = run_conversion(config_for(samples, store), workers=1, show_progress=False)
     good = sum(v is None for v in expected.values())
     assert report["counts"]["converted"] == good

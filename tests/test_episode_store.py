@@ -15,7 +15,8 @@ from pipelines.episode_store.index import rebuild_index_and_stats
 from pipelines.episode_store.layout import EPISODES_DIR, INDEX_FILE, TMP_DIR, episode_id, episode_relpath
 from pipelines.episode_store.reader import EpisodeStore
 from pipelines.episode_store.validator import validate_store
-from pipelines.episode_store.writer import sha256_file, write_episode
+from pipelines.episode_store.digest import file_sha256
+from pipelines.episode_store.writer import write_episode
 from tests.episode_factory import die_after_encoding, make_episode, make_frames
 
 NATIVE = ImageConfig(resize="none", quality=95)
@@ -189,7 +190,7 @@ def test_same_input_gives_byte_identical_file(tmp_path):
     b = EpisodeStore.create(tmp_path / "b")
     eid = write_episode(make_episode(20), a.root, ImageConfig())
     write_episode(make_episode(20), b.root, ImageConfig())
-    assert sha256_file(a.episode_path(eid)) == sha256_file(b.episode_path(eid))
+    assert file_sha256(a.episode_path(eid)) == file_sha256(b.episode_path(eid))
     names = zipfile.ZipFile(a.episode_path(eid)).namelist()
     assert names == sorted(names) and "zarr.json" in names
 
@@ -200,7 +201,8 @@ if sys.argv[2] == "tf":
     import tensorflow  # noqa: F401  (what the DROID converter loads to read RLDS)
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.reader import EpisodeStore
-from pipelines.episode_store.writer import sha256_file, write_episode
+from pipelines.episode_store.digest import file_sha256
+from pipelines.episode_store.writer import write_episode
 import numpy as np
 from tests.episode_factory import make_episode
 # Sparse and rounded values: arrays whose zstd bytes differ between numcodecs' zstd and TensorFlow's.
@@ -209,7 +211,7 @@ episode = make_episode(200, state_dim=34, action_dim=34)
 episode.state = np.where(rng.random((200, 34)) < 0.3, rng.standard_normal((200, 34)), 0).astype(np.float32)
 episode.action = np.round(np.cumsum(rng.normal(0, 0.01, (200, 34)), axis=0), 3).astype(np.float32)
 store = EpisodeStore.create(sys.argv[1])
-print(sha256_file(store.episode_path(write_episode(episode, store.root, ImageConfig()))))
+print(file_sha256(store.episode_path(write_episode(episode, store.root, ImageConfig()))))
 """
 
 
@@ -373,7 +375,7 @@ def test_index_is_one_parquet_file_with_one_row_per_episode(store):
     rows = {r["source_episode"]: r for r in table.to_pylist()}
     assert rows["t/e2"]["num_frames"] == 12 and rows["t/e0"]["embodiment"] == "ur5"
     assert rows["t/e1"]["cameras"] == ["top", "wrist"]
-    assert rows["t/e1"]["sha256"] == sha256_file(store.root / rows["t/e1"]["path"])
+    assert rows["t/e1"]["sha256"] == file_sha256(store.root / rows["t/e1"]["path"])
     assert rows["t/e1"]["path"].startswith(EPISODES_DIR + "/inhouse/")
 
 

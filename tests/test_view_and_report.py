@@ -26,7 +26,7 @@ from pipelines.cli import main
 from pipelines.episode_store.index import CURATION_SCHEMA
 from pipelines.episode_store.layout import CURATION_FILE, INDEX_FILE, REPORT_FILE
 from pipelines.episode_store.reader import EpisodeStore
-from pipelines.manifest.build import file_sha256
+from pipelines.manifest.format import file_sha256
 from tests.training_stores import (
     ALOHA_CAMERAS,
     ALOHA_NAMES,

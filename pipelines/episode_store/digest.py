@@ -8,6 +8,7 @@ curation uses it to find duplicates.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -30,4 +31,14 @@ def content_digest(timestamp: np.ndarray, state: np.ndarray, action: np.ndarray,
         h.update(a.tobytes())
     for d in frame_digests:
         h.update(d)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks: what the index, the validator and a
+    released manifest record of each file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
     return h.hexdigest()

@@ -20,7 +20,7 @@ from .schema import (
     MetaKey,
     SourceKey,
 )
-from .writer import sha256_file
+from .digest import file_sha256
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -112,7 +112,7 @@ def summarize_episode_file(
     again on resume (terabytes at AgiBot scale); ``a1pipe validate`` checks it.
     """
     path = Path(store_root) / relpath
-    sha = sha256 if sha256 is not None else sha256_file(path)
+    sha = sha256 if sha256 is not None else file_sha256(path)
     with EpisodeReader(path) as reader:
         row = index_row(reader, relpath, path.stat().st_size, sha)
         low_dim = {

@@ -62,7 +62,7 @@ from .schema import (
     image_array,
 )
 from .stats import QUANTILE_EPSILON
-from .writer import sha256_file
+from .digest import file_sha256
 
 RULES: dict[str, str] = {
     "store_marker": f"{STORE_MARKER} exists, is JSON and has format_version {FORMAT_VERSION}",
@@ -580,7 +580,7 @@ def _check_jpeg(data: bytes, expected_hw: tuple[int, int], decode: bool) -> str 
 
 
 def _check_row(path: Path, rel: str, row: dict[str, Any], reader: EpisodeReader, report: ValidationReport) -> None:
-    expected = index_row(reader, rel, path.stat().st_size, sha256_file(path))
+    expected = index_row(reader, rel, path.stat().st_size, file_sha256(path))
     for key, value in expected.items():
         if key in row and row[key] != value:
             report.add("index_mismatch", rel, f"index '{key}' = {row[key]!r}, episode file gives {value!r}")

@@ -7,13 +7,14 @@ sampling all sit on top of one definition of what a release is.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipelines.episode_store.digest import file_sha256  # noqa: F401  (the checksums a release records)
 
 MANIFEST_FORMAT = 1
 TABLE_FILE = "episodes.parquet"
@@ -62,12 +63,6 @@ def manifest_json_text(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=1, sort_keys=True) + "\n"
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def splits_of(manifest: dict[str, Any]) -> tuple[str, ...]:
