@@ -5,7 +5,7 @@ What is measured
 The same chain ``dvc repro`` runs for ``finetune_metaworld``, at the scale given on the command
 line, in a scratch directory: scripted-expert demonstrations of ``--tasks`` (``--demos`` per
 task, seeds 0..), conversion into a store (in-house converter, failed runs curated out), a
-manifest with a calibration split, training of the ``tiny`` policy on it (``--steps``, from
+manifest with a calibration split, training of the ``tiny`` policy (``--backbone``) on it (``--steps``, from
 random weights: the demonstrations are its only data), early-exit calibration, and the closed
 loop on ``--episodes`` held-out seeds per task (10000..): the policy at full depth and with
 early exit at each ``--cs`` (ITFM, delta = 2), next to the scripted expert and the demonstrations'
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--head", choices=["fm", "mlp"], default="fm")
+    parser.add_argument("--backbone", default="tiny",
+                        help="training/model/presets.py: tiny (4 LLM layers) or tiny-deep (8: finer exit steps)")
     parser.add_argument("--image-size", type=int, default=224, help="render and model input size")
     parser.add_argument("--chunk", type=int, default=8)
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per task")
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="at most this many calibration-split samples set the exit thresholds")
     parser.add_argument("--videos-per-task", type=int, default=2,
                         help="rollout videos per task and row (reports/evaluation/mw/videos; 0: none)")
+    parser.add_argument("--video-rows", nargs="+", help="only these rows get videos (default: every row)")
     parser.add_argument("--cs", type=float, nargs="+", default=[1.0, 0.7])
     parser.add_argument("--chains", nargs="+", choices=["itfm", "full"], default=["itfm"],
                         help="flow-matching exit chains: itfm (delta = 2, warm start) and/or full (10 steps per check)")
@@ -92,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--reuse needs --workdir of a finished run; {trained} is missing")
 
     t = time.perf_counter()
-    demos = record(DemoConfig(out=str(work / "demos"), tasks=tuple(args.tasks), seeds=tuple(range(args.demos)),
-                              image_size=args.image_size, max_steps=args.max_steps))
-    times["demonstrations"] = time.perf_counter() - t
+    if args.reuse:  # the demonstrations as recorded (their own max_steps), not re-recorded or re-described
+        demos = json.loads((work / "demos" / "demos.json").read_text())
+    else:
+        demos = record(DemoConfig(out=str(work / "demos"), tasks=tuple(args.tasks), seeds=tuple(range(args.demos)),
+                                  image_size=args.image_size, max_steps=args.max_steps))
+        times["demonstrations"] = time.perf_counter() - t
     t = time.perf_counter()
     if not args.reuse:
         run_conversion(ConvertConfig(source="metaworld", converter="inhouse", input_root=str(work / "demos"),
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"data_root": str(work / "data"), "num_workers": 1, "chunk": args.chunk,
                  "image_size": [args.image_size, args.image_size], "normalization": "bounds_q99",
                  "augment": {"enabled": False}},
-        "profiles": {"b": {"model": {"backbone": "tiny", "head": args.head},
+        "profiles": {"b": {"model": {"backbone": args.backbone, "head": args.head},
                            # the fine-tune is the training: the pre-trained start is one step from random
                            "pretrain": {**stage, "steps": 1, "optim": {**optim, "warmup_steps": 0}},
                            "finetune": stage,
@@ -127,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 "eval": {"targets": ["mw"], "episodes": args.episodes, "seed_start": 10000,
                          "max_steps": args.max_steps, "execute_steps": args.execute_steps, "cs": list(args.cs),
                          "chains": list(args.chains), "baselines": list(args.baselines),
-                         "videos": {"per_task": args.videos_per_task}}}}
+                         "videos": {"per_task": args.videos_per_task}
+                                    | ({"rows": list(args.video_rows)} if args.video_rows else {})}}}
     t = time.perf_counter()
     if not args.reuse:
         Trainer(resolve_run(doc, "pretrain"), quiet=True).train()

@@ -195,3 +195,44 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=10)
+
+
+class Decoy:
+    """An HTTP server on the loopback that refuses every request (403) and counts them: named as the S3
+    endpoint where a test expects it to be ignored, or to be asked."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        decoy = self
+        self.requests = 0
+
+        class Refuse(BaseHTTPRequestHandler):
+            def _refuse(self):
+                decoy.requests += 1
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _refuse
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def decoy():
+    server = Decoy()
+    yield server
+    server.stop()

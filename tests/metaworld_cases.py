@@ -264,7 +264,8 @@ def test_closed_loop_evaluation_end_to_end_through_the_benchmark_script(tmp_path
     out, work = tmp_path / "result.json", tmp_path / "work"
     assert module.main(["--tasks", TASK, "--demos", "3", "--steps", "2", "--batch-size", "4", "--image-size", "32",
                         "--episodes", "1", "--max-steps", "90", "--cs", "0.4", "--chains", "itfm", "full",
-                        "--execute-steps", "4", "--calibration-samples", "64", "--threads", "1", "--workdir", str(work), "--json", str(out)]) == 0
+                        "--execute-steps", "4", "--calibration-samples", "64", "--videos-per-task", "1", "--video-rows", "itfm c=0.4",
+                        "--threads", "1", "--workdir", str(work), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
     assert list(rows) == ["expert", "mean_action", "no_images", "no_exit", "itfm c=0.4", "full c=0.4"]
@@ -283,17 +284,20 @@ def test_closed_loop_evaluation_end_to_end_through_the_benchmark_script(tmp_path
     assert no_exit["queries"] == -(-no_exit["steps"] // 4) and set(no_exit["exit_layers"]) == {3}
     metrics = json.loads((work / "reports/evaluation/mw/metrics.json").read_text())
     assert metrics["mode"] == "closed_loop" and metrics["expert"]["per_task"] == {TASK: 1.0}
+    videos = json.loads((work / "reports/evaluation/mw/videos/index.json").read_text())["videos"]
+    assert [(v["row"], v["video"]) for v in videos] == [("itfm c=0.4", f"itfm_c_0.4/{TASK}_seed10000.mp4")]
 
     # --reuse evaluates the trained models again (here one action per query) without recording or training
     trained = work / "models/finetune/mw/checkpoint/model.safetensors"
     before = trained.stat().st_mtime_ns
-    assert module.main(["--tasks", TASK, "--demos", "3", "--image-size", "32", "--episodes", "1", "--max-steps", "90",
+    assert module.main(["--tasks", TASK, "--image-size", "32", "--episodes", "1", "--max-steps", "30",
                         "--cs", "0.4", "--baselines", "mean_action", "--execute-steps", "1", "--videos-per-task", "0",
                         "--threads", "1",
                         "--workdir", str(work), "--reuse"]) == 0
     assert trained.stat().st_mtime_ns == before
     again = json.loads((work / "reports/evaluation/mw/episodes.json").read_text())
     no_exit = next(e for e in again if e["config"] == "no_exit")
-    assert no_exit["queries"] == no_exit["steps"]
+    assert no_exit["queries"] == no_exit["steps"] == 30
+    assert len(list((work / "demos").rglob("*.hdf5"))) == 3  # the demonstrations were kept, not re-recorded
     with pytest.raises(SystemExit):  # nothing trained there
         module.main(["--tasks", TASK, "--workdir", str(tmp_path / "empty"), "--reuse"])

@@ -22,28 +22,22 @@ def run_in_process(name: str, argv: list[str]) -> int:
     return module.main(argv)
 
 
-def test_convert_throughput_benchmark_runs(tmp_path):
+def test_convert_throughput_benchmark_runs(tmp_path, capsys):
     out = tmp_path / "figures.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "convert_throughput.py"), "--episodes", "2", "--frames", "20",
-         "--cameras", "2", "--height", "96", "--width", "128", "--workers", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert run_in_process("convert_throughput", ["--episodes", "2", "--frames", "20", "--cameras", "2", "--height", "96",
+                                                 "--width", "128", "--workers", "1", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     assert figures["conversion"]["camera_frames"] == 2 * 20 * 2 == figures["ceiling"]["camera_frames"]
     assert figures["conversion"]["ratio_to_ceiling"] > 0
-    assert "RATIO conversion / ceiling" in proc.stdout
+    assert "RATIO conversion / ceiling" in capsys.readouterr().out
 
 
-def test_manifest_cost_benchmark_runs(tmp_path):
+def test_manifest_cost_benchmark_runs(tmp_path, capsys):
     out = tmp_path / "figures.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "manifest_cost.py"), "--episodes", "70",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert run_in_process("manifest_cost", ["--episodes", "70", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     assert figures["table"]["episodes"] == 70 and figures["table"]["build_over_floor"] > 0
-    assert "RATIO build / floor" in proc.stdout
+    assert "RATIO build / floor" in capsys.readouterr().out
 
 
 def test_loader_throughput_benchmark_runs(tmp_path, capsys):

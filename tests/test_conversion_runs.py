@@ -8,6 +8,7 @@ and ``stats.json`` is the same bytes for any worker count or merge order.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -233,8 +234,44 @@ def test_retiring_most_of_a_source_needs_an_explicit_flag(published, few, tmp_pa
 
 
 def test_the_retire_bound_is_a_share_within_zero_and_one():
-    with pytest.raises(ValueError, match="max_retire_fraction"):
-        _config(Path("in"), Path("out"), max_retire_fraction=1.5)
+    for bad in (1.5, 1.0001, -0.0001):
+        with pytest.raises(ValueError, match="max_retire_fraction"):
+            _config(Path("in"), Path("out"), max_retire_fraction=bad)
+    for edge in (0.0, 1.0):
+        assert _config(Path("in"), Path("out"), max_retire_fraction=edge).max_retire_fraction == edge
+
+
+@pytest.mark.parametrize("published,gone,fraction,allowed", [
+    (4, 2, 0.5, True),    # exactly the share: allowed
+    (4, 3, 0.5, False),   # one more: refused
+    (5, 2, 0.5, True),
+    (5, 3, 0.5, False),   # 3 > 2.5
+    (3, 1, 1 / 3, True),  # a share that is not a round number, exactly met
+    (3, 2, 1 / 3, False),
+    (4, 0, 0.0, True),    # nothing gone is never refused
+    (4, 1, 0.0, False),   # 0: nothing may be retired
+    (4, 4, 1.0, True),    # 1: any share, the whole source included
+])
+def test_the_retire_cap_allows_exactly_its_share_and_refuses_one_more(tmp_path, published, gone, fraction, allowed):
+    from pipelines.convert.finalize import MassRetire, _retire_stale
+
+    ids = [f"ep{i:02d}" for i in range(published)]
+    for i, eid in enumerate(ids):  # the layout finalize reads: episodes/<source>/<shard>/<id>.zarr.zip
+        path = tmp_path / "episodes" / "inhouse" / f"s{i % 2}" / f"{eid}.zarr.zip"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(eid.encode())
+    config = _config(Path("in"), tmp_path, max_retire_fraction=fraction)
+    keep = set(ids[gone:])
+    if allowed:
+        stale = _retire_stale(config, keep)
+        assert sorted(s["episode_id"] for s in stale) == ids[:gone]
+        assert all((tmp_path / s["moved_to"]).read_bytes() == s["episode_id"].encode() for s in stale)
+    else:
+        with pytest.raises(MassRetire, match=f"refusing to retire {gone} of the {published} published"):
+            _retire_stale(config, keep)
+        assert not (tmp_path / ".stale").exists()  # none moved
+    assert sorted(p.name for p in (tmp_path / "episodes").rglob("*.zarr.zip")) == \
+        sorted(f"{e}.zarr.zip" for e in (keep if allowed else ids))
 
 
 # --- deterministic statistics ----------------------------------------------------------------------------
@@ -281,3 +318,174 @@ def test_small_dimensions_get_exact_quantiles():
     stats = EpisodeSetStats.of_episode({"state": values[:, None], "action": values[:, None]}, {"state": ["a"], "action": ["b"]}, "e")
     summary = stats.summary()["state"]
     assert (summary["q01"], summary["q99"]) == ([2.0], [198.0])  # the smallest value with 1 % / 99 % at or below it
+
+
+# --- a portable runner with an external pool of worker processes ---------------------------------------
+
+PACKAGES = ("pipelines", "converters", "training", "manifests")
+
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The project as the wheel the README says to ship to workers (``pip wheel --no-deps``), built
+    offline from a copy of the sources (a build writes into its source folder)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    src, dist = tmp_path_factory.mktemp("wheel-src"), tmp_path_factory.mktemp("dist")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, src / name)
+    for package in PACKAGES:
+        shutil.copytree(repo / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "-w", str(dist), str(src)], check=True, timeout=300, capture_output=True)
+    (built,) = dist.glob("a1pipe-*.whl")
+    return built
+
+
+def test_the_wheel_holds_every_file_the_code_reads_beside_itself(wheel):
+    """Source cards, layouts, report templates: installed from the wheel, the code finds them
+    (the released manifests under ``manifests/<name>/`` are data, read from a checkout or a download)."""
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    wanted = {p.relative_to(repo).as_posix() for package in PACKAGES for p in (repo / package).rglob("*")
+              if p.is_file() and "__pycache__" not in p.parts
+              and not (package == "manifests" and p.parent != repo / package)}
+    with zipfile.ZipFile(wheel) as zf:
+        held = set(zf.namelist())
+    assert sorted(wanted - held) == []
+
+
+@pytest.fixture(scope="module")
+def worker_python(tmp_path_factory) -> Path:
+    """A Python for the workers, as a worker image would have it: the dependencies (and pip), not a1pipe;
+    each worker installs the wheel its job ships (``tests/beam_boot.py``)."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    venv = tmp_path_factory.mktemp("worker-image") / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    # the test environment's packages as a plain path: its .pth files (the editable a1pipe) are not read
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    absent = subprocess.run([str(python), "-c", "import pipelines"], capture_output=True, text=True, cwd=venv,
+                            env={"PATH": os.environ["PATH"]})
+    assert absent.returncode != 0 and "No module named 'pipelines'" in absent.stderr
+    return python
+
+
+def _start(argv: list[str], log: Path, **kw):
+    """A Beam service (``tests/loopback_service.py``) in its own process group, output to ``log``."""
+    import subprocess
+
+    with open(log, "wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, **kw)
+
+
+def _stop(proc) -> None:
+    import signal
+    import subprocess
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the service and the workers it started
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def _wait_until(ready, proc, log: Path, what: str, seconds: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.1)
+
+
+def test_an_external_worker_pool_writes_to_s3_the_store_the_default_runner_writes(published, few, wheel,
+                                                                                   worker_python, s3_server, decoy,
+                                                                                   tmp_path):
+    """Beam's portable job service hands the graph to a pool of two worker processes, started as a
+    Beam container starts them (``tests/beam_boot.py``: the job's options, the wheel it ships
+    installed), in a working directory and temp dir of their own. They share nothing with the driver
+    but the S3 server, which only the job's ``--s3_endpoint_url`` names (their environment names a
+    decoy that refuses and counts): the store they write is the default runner's, byte for byte."""
+    import hashlib
+    import io
+    import socket
+    import sys
+
+    import boto3
+    import pyarrow.parquet as pq
+
+    local, local_report, _, _ = published
+    launcher = str(Path(__file__).with_name("loopback_service.py"))
+    home, tmp, staging = (tmp_path / name for name in ("worker-home", "worker-tmp", "staging"))
+    for folder in (home, tmp, staging):
+        folder.mkdir()
+    port_file = tmp_path / "job.port"
+    job_log, pool_log = tmp_path / "job-service.log", tmp_path / "worker-pool.log"
+    job = _start([sys.executable, launcher, "apache_beam.runners.portability.local_job_service_main", "--port", "0",
+                  "--port_file", str(port_file), "--staging_dir", str(staging)], job_log, cwd=tmp_path)
+    pool_port = _free_loopback_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TMPDIR")}
+    env.update(TMPDIR=str(tmp), PATH=f"{worker_python.parent}{os.pathsep}{env['PATH']}", AWS_ENDPOINT_URL_S3=decoy.url)
+    pool = _start([str(worker_python), launcher, "apache_beam.runners.worker.worker_pool_main", "--service_port",
+                   str(pool_port), "--container_executable", str(Path(__file__).with_name("beam_boot.py"))],
+                  pool_log, cwd=home, env=env)
+    try:
+        _wait_until(port_file.is_file, job, job_log, "the job service")
+
+        def pool_listens() -> bool:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", pool_port), timeout=1):
+                return True
+            return False
+
+        _wait_until(pool_listens, pool, pool_log, "the worker pool")
+        url = s3_server.url("stores/portable")
+        report = run_conversion(_config(few, url), show_progress=False, beam_args=[
+            "--runner=PortableRunner", f"--job_endpoint=127.0.0.1:{port_file.read_text().strip()}",
+            "--environment_type=EXTERNAL", f"--environment_config=127.0.0.1:{pool_port}", "--direct_num_workers=2",
+            f"--s3_endpoint_url={s3_server.endpoint}", f"--extra_package={wheel}"])
+    finally:
+        _stop(pool)
+        _stop(job)
+    started = pool_log.read_text(errors="replace").count("Starting worker with command")
+    assert started == 2, pool_log.read_text(errors="replace")[-3000:]
+    assert report["runner"] == "PortableRunner" and report["runner_options"]["environment_type"] == "EXTERNAL"
+    assert report["counts"] == local_report["counts"]
+    assert decoy.requests == 0  # the workers reached S3 through the job's option, never their environment's
+    # each worker ran a1pipe from the wheel the job shipped, installed in its own temp dir
+    installed = sorted(tmp.glob("beam-*/site/pipelines/convert/graph.py"))
+    assert len(installed) == 2, sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.name.endswith(".whl"))
+    shipped = [p for p in tmp.glob("beam-*/staged/*.whl")]
+    assert [p.read_bytes() for p in shipped] == [wheel.read_bytes()] * 2
+
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint)
+    prefix = "stores/portable/"
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_server.bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    objects = {k[len(prefix):]: client.get_object(Bucket=s3_server.bucket, Key=k)["Body"].read() for k in keys}
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert set(objects) == files  # no work files or temporaries left behind
+    index = pq.read_table(io.BytesIO(objects["index.parquet"])).to_pylist()
+    assert index == pq.read_table(local / "index.parquet").to_pylist()
+    assert {r["path"]: r["sha256"] for r in index} == {
+        rel: hashlib.sha256(data).hexdigest() for rel, data in objects.items() if rel.startswith("episodes/")}
+    for name in ("index.parquet", "stats.json", "curation.parquet", "curation_report.json"):
+        assert objects[name] == (local / name).read_bytes(), name
+    assert not list(home.iterdir())  # the workers' working directory: nothing written there

@@ -73,6 +73,14 @@ def converted(few, tmp_path_factory):
     return store, report
 
 
+def copy_of(converted, tmp_path: Path) -> tuple[Path, dict]:
+    """A private copy of the module's converted store (the same bytes a one-worker run publishes),
+    for tests about what a second run does to a published store; and the first run's report."""
+    src, report = converted
+    shutil.copytree(src, tmp_path / "store")
+    return tmp_path / "store", report
+
+
 def config_for(samples: Path, store: Path) -> ConvertConfig:
     return ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=SMALL)
 
@@ -121,9 +129,8 @@ def test_rerun_skips_completed_episodes_and_resumes_missing_ones(converted, few,
     (same path and size) instead of hashing every file again, and the index comes out the same."""
     import pipelines.episode_store.index as index_module
 
-    (src, _), (samples, expected) = converted, few
-    store = tmp_path / "store"
-    shutil.copytree(src, store)
+    samples, expected = few
+    store, _ = copy_of(converted, tmp_path)
     before = (store / "index.parquet").read_bytes()
     files = EpisodeStore(store).episode_files()
     for f in files[:3]:
@@ -144,12 +151,13 @@ def test_rerun_skips_completed_episodes_and_resumes_missing_ones(converted, few,
     assert validate_store(store).ok
 
 
-def test_resume_reconverts_episodes_from_another_converter_version_or_image_settings(few, tmp_path, monkeypatch):
+def test_resume_reconverts_episodes_from_another_converter_version_or_image_settings(converted, few, tmp_path,
+                                                                                     monkeypatch):
     from pipelines.episode_store.reader import EpisodeReader
 
     samples, _ = few
-    store = tmp_path / "store"
-    good = run_conversion(config_for(samples, store), workers=1, show_progress=False)["counts"]["converted"]
+    store, first = copy_of(converted, tmp_path)
+    good = first["counts"]["converted"]
     bigger = ImageConfig(height=56, width=72, quality=85)
     report = run_conversion(ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=bigger), workers=1,
                             show_progress=False)
@@ -227,10 +235,9 @@ def test_episodes_gone_from_the_input_are_retired_and_reported(few, tmp_path):
 
 
 @pytest.mark.parametrize("torn", [("stats.json",), ("index.parquet",), ("curation.parquet",)])
-def test_a_torn_derived_file_is_rebuilt_and_the_run_completes(few, tmp_path, torn, caplog):
+def test_a_torn_derived_file_is_rebuilt_and_the_run_completes(converted, few, tmp_path, torn, caplog):
     samples, expected = few
-    store = tmp_path / "store"
-    first = run_conversion(config_for(samples, store), workers=1, show_progress=False)
+    store, first = copy_of(converted, tmp_path)
     whole = {name: (store / name).read_bytes() for name in torn}
     for name in torn:  # a write cut short: the first bytes only
         (store / name).write_bytes(whole[name][: len(whole[name]) // 3])
@@ -299,11 +306,10 @@ def _convert_and_die_publishing(config: ConvertConfig, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["index.parquet", "stats.json"])  # curation files publish through the same step
-def test_a_run_killed_inside_the_final_write_resumes_and_validates(few, tmp_path, name):
+def test_a_run_killed_inside_the_final_write_resumes_and_validates(converted, few, tmp_path, name):
     samples, expected = few
-    store = tmp_path / "store"
+    store, _ = copy_of(converted, tmp_path)  # a published store, then a second run dies
     config = config_for(samples, store)
-    run_conversion(config, workers=1, show_progress=False)  # a published store, then a second run dies
     before = (store / name).read_bytes()
     child = mp.get_context("fork").Process(target=_convert_and_die_publishing, args=(config, name))
     child.start()
@@ -450,10 +456,9 @@ def test_curation_records_kept_and_removed_ranges_and_finds_duplicates(few, tmp_
     assert summary["quarantined_by_reason"] == {"duplicate_episode": 1}
 
 
-def test_changing_a_threshold_recurates_without_reencoding(few, tmp_path):
+def test_changing_a_threshold_recurates_without_reencoding(converted, few, tmp_path):
     samples, _ = few
-    store = tmp_path / "store"
-    run_conversion(config_for(samples, store), workers=1, show_progress=False)
+    store, _ = copy_of(converted, tmp_path)
     before = json.loads((store / "curation_report.json").read_text())["sources"]["inhouse"]["total"]
     stricter = ConvertConfig("inhouse", str(samples / "inhouse"), str(store), image=SMALL,
                              curation={"segments": {"min_segment": 60}})
@@ -561,47 +566,6 @@ def test_image_change_signal_runs_in_the_pipeline(few, converted, tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 # Stores on object storage: a real S3 server on the loopback (moto's, ``s3_server`` in conftest.py), one
 # conversion into it (``on_s3``), read back by every command that reads stores.
-
-
-class Decoy:
-    """An HTTP server on the loopback that refuses every request (403) and counts them: named as the S3
-    endpoint where a test expects it to be ignored, or to be asked."""
-
-    def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        decoy = self
-        self.requests = 0
-
-        class Refuse(BaseHTTPRequestHandler):
-            def _refuse(self):
-                decoy.requests += 1
-                self.send_response(403)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _refuse
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def decoy():
-    server = Decoy()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
