@@ -208,6 +208,17 @@ def test_expert_width_must_share_the_llm_head_size():
 # --- exits ------------------------------------------------------------------------------------------
 
 
+def test_every_preset_can_be_named_in_params_and_the_deep_one_exits_after_each_of_its_layers():
+    from training.config import BACKBONES
+    from training.model.presets import PRESETS
+
+    assert BACKBONES == tuple(PRESETS)
+    deep, tiny = preset("tiny-deep"), preset("tiny")
+    assert deep.llm.layers == 8 and (deep.vision, deep.connector, deep.expert) == (tiny.vision, tiny.connector,
+                                                                                     tiny.expert)
+    assert policy("mlp", backbone="tiny-deep").exits == tuple(range(8))  # after each of the 8 layers
+
+
 def test_exit_set_and_modes():
     assert ExitConfig(first=1, interval=2).layers(28) == tuple(range(1, 28, 2))  # A1's 14 exits, last included
     assert ExitConfig(first=0, interval=3).layers(8) == (0, 3, 6, 7)

@@ -127,7 +127,9 @@ class DataConfig:
         return dataclasses.replace(self, **changes)
 
 
-BACKBONES = ("tiny", "tiny-molmo", "molmo-7b-d")
+#: the names of ``training.model.presets.PRESETS`` (tests/test_training_model.py checks they agree): that
+#: module is not imported here, since importing ``training.model`` brings in torch
+BACKBONES = ("tiny", "tiny-deep", "tiny-molmo", "molmo-7b-d")
 HEADS = ("mlp", "fm")
 EXIT_MODES = ("last", "all", "random")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -180,8 +182,9 @@ class WeightsConfig:
 class ModelConfig:
     """The A1 policy (``training/model/``)."""
 
-    #: named architecture: ``tiny`` (random init, minutes on 2 CPU cores), ``molmo-7b-d`` (Molmo-7B-D-0924's
-    #: shape), or ``tiny-molmo`` (tiny, with Molmo's vision side and key layout: for testing weight loading)
+    #: named architecture (``training/model/presets.py``): ``tiny`` (random init, minutes on 2 CPU cores),
+    #: ``molmo-7b-d`` (Molmo-7B-D-0924's shape), ``tiny-deep`` (tiny with 8 LLM layers, for the early-exit
+    #: benchmark) or ``tiny-molmo`` (tiny, with Molmo's vision side and key layout: for testing weight loading)
     backbone: str = "tiny"
     #: ``mlp`` (A1-MLP: query tokens, MLP-ResNet, L1) or ``fm`` (A1-FM: flow-matching expert)
     head: str = "fm"

@@ -14,7 +14,7 @@ pooled projector) at sizes that train in seconds per hundred steps on a laptop C
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -90,16 +90,21 @@ class Preset:
         return side * side
 
 
+_TINY = Preset(
+    name="tiny",
+    vision=VisionSpec(kind="siglip", image_size=64, patch_size=8, width=64, layers=2, heads=2, mlp=128,
+                      feature_layers=(-1, -2), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), act="gelu_pytorch_tanh"),
+    connector=ConnectorSpec(pool=2, pool_heads=2, pool_width=64, projector_mlp=128),
+    llm=LLMSpec(width=128, layers=4, heads=4, kv_heads=2, mlp=256, vocab=512, rope_theta=10000.0),
+    expert=ExpertSpec(width=64),
+)
+
 PRESETS = {
-    "tiny": Preset(
-        name="tiny",
-        vision=VisionSpec(kind="siglip", image_size=64, patch_size=8, width=64, layers=2, heads=2, mlp=128,
-                          feature_layers=(-1, -2), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                          act="gelu_pytorch_tanh"),
-        connector=ConnectorSpec(pool=2, pool_heads=2, pool_width=64, projector_mlp=128),
-        llm=LLMSpec(width=128, layers=4, heads=4, kv_heads=2, mlp=256, vocab=512, rope_theta=10000.0),
-        expert=ExpertSpec(width=64),
-    ),
+    "tiny": _TINY,
+    # tiny with twice the LLM layers: the early-exit benchmark's model (benchmarks/metaworld_closed_loop.py
+    # --backbone). With 4 layers one exit is a quarter of the depth, so a target such as c = 0.7 lands on
+    # coarse fractions; with 8 the exits after layers 1..7 spread the cost in eighths
+    "tiny-deep": replace(_TINY, name="tiny-deep", llm=replace(_TINY.llm, layers=8)),
     # tiny, with Molmo's vision side (CLIP, a class token, two ViT layers pooled, an odd patch grid padded
     # for 2x2 pooling) and Molmo's vocabulary split: a Molmo-layout checkpoint of this size loads onto it
     "tiny-molmo": Preset(
