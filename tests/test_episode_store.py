@@ -398,3 +398,94 @@ def test_stats_are_exact_per_embodiment_and_merged_by_name_per_source(store):
     for j in range(8):
         lo, hi = stats["state"]["q01"][j], stats["state"]["q99"][j]
         assert everything[:, j].min() <= lo <= hi <= everything[:, j].max()
+
+
+# --- the writer's rules at their edges: what it refuses mid-write, and what it leaves behind -------------
+
+
+def _tmp_left(store) -> list[str]:
+    return sorted(p.name for p in (store.root / TMP_DIR).glob("*")) if (store.root / TMP_DIR).exists() else []
+
+
+def test_a_write_leaves_the_temporary_folder_empty_whether_it_succeeds_or_fails_mid_way(store):
+    write_episode(make_episode(6, ref="ok"), store.root, NATIVE)
+    assert _tmp_left(store) == []
+    ep = make_episode(6, ref="bad")
+    ep.cameras["wrist"] = CameraStream("wrist", 6, lambda: iter(make_frames(5)))  # fails after "top" was written
+    with pytest.raises(EpisodeError):
+        write_episode(ep, store.root, NATIVE)
+    assert _tmp_left(store) == [] and [p.name for p in store.episode_files()] == [
+        f"{episode_id('inhouse', 'ok')}.zarr.zip"]
+
+
+def test_an_episode_without_sub_tasks_says_so_in_its_metadata(store):
+    with_, without = (write_episode(make_episode(4, ref=r, subtasks=s), store.root, NATIVE)
+                      for r, s in (("a", True), ("b", False)))
+    for eid, has in ((with_, True), (without, False)):
+        with store.open_episode(eid) as r:
+            assert r.meta["language"]["has_subtasks"] is has
+            assert (r.subtasks() is not None) is has
+
+
+def _camera(frames) -> CameraStream:
+    return CameraStream("top", len(frames), lambda: iter(frames))
+
+
+@pytest.mark.parametrize("frames,reason,words", [
+    (list(make_frames(7)), Reason.FRAME_COUNT_MISMATCH, "yielded more than 6 frames"),  # one frame too many
+    ([f.astype(np.float32) for f in make_frames(6)], Reason.SHAPE_MISMATCH, "must be HxWx3 uint8"),
+    ([f[..., :1] for f in make_frames(6)], Reason.SHAPE_MISMATCH, "must be HxWx3 uint8"),  # one channel
+    ([f[..., 0] for f in make_frames(6)], Reason.SHAPE_MISMATCH, "must be HxWx3 uint8"),  # two dimensions
+    (list(make_frames(3)) + list(make_frames(3, h=40)), Reason.SHAPE_MISMATCH, "frame 3 is (40, 64) but earlier"),
+])
+def test_a_camera_that_breaks_the_stream_s_contract_is_refused_with_its_reason(store, frames, reason, words):
+    ep = make_episode(6)
+    ep.cameras["top"] = CameraStream("top", 6, lambda: iter(frames))
+    with pytest.raises(EpisodeError) as info:
+        write_episode(ep, store.root, NATIVE)
+    assert info.value.reason == reason and words in info.value.message
+    assert not store.episode_files() and _tmp_left(store) == []
+
+
+def test_frames_that_change_size_are_accepted_when_every_frame_is_resized_to_one_size(store):
+    ep = make_episode(6)
+    ep.cameras["top"] = _camera(list(make_frames(3)) + list(make_frames(3, h=40)))
+    eid = write_episode(ep, store.root, ImageConfig(height=32, width=32, resize="pad"))
+    with store.open_episode(eid) as r:
+        assert r.meta["cameras"]["top"]["height"] == 32 and r.meta["cameras"]["top"]["source_height"] == 48
+
+
+def test_a_failing_disk_is_a_write_error_naming_the_episode(store, monkeypatch):
+    import pipelines.episode_store.writer as writer
+
+    def full(src, dest):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "pack_directory", full)
+    with pytest.raises(EpisodeError) as info:
+        write_episode(make_episode(4, ref="task/e.hdf5"), store.root, NATIVE)
+    assert info.value.reason == Reason.WRITE_ERROR
+    assert "task/e.hdf5: cannot write" in info.value.message and "No space left" in info.value.message
+    assert not store.episode_files() and _tmp_left(store) == []
+
+
+@pytest.mark.parametrize("metadata,where", [
+    ({"when": object()}, "metadata.when"),
+    ({"nested": {"bad": {1, 2}}}, "metadata.nested.bad"),
+    ({"items": [1, complex(1, 2)]}, "metadata.items"),
+])
+def test_metadata_that_is_not_json_is_invalid_metadata_naming_the_key(store, metadata, where):
+    ep = make_episode(4)
+    ep.metadata = metadata
+    with pytest.raises(EpisodeError) as info:
+        write_episode(ep, store.root, NATIVE)
+    assert info.value.reason == Reason.INVALID_METADATA and f"{where} is not JSON-serialisable" in info.value.message
+    assert not store.episode_files()
+
+
+def test_numpy_values_in_metadata_are_stored_as_plain_json():
+    from pipelines.episode_store.writer import _jsonable
+
+    assert _jsonable({"n": np.int64(3), "x": np.float32(0.5), "ok": np.bool_(True), "v": np.arange(2), "t": (1, "a"),
+                      "raw": b"ab\xff", 7: None}, "metadata") == {
+        "n": 3, "x": 0.5, "ok": True, "v": [0, 1], "t": [1, "a"], "raw": "ab\ufffd", "7": None}  # bytes as text

@@ -309,16 +309,17 @@ def test_unknown_key_signature_is_unsupported(tmp_path):
     assert reason_of(RoboChallengeConverter(tmp_path), ref) is Reason.UNSUPPORTED_LAYOUT
 
 
-def test_timestamps_in_milliseconds_are_detected(tmp_path):
+@pytest.mark.parametrize("unit,name", [(1e-3, "ms"), (1e-6, "us")])
+def test_timestamps_in_milliseconds_or_microseconds_are_detected(tmp_path, unit, name):
     lines = ur5_lines(6)
-    for row, t in zip(lines, _ts(6, unit=1e-3)):
+    for row, t in zip(lines, _ts(6, unit=unit)):
         row["timestamp"] = t
     ref = make_episode(tmp_path, {"": lines}, VIDEOS["ur5"])
     ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
     np.testing.assert_allclose(ep.timestamp, _ts(6), rtol=0, atol=1e-6)
-    assert ep.metadata["timestamp"]["unit_detected"] == "ms" and "timestamps_rescaled" in ep.metadata["flags"]
+    assert ep.metadata["timestamp"]["unit_detected"] == name and "timestamps_rescaled" in ep.metadata["flags"]
     ep, _ = read_all(RoboChallengeConverter(tmp_path, {"timestamp_unit": "s"}), ref)  # forced: taken as is
-    assert ep.timestamp[0] == pytest.approx(T0 * 1e3)
+    assert ep.timestamp[0] == pytest.approx(T0 / unit)
 
 
 # -- language ----------------------------------------------------------------------------------------
@@ -619,3 +620,50 @@ def test_write_synthetic_sizes(tmp_path):
         assert ep.num_frames == 20 and len(frames) == 3
         assert all(f.shape == (20, 48, 64, 3) for f in frames.values())
     assert seen == {"arx5", "aloha", "franka"}
+
+
+# -- parsing rules at their edges ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fps", [15, 29.97, 60])
+def test_a_task_s_declared_frame_rate_is_the_episode_s_control_rate(tmp_path, fps):
+    info = {"task_desc": {"task_name": "stack_bowls", "prompt": "stack the bowls"}, "video_info": {"fps": fps}}
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task_info=info)
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.control_hz == float(fps) and ep.metadata["fps_source"] == "task_info.video_info.fps"
+
+
+@pytest.mark.parametrize("magnitude,unit", [(1e11 - 1, "s"), (1e11, "ms"), (1e14 - 1, "ms"), (1e14, "us")])
+def test_the_timestamp_unit_changes_exactly_at_its_magnitude_bounds(magnitude, unit):
+    from converters.robochallenge import _timestamp_unit
+
+    assert _timestamp_unit(np.array([magnitude, np.nan])) == unit
+    assert _timestamp_unit(np.array([-magnitude])) == unit  # by size, whatever the sign
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\t\n"])
+def test_a_blank_prompt_falls_back_to_the_next_language_source(tmp_path, prompt):
+    info = {"task_desc": {"task_name": "sort_books", "prompt": prompt}, "video_info": {"fps": 30}}
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="sort_books", task_info=info,
+                       task_desc={"prompt": "  put the books on the shelf "})
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.instruction == "put the books on the shelf" and ep.metadata["language_source"] == "task_desc"
+    (tmp_path / "sort_books" / "task_desc.json").write_text(json.dumps({"prompt": prompt}))
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)  # blank there too: the folder's name
+    assert ep.instruction == "sort books" and "language_from_folder_name" in ep.metadata["flags"]
+
+
+def test_a_vector_one_value_too_long_or_short_is_a_shape_mismatch_naming_the_line(tmp_path):
+    for extra, words in ((1, "has 7 values, expected 6"), (-1, "has 5 values, expected 6")):
+        lines, key = arx5_lines(5), "joint_positions"
+        lines[2][key] = lines[2][key] + [0.0] if extra > 0 else lines[2][key][:-1]
+        ref = make_episode(tmp_path / str(extra), {"": lines}, VIDEOS["arx5"])
+        err = error_of(RoboChallengeConverter(tmp_path / str(extra)), ref)
+        assert err.reason is Reason.SHAPE_MISMATCH and f"line 3 '{key}' {words}" in err.message
+
+
+def test_unpadded_episode_folders_are_listed_in_numeric_order(tmp_path):
+    for name in ("episode_10", "episode_9", "episode_100", "episode_2"):
+        make_episode(tmp_path, {"": ur5_lines(3)}, VIDEOS["ur5"], episode=name)
+    assert RoboChallengeConverter(tmp_path).discover() == [
+        f"stack_bowls/data/episode_{i}" for i in (2, 9, 10, 100)]

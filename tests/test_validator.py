@@ -217,3 +217,110 @@ def test_directory_of_stores_is_validated_store_by_store(pristine, tmp_path):
     reports = validate_path(tmp_path / "many")
     assert [Path(r.root).name for r in reports] == ["one", "two"]
     assert all(r.ok for r in reports)
+
+
+# --- each rule's other conditions: every one breaks on its own ------------------------------------------
+
+
+def _curation(store: EpisodeStore, edit=lambda rows: rows) -> None:
+    """A curation table that keeps every frame of every indexed episode, then ``edit``-ed."""
+    rows = [{"episode_id": r["episode_id"], "status": "kept", "frames_in": r["num_frames"],
+             "frames_kept": r["num_frames"], "kept_ranges": [{"start": 0, "stop": r["num_frames"]}],
+             "removed_ranges": []} for r in pq.read_table(store.root / INDEX_FILE).to_pylist()]
+    pq.write_table(pa.Table.from_pylist(edit(rows)), store.root / "curation.parquet")
+
+
+def _first_row(change):
+    def edit(rows):
+        change(rows[0], rows[0]["frames_in"])
+        return rows
+    return edit
+
+
+def _quarantined(row, n):
+    row.update(status="quarantined", frames_kept=0, kept_ranges=[], removed_ranges=[{"start": 0, "stop": n}])
+
+
+def _jpeg(height: int, width: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 20, 200)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _moved(store: EpisodeStore) -> None:
+    path = first_episode(store)
+    other = path.parent.parent / ("00" if path.parent.name != "00" else "01")
+    other.mkdir(exist_ok=True)
+    path.rename(other / path.name)
+    edit_index(store, lambda rows: [dict(r, path=f"{other.relative_to(store.root).as_posix()}/{path.name}")
+                                    if r["path"].endswith(path.name) else r for r in rows])
+
+
+def _stats(store, change):
+    edit_stats(store, lambda d: change(d["sources"]["inhouse"]["embodiments"]["franka"]["state"]))
+
+
+#: (rule, condition, how to break it): conditions beyond each rule's first breaking case (BREAKERS)
+CONDITIONS = [
+    ("curation", "ranges that overlap", lambda s: _curation(s, _first_row(lambda r, n: r.update(
+        kept_ranges=[{"start": 0, "stop": n - 2}], removed_ranges=[{"start": n - 3, "stop": n}], frames_kept=n - 2)))),
+    ("curation", "an empty range", lambda s: _curation(s, _first_row(lambda r, n: r.update(
+        kept_ranges=[{"start": 0, "stop": 0}, {"start": 0, "stop": n}])))),
+    ("curation", "a gap between ranges", lambda s: _curation(s, _first_row(lambda r, n: r.update(
+        kept_ranges=[{"start": 0, "stop": n - 3}], removed_ranges=[{"start": n - 2, "stop": n}], frames_kept=n - 3)))),
+    ("curation", "frames_kept that is not the kept ranges' length", lambda s: _curation(s, _first_row(
+        lambda r, n: r.update(frames_kept=n - 1)))),
+    ("curation", "a quarantined row keeping frames", lambda s: _curation(s, _first_row(
+        lambda r, n: r.update(status="quarantined")))),
+    ("curation", "an episode with no row", lambda s: _curation(s, lambda rows: rows[1:])),
+    ("curation", "a row for an episode not in the index", lambda s: _curation(s, lambda rows: rows + [
+        dict(rows[0], episode_id="inhouse-0000000000000000")])),
+    ("curation", "frames_in that is not the episode's length", lambda s: _curation(s, _first_row(
+        lambda r, n: r.update(frames_in=n + 1)))),
+    ("episode_metadata", "another episode format_version", lambda s: edit_meta(first_episode(s), lambda m: m.update(
+        format_version=2))),
+    ("episode_metadata", "an action_kind outside its set", lambda s: edit_meta(first_episode(s), lambda m: m.update(
+        action_kind="teleport"))),
+    ("episode_metadata", "a timestamp_origin outside its set", lambda s: edit_meta(first_episode(s), lambda m: m.update(
+        timestamp_origin="guessed"))),
+    ("episode_metadata", "control_hz of 0", lambda s: edit_meta(first_episode(s), lambda m: m.update(control_hz=0.0))),
+    ("timestamps", "two equal timestamps", lambda s: rewrite(first_episode(s), lambda g: replace_array(
+        g, "timestamp", np.r_[g["timestamp"][:1], g["timestamp"][:-1]]))),
+    ("timestamps", "a NaN timestamp", lambda s: rewrite(first_episode(s), lambda g: replace_array(
+        g, "timestamp", np.r_[g["timestamp"][:-1], np.nan]))),
+    ("image_frame", "a JPEG of another size than the declared one", lambda s: rewrite(first_episode(s), lambda g: _vlen(
+        g, "images/top", [_jpeg(24, 30)] + _frames(g, "top")[1:], chunks=(1,)))),
+    ("episode_id", "a file in another shard folder than its id says", _moved),
+    ("stats_mismatch", "a count that is not the frames'", lambda s: _stats(s, lambda e: e["count"].__setitem__(
+        0, e["count"][0] + 1))),
+    ("stats_mismatch", "a q01 below the data's minimum", lambda s: _stats(s, lambda e: e["q01"].__setitem__(
+        0, e["min"][0] - 1e-3))),
+    ("stats_mismatch", "a q99 above the data's maximum", lambda s: _stats(s, lambda e: e["q99"].__setitem__(
+        0, e["max"][0] + 1e-3))),
+    ("stats_mismatch", "a q01 at the data's maximum", lambda s: _stats(s, lambda e: e["q01"].__setitem__(
+        0, e["max"][0]))),
+]
+
+
+def test_a_curation_table_that_tiles_every_episode_is_valid_kept_or_quarantined(store):
+    _curation(store)
+    assert validate_store(store.root).ok
+    _curation(store, _first_row(_quarantined))
+    assert validate_store(store.root).ok
+
+
+@pytest.mark.parametrize("rule,condition,breaker", CONDITIONS, ids=[f"{r}: {c}" for r, c, _ in CONDITIONS])
+def test_each_condition_of_a_rule_is_enforced_on_its_own(store, rule, condition, breaker):
+    if rule != "curation":
+        _curation(store)  # a valid table, so that only the broken condition is reported
+    breaker(store)
+    report = validate_store(store.root, decode_frames=True)
+    codes = {e.code for e in report.errors}
+    # an edited episode file no longer has the checksum (and, for its arrays, the content digest) recorded; an
+    # episode whose timestamps are broken is left out of the statistics the stored ones are checked against
+    assert rule in codes and codes <= {rule, "index_mismatch", "content_digest", "stats_mismatch"}, \
+        [str(e) for e in report.errors]

@@ -89,7 +89,8 @@ RULES: dict[str, str] = {
     "language": "the instruction is non-empty; sub-task indices point into their text table",
     "embodiment_consistency": "episodes of one (source, embodiment) share state and action names",
     "stats_missing": f"{STATS_FILE} exists with an entry for every source and embodiment in the index",
-    "stats_mismatch": "stored statistics agree with the data (counts, min, max, mean, std exactly; q01/q99 within rank error)",
+    "stats_mismatch": "stored statistics agree with the data (counts, min, max, mean, std exactly; q01/q99 within "
+                      "the data's range and rank error)",
     "content_digest": "if the metadata records content_sha256, it is the digest of the stored timestamps, "
     "state, action and frames",
     "curation": f"if {CURATION_FILE} exists: one row per published episode, frames_in = its length, "
@@ -648,6 +649,12 @@ def _compare_fields(entry, per_field, where: str, report: ValidationReport) -> N
                     report.add("stats_mismatch", where, f"{f} '{name}' {k} = {got[k]}, data gives {v}")
             slack = QUANTILE_EPSILON + 1.0 / max(n, 1)
             for qk, target in (("q01", 0.01), ("q99", 0.99)):
+                # a quantile is a value of the data (or between two): outside [min, max] it is wrong at any
+                # length, where the rank test below allows anything past the ends of a short dimension
+                if got[qk] < check.min - 1e-9 * scale or got[qk] > check.max + 1e-9 * scale:
+                    report.add("stats_mismatch", where, f"{f} '{name}' {qk} = {got[qk]} is outside the data's range "
+                                                        f"[{check.min}, {check.max}]")
+                    continue
                 lo, hi = check.below[qk] / n, check.at_or_below[qk] / n
                 if hi < target - slack or lo > target + slack:
                     report.add("stats_mismatch", where, f"{f} '{name}' {qk} = {got[qk]} sits at rank {lo:.4f}..{hi:.4f}, expected {target}")
