@@ -60,6 +60,44 @@ def test_ties_at_a_threshold_leave_together_and_empty_quotas_never_exit():
         assert thresholds_loop(values, target).tolist() == thresholds(values, target).tolist()
 
 
+def test_a_quota_is_the_floor_of_n_p_even_where_floating_point_lands_just_below_it():
+    values = np.vstack([np.arange(100.0), np.arange(100.0)[::-1], np.zeros(100)])
+    p = np.array([0.29, 0.41, 0.30])  # 100 * 0.29 = 28.999999999999996 in floating point: the quota is 29
+    eta = thresholds(values, p)
+    assert np.bincount(assign(values, eta), minlength=3).tolist() == [29, 41, 30]
+    assert thresholds_loop(values, p).tolist() == eta.tolist()
+
+
+def test_a_quota_that_fills_exactly_what_is_left_exits_there_and_one_more_is_no_exit():
+    values = np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1], [0.0, 0.0, 0.0, 0.0]])
+    exact = thresholds(values, np.array([0.5, 0.5, 0.0]))  # 2 leave at exit 0, exit 1's quota of 2 is the 2 left
+    assert exact.tolist() == [0.2, 0.2, math.inf] and assign(values, exact).tolist() == [0, 0, 1, 1]
+    over = thresholds(values, np.array([0.5, 0.75, 0.0]))  # a quota of 3 with 2 left: no exit there
+    assert over.tolist() == [0.2, -math.inf, math.inf] and assign(values, over).tolist() == [0, 0, 2, 2]
+
+
+def test_thresholds_refuse_targets_of_another_length_and_the_last_exit_takes_everyone_left():
+    values = np.ones((3, 5))
+    with pytest.raises(ValueError, match="2 target fractions for 3 exits"):
+        thresholds(values, [0.5, 0.5])
+    eta = thresholds(values, [0.0, 0.0, 1.0])
+    assert eta.tolist() == [-math.inf, -math.inf, math.inf] and assign(values, eta).tolist() == [2] * 5
+
+
+def test_exit_distribution_settings_at_their_limits():
+    with pytest.raises(ValueError, match="at least one exit"):
+        exit_distribution("exp", 0.5, 0)
+    for kind in ("exp", "gamma"):
+        with pytest.raises(ValueError, match="must be > 0"):
+            exit_distribution(kind, 0.0, 4)
+    assert exit_distribution("gauss", 0.0, 3)[0] == exit_distribution("gauss", 0.0, 3).max()  # centre 0: allowed
+    with pytest.raises(ValueError, match="distribution must be one of"):
+        exit_distribution("uniform", 1.0, 3)
+    assert exit_distribution("exp", 0.5, 1, disable_first=True).tolist() == [1.0]  # the only exit is kept
+    first_off = exit_distribution("exp", 1.0, 4, disable_first=True)
+    assert first_off[0] == 0.0 and np.allclose(first_off[1:], 1 / 3)
+
+
 def test_target_distributions():
     from scipy import stats
 
