@@ -101,8 +101,21 @@ def test_chunk_stops_at_the_end_of_its_kept_range_with_a_time_mask(built):
 
 def test_a_frame_outside_the_kept_ranges_is_refused(built):
     data, ds = dataset(built)
-    with pytest.raises(IndexError, match="outside the kept ranges"):
-        ds.sample(row_of(data, FRANKA), 22, position=0)
+    for frame in (22, 4, 20):  # in the gap; one before the first range; a range's (exclusive) stop
+        with pytest.raises(IndexError, match="outside the kept ranges"):
+            ds.sample(row_of(data, FRANKA), frame, position=0)
+    with pytest.raises(IndexError, match=r"frame 40 out of range .* \(40 frames\)"):  # past the episode's end
+        ds.sample(row_of(data, FRANKA), 40, position=0)
+
+
+def test_a_chunk_that_ends_exactly_at_its_range_s_end_is_whole_and_one_later_is_cut(built):
+    data, ds = dataset(built)
+    row = row_of(data, FRANKA)  # kept ranges 5..20 and 25..40, chunk 8
+    assert ds.sample(row, 12, position=0)["action_time_mask"].all()  # frames 12..19
+    assert ds.sample(row, 13, position=0)["action_time_mask"].tolist() == [True] * 7 + [False]
+    start = ds.sample(row, 25, position=0)  # the first frame of the second range
+    assert start["action_time_mask"].all() and start["action"][:, 0].tolist() == [action_value(25 + k, 0)
+                                                                                 for k in range(8)]
 
 
 def test_action_padded_frames_are_masked_not_presented_as_data(built):
