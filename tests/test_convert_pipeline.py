@@ -563,6 +563,26 @@ def test_image_change_signal_runs_in_the_pipeline(few, converted, tmp_path):
 
 
 
+def test_image_change_for_one_embodiment_only_runs_in_the_pipeline(few, converted, tmp_path):
+    """The image signal enabled for one embodiment (``per_embodiment``) and not for the others: every
+    episode is curated, and the others exactly as without it."""
+    samples, _ = few
+    src, _ = converted
+    plain = {r["episode_id"]: r for r in pq.read_table(src / "curation.parquet").to_pylist()}
+    embodiment = sorted({r["embodiment"] for r in plain.values()})[0]
+    run_conversion(ConvertConfig("inhouse", str(samples / "inhouse"), str(tmp_path / "one"), image=SMALL,
+                                 curation={"per_embodiment": {embodiment: {"motion": {"image_change": 0.5}}}}),
+                   workers=1, show_progress=False)
+    rows = {r["episode_id"]: r for r in pq.read_table(tmp_path / "one" / "curation.parquet").to_pylist()}
+    assert rows.keys() == plain.keys()
+    for eid, row in rows.items():
+        if row["embodiment"] != embodiment:
+            assert (row["kept_ranges"], row["removed_ranges"]) == (plain[eid]["kept_ranges"], plain[eid]["removed_ranges"])
+        else:
+            assert row["frames_kept"] >= plain[eid]["frames_kept"]  # images only ever add motion
+    assert validate_store(tmp_path / "one").ok
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Stores on object storage: a real S3 server on the loopback (moto's, ``s3_server`` in conftest.py), one
 # conversion into it (``on_s3``), read back by every command that reads stores.

@@ -246,3 +246,83 @@ def test_a_source_s_own_curation_lies_over_the_common_settings_section_by_sectio
                       "motion": {"state_velocity": 0.05, "action_change": 0.001}}
     assert common["motion"]["state_velocity"] == 0.01  # the common settings are not changed
     assert _source_curation(common, {}) == common
+
+
+# --- each rule exactly at its threshold, and one past it ------------------------------------------------
+
+
+def _idle(*runs: tuple[bool, int]) -> np.ndarray:
+    return np.concatenate([np.full(n, flag) for flag, n in runs])
+
+
+@pytest.mark.parametrize("run,removed", [(6, False), (7, True)])  # max_idle_run = 6
+def test_an_idle_run_of_exactly_max_idle_run_frames_stays_and_one_more_is_a_static_run(run, removed):
+    result = segment(_idle((False, 20), (True, run), (False, 20)), SegmentRules())
+    static = [(r.start, r.stop) for r in result.removed if r.reason == CurationReason.STATIC_RUN]
+    assert static == ([(20, 20 + run)] if removed else [])
+    assert result.kept == ([(0, 20), (20 + run, 40 + run)] if removed else [(0, 40 + run)])
+
+
+@pytest.mark.parametrize("moving,kept", [(16, True), (15, False)])  # min_segment = 16
+def test_a_segment_of_exactly_min_segment_frames_is_kept_and_one_fewer_is_short(moving, kept):
+    result = segment(_idle((True, 10), (False, moving), (True, 10)), SegmentRules())
+    assert result.kept == ([(10, 10 + moving)] if kept else [])
+    short = [(r.start, r.stop) for r in result.removed if r.reason == CurationReason.SHORT_SEGMENT]
+    assert short == ([] if kept else [(10, 10 + moving)])
+
+
+@pytest.mark.parametrize("rules,prefix,suffix", [
+    (SegmentRules(), CurationReason.IDLE_PREFIX, CurationReason.IDLE_SUFFIX),
+    (SegmentRules(trim_prefix=False), CurationReason.STATIC_RUN, CurationReason.IDLE_SUFFIX),
+    (SegmentRules(trim_suffix=False), CurationReason.IDLE_PREFIX, CurationReason.STATIC_RUN),
+])
+def test_untrimmed_ends_are_judged_as_static_runs(rules, prefix, suffix):
+    long_ends = segment(_idle((True, 10), (False, 20), (True, 10)), rules)
+    assert [(r.start, r.stop, r.reason) for r in long_ends.removed] == [(0, 10, prefix), (30, 40, suffix)]
+    short_ends = segment(_idle((True, 3), (False, 20), (True, 3)), rules)  # 3 <= max_idle_run
+    expected = [(0, 3, CurationReason.IDLE_PREFIX)] * rules.trim_prefix + [(23, 26, CurationReason.IDLE_SUFFIX)] * rules.trim_suffix
+    assert [(r.start, r.stop, r.reason) for r in short_ends.removed] == expected
+    assert short_ends.kept == [(0 if not rules.trim_prefix else 3, 26 if not rules.trim_suffix else 23)]
+
+
+@pytest.mark.parametrize("n,short", [(10, False), (9, True)])  # min_frames = 10
+def test_an_episode_of_exactly_min_frames_is_long_enough_and_one_fewer_is_too_short(n, short):
+    t = np.arange(n) / HZ
+    s = np.cumsum(np.ones((n, 3)), axis=0)
+    found = corruption(t, s, s, HZ, CorruptionRules())
+    assert (found is not None and found[0] == CurationReason.TOO_SHORT) is short
+
+
+@pytest.mark.parametrize("step,gap", [(0.625, False), (0.75, True)])  # 5 periods at 8 Hz = 0.625 s, exactly
+def test_a_step_of_exactly_max_gap_periods_is_not_a_gap_and_a_longer_one_is(step, gap):
+    t = np.r_[np.arange(10) * 0.125, 9 * 0.125 + step + np.arange(10) * 0.125]
+    s = np.cumsum(np.ones((20, 3)), axis=0)
+    found = corruption(t, s, s, 8.0, CorruptionRules())
+    assert (found is not None and found[0] == CurationReason.TIMESTAMP_GAP) is gap
+
+
+@pytest.mark.parametrize("repeats,duplicated", [(10, False), (11, True)])  # 10 of 20 steps = 0.5 exactly
+def test_a_share_of_repeated_frames_of_exactly_max_duplicate_fraction_passes_and_more_does_not(repeats, duplicated):
+    n = 21
+    values = np.cumsum(np.r_[np.zeros(repeats), np.ones(n - 1 - repeats)])  # `repeats` steps change nothing
+    s = np.stack([np.r_[0.0, values]] * 3, axis=1)
+    found = corruption(np.arange(n) / HZ, s, s, HZ, CorruptionRules())
+    assert (found is not None and found[0] == CurationReason.DUPLICATED_FRAMES) is duplicated
+
+
+@pytest.mark.parametrize("value,bad", [(0.0, False), (-1e-9, True), (0.085, False), (0.0850001, True)])
+def test_physical_limits_hold_at_both_ends_inclusive(value, bad):
+    values = np.array([[0.04], [value], [0.04]])
+    message = physical_violation(values, ["gripper"], {"gripper": (0.0, 0.085)}, "state")
+    assert (message is not None) is bad
+    if bad:
+        assert "at frame 1" in message and "[0, 0.085]" in message
+
+
+def test_a_dimension_constant_across_the_dataset_gets_the_minimum_width_not_a_zero_width_bound():
+    low, high = robust_bounds(np.array([0.3]), np.array([0.3]), OutlierRules(k=1.0, min_width=1e-3))
+    assert low[0] == pytest.approx(0.299) and high[0] == pytest.approx(0.301)
+    assert first_violation(np.array([[0.3005]]), ["j"], low, high, "state") is None  # within the floor
+    assert first_violation(np.array([[0.302]]), ["j"], low, high, "state") is not None
+    wide_low, wide_high = robust_bounds(np.array([0.0]), np.array([0.5]), OutlierRules(k=1.0, min_width=1e-3))
+    assert (wide_low[0], wide_high[0]) == (-0.5, 1.0)  # a real width is used as it is
