@@ -44,11 +44,42 @@ MODULES: dict[str, Module] = {
     "curation": Module(("pipelines/curation.py",), ("tests/test_curation_rules.py",)),
     "manifest.weights": Module(
         ("pipelines/manifest/weights.py",), ("tests/test_manifest_weights.py",),
-        equivalent={},
+        equivalent={
+            # equal weights of 2 instead of 1: shares are normalised, so every share is 1/n either way
+            "pipelines.manifest.weights.x_episode_probabilities__mutmut_56":
+                "raw = Fraction(2) per dataset: normalised to the same 1/n shares",
+            # every row is in exactly one (dataset, embodiment) group, so every initial value is overwritten
+            "pipelines.manifest.weights.x_episode_probabilities__mutmut_64":
+                "probs initialised to 1 instead of 0: each row's entry is overwritten by its group's loop",
+        },
     ),
     "manifest.sampler": Module(
         ("pipelines/manifest/sampler.py",), ("tests/test_manifest_sampler.py",),
-        equivalent={},
+        equivalent={
+            # numpy's default dtypes on 64-bit Linux: Python floats -> float64, Python ints -> int64; the
+            # probabilities and kept ranges come as Python numbers (the manifest table's float64 / int64 columns)
+            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_4": "np.asarray(probabilities, dtype=None): float64 already",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_6": "np.asarray(probabilities) without dtype: float64 already",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_42": "kept ranges dtype=None: int64 already (an empty one has no frames to index)",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_44": "kept ranges without dtype: int64 already",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_46": "reshape(-2, 2): numpy reads any negative size as 'the rest', like -1",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_50": "lengths dtype=None: a list of Python ints is int64 already",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_52": "lengths without dtype: int64 already",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁbatches__mutmut_41": "positions arange dtype=None: int64 already",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁbatches__mutmut_44": "positions arange without dtype: int64 already",
+            # draws u are in [0, 1): searchsorted(side='right') counts cdf entries <= u, and cdf[-1] (1.0, or the
+            # mutants' 2.0 or NaN, which sorts last) is never <= u, so the index is at most len - 1 and the clip
+            # never acts (both the cdf[-1] pin and the clip are guards against cumsum rounding)
+            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_68": "cdf[-1] = NaN: above every draw, like 1.0",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_71": "cdf[-1] = 2.0: above every draw, like 1.0",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁepoch__mutmut_6": "clip(max=None): the index never exceeds len - 1",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁepoch__mutmut_16": "clip(max=len + 1): the index never exceeds len - 1",
+            "pipelines.manifest.sampler.xǁManifestSamplerǁepoch__mutmut_12": "searchsorted side='left': differs only for a draw exactly equal to a cdf "
+                                   "entry (probability 2**-53 per draw)",
+            # offsets as float: for x in [k, k + 1) and integer range ends, searchsorted and the int64 cast of
+            # start + x - before give the same frame as with x = k
+            "pipelines.manifest.sampler.xǁManifestSamplerǁepoch__mutmut_19": "offsets.astype(None) (float): the same frame after the int64 assignment",
+        },
     ),
     "episode_store.writer": Module(("pipelines/episode_store/writer.py",), ("tests/test_episode_store.py",)),
     "episode_store.reader": Module(("pipelines/episode_store/reader.py",), ("tests/test_episode_store.py",)),

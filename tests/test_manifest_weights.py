@@ -71,7 +71,7 @@ def test_an_episode_with_exactly_one_kept_frame_is_weighted_and_zero_is_refused_
 
 
 def test_no_rows_are_refused():
-    with pytest.raises(ValueError, match="no episodes to weight"):
+    with pytest.raises(ValueError, match="^no episodes to weight$"):
         episode_probabilities([])
 
 
@@ -93,7 +93,7 @@ def test_a_zero_weight_gives_its_dataset_no_probability_and_a_negative_one_is_re
 def test_weights_below_one_are_relative_and_all_zero_weights_are_refused():
     _, declared = episode_probabilities(ROWS, dataset_weights={"droid": 0.5, "robomind": 0.25, "inhouse": 0.25})
     assert [declared["datasets"][d]["share"] for d in ("droid", "robomind", "inhouse")] == [0.5, 0.25, 0.25]
-    with pytest.raises(ValueError, match="dataset weights are all zero"):
+    with pytest.raises(ValueError, match=r"^dataset weights are all zero .*: at least one dataset needs a weight > 0$"):
         episode_probabilities(ROWS, dataset_weights={"droid": 0, "robomind": 0, "inhouse": 0.0})
 
 
@@ -131,3 +131,16 @@ def test_the_declared_table_names_within_and_counts_episodes_and_kept_frames_per
         "share": 1 / 6, "episodes": 2, "frames_kept": 40}
     assert declared["datasets"]["droid"] == {
         "share": 1 / 3, "embodiments": {"franka": {"share": 1 / 3, "episodes": 2, "frames_kept": 400}}}
+
+
+def test_integer_weights_are_read_exactly_and_numpy_scalars_are_numbers():
+    from fractions import Fraction
+
+    import numpy as np
+
+    # 2**53 + 1 is not a float64: read through float it would be 2**53
+    _, declared = episode_probabilities(ROWS, dataset_weights={"droid": 2**53 + 1, "robomind": 1, "inhouse": 0})
+    assert declared["datasets"]["robomind"]["share"] == float(Fraction(1, 2**53 + 2))
+    numpy_weights = {"droid": np.float32(0.5), "robomind": np.int64(1), "inhouse": np.float64(0.5)}
+    _, declared = episode_probabilities(ROWS, dataset_weights=numpy_weights)
+    assert [declared["datasets"][d]["share"] for d in ("droid", "robomind", "inhouse")] == [0.25, 0.5, 0.25]
