@@ -41,6 +41,9 @@ def _conv(name: str, *tests: str) -> Module:
 
 
 MODULES: dict[str, Module] = {
+    # the thresholds and segmentation (max_idle_run, min_segment, min_frames, gaps, bounds) are in curation_rules.py;
+    # curation.py applies them per episode and writes the reports
+    "curation.rules": Module(("pipelines/curation_rules.py",), ("tests/test_curation_rules.py",)),
     "curation": Module(("pipelines/curation.py",), ("tests/test_curation_rules.py",)),
     "manifest.weights": Module(
         ("pipelines/manifest/weights.py",), ("tests/test_manifest_weights.py",),

@@ -246,3 +246,115 @@ def test_a_source_s_own_curation_lies_over_the_common_settings_section_by_sectio
                       "motion": {"state_velocity": 0.05, "action_change": 0.001}}
     assert common["motion"]["state_velocity"] == 0.01  # the common settings are not changed
     assert _source_curation(common, {}) == common
+
+
+# Each test below pins one curation rule at its boundary and one past it (issue 18).
+
+def idle_mask(*runs: tuple[bool, int]) -> np.ndarray:
+    return np.concatenate([np.full(n, idle) for idle, n in runs])
+
+
+def test_an_idle_run_of_exactly_max_idle_run_frames_is_kept_and_one_more_is_removed():
+    rules = SegmentRules(max_idle_run=6, min_segment=1)
+    at = segment(idle_mask((False, 20), (True, 6), (False, 20)), rules)
+    assert at.kept == [(0, 46)] and at.removed == []
+    past = segment(idle_mask((False, 20), (True, 7), (False, 20)), rules)
+    assert past.kept == [(0, 20), (27, 47)]
+    assert [(r.start, r.stop, r.reason, r.message) for r in past.removed] == [
+        (20, 27, CurationReason.STATIC_RUN, "7 idle frames")]
+
+
+def test_a_moving_segment_of_exactly_min_segment_frames_is_kept_and_one_less_is_removed():
+    rules = SegmentRules(max_idle_run=0, min_segment=16)
+    at = segment(idle_mask((False, 16), (True, 3), (False, 30)), rules)
+    assert at.kept == [(0, 16), (19, 49)]
+    short = segment(idle_mask((False, 15), (True, 3), (False, 30)), rules)
+    assert short.kept == [(18, 48)]
+    assert [(r.start, r.stop, r.reason, r.message) for r in short.removed] == [
+        (0, 15, CurationReason.SHORT_SEGMENT, "15 moving frames < minimum 16"),
+        (15, 18, CurationReason.STATIC_RUN, "3 idle frames")]
+
+
+def test_without_trimming_an_idle_prefix_or_suffix_is_judged_like_any_static_run():
+    mask = idle_mask((True, 3), (False, 20), (True, 4))
+    trimmed = segment(mask, SegmentRules(max_idle_run=6, min_segment=1))
+    assert trimmed.kept == [(3, 23)]
+    assert [(r.start, r.stop, r.reason) for r in trimmed.removed] == [
+        (0, 3, CurationReason.IDLE_PREFIX), (23, 27, CurationReason.IDLE_SUFFIX)]
+    kept = segment(mask, SegmentRules(max_idle_run=6, min_segment=1, trim_prefix=False, trim_suffix=False))
+    assert kept.kept == [(0, 27)] and kept.removed == []
+    long = segment(idle_mask((True, 7), (False, 20), (True, 7)),
+                   SegmentRules(max_idle_run=6, min_segment=1, trim_prefix=False, trim_suffix=False))
+    assert [(r.start, r.stop, r.reason) for r in long.removed] == [
+        (0, 7, CurationReason.STATIC_RUN), (27, 34, CurationReason.STATIC_RUN)]
+    only_prefix = segment(mask, SegmentRules(max_idle_run=0, min_segment=1, trim_prefix=True, trim_suffix=False))
+    assert [r.reason for r in only_prefix.removed] == [CurationReason.IDLE_PREFIX, CurationReason.STATIC_RUN]
+
+
+def test_an_all_idle_episode_is_one_no_motion_range_whatever_the_trimming():
+    for trim in (True, False):
+        result = segment(np.ones(9, dtype=bool), SegmentRules(trim_prefix=trim, trim_suffix=trim))
+        assert result.kept == [] and [(r.start, r.stop, r.reason) for r in result.removed] == [
+            (0, 9, CurationReason.NO_MOTION)]
+    assert segment(np.zeros(0, dtype=bool), SegmentRules()).kept == []
+
+
+def test_an_episode_of_exactly_min_frames_is_curated_and_one_frame_less_is_too_short():
+    rules = CorruptionRules(min_frames=10)
+
+    def low(n):
+        t = np.arange(n) / HZ
+        s = np.cumsum(np.full((n, 3), 0.05), axis=0)
+        return t, s, s + 0.01
+
+    assert corruption(*low(10), HZ, rules) is None
+    assert corruption(*low(9), HZ, rules) == (CurationReason.TOO_SHORT, "9 frames < minimum 10")
+
+
+def test_a_step_of_exactly_max_gap_periods_is_not_a_gap_and_a_longer_one_is():
+    rules = CorruptionRules(min_frames=2, max_gap_periods=5.0)
+    s = np.cumsum(np.full((4, 2), 0.05), axis=0)
+    at = np.array([0.0, 0.1, 0.6, 0.7])  # 0.5 s = exactly 5 periods at 10 Hz
+    assert corruption(at, s, s, HZ, rules) is None
+    past = np.array([0.0, 0.1, 0.61, 0.71])
+    assert corruption(past, s, s, HZ, rules) == (
+        CurationReason.TIMESTAMP_GAP, "0.510 s between frames 1 and 2 (> 5 periods at 10 Hz)")
+
+
+def test_repeated_frames_up_to_the_duplicate_fraction_are_allowed_and_beyond_it_are_duplication():
+    rules = CorruptionRules(min_frames=2, max_duplicate_fraction=0.5)
+    t = np.arange(5) / HZ
+    half = np.array([[0.0], [0.0], [1.0], [1.0], [2.0]])  # 2 of 4 steps repeat
+    assert corruption(t, half, half, HZ, rules) is None
+    more = np.array([[0.0], [0.0], [0.0], [1.0], [1.0]])  # 3 of 4
+    assert corruption(t, more, more, HZ, rules) == (
+        CurationReason.DUPLICATED_FRAMES, "3 of 4 steps repeat the previous frame exactly")
+
+
+def test_physical_limits_include_both_ends_and_name_the_first_frame_outside():
+    limits = {"gripper": (0.0, 0.085)}
+    inside = np.array([[0.0], [0.085], [0.04]])
+    assert physical_violation(inside, ["gripper"], limits, "state") is None
+    below = np.array([[0.01], [-0.001], [-0.5]])
+    assert physical_violation(below, ["gripper"], limits, "state") == (
+        "state 'gripper' = -0.001 at frame 1 outside its physical range [0, 0.085]")
+    above = np.array([[0.086]])
+    assert "= 0.086 at frame 0" in physical_violation(above, ["gripper"], limits, "action")
+    assert physical_violation(below, ["j0"], limits, "state") is None  # no limit declared for j0
+
+
+def test_a_dimension_constant_across_the_dataset_gets_the_min_width_floor():
+    rules = OutlierRules(k=1.0, min_width=1e-3)
+    low, high = robust_bounds(np.array([0.5, 0.0]), np.array([0.5, 2.0]), rules)
+    assert low.tolist() == [0.5 - 1e-3, -2.0] and high.tolist() == [0.5 + 1e-3, 4.0]
+    # a width just above the floor is its own
+    low, high = robust_bounds(np.array([0.0]), np.array([0.002]), OutlierRules(k=2.0, min_width=1e-3))
+    assert low.tolist() == [-0.004] and high.tolist() == [0.006]
+
+
+def test_a_value_exactly_on_an_outlier_bound_is_inside_and_the_message_names_the_worst_excursion():
+    low, high = np.array([0.0, -1.0]), np.array([1.0, 1.0])
+    assert first_violation(np.array([[1.0, -1.0], [0.0, 1.0]]), ["a", "b"], low, high, "state") is None
+    values = np.array([[1.5, 0.0], [0.0, -3.0], [0.0, 1.2]])
+    assert first_violation(values, ["a", "b"], low, high, "state") == (
+        "state 'b' = -3 at frame 1 is below the bound -1 (3 values out of bounds)")
