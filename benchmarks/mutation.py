@@ -43,7 +43,19 @@ def _conv(name: str, *tests: str) -> Module:
 MODULES: dict[str, Module] = {
     # the thresholds and segmentation (max_idle_run, min_segment, min_frames, gaps, bounds) are in curation_rules.py;
     # curation.py applies them per episode and writes the reports
-    "curation.rules": Module(("pipelines/curation_rules.py",), ("tests/test_curation_rules.py",)),
+    "curation.rules": Module(
+        ("pipelines/curation_rules.py",), ("tests/test_curation_rules.py",),
+        equivalent={
+            "pipelines.curation_rules.x_idle_steps__mutmut_58": "step_idle = ... instead of &=: step_idle is all True before, so the same",
+            # with every state dimension ignored, velocity has 0 columns and is skipped: its row count, a column
+            # of zeros (always below the threshold) or dividing the empty ds all leave step_idle as it was
+            "pipelines.curation_rules.x_idle_steps__mutmut_44": "ds / dt for empty ds: the same (n - 1, 0) array",
+            "pipelines.curation_rules.x_idle_steps__mutmut_47": "np.zeros((n + 1, 0)): 0 columns, skipped",
+            "pipelines.curation_rules.x_idle_steps__mutmut_48": "np.zeros((n - 2, 0)): 0 columns, skipped",
+            "pipelines.curation_rules.x_idle_steps__mutmut_49": "np.zeros((n - 1, 1)): a zero velocity is below any positive threshold",
+            "pipelines.curation_rules.x_corruption__mutmut_43": "n >= 1: for n == 1 the mean of no steps is NaN, and NaN > fraction is False",
+        },
+    ),
     "curation": Module(("pipelines/curation.py",), ("tests/test_curation_rules.py",)),
     "manifest.weights": Module(
         ("pipelines/manifest/weights.py",), ("tests/test_manifest_weights.py",),

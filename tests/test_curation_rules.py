@@ -358,3 +358,63 @@ def test_a_value_exactly_on_an_outlier_bound_is_inside_and_the_message_names_the
     values = np.array([[1.5, 0.0], [0.0, -3.0], [0.0, 1.2]])
     assert first_violation(values, ["a", "b"], low, high, "state") == (
         "state 'b' = -3 at frame 1 is below the bound -1 (3 values out of bounds)")
+
+
+def test_motion_exactly_at_a_threshold_counts_as_moving_and_just_below_as_idle():
+    t = np.array([0.0, 0.5, 1.0])
+    still_action = np.zeros((3, 1))
+    at = np.array([[0.0], [0.25], [0.5]])  # 0.5 units/s
+    below = np.array([[0.0], [0.24], [0.48]])
+    velocity = MotionThresholds(state_velocity=0.5, action_change=1.0)
+    assert idle_steps(t, at, still_action, ["j0"], ["a0"], velocity).tolist() == [False, False, False]
+    assert idle_steps(t, below, still_action, ["j0"], ["a0"], velocity).tolist() == [True, True, True]
+    change = MotionThresholds(state_velocity=1.0, action_change=0.25)
+    assert idle_steps(t, still_action, at, ["j0"], ["a0"], change).tolist() == [False, False, False]
+    assert idle_steps(t, still_action, below, ["j0"], ["a0"], change).tolist() == [True, True, True]
+    image = MotionThresholds(state_velocity=1.0, action_change=1.0, image_change=4.0)
+    assert idle_steps(t, still_action, still_action, ["j0"], ["a0"], image, np.array([4.0, 3.9])).tolist() == [
+        False, False, True]
+
+
+def test_image_change_is_used_only_when_its_threshold_is_set_and_the_signal_is_there():
+    t = np.arange(4) / HZ
+    still = np.zeros((4, 1))
+    signal = np.full(3, 200.0)
+    plain = MotionThresholds()
+    assert idle_steps(t, still, still, ["j0"], ["a0"], plain, signal).all()  # signal without a threshold
+    assert idle_steps(t, still, still, ["j0"], ["a0"], MotionThresholds(image_change=4.0), None).all()
+
+
+def test_episodes_of_one_and_two_frames_and_all_dimensions_ignored():
+    still = np.zeros((2, 1))
+    assert idle_steps(np.array([0.0, 0.1]), still, still, ["j0"], ["a0"], MotionThresholds()).tolist() == [True, True]
+    assert idle_steps(np.array([0.0]), still[:1], still[:1], ["j0"], ["a0"], MotionThresholds()).tolist() == [False]
+    moving = np.array([[0.0], [1.0], [2.0]])
+    ignored = MotionThresholds(ignore=("j0",))
+    assert idle_steps(np.arange(3) / HZ, moving, np.zeros((3, 1)), ["j0"], ["a0"], ignored).all()
+    assert segment(np.zeros(1, dtype=bool), SegmentRules(min_segment=1)).kept == [(0, 1)]
+
+
+def test_an_idle_suffix_from_frame_one_is_trimmed_and_every_static_run_is_judged():
+    result = segment(idle_mask((False, 1), (True, 5)), SegmentRules(min_segment=1))
+    assert [(r.start, r.stop, r.reason) for r in result.removed] == [(1, 6, CurationReason.IDLE_SUFFIX)]
+    runs = segment(idle_mask((False, 20), (True, 3), (False, 20), (True, 7), (False, 20), (True, 8), (False, 5)),
+                   SegmentRules(max_idle_run=6, min_segment=16))
+    assert runs.kept == [(0, 43), (50, 70)]
+    assert [(r.start, r.stop, r.reason, r.message) for r in runs.removed] == [
+        (43, 50, CurationReason.STATIC_RUN, "7 idle frames"),
+        (70, 78, CurationReason.STATIC_RUN, "8 idle frames"),
+        (78, 83, CurationReason.SHORT_SEGMENT, "5 moving frames < minimum 16")]
+
+
+def test_a_two_frame_episode_that_repeats_its_frame_is_duplication():
+    rules = CorruptionRules(min_frames=2, max_duplicate_fraction=0.5)
+    same = np.zeros((2, 1))
+    assert corruption(np.array([0.0, 0.1]), same, same, HZ, rules) == (
+        CurationReason.DUPLICATED_FRAMES, "1 of 1 steps repeat the previous frame exactly")
+
+
+def test_an_excursion_above_a_bound_by_less_than_one_is_named_above_that_bound():
+    low, high = np.array([0.0]), np.array([1.0])
+    assert first_violation(np.array([[0.5], [1.25]]), ["a"], low, high, "action") == (
+        "action 'a' = 1.25 at frame 1 is above the bound 1 (1 values out of bounds)")
