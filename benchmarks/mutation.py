@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class Module:
     sources: tuple[str, ...]  # files mutated (relative to the repository root)
     tests: tuple[str, ...]  # the test files that judge them
-    # mutant name (or glob) -> why no behaviour distinguishes it from the original
+    # mutant name (or glob) without the module prefix -> why no behaviour distinguishes it from the original
     equivalent: dict[str, str] = field(default_factory=dict)
 
 
@@ -46,14 +46,14 @@ MODULES: dict[str, Module] = {
     "curation.rules": Module(
         ("pipelines/curation_rules.py",), ("tests/test_curation_rules.py",),
         equivalent={
-            "pipelines.curation_rules.x_idle_steps__mutmut_58": "step_idle = ... instead of &=: step_idle is all True before, so the same",
+            "x_idle_steps__mutmut_58": "step_idle = ... instead of &=: step_idle is all True before, so the same",
             # with every state dimension ignored, velocity has 0 columns and is skipped: its row count, a column
             # of zeros (always below the threshold) or dividing the empty ds all leave step_idle as it was
-            "pipelines.curation_rules.x_idle_steps__mutmut_44": "ds / dt for empty ds: the same (n - 1, 0) array",
-            "pipelines.curation_rules.x_idle_steps__mutmut_47": "np.zeros((n + 1, 0)): 0 columns, skipped",
-            "pipelines.curation_rules.x_idle_steps__mutmut_48": "np.zeros((n - 2, 0)): 0 columns, skipped",
-            "pipelines.curation_rules.x_idle_steps__mutmut_49": "np.zeros((n - 1, 1)): a zero velocity is below any positive threshold",
-            "pipelines.curation_rules.x_corruption__mutmut_43": "n >= 1: for n == 1 the mean of no steps is NaN, and NaN > fraction is False",
+            "x_idle_steps__mutmut_44": "ds / dt for empty ds: the same (n - 1, 0) array",
+            "x_idle_steps__mutmut_47": "np.zeros((n + 1, 0)): 0 columns, skipped",
+            "x_idle_steps__mutmut_48": "np.zeros((n - 2, 0)): 0 columns, skipped",
+            "x_idle_steps__mutmut_49": "np.zeros((n - 1, 1)): a zero velocity is below any positive threshold",
+            "x_corruption__mutmut_43": "n >= 1: for n == 1 the mean of no steps is NaN, and NaN > fraction is False",
         },
     ),
     "curation": Module(("pipelines/curation.py",), ("tests/test_curation_rules.py",)),
@@ -61,10 +61,10 @@ MODULES: dict[str, Module] = {
         ("pipelines/manifest/weights.py",), ("tests/test_manifest_weights.py",),
         equivalent={
             # equal weights of 2 instead of 1: shares are normalised, so every share is 1/n either way
-            "pipelines.manifest.weights.x_episode_probabilities__mutmut_56":
+            "x_episode_probabilities__mutmut_56":
                 "raw = Fraction(2) per dataset: normalised to the same 1/n shares",
             # every row is in exactly one (dataset, embodiment) group, so every initial value is overwritten
-            "pipelines.manifest.weights.x_episode_probabilities__mutmut_64":
+            "x_episode_probabilities__mutmut_64":
                 "probs initialised to 1 instead of 0: each row's entry is overwritten by its group's loop",
         },
     ),
@@ -73,27 +73,27 @@ MODULES: dict[str, Module] = {
         equivalent={
             # numpy's default dtypes on 64-bit Linux: Python floats -> float64, Python ints -> int64; the
             # probabilities and kept ranges come as Python numbers (the manifest table's float64 / int64 columns)
-            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_4": "np.asarray(probabilities, dtype=None): float64 already",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_6": "np.asarray(probabilities) without dtype: float64 already",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_42": "kept ranges dtype=None: int64 already (an empty one has no frames to index)",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_44": "kept ranges without dtype: int64 already",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_46": "reshape(-2, 2): numpy reads any negative size as 'the rest', like -1",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_50": "lengths dtype=None: a list of Python ints is int64 already",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_52": "lengths without dtype: int64 already",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁbatches__mutmut_41": "positions arange dtype=None: int64 already",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁbatches__mutmut_44": "positions arange without dtype: int64 already",
+            "xǁManifestSamplerǁ__init____mutmut_4": "np.asarray(probabilities, dtype=None): float64 already",
+            "xǁManifestSamplerǁ__init____mutmut_6": "np.asarray(probabilities) without dtype: float64 already",
+            "xǁManifestSamplerǁ__init____mutmut_42": "kept ranges dtype=None: int64 already (an empty one has no frames to index)",
+            "xǁManifestSamplerǁ__init____mutmut_44": "kept ranges without dtype: int64 already",
+            "xǁManifestSamplerǁ__init____mutmut_46": "reshape(-2, 2): numpy reads any negative size as 'the rest', like -1",
+            "xǁManifestSamplerǁ__init____mutmut_50": "lengths dtype=None: a list of Python ints is int64 already",
+            "xǁManifestSamplerǁ__init____mutmut_52": "lengths without dtype: int64 already",
+            "xǁManifestSamplerǁbatches__mutmut_41": "positions arange dtype=None: int64 already",
+            "xǁManifestSamplerǁbatches__mutmut_44": "positions arange without dtype: int64 already",
             # draws u are in [0, 1): searchsorted(side='right') counts cdf entries <= u, and cdf[-1] (1.0, or the
             # mutants' 2.0 or NaN, which sorts last) is never <= u, so the index is at most len - 1 and the clip
             # never acts (both the cdf[-1] pin and the clip are guards against cumsum rounding)
-            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_68": "cdf[-1] = NaN: above every draw, like 1.0",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁ__init____mutmut_71": "cdf[-1] = 2.0: above every draw, like 1.0",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁepoch__mutmut_6": "clip(max=None): the index never exceeds len - 1",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁepoch__mutmut_16": "clip(max=len + 1): the index never exceeds len - 1",
-            "pipelines.manifest.sampler.xǁManifestSamplerǁepoch__mutmut_12": "searchsorted side='left': differs only for a draw exactly equal to a cdf "
+            "xǁManifestSamplerǁ__init____mutmut_68": "cdf[-1] = NaN: above every draw, like 1.0",
+            "xǁManifestSamplerǁ__init____mutmut_71": "cdf[-1] = 2.0: above every draw, like 1.0",
+            "xǁManifestSamplerǁepoch__mutmut_6": "clip(max=None): the index never exceeds len - 1",
+            "xǁManifestSamplerǁepoch__mutmut_16": "clip(max=len + 1): the index never exceeds len - 1",
+            "xǁManifestSamplerǁepoch__mutmut_12": "searchsorted side='left': differs only for a draw exactly equal to a cdf "
                                    "entry (probability 2**-53 per draw)",
             # offsets as float: for x in [k, k + 1) and integer range ends, searchsorted and the int64 cast of
             # start + x - before give the same frame as with x = k
-            "pipelines.manifest.sampler.xǁManifestSamplerǁepoch__mutmut_19": "offsets.astype(None) (float): the same frame after the int64 assignment",
+            "xǁManifestSamplerǁepoch__mutmut_19": "offsets.astype(None) (float): the same frame after the int64 assignment",
         },
     ),
     "episode_store.writer": Module(("pipelines/episode_store/writer.py",), ("tests/test_episode_store.py",)),
@@ -159,7 +159,12 @@ def summarise(name: str) -> dict:
         data = SourceFileMutationData(path=Path(source))
         data.load()
         statuses.update({k: status_by_exit_code[v] for k, v in data.exit_code_by_key.items()})
-    equivalent = {k for k in statuses if any(fnmatch.fnmatch(k, g) for g in module.equivalent)}
+    prefixes = [f"{mutant_prefix(s)}." for s in module.sources]
+
+    def short(name: str) -> str:
+        return next((name.removeprefix(p) for p in prefixes if name.startswith(p)), name)
+
+    equivalent = {k for k in statuses if any(fnmatch.fnmatch(short(k), g) for g in module.equivalent)}
     counted = {k: s for k, s in statuses.items() if k not in equivalent and s in COUNTED}
     killed = sum(s in ("killed", "timeout", "caught by type check") for s in counted.values())
     survived = sorted(k for k, s in counted.items() if s == "survived")
