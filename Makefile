@@ -12,7 +12,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: repro test env chromium validate bench clean
+.PHONY: repro test env chromium validate bench mutation clean
 
 env: $(STAMP)
 
@@ -54,5 +54,14 @@ chromium:
 bench: $(STAMP)
 	$(BIN)/python benchmarks/convert_throughput.py
 
+# Mutation testing of one core module (mutmut 3; not in CI or `make test`: minutes per module).
+# `make mutation MODULE=manifest.weights`; `make mutation` alone lists the modules
+# (benchmarks/mutation.py holds the table of sources and test files; benchmarks/README.md the kill rates).
+# The `mutation` extra is installed into the environment the first time.
+MODULE ?=
+mutation: $(STAMP)
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[mutation]"
+	nice -n 10 $(BIN)/python benchmarks/mutation.py $(MODULE)
+
 clean:
-	rm -rf $(VENV) data .pytest_cache *.egg-info
+	rm -rf $(VENV) data .pytest_cache *.egg-info mutants

@@ -248,81 +248,173 @@ def test_a_source_s_own_curation_lies_over_the_common_settings_section_by_sectio
     assert _source_curation(common, {}) == common
 
 
-# --- each rule exactly at its threshold, and one past it ------------------------------------------------
+# Each test below pins one curation rule at its boundary and one past it (issue 18).
+
+def idle_mask(*runs: tuple[bool, int]) -> np.ndarray:
+    return np.concatenate([np.full(n, idle) for idle, n in runs])
 
 
-def _idle(*runs: tuple[bool, int]) -> np.ndarray:
-    return np.concatenate([np.full(n, flag) for flag, n in runs])
+def test_an_idle_run_of_exactly_max_idle_run_frames_is_kept_and_one_more_is_removed():
+    rules = SegmentRules(max_idle_run=6, min_segment=1)
+    at = segment(idle_mask((False, 20), (True, 6), (False, 20)), rules)
+    assert at.kept == [(0, 46)] and at.removed == []
+    past = segment(idle_mask((False, 20), (True, 7), (False, 20)), rules)
+    assert past.kept == [(0, 20), (27, 47)]
+    assert [(r.start, r.stop, r.reason, r.message) for r in past.removed] == [
+        (20, 27, CurationReason.STATIC_RUN, "7 idle frames")]
 
 
-@pytest.mark.parametrize("run,removed", [(6, False), (7, True)])  # max_idle_run = 6
-def test_an_idle_run_of_exactly_max_idle_run_frames_stays_and_one_more_is_a_static_run(run, removed):
-    result = segment(_idle((False, 20), (True, run), (False, 20)), SegmentRules())
-    static = [(r.start, r.stop) for r in result.removed if r.reason == CurationReason.STATIC_RUN]
-    assert static == ([(20, 20 + run)] if removed else [])
-    assert result.kept == ([(0, 20), (20 + run, 40 + run)] if removed else [(0, 40 + run)])
+def test_a_moving_segment_of_exactly_min_segment_frames_is_kept_and_one_less_is_removed():
+    rules = SegmentRules(max_idle_run=0, min_segment=16)
+    at = segment(idle_mask((False, 16), (True, 3), (False, 30)), rules)
+    assert at.kept == [(0, 16), (19, 49)]
+    short = segment(idle_mask((False, 15), (True, 3), (False, 30)), rules)
+    assert short.kept == [(18, 48)]
+    assert [(r.start, r.stop, r.reason, r.message) for r in short.removed] == [
+        (0, 15, CurationReason.SHORT_SEGMENT, "15 moving frames < minimum 16"),
+        (15, 18, CurationReason.STATIC_RUN, "3 idle frames")]
 
 
-@pytest.mark.parametrize("moving,kept", [(16, True), (15, False)])  # min_segment = 16
-def test_a_segment_of_exactly_min_segment_frames_is_kept_and_one_fewer_is_short(moving, kept):
-    result = segment(_idle((True, 10), (False, moving), (True, 10)), SegmentRules())
-    assert result.kept == ([(10, 10 + moving)] if kept else [])
-    short = [(r.start, r.stop) for r in result.removed if r.reason == CurationReason.SHORT_SEGMENT]
-    assert short == ([] if kept else [(10, 10 + moving)])
+def test_without_trimming_an_idle_prefix_or_suffix_is_judged_like_any_static_run():
+    mask = idle_mask((True, 3), (False, 20), (True, 4))
+    trimmed = segment(mask, SegmentRules(max_idle_run=6, min_segment=1))
+    assert trimmed.kept == [(3, 23)]
+    assert [(r.start, r.stop, r.reason) for r in trimmed.removed] == [
+        (0, 3, CurationReason.IDLE_PREFIX), (23, 27, CurationReason.IDLE_SUFFIX)]
+    kept = segment(mask, SegmentRules(max_idle_run=6, min_segment=1, trim_prefix=False, trim_suffix=False))
+    assert kept.kept == [(0, 27)] and kept.removed == []
+    long = segment(idle_mask((True, 7), (False, 20), (True, 7)),
+                   SegmentRules(max_idle_run=6, min_segment=1, trim_prefix=False, trim_suffix=False))
+    assert [(r.start, r.stop, r.reason) for r in long.removed] == [
+        (0, 7, CurationReason.STATIC_RUN), (27, 34, CurationReason.STATIC_RUN)]
+    only_prefix = segment(mask, SegmentRules(max_idle_run=0, min_segment=1, trim_prefix=True, trim_suffix=False))
+    assert [r.reason for r in only_prefix.removed] == [CurationReason.IDLE_PREFIX, CurationReason.STATIC_RUN]
 
 
-@pytest.mark.parametrize("rules,prefix,suffix", [
-    (SegmentRules(), CurationReason.IDLE_PREFIX, CurationReason.IDLE_SUFFIX),
-    (SegmentRules(trim_prefix=False), CurationReason.STATIC_RUN, CurationReason.IDLE_SUFFIX),
-    (SegmentRules(trim_suffix=False), CurationReason.IDLE_PREFIX, CurationReason.STATIC_RUN),
-])
-def test_untrimmed_ends_are_judged_as_static_runs(rules, prefix, suffix):
-    long_ends = segment(_idle((True, 10), (False, 20), (True, 10)), rules)
-    assert [(r.start, r.stop, r.reason) for r in long_ends.removed] == [(0, 10, prefix), (30, 40, suffix)]
-    short_ends = segment(_idle((True, 3), (False, 20), (True, 3)), rules)  # 3 <= max_idle_run
-    expected = [(0, 3, CurationReason.IDLE_PREFIX)] * rules.trim_prefix + [(23, 26, CurationReason.IDLE_SUFFIX)] * rules.trim_suffix
-    assert [(r.start, r.stop, r.reason) for r in short_ends.removed] == expected
-    assert short_ends.kept == [(0 if not rules.trim_prefix else 3, 26 if not rules.trim_suffix else 23)]
+def test_an_all_idle_episode_is_one_no_motion_range_whatever_the_trimming():
+    for trim in (True, False):
+        result = segment(np.ones(9, dtype=bool), SegmentRules(trim_prefix=trim, trim_suffix=trim))
+        assert result.kept == [] and [(r.start, r.stop, r.reason) for r in result.removed] == [
+            (0, 9, CurationReason.NO_MOTION)]
+    assert segment(np.zeros(0, dtype=bool), SegmentRules()).kept == []
 
 
-@pytest.mark.parametrize("n,short", [(10, False), (9, True)])  # min_frames = 10
-def test_an_episode_of_exactly_min_frames_is_long_enough_and_one_fewer_is_too_short(n, short):
-    t = np.arange(n) / HZ
-    s = np.cumsum(np.ones((n, 3)), axis=0)
-    found = corruption(t, s, s, HZ, CorruptionRules())
-    assert (found is not None and found[0] == CurationReason.TOO_SHORT) is short
+def test_an_episode_of_exactly_min_frames_is_curated_and_one_frame_less_is_too_short():
+    rules = CorruptionRules(min_frames=10)
+
+    def low(n):
+        t = np.arange(n) / HZ
+        s = np.cumsum(np.full((n, 3), 0.05), axis=0)
+        return t, s, s + 0.01
+
+    assert corruption(*low(10), HZ, rules) is None
+    assert corruption(*low(9), HZ, rules) == (CurationReason.TOO_SHORT, "9 frames < minimum 10")
 
 
-@pytest.mark.parametrize("step,gap", [(0.625, False), (0.75, True)])  # 5 periods at 8 Hz = 0.625 s, exactly
-def test_a_step_of_exactly_max_gap_periods_is_not_a_gap_and_a_longer_one_is(step, gap):
-    t = np.r_[np.arange(10) * 0.125, 9 * 0.125 + step + np.arange(10) * 0.125]
-    s = np.cumsum(np.ones((20, 3)), axis=0)
-    found = corruption(t, s, s, 8.0, CorruptionRules())
-    assert (found is not None and found[0] == CurationReason.TIMESTAMP_GAP) is gap
+def test_a_step_of_exactly_max_gap_periods_is_not_a_gap_and_a_longer_one_is():
+    rules = CorruptionRules(min_frames=2, max_gap_periods=5.0)
+    s = np.cumsum(np.full((4, 2), 0.05), axis=0)
+    at = np.array([0.0, 0.1, 0.6, 0.7])  # 0.5 s = exactly 5 periods at 10 Hz
+    assert corruption(at, s, s, HZ, rules) is None
+    past = np.array([0.0, 0.1, 0.61, 0.71])
+    assert corruption(past, s, s, HZ, rules) == (
+        CurationReason.TIMESTAMP_GAP, "0.510 s between frames 1 and 2 (> 5 periods at 10 Hz)")
 
 
-@pytest.mark.parametrize("repeats,duplicated", [(10, False), (11, True)])  # 10 of 20 steps = 0.5 exactly
-def test_a_share_of_repeated_frames_of_exactly_max_duplicate_fraction_passes_and_more_does_not(repeats, duplicated):
-    n = 21
-    values = np.cumsum(np.r_[np.zeros(repeats), np.ones(n - 1 - repeats)])  # `repeats` steps change nothing
-    s = np.stack([np.r_[0.0, values]] * 3, axis=1)
-    found = corruption(np.arange(n) / HZ, s, s, HZ, CorruptionRules())
-    assert (found is not None and found[0] == CurationReason.DUPLICATED_FRAMES) is duplicated
+def test_repeated_frames_up_to_the_duplicate_fraction_are_allowed_and_beyond_it_are_duplication():
+    rules = CorruptionRules(min_frames=2, max_duplicate_fraction=0.5)
+    t = np.arange(5) / HZ
+    half = np.array([[0.0], [0.0], [1.0], [1.0], [2.0]])  # 2 of 4 steps repeat
+    assert corruption(t, half, half, HZ, rules) is None
+    more = np.array([[0.0], [0.0], [0.0], [1.0], [1.0]])  # 3 of 4
+    assert corruption(t, more, more, HZ, rules) == (
+        CurationReason.DUPLICATED_FRAMES, "3 of 4 steps repeat the previous frame exactly")
 
 
-@pytest.mark.parametrize("value,bad", [(0.0, False), (-1e-9, True), (0.085, False), (0.0850001, True)])
-def test_physical_limits_hold_at_both_ends_inclusive(value, bad):
-    values = np.array([[0.04], [value], [0.04]])
-    message = physical_violation(values, ["gripper"], {"gripper": (0.0, 0.085)}, "state")
-    assert (message is not None) is bad
-    if bad:
-        assert "at frame 1" in message and "[0, 0.085]" in message
+def test_physical_limits_include_both_ends_and_name_the_first_frame_outside():
+    limits = {"gripper": (0.0, 0.085)}
+    inside = np.array([[0.0], [0.085], [0.04]])
+    assert physical_violation(inside, ["gripper"], limits, "state") is None
+    below = np.array([[0.01], [-0.001], [-0.5]])
+    assert physical_violation(below, ["gripper"], limits, "state") == (
+        "state 'gripper' = -0.001 at frame 1 outside its physical range [0, 0.085]")
+    above = np.array([[0.086]])
+    assert "= 0.086 at frame 0" in physical_violation(above, ["gripper"], limits, "action")
+    assert physical_violation(below, ["j0"], limits, "state") is None  # no limit declared for j0
 
 
-def test_a_dimension_constant_across_the_dataset_gets_the_minimum_width_not_a_zero_width_bound():
-    low, high = robust_bounds(np.array([0.3]), np.array([0.3]), OutlierRules(k=1.0, min_width=1e-3))
-    assert low[0] == pytest.approx(0.299) and high[0] == pytest.approx(0.301)
-    assert first_violation(np.array([[0.3005]]), ["j"], low, high, "state") is None  # within the floor
-    assert first_violation(np.array([[0.302]]), ["j"], low, high, "state") is not None
-    wide_low, wide_high = robust_bounds(np.array([0.0]), np.array([0.5]), OutlierRules(k=1.0, min_width=1e-3))
-    assert (wide_low[0], wide_high[0]) == (-0.5, 1.0)  # a real width is used as it is
+def test_a_dimension_constant_across_the_dataset_gets_the_min_width_floor():
+    rules = OutlierRules(k=1.0, min_width=1e-3)
+    low, high = robust_bounds(np.array([0.5, 0.0]), np.array([0.5, 2.0]), rules)
+    assert low.tolist() == [0.5 - 1e-3, -2.0] and high.tolist() == [0.5 + 1e-3, 4.0]
+    # a width just above the floor is its own
+    low, high = robust_bounds(np.array([0.0]), np.array([0.002]), OutlierRules(k=2.0, min_width=1e-3))
+    assert low.tolist() == [-0.004] and high.tolist() == [0.006]
+
+
+def test_a_value_exactly_on_an_outlier_bound_is_inside_and_the_message_names_the_worst_excursion():
+    low, high = np.array([0.0, -1.0]), np.array([1.0, 1.0])
+    assert first_violation(np.array([[1.0, -1.0], [0.0, 1.0]]), ["a", "b"], low, high, "state") is None
+    values = np.array([[1.5, 0.0], [0.0, -3.0], [0.0, 1.2]])
+    assert first_violation(values, ["a", "b"], low, high, "state") == (
+        "state 'b' = -3 at frame 1 is below the bound -1 (3 values out of bounds)")
+
+
+def test_motion_exactly_at_a_threshold_counts_as_moving_and_just_below_as_idle():
+    t = np.array([0.0, 0.5, 1.0])
+    still_action = np.zeros((3, 1))
+    at = np.array([[0.0], [0.25], [0.5]])  # 0.5 units/s
+    below = np.array([[0.0], [0.24], [0.48]])
+    velocity = MotionThresholds(state_velocity=0.5, action_change=1.0)
+    assert idle_steps(t, at, still_action, ["j0"], ["a0"], velocity).tolist() == [False, False, False]
+    assert idle_steps(t, below, still_action, ["j0"], ["a0"], velocity).tolist() == [True, True, True]
+    change = MotionThresholds(state_velocity=1.0, action_change=0.25)
+    assert idle_steps(t, still_action, at, ["j0"], ["a0"], change).tolist() == [False, False, False]
+    assert idle_steps(t, still_action, below, ["j0"], ["a0"], change).tolist() == [True, True, True]
+    image = MotionThresholds(state_velocity=1.0, action_change=1.0, image_change=4.0)
+    assert idle_steps(t, still_action, still_action, ["j0"], ["a0"], image, np.array([4.0, 3.9])).tolist() == [
+        False, False, True]
+
+
+def test_image_change_is_used_only_when_its_threshold_is_set_and_the_signal_is_there():
+    t = np.arange(4) / HZ
+    still = np.zeros((4, 1))
+    signal = np.full(3, 200.0)
+    plain = MotionThresholds()
+    assert idle_steps(t, still, still, ["j0"], ["a0"], plain, signal).all()  # signal without a threshold
+    assert idle_steps(t, still, still, ["j0"], ["a0"], MotionThresholds(image_change=4.0), None).all()
+
+
+def test_episodes_of_one_and_two_frames_and_all_dimensions_ignored():
+    still = np.zeros((2, 1))
+    assert idle_steps(np.array([0.0, 0.1]), still, still, ["j0"], ["a0"], MotionThresholds()).tolist() == [True, True]
+    assert idle_steps(np.array([0.0]), still[:1], still[:1], ["j0"], ["a0"], MotionThresholds()).tolist() == [False]
+    moving = np.array([[0.0], [1.0], [2.0]])
+    ignored = MotionThresholds(ignore=("j0",))
+    assert idle_steps(np.arange(3) / HZ, moving, np.zeros((3, 1)), ["j0"], ["a0"], ignored).all()
+    assert segment(np.zeros(1, dtype=bool), SegmentRules(min_segment=1)).kept == [(0, 1)]
+
+
+def test_an_idle_suffix_from_frame_one_is_trimmed_and_every_static_run_is_judged():
+    result = segment(idle_mask((False, 1), (True, 5)), SegmentRules(min_segment=1))
+    assert [(r.start, r.stop, r.reason) for r in result.removed] == [(1, 6, CurationReason.IDLE_SUFFIX)]
+    runs = segment(idle_mask((False, 20), (True, 3), (False, 20), (True, 7), (False, 20), (True, 8), (False, 5)),
+                   SegmentRules(max_idle_run=6, min_segment=16))
+    assert runs.kept == [(0, 43), (50, 70)]
+    assert [(r.start, r.stop, r.reason, r.message) for r in runs.removed] == [
+        (43, 50, CurationReason.STATIC_RUN, "7 idle frames"),
+        (70, 78, CurationReason.STATIC_RUN, "8 idle frames"),
+        (78, 83, CurationReason.SHORT_SEGMENT, "5 moving frames < minimum 16")]
+
+
+def test_a_two_frame_episode_that_repeats_its_frame_is_duplication():
+    rules = CorruptionRules(min_frames=2, max_duplicate_fraction=0.5)
+    same = np.zeros((2, 1))
+    assert corruption(np.array([0.0, 0.1]), same, same, HZ, rules) == (
+        CurationReason.DUPLICATED_FRAMES, "1 of 1 steps repeat the previous frame exactly")
+
+
+def test_an_excursion_above_a_bound_by_less_than_one_is_named_above_that_bound():
+    low, high = np.array([0.0]), np.array([1.0])
+    assert first_violation(np.array([[0.5], [1.25]]), ["a"], low, high, "action") == (
+        "action 'a' = 1.25 at frame 1 is above the bound 1 (1 values out of bounds)")

@@ -45,8 +45,11 @@ class ManifestSampler:
         p = np.asarray(episode_probability, dtype=np.float64)
         if p.ndim != 1 or len(p) != len(kept_ranges):
             raise ValueError(f"{len(p)} probabilities for {len(kept_ranges)} episodes")
-        if (p < 0).any() or not np.isclose(p.sum(), 1.0, rtol=0, atol=1e-9):
-            raise ValueError(f"episode probabilities must be >= 0 and sum to 1 (sum {p.sum()!r})")
+        negative = np.flatnonzero(p < 0)
+        if negative.size:
+            raise ValueError(f"episode probabilities must be >= 0: row {negative[0]} has {float(p[negative[0]])!r}")
+        if not np.isclose(p.sum(), 1.0, rtol=0, atol=1e-9):
+            raise ValueError(f"episode probabilities must sum to 1 within 1e-9 (sum {float(p.sum())!r})")
         self.p = p / p.sum()
         self.ranges = [np.asarray(r, dtype=np.int64).reshape(-1, 2) for r in kept_ranges]
         self.lengths = np.array([int((r[:, 1] - r[:, 0]).sum()) for r in self.ranges], dtype=np.int64)
@@ -56,7 +59,9 @@ class ManifestSampler:
         self.cdf = np.cumsum(self.p)
         self.cdf[-1] = 1.0
         self.seed = int(seed)
-        self.samples_per_epoch = int(samples_per_epoch or self.lengths.sum())
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise ValueError(f"samples_per_epoch must be >= 1 or None (all kept frames), got {samples_per_epoch!r}")
+        self.samples_per_epoch = int(self.lengths.sum() if samples_per_epoch is None else samples_per_epoch)
         self.rows: list[dict[str, Any]] | None = None  # the manifest's table rows, when built from one
 
     @classmethod

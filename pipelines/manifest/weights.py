@@ -10,12 +10,26 @@ normalised and the effective shares are reported.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections import defaultdict
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
 WITHIN = ("frames", "episodes")
+# a weight is read as the nearest fraction with a denominator up to this (0.1 is exactly 1/10)
+WEIGHT_DENOMINATOR = 10**9
+
+
+def _weight(dataset: str, value: Any) -> Fraction:
+    """One dataset weight as an exact fraction: a finite real number >= 0 (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"dataset weight of {dataset!r} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"dataset weight of {dataset!r} must be a finite number >= 0, got {value!r}")
+    return Fraction(value if isinstance(value, numbers.Rational) else float(value)).limit_denominator(
+        WEIGHT_DENOMINATOR)
 
 
 def episode_probabilities(
@@ -46,9 +60,10 @@ def episode_probabilities(
         if unknown or missing:
             raise ValueError(f"dataset_weights must name exactly the datasets present: unknown {sorted(unknown)}, "
                              f"missing {sorted(missing)}")
-        raw = {d: Fraction(dataset_weights[d]).limit_denominator(10**9) for d in datasets}
-        if any(w < 0 for w in raw.values()) or sum(raw.values()) == 0:
-            raise ValueError("dataset weights must be >= 0 and not all zero")
+        raw = {d: _weight(d, dataset_weights[d]) for d in datasets}
+        if sum(raw.values()) == 0:
+            raise ValueError(f"dataset weights are all zero ({dict(sorted(dataset_weights.items()))}): "
+                             "at least one dataset needs a weight > 0")
     else:
         raw = {d: Fraction(1) for d in datasets}
     total = sum(raw.values())

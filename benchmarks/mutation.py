@@ -1,0 +1,211 @@
+"""Mutation testing of one core module with mutmut 3 (issue 18): `make mutation MODULE=manifest.weights`.
+
+The one table of what is mutated and which tests judge it. mutmut reads its settings from
+``[tool.mutmut]`` in pyproject.toml (the source folders, process isolation); this script
+replaces only the two per-module settings, ``only_mutate`` (the module's source files) and
+the test selection (the module's test files), so one module's run collects stats over a few
+test files instead of the whole suite. Every run starts from a fresh ``mutants/`` copy (the
+copy mutmut keeps of files it does not mutate is never refreshed otherwise) and prints
+killed / survived / total and the kill rate; the counts are also written to
+``benchmarks/out/mutation/<module>.json``.
+
+Equivalent mutants (no behaviour can tell them apart from the original) are listed below
+with the reason, and left out of the kill rate.
+
+Not part of ``make test``: a module takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Module:
+    sources: tuple[str, ...]  # files mutated (relative to the repository root)
+    tests: tuple[str, ...]  # the test files that judge them
+    # mutant name (or glob) without the module prefix -> why no behaviour distinguishes it from the original
+    equivalent: dict[str, str] = field(default_factory=dict)
+
+
+def _conv(name: str, *tests: str) -> Module:
+    return Module((f"converters/{name}.py",), tests or (f"tests/test_{name}_converter.py",))
+
+
+MODULES: dict[str, Module] = {
+    # the thresholds and segmentation (max_idle_run, min_segment, min_frames, gaps, bounds) are in curation_rules.py;
+    # curation.py applies them per episode and writes the reports
+    "curation.rules": Module(
+        ("pipelines/curation_rules.py",), ("tests/test_curation_rules.py",),
+        equivalent={
+            "x_idle_steps__mutmut_58": "step_idle = ... instead of &=: step_idle is all True before, so the same",
+            # with every state dimension ignored, velocity has 0 columns and is skipped: its row count, a column
+            # of zeros (always below the threshold) or dividing the empty ds all leave step_idle as it was
+            "x_idle_steps__mutmut_44": "ds / dt for empty ds: the same (n - 1, 0) array",
+            "x_idle_steps__mutmut_47": "np.zeros((n + 1, 0)): 0 columns, skipped",
+            "x_idle_steps__mutmut_48": "np.zeros((n - 2, 0)): 0 columns, skipped",
+            "x_idle_steps__mutmut_49": "np.zeros((n - 1, 1)): a zero velocity is below any positive threshold",
+            "x_corruption__mutmut_43": "n >= 1: for n == 1 the mean of no steps is NaN, and NaN > fraction is False",
+        },
+    ),
+    "curation": Module(("pipelines/curation.py",), ("tests/test_curation_rules.py",)),
+    "manifest.weights": Module(
+        ("pipelines/manifest/weights.py",), ("tests/test_manifest_weights.py",),
+        equivalent={
+            # equal weights of 2 instead of 1: shares are normalised, so every share is 1/n either way
+            "x_episode_probabilities__mutmut_56":
+                "raw = Fraction(2) per dataset: normalised to the same 1/n shares",
+            # every row is in exactly one (dataset, embodiment) group, so every initial value is overwritten
+            "x_episode_probabilities__mutmut_64":
+                "probs initialised to 1 instead of 0: each row's entry is overwritten by its group's loop",
+        },
+    ),
+    "manifest.sampler": Module(
+        ("pipelines/manifest/sampler.py",), ("tests/test_manifest_sampler.py",),
+        equivalent={
+            # numpy's default dtypes on 64-bit Linux: Python floats -> float64, Python ints -> int64; the
+            # probabilities and kept ranges come as Python numbers (the manifest table's float64 / int64 columns)
+            "xǁManifestSamplerǁ__init____mutmut_4": "np.asarray(probabilities, dtype=None): float64 already",
+            "xǁManifestSamplerǁ__init____mutmut_6": "np.asarray(probabilities) without dtype: float64 already",
+            "xǁManifestSamplerǁ__init____mutmut_42": "kept ranges dtype=None: int64 already (an empty one has no frames to index)",
+            "xǁManifestSamplerǁ__init____mutmut_44": "kept ranges without dtype: int64 already",
+            "xǁManifestSamplerǁ__init____mutmut_46": "reshape(-2, 2): numpy reads any negative size as 'the rest', like -1",
+            "xǁManifestSamplerǁ__init____mutmut_50": "lengths dtype=None: a list of Python ints is int64 already",
+            "xǁManifestSamplerǁ__init____mutmut_52": "lengths without dtype: int64 already",
+            "xǁManifestSamplerǁbatches__mutmut_41": "positions arange dtype=None: int64 already",
+            "xǁManifestSamplerǁbatches__mutmut_44": "positions arange without dtype: int64 already",
+            # draws u are in [0, 1): searchsorted(side='right') counts cdf entries <= u, and cdf[-1] (1.0, or the
+            # mutants' 2.0 or NaN, which sorts last) is never <= u, so the index is at most len - 1 and the clip
+            # never acts (both the cdf[-1] pin and the clip are guards against cumsum rounding)
+            "xǁManifestSamplerǁ__init____mutmut_68": "cdf[-1] = NaN: above every draw, like 1.0",
+            "xǁManifestSamplerǁ__init____mutmut_71": "cdf[-1] = 2.0: above every draw, like 1.0",
+            "xǁManifestSamplerǁepoch__mutmut_6": "clip(max=None): the index never exceeds len - 1",
+            "xǁManifestSamplerǁepoch__mutmut_16": "clip(max=len + 1): the index never exceeds len - 1",
+            "xǁManifestSamplerǁepoch__mutmut_12": "searchsorted side='left': differs only for a draw exactly equal to a cdf "
+                                   "entry (probability 2**-53 per draw)",
+            # offsets as float: for x in [k, k + 1) and integer range ends, searchsorted and the int64 cast of
+            # start + x - before give the same frame as with x = k
+            "xǁManifestSamplerǁepoch__mutmut_19": "offsets.astype(None) (float): the same frame after the int64 assignment",
+        },
+    ),
+    "episode_store.writer": Module(("pipelines/episode_store/writer.py",), ("tests/test_episode_store.py",)),
+    "episode_store.reader": Module(("pipelines/episode_store/reader.py",), ("tests/test_episode_store.py",)),
+    "episode_store.validator": Module(("pipelines/episode_store/validator.py",),
+                                      ("tests/test_validator.py", "tests/test_episode_store.py")),
+    # the filtered-quantile early-exit thresholds live in training/exits.py; calibrate.py runs them
+    "training.exits": Module(("training/exits.py",), ("tests/test_early_exit.py",)),
+    "training.data": Module(tuple(f"training/data/{n}.py" for n in
+                                  ("dataset", "images", "layouts", "loader", "normalize", "spec")),
+                            ("tests/test_training_data.py",)),
+    "converters.base": Module(("converters/base.py",), ("tests/test_converter_options.py",
+                                                        "tests/test_converter_conformance.py")),
+    "converters.agibot": _conv("agibot"),
+    "converters.droid": _conv("droid"),
+    "converters.gm100": _conv("gm100"),
+    "converters.inhouse": _conv("inhouse"),
+    "converters.robochallenge": _conv("robochallenge"),
+    "converters.robocoin": _conv("robocoin"),
+    "converters.robomind": _conv("robomind"),
+}
+
+# mutmut's exit codes per mutant (mutmut/__main__.py status_by_exit_code), as counted here
+COUNTED = {"killed", "survived", "timeout", "segfault", "suspicious", "no tests", "caught by type check"}
+
+
+def mutant_prefix(source: str) -> str:
+    return source.removesuffix(".py").replace("/", ".")
+
+
+def run(name: str, mutants: list[str] | None, max_children: int | None, keep: bool) -> dict:
+    module = MODULES[name]
+    import os
+
+    os.chdir(ROOT)
+    if not keep and (ROOT / "mutants").exists():
+        shutil.rmtree(ROOT / "mutants")
+    import mutmut.configuration as configuration
+
+    config = configuration._load_config()
+    config.only_mutate = list(module.sources)
+    config.pytest_add_cli_args_test_selection = list(module.tests)
+    configuration._config = config
+    from mutmut.__main__ import cli
+
+    args = ["run", *(mutants or [f"{mutant_prefix(s)}*" for s in module.sources])]
+    if max_children:
+        args += ["--max-children", str(max_children)]
+    try:
+        cli.main(args, standalone_mode=False)
+    except SystemExit as e:  # mutmut exits on a failing clean run
+        if e.code:
+            raise
+    return summarise(name)
+
+
+def summarise(name: str) -> dict:
+    from mutmut.__main__ import SourceFileMutationData, status_by_exit_code
+
+    module = MODULES[name]
+    statuses: dict[str, str] = {}
+    for source in module.sources:
+        data = SourceFileMutationData(path=Path(source))
+        data.load()
+        statuses.update({k: status_by_exit_code[v] for k, v in data.exit_code_by_key.items()})
+    prefixes = [f"{mutant_prefix(s)}." for s in module.sources]
+
+    def short(name: str) -> str:
+        return next((name.removeprefix(p) for p in prefixes if name.startswith(p)), name)
+
+    equivalent = {k for k in statuses if any(fnmatch.fnmatch(short(k), g) for g in module.equivalent)}
+    counted = {k: s for k, s in statuses.items() if k not in equivalent and s in COUNTED}
+    killed = sum(s in ("killed", "timeout", "caught by type check") for s in counted.values())
+    survived = sorted(k for k, s in counted.items() if s == "survived")
+    other = sorted(f"{k}: {s}" for k, s in counted.items() if s not in ("killed", "timeout", "caught by type check",
+                                                                      "survived"))
+    total = len(counted)
+    out = {"module": name, "mutants": len(statuses), "equivalent_excluded": len(equivalent), "total": total,
+           "killed": killed, "survived": len(survived), "other": other,
+           "kill_rate": round(killed / total, 4) if total else None, "survivors": survived,
+           "not_run": sorted(k for k, s in statuses.items() if s not in COUNTED and k not in equivalent)}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("module", nargs="?", help=f"one of: {', '.join(MODULES)}")
+    ap.add_argument("--list", action="store_true", help="print the module table and exit")
+    ap.add_argument("--mutants", nargs="*", help="mutant names or globs (default: all of the module)")
+    ap.add_argument("--max-children", type=int, help="parallel mutant workers (mutmut's default: all cores)")
+    ap.add_argument("--keep", action="store_true", help="reuse mutants/ from the previous run")
+    ap.add_argument("--summary-only", action="store_true", help="count the results in mutants/ without running")
+    a = ap.parse_args()
+    if a.list or not a.module:
+        for n, m in MODULES.items():
+            print(f"{n:26} {' '.join(m.sources)}  <-  {' '.join(m.tests)}")
+        return 0
+    if a.module not in MODULES:
+        ap.error(f"unknown module {a.module!r}; one of {', '.join(MODULES)}")
+    result = summarise(a.module) if a.summary_only else run(a.module, a.mutants, a.max_children, a.keep)
+    out = ROOT / "benchmarks" / "out" / "mutation"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{a.module}.json").write_text(json.dumps(result, indent=1) + "\n")
+    rate = "-" if result["kill_rate"] is None else f"{100 * result['kill_rate']:.1f} %"
+    print(f"\n{a.module}: {result['killed']} killed, {result['survived']} survived, {result['total']} total "
+          f"({result['equivalent_excluded']} equivalent excluded): kill rate {rate}")
+    for s in result["survivors"]:
+        print("  survived:", s)
+    for s in result["other"]:
+        print("  ", s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
