@@ -28,13 +28,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,38 +38,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(ready, proc, what: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not ready():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not start")
-        time.sleep(0.1)
-
-
-def _listening(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-    return False
-
-
-def _start(argv, log: Path, **kw) -> subprocess.Popen:
-    out = open(log, "wb")  # noqa: SIM115 - the service writes to it until it is stopped
-    return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, **kw)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -91,27 +55,6 @@ def _s3_files(endpoint: str, bucket: str, prefix: str) -> dict[str, bytes]:
             if not k.endswith("conversion_report.json")}
 
 
-def _worker_python(work: Path) -> tuple[Path, Path]:
-    """The built wheel, and a venv with the dependencies but not a1pipe: each worker installs the
-    wheel the job ships (``tests/beam_boot.py``, as a Beam container's boot program does)."""
-    import sysconfig
-
-    src, dist, venv = work / "wheel-src", work / "dist", work / "worker-venv"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, src / name)
-    for package in ("pipelines", "converters", "training", "manifests"):
-        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(dist), str(src)], check=True, capture_output=True)
-    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
-    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return python, next(dist.glob("*.whl"))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=12, help="in-house sample episodes (at most all of them)")
@@ -120,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from pipelines.convert import ConvertConfig, run_conversion
+    from tests import beam_cluster as cluster
     from pipelines.episode_store.images import ImageConfig
     from pipelines.samples import write_samples
 
@@ -151,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                 "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED")
     os.environ.update(dict(zip(env_keys, ("testing", "testing", "us-east-1", str(work / "none"), str(work / "none"),
                                           "true"), strict=True)))
-    s3_port = _port()
-    moto = _start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)], work / "moto.log")
+    s3_port = cluster.free_loopback_port()
+    moto = cluster.start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)], work / "moto.log")
     services = [moto]
     try:
-        _wait(lambda: _listening(s3_port), moto, "moto's S3 server")
+        cluster.wait_until(lambda: cluster.listening(s3_port), moto, work / "moto.log", "moto's S3 server")
         endpoint = f"http://127.0.0.1:{s3_port}"
         import boto3
 
@@ -165,24 +109,24 @@ def main(argv: list[str] | None = None) -> int:
                      _s3_files(endpoint, "bench", "direct2/") == baseline, seconds, report["runner"]))
 
         t = time.perf_counter()
-        python, wheel = _worker_python(work)
-        launcher = str(REPO / "tests" / "loopback_service.py")
+        wheel, python = cluster.build_wheel(work), cluster.worker_python(work)
+        launcher = cluster.LAUNCHER
         port_file = work / "job.port"
-        job = _start([sys.executable, launcher, "apache_beam.runners.portability.local_job_service_main", "--port",
+        job = cluster.start([sys.executable, launcher, "apache_beam.runners.portability.local_job_service_main", "--port",
                       "0", "--port_file", str(port_file), "--staging_dir", str(work / "staging")], work / "job.log",
                      cwd=work)
         services.append(job)
-        pool_port = _port()
+        pool_port = cluster.free_loopback_port()
         (work / "worker-home").mkdir()
         (work / "worker-tmp").mkdir()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.update(TMPDIR=str(work / "worker-tmp"), PATH=f"{python.parent}{os.pathsep}{env['PATH']}")
-        pool = _start([str(python), launcher, "apache_beam.runners.worker.worker_pool_main", "--service_port",
-                       str(pool_port), "--container_executable", str(REPO / "tests" / "beam_boot.py")],
-                      work / "pool.log", cwd=work / "worker-home", env=env)
+        pool = cluster.start([str(python), launcher, "apache_beam.runners.worker.worker_pool_main", "--service_port",
+                              str(pool_port), "--container_executable", cluster.BOOT],
+                             work / "pool.log", cwd=work / "worker-home", env=env)
         services.append(pool)
-        _wait(port_file.is_file, job, "the job service")
-        _wait(lambda: _listening(pool_port), pool, "the worker pool")
+        cluster.wait_until(port_file.is_file, job, work / "job.log", "the job service")
+        cluster.wait_until(lambda: cluster.listening(pool_port), pool, work / "pool.log", "the worker pool")
         setup = time.perf_counter() - t
         seconds, report = convert("s3://bench/portable", [
             "--runner=PortableRunner", f"--job_endpoint=127.0.0.1:{port_file.read_text().strip()}",
@@ -193,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                      _s3_files(endpoint, "bench", "portable/") == baseline, seconds, report["runner"]))
     finally:
         for proc in reversed(services):
-            _stop(proc)
+            cluster.stop(proc)
 
     print(f"Conversion of {len(keep)} in-house sample episodes ({base_report['counts']['converted']} converted, "
           f"{base_report['counts']['quarantined']} quarantined), stored at {image.height}x{image.width}")

@@ -137,12 +137,6 @@ class S3Server:
         return f"s3://{self.bucket}/{key}"
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> Iterator[S3Server]:
     """moto's S3 server in a child process on the loopback, for this test session (each test worker
@@ -157,7 +151,9 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
 
     from pipelines import storage
 
-    port = _free_loopback_port()
+    from tests.beam_cluster import free_loopback_port
+
+    port = free_loopback_port()
     log = tmp_path_factory.mktemp("s3") / "moto.log"
     with open(log, "wb") as out:
         server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

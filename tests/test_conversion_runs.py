@@ -8,7 +8,6 @@ and ``stats.json`` is the same bytes for any worker count or merge order.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -34,6 +33,7 @@ from pipelines.episode_store.stats import (
     build_stats_document,
 )
 from pipelines.samples import write_samples
+from tests import beam_cluster
 
 SMALL = ImageConfig(height=48, width=64, quality=85)
 #: two embodiments, five good episodes and one the converter quarantines
@@ -322,34 +322,10 @@ def test_small_dimensions_get_exact_quantiles():
 
 # --- a portable runner with an external pool of worker processes ---------------------------------------
 
-PACKAGES = ("pipelines", "converters", "training", "manifests")
-
-
-def _free_loopback_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The project as the wheel the README says to ship to workers (``pip wheel --no-deps``), built
-    offline from a copy of the sources (a build writes into its source folder)."""
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
-    src, dist = tmp_path_factory.mktemp("wheel-src"), tmp_path_factory.mktemp("dist")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(repo / name, src / name)
-    for package in PACKAGES:
-        shutil.copytree(repo / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(dist), str(src)], check=True, timeout=300, capture_output=True)
-    (built,) = dist.glob("a1pipe-*.whl")
-    return built
+    """The project as the wheel the README says to ship to workers."""
+    return beam_cluster.build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_the_wheel_holds_every_file_the_code_reads_beside_itself(wheel):
@@ -357,8 +333,9 @@ def test_the_wheel_holds_every_file_the_code_reads_beside_itself(wheel):
     (the released manifests under ``manifests/<name>/`` are data, read from a checkout or a download)."""
     import zipfile
 
-    repo = Path(__file__).resolve().parents[1]
-    wanted = {p.relative_to(repo).as_posix() for package in PACKAGES for p in (repo / package).rglob("*")
+    repo = beam_cluster.REPO
+    wanted = {p.relative_to(repo).as_posix()
+              for package in beam_cluster.PACKAGES for p in (repo / package).rglob("*")
               if p.is_file() and "__pycache__" not in p.parts
               and not (package == "manifests" and p.parent != repo / package)}
     with zipfile.ZipFile(wheel) as zf:
@@ -371,49 +348,12 @@ def worker_python(tmp_path_factory) -> Path:
     """A Python for the workers, as a worker image would have it: the dependencies (and pip), not a1pipe;
     each worker installs the wheel its job ships (``tests/beam_boot.py``)."""
     import subprocess
-    import sys
-    import sysconfig
 
-    venv = tmp_path_factory.mktemp("worker-image") / "venv"
-    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
-    # the test environment's packages as a plain path: its .pth files (the editable a1pipe) are not read
-    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    absent = subprocess.run([str(python), "-c", "import pipelines"], capture_output=True, text=True, cwd=venv,
+    python = beam_cluster.worker_python(tmp_path_factory.mktemp("worker-image"))
+    absent = subprocess.run([str(python), "-c", "import pipelines"], capture_output=True, text=True, cwd=python.parent,
                             env={"PATH": os.environ["PATH"]})
     assert absent.returncode != 0 and "No module named 'pipelines'" in absent.stderr
     return python
-
-
-def _start(argv: list[str], log: Path, **kw):
-    """A Beam service (``tests/loopback_service.py``) in its own process group, output to ``log``."""
-    import subprocess
-
-    with open(log, "wb") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, **kw)
-
-
-def _stop(proc) -> None:
-    import signal
-    import subprocess
-
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the service and the workers it started
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
-def _wait_until(ready, proc, log: Path, what: str, seconds: float = 120) -> None:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not ready():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"{what} did not start:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.1)
 
 
 def test_an_external_worker_pool_writes_to_s3_the_store_the_default_runner_writes(published, few, wheel,
@@ -426,44 +366,37 @@ def test_an_external_worker_pool_writes_to_s3_the_store_the_default_runner_write
     decoy that refuses and counts): the store they write is the default runner's, byte for byte."""
     import hashlib
     import io
-    import socket
     import sys
 
     import boto3
     import pyarrow.parquet as pq
 
     local, local_report, _, _ = published
-    launcher = str(Path(__file__).with_name("loopback_service.py"))
+    launcher = beam_cluster.LAUNCHER
     home, tmp, staging = (tmp_path / name for name in ("worker-home", "worker-tmp", "staging"))
     for folder in (home, tmp, staging):
         folder.mkdir()
     port_file = tmp_path / "job.port"
     job_log, pool_log = tmp_path / "job-service.log", tmp_path / "worker-pool.log"
-    job = _start([sys.executable, launcher, "apache_beam.runners.portability.local_job_service_main", "--port", "0",
+    job = beam_cluster.start([sys.executable, launcher, "apache_beam.runners.portability.local_job_service_main", "--port", "0",
                   "--port_file", str(port_file), "--staging_dir", str(staging)], job_log, cwd=tmp_path)
-    pool_port = _free_loopback_port()
+    pool_port = beam_cluster.free_loopback_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TMPDIR")}
     env.update(TMPDIR=str(tmp), PATH=f"{worker_python.parent}{os.pathsep}{env['PATH']}", AWS_ENDPOINT_URL_S3=decoy.url)
-    pool = _start([str(worker_python), launcher, "apache_beam.runners.worker.worker_pool_main", "--service_port",
-                   str(pool_port), "--container_executable", str(Path(__file__).with_name("beam_boot.py"))],
-                  pool_log, cwd=home, env=env)
+    pool = beam_cluster.start([str(worker_python), launcher, "apache_beam.runners.worker.worker_pool_main",
+                               "--service_port", str(pool_port), "--container_executable", beam_cluster.BOOT],
+                              pool_log, cwd=home, env=env)
     try:
-        _wait_until(port_file.is_file, job, job_log, "the job service")
-
-        def pool_listens() -> bool:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", pool_port), timeout=1):
-                return True
-            return False
-
-        _wait_until(pool_listens, pool, pool_log, "the worker pool")
+        beam_cluster.wait_until(port_file.is_file, job, job_log, "the job service")
+        beam_cluster.wait_until(lambda: beam_cluster.listening(pool_port), pool, pool_log, "the worker pool")
         url = s3_server.url("stores/portable")
         report = run_conversion(_config(few, url), show_progress=False, beam_args=[
             "--runner=PortableRunner", f"--job_endpoint=127.0.0.1:{port_file.read_text().strip()}",
             "--environment_type=EXTERNAL", f"--environment_config=127.0.0.1:{pool_port}", "--direct_num_workers=2",
             f"--s3_endpoint_url={s3_server.endpoint}", f"--extra_package={wheel}"])
     finally:
-        _stop(pool)
-        _stop(job)
+        beam_cluster.stop(pool)
+        beam_cluster.stop(job)
     started = pool_log.read_text(errors="replace").count("Starting worker with command")
     assert started == 2, pool_log.read_text(errors="replace")[-3000:]
     assert report["runner"] == "PortableRunner" and report["runner_options"]["environment_type"] == "EXTERNAL"
