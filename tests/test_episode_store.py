@@ -195,38 +195,6 @@ def test_same_input_gives_byte_identical_file(tmp_path):
     assert names == sorted(names) and "zarr.json" in names
 
 
-_WRITE_ONE = """
-import sys
-if sys.argv[2] == "tf":
-    import tensorflow  # noqa: F401  (what the DROID converter loads to read RLDS)
-from pipelines.episode_store.images import ImageConfig
-from pipelines.episode_store.reader import EpisodeStore
-from pipelines.episode_store.digest import file_sha256
-from pipelines.episode_store.writer import write_episode
-import numpy as np
-from tests.episode_factory import make_episode
-# Sparse and rounded values: arrays whose zstd bytes differ between numcodecs' zstd and TensorFlow's.
-rng = np.random.default_rng(0)
-episode = make_episode(200, state_dim=34, action_dim=34)
-episode.state = np.where(rng.random((200, 34)) < 0.3, rng.standard_normal((200, 34)), 0).astype(np.float32)
-episode.action = np.round(np.cumsum(rng.normal(0, 0.01, (200, 34)), axis=0), 3).astype(np.float32)
-store = EpisodeStore.create(sys.argv[1])
-print(file_sha256(store.episode_path(write_episode(episode, store.root, ImageConfig()))))
-"""
-
-
-def test_the_file_s_bytes_do_not_depend_on_tensorflow_being_loaded(tmp_path):
-    """TensorFlow exports its own zstd; an episode written after it loads must be the same file."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    digests = [subprocess.run([sys.executable, "-c", _WRITE_ONE, str(tmp_path / mode), mode], cwd=repo, check=True,
-                              capture_output=True, text=True, timeout=300).stdout.split()[-1] for mode in ("tf", "plain")]
-    assert digests[0] == digests[1]
-
-
 def test_zstd_compressed_low_dim_arrays_of_older_stores_read_the_same(store, tmp_path):
     """Stores written before low-dim arrays were kept plain hold them zstd-compressed; both read alike."""
     import json
