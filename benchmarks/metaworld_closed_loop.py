@@ -20,6 +20,10 @@ Usage::
     python benchmarks/metaworld_closed_loop.py --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 \
         window-open-v3 --demos 50 --steps 5000 --episodes 20 --workdir /tmp/mw --json out.json
     python benchmarks/metaworld_closed_loop.py ... --workdir /tmp/mw --reuse --execute-steps 4   # same models, new loop
+    python benchmarks/metaworld_closed_loop.py ... --parallel 1   # one episode at a time: ms/query is a latency
+
+The episodes of a task run in lockstep by default (``--parallel``, docs/evaluation.md), their
+queries batched: the same episodes, for much less policy time, but ms/query is then a batch share.
 
 Rendering needs a process without TensorFlow (``docs/evaluation.md``); this script never imports it.
 """
@@ -56,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=150)
     parser.add_argument("--execute-steps", type=int, default=1,
                         help="actions of each chunk executed before the next query (docs/evaluation.md: 1 succeeds more)")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="episodes of a task run in lockstep, their queries batched (default: all --episodes; "
+                             "1: one at a time, so ms/query is one query's latency rather than a batch share)")
     parser.add_argument("--calibration-samples", type=int, default=256,
                         help="at most this many calibration-split samples set the exit thresholds")
     parser.add_argument("--videos-per-task", type=int, default=2,
@@ -132,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "sim": {"tasks": list(args.tasks), "demos": {"seed_start": 0, "per_task": args.demos},
                 "eval": {"targets": ["mw"], "episodes": args.episodes, "seed_start": 10000,
                          "max_steps": args.max_steps, "execute_steps": args.execute_steps, "cs": list(args.cs),
+                         "parallel": args.parallel or args.episodes,
                          "chains": list(args.chains), "baselines": list(args.baselines),
                          "videos": {"per_task": args.videos_per_task}
                                     | ({"rows": list(args.video_rows)} if args.video_rows else {})}}}
@@ -152,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     times["closed_loop"] = time.perf_counter() - t
 
     rows = result["closed_loop"]["rows"]
+    lanes = result["closed_loop"]["parallel"]
     print(f"Meta-World closed loop: {len(args.tasks)} tasks, {args.demos} demonstrations each "
           f"(expert success {demos['success']}), {args.steps} training steps (batch {args.batch_size}), "
-          f"{args.episodes} held-out episodes per task, {args.threads} threads")
+          f"{args.episodes} held-out episodes per task, {args.threads} threads"
+          + (f"; {lanes} episodes in lockstep, so ms/query is a share of a batch of queries, not one query's latency"
+             if lanes > 1 else ""))
     header = "policy".ljust(14) + "".join(t.removesuffix("-v3")[:22].rjust(24) for t in args.tasks)
     print(header + "    mean  TFLOPs/q  layers  ms/query")
     for name, row in rows.items():

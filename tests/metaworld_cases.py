@@ -55,11 +55,19 @@ def _manual_expert(task, seed):
     return False, task.steps
 
 
-def test_the_loop_with_the_expert_standing_in_reproduces_the_expert(task):
+def test_the_loop_with_the_expert_standing_in_reproduces_the_expert(task, monkeypatch):
+    rendered = []
+    render = task.render
+    monkeypatch.setattr(task, "render", lambda camera: rendered.append(camera) or render(camera))
     for seed in (0, 1):
         success, steps = _manual_expert(task, seed)
+        rendered.clear()
         result = rollout(task, ExpertPolicy(), seed, execute_steps=1)
         assert success and (result.success, result.steps, result.queries) == (True, steps, steps)
+        assert rendered == []  # the expert does not look: its episodes are not rendered
+    frames = []  # unless recorded
+    rollout(task, ExpertPolicy(), 0, execute_steps=1, frames=frames)
+    assert len(rendered) == 2 * len(frames) and set(frames[-1].images) == {"corner2", "gripperPOV"}
 
 
 class _Chunked:
@@ -121,6 +129,55 @@ def test_summary_counts_success_steps_and_exits():
     assert s["a"]["success"] == 0.5 and s["a"]["steps_to_success"] == 40 and s["a"]["episodes"] == 2
     assert s["a"]["exit_layer_histogram"] == {"1": 2, "3": 2} and s["a"]["layer_fraction"] == 0.75
     assert s["a"]["flops_per_episode"] == 3.5 and s["b"]["layer_fraction"] is None and s["b"]["success"] == 1.0
+
+
+class _ChunkedMany(_Chunked):
+    """``_Chunked``, answering several lockstepped episodes per call, each exiting at a layer of its own seed's."""
+
+    def __init__(self, horizon):
+        super().__init__(horizon)
+        self.batches = []
+
+    def reset(self, task):
+        super().reset(task)
+        self.seed = task.seed
+
+    def act(self, observation, task):
+        query = super().act(observation, task)
+        query.exit_layer = task.seed % 3
+        return query
+
+    def reset_many(self, tasks):
+        self.calls = 0
+
+    def act_many(self, observations, tasks, episodes):
+        self.batches.append(list(episodes))
+        return [self.act(o, t) for o, t in zip(observations, tasks)]
+
+
+def test_episodes_in_lockstep_are_the_episodes_run_alone(task):
+    """rollout_many: each episode's queries, actions, stop and recording are what rollout gives it alone,
+    the queries of a step asked in one batch, an episode that ended leaving the batch."""
+    from training.sim.rollout import rollout_many
+
+    seeds, execute, keys = (3, 6), 3, ("task", "seed", "success", "steps", "queries", "exit_layers", "flops")
+    with MetaWorldTask(TASK, image_size=32, max_steps=20) as short:  # this episode stops at 20 steps, unsolved
+        scenes = [task, short]
+        alone_frames = [[], []]
+        alone = [rollout(scene, _ChunkedMany(8), seed, execute_steps=execute, frames=recorded)
+                 for scene, seed, recorded in zip(scenes, seeds, alone_frames)]
+        policy, frames = _ChunkedMany(8), {1: []}
+        together = rollout_many(scenes, policy, seeds, execute_steps=execute, frames=frames)
+        one_by_one = rollout_many(scenes, _Chunked(8), seeds, execute_steps=execute)  # cannot batch: one at a time
+        with pytest.raises(ValueError, match="a scene of its own"):
+            rollout_many([short, short], policy, (0, 1), execute_steps=1)
+    assert alone[0].success and (alone[1].success, alone[1].steps) == (False, 20)
+    assert [[getattr(r, k) for k in keys] for r in together] == [[getattr(r, k) for k in keys] for r in alone]
+    assert policy.batches[:7] == [[0, 1]] * 7 and policy.batches[7:] == [[0]] * (alone[0].queries - 7)
+    assert [(f.step, f.exit_layer, f.success, f.query) for f in frames[1]] == \
+        [(f.step, f.exit_layer, f.success, f.query) for f in alone_frames[1]]
+    assert all(np.array_equal(f.images["corner2"], g.images["corner2"]) for f, g in zip(frames[1], alone_frames[1]))
+    assert [(r.steps, r.queries) for r in one_by_one] == [(r.steps, r.queries) for r in alone]
 
 
 class _Exiting:
@@ -252,6 +309,35 @@ def test_demonstrations_convert_as_their_own_dataset_and_failed_ones_are_curated
         assert episode.state_names == list(PROPRIO_NAMES) and episode.action_kind == "ee_pose_delta"
 
 
+def _a_batch_of_queries_answers_each_as_it_would_be_answered_alone(work):
+    """CheckpointController.query_many (the lockstep's batched queries): each query gets its own noise
+    generator's noise, its own exit layer and its own cost, whatever the other prompts' lengths."""
+    import torch
+
+    from training.sim.closed_loop import exit_rows
+    from training.sim.policy import A1SimPolicy
+
+    calibration = json.loads((work / "models/calibration/mw/thresholds.json").read_text())
+    ((_, _, settings),) = exit_rows(calibration, (0.4,), ("itfm",), 2, 10)
+    policies = [A1SimPolicy(work / "models/finetune/mw/checkpoint", settings=exits) for exits in (None, settings)]
+    with MetaWorldTask(TASK, image_size=policies[0].image_size) as scene:
+        seen = [scene.reset(seed) for seed in (1, 2, 3)]
+        prompts = [scene.instruction, "press", scene.instruction + " now"]
+    for policy in policies:
+
+        def noise():
+            return [torch.Generator().manual_seed(k) for k in (1, 2, 3)]
+
+        batched = policy.query_many([o.images for o in seen], [o.proprio for o in seen], prompts, noise())
+        alone = [policy.query_many([o.images], [o.proprio], [p], [g])[0] for o, p, g in zip(seen, prompts, noise())]
+        assert [(q.exit_layer, q.flops) for q in batched] == [(q.exit_layer, q.flops) for q in alone]
+        assert len({q.flops for q in alone}) == 3  # three prompt lengths, three costs
+        for b, a in zip(batched, alone):
+            np.testing.assert_allclose(b.actions, a.actions, atol=1e-4)
+        with pytest.raises(ValueError, match="noise generators"):
+            policy.query_many([seen[0].images], [seen[0].proprio], prompts[:1], [])
+
+
 def test_closed_loop_evaluation_end_to_end_through_the_benchmark_script(tmp_path, capsys):
     """demos -> store -> manifest -> training -> calibration -> closed loop, every row on the same seed."""
     import importlib.util
@@ -290,14 +376,18 @@ def test_closed_loop_evaluation_end_to_end_through_the_benchmark_script(tmp_path
     # --reuse evaluates the trained models again (here one action per query) without recording or training
     trained = work / "models/finetune/mw/checkpoint/model.safetensors"
     before = trained.stat().st_mtime_ns
-    assert module.main(["--tasks", TASK, "--image-size", "32", "--episodes", "1", "--max-steps", "30",
+    # (two episodes in lockstep, their queries batched)
+    assert module.main(["--tasks", TASK, "--image-size", "32", "--episodes", "2", "--parallel", "2", "--max-steps", "30",
                         "--cs", "0.4", "--baselines", "mean_action", "--execute-steps", "1", "--videos-per-task", "0",
                         "--threads", "1",
                         "--workdir", str(work), "--reuse"]) == 0
     assert trained.stat().st_mtime_ns == before
     again = json.loads((work / "reports/evaluation/mw/episodes.json").read_text())
-    no_exit = next(e for e in again if e["config"] == "no_exit")
-    assert no_exit["queries"] == no_exit["steps"] == 30
+    assert [(e["seed"], e["queries"], e["steps"]) for e in again if e["config"] == "no_exit"] == [(10000, 30, 30),
+                                                                                                 (10001, 30, 30)]
+    assert "2 episodes in lockstep" in (work / "reports/evaluation/mw/report.md").read_text()
+    _a_batch_of_queries_answers_each_as_it_would_be_answered_alone(work)
     assert len(list((work / "demos").rglob("*.hdf5"))) == 3  # the demonstrations were kept, not re-recorded
     with pytest.raises(SystemExit):  # nothing trained there
         module.main(["--tasks", TASK, "--workdir", str(tmp_path / "empty"), "--reuse"])
+

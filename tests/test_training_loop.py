@@ -448,6 +448,12 @@ def test_evaluation_settings_are_checked():
         closed_loop_config({"sim": {**sim, "eval": {"episode": 3}}})
     with pytest.raises(ConfigError, match="baselines"):
         closed_loop_config({"sim": {**sim, "eval": {"seed_start": 50, "baselines": ["oracle"]}}})
+    assert config.parallel == 1  # one episode at a time unless asked: the policy time is one query's latency
+    assert closed_loop_config({"sim": {**sim, "eval": {"seed_start": 50, "parallel": 4}}}).parallel == 4
+    for key in ("episodes", "execute_steps", "max_steps", "parallel"):
+        closed_loop_config({"sim": {**sim, "eval": {"seed_start": 50, key: 1}}})
+        with pytest.raises(ConfigError, match=f"{key}.* must be >= 1"):
+            closed_loop_config({"sim": {**sim, "eval": {"seed_start": 50, key: 0}}})
 
 
 def test_video_settings_are_checked():

@@ -188,7 +188,9 @@ def report(name: str, result: dict[str, Any]) -> str:
         tasks = cl["tasks"]
         lines += [(f"Closed loop in Meta-World: {len(cl['seeds'])} episodes per task (seeds {cl['seeds'][0]}.."
                    f"{cl['seeds'][-1]}, never demonstrated), at most {cl['max_steps']} steps, "
-                   f"{cl['execute_steps']} actions of each chunk executed before the next query. "
+                   f"{cl['execute_steps']} actions of each chunk executed before the next query"
+                   + (f", {cl['parallel']} episodes in lockstep (their queries batched). " if cl.get("parallel", 1) > 1
+                      else ". ") +
                    "Baselines on the same seeds: `expert` (Meta-World's scripted policy, reading the privileged "
                    "state: the ceiling), `mean_action` (the demonstrations' mean action: the floor) and "
                    "`no_images` (the same fine-tune without cameras: what proprioception and the instruction "

@@ -21,6 +21,7 @@ A few rollouts of each row (``sim.eval.videos``) are recorded and written as cap
 from __future__ import annotations
 
 import dataclasses
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ class ClosedLoopConfig:
     cs: tuple[float, ...] = (1.0, 0.7, 0.4, 0.1)
     chains: tuple[str, ...] = ("itfm",)
     noise_seed: int = 0
+    #: episodes of a task run in lockstep, their queries batched (``rollout_many``); 1: one at a time,
+    #: so the recorded policy time is one query's latency
+    parallel: int = 1
     videos: VideoConfig = field(default_factory=VideoConfig)
 
     @property
@@ -62,7 +66,7 @@ def closed_loop_config(params: dict[str, Any]) -> ClosedLoopConfig | None:
         return None
     raw = dict(sim.get("eval") or {})
     known = {"targets", "episodes", "seed_start", "max_steps", "execute_steps", "baselines", "cs", "chains",
-             "noise_seed", "videos"}
+             "noise_seed", "parallel", "videos"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"sim.eval: unknown keys {unknown} (known: {sorted(known)})")
@@ -71,11 +75,12 @@ def closed_loop_config(params: dict[str, Any]) -> ClosedLoopConfig | None:
         episodes=int(raw.get("episodes", 3)), seed_start=int(raw.get("seed_start", 1000)),
         max_steps=int(raw.get("max_steps", 150)), execute_steps=int(raw.get("execute_steps", 4)),
         baselines=tuple(raw.get("baselines", DEFAULT_BASELINES)), cs=tuple(float(c) for c in raw.get("cs", (1.0, 0.7, 0.4, 0.1))),
-        chains=tuple(raw.get("chains", ("itfm",))), noise_seed=int(raw.get("noise_seed", 0)))
+        chains=tuple(raw.get("chains", ("itfm",))), noise_seed=int(raw.get("noise_seed", 0)),
+        parallel=int(raw.get("parallel", 1)))
     if not config.tasks:
         raise ConfigError("sim.tasks is empty")
-    if config.episodes < 1 or config.execute_steps < 1 or config.max_steps < 1:
-        raise ConfigError("sim.eval: episodes, execute_steps and max_steps must be >= 1")
+    if config.episodes < 1 or config.execute_steps < 1 or config.max_steps < 1 or config.parallel < 1:
+        raise ConfigError("sim.eval: episodes, execute_steps, max_steps and parallel must be >= 1")
     bad = [b for b in config.baselines if b not in BASELINES]
     if bad:
         raise ConfigError(f"sim.eval.baselines: unknown {bad} (known: {list(BASELINES)})")
@@ -118,6 +123,7 @@ def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopC
         ConstantPolicy,
         ExpertPolicy,
         rollout,
+        rollout_many,
         summarize_row,
     )
     from training.sim.video import VideoWriter
@@ -150,15 +156,26 @@ def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopC
     size = policies["no_exit"].image_size
     writer = None if videos is None else VideoWriter(videos, config.videos)
     by_policy: dict[str, list] = {name: [] for name in policies}
-    for task_name in config.tasks:  # one scene per task (building one costs about a second), every policy in it
-        with MetaWorldTask(task_name, image_size=size, max_steps=config.max_steps) as task:
+    seeds = list(config.seeds)
+    lanes = min(config.parallel, len(seeds))
+    for task_name in config.tasks:  # the scenes of a task (building one costs about a second), every policy in them
+        with ExitStack() as stack:
+            scenes = [stack.enter_context(MetaWorldTask(task_name, image_size=size, max_steps=config.max_steps))
+                      for _ in range(lanes)]
             for name, policy in policies.items():
-                for i, seed in enumerate(config.seeds):
-                    frames = [] if writer is not None and config.videos.wants(name, i) else None
-                    result = rollout(task, policy, seed, execute_steps=config.execute_steps, frames=frames)
-                    by_policy[name].append(result)
-                    if frames is not None:  # drawn and encoded after the episode: outside its timing
-                        writer.write(name, result, frames, instruction=task.instruction, image_size=size,
+                for first in range(0, len(seeds), lanes):
+                    group = seeds[first:first + lanes]
+                    frames = {k: [] for k in range(len(group))
+                              if writer is not None and config.videos.wants(name, first + k)}
+                    if lanes == 1:
+                        results = [rollout(scenes[0], policy, group[0], execute_steps=config.execute_steps,
+                                           frames=frames.get(0))]
+                    else:
+                        results = rollout_many(scenes[:len(group)], policy, group,
+                                               execute_steps=config.execute_steps, frames=frames)
+                    by_policy[name] += results
+                    for k, recorded in frames.items():  # drawn and encoded after the episode: outside its timing
+                        writer.write(name, results[k], recorded, instruction=scenes[0].instruction, image_size=size,
                                      max_steps=config.max_steps,
                                      layers=policy.policy.num_layers if isinstance(policy, A1SimPolicy) else None)
     if writer is not None:
@@ -168,7 +185,7 @@ def run(checkpoint: str | Path, calibration: dict[str, Any], config: ClosedLoopC
         rows[name] = summarize_row(results)
         episodes += [dict(r.to_json(), config=name) for r in results]
     return {"rows": rows, "episodes": episodes, "seeds": list(config.seeds), "tasks": list(config.tasks),
-            "execute_steps": config.execute_steps, "max_steps": config.max_steps}
+            "execute_steps": config.execute_steps, "max_steps": config.max_steps, "parallel": lanes}
 
 
 def exit_rows(calibration: dict[str, Any], cs, chains, itfm_steps: int, full_steps: int):

@@ -171,11 +171,14 @@ class MetaWorldTask:
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         self.steps = 0
         self._obs: np.ndarray | None = None
+        self._render = True  # whether this episode's observations carry images (reset's render)
 
     # --- episode -----------------------------------------------------------------------------------
 
-    def reset(self, seed: int) -> Observation:
-        """Start the episode of ``seed``: the same seed gives the same start state."""
+    def reset(self, seed: int, *, render: bool = True) -> Observation:
+        """Start the episode of ``seed``: the same seed gives the same start state. ``render`` False:
+        the episode's observations carry no images (for a policy that does not look, such as the
+        scripted expert; rendering is most of a step's time, and the physics is the same either way)."""
         env = self.env
         env._freeze_rand_vec = False  # the goal-observable classes freeze one start
         env.seeded_rand_vec = True
@@ -185,6 +188,7 @@ class MetaWorldTask:
         self.steps = 0
         self.seed = int(seed)
         self._obs = obs
+        self._render = render
         return self._observe(obs)
 
     def step(self, action: np.ndarray) -> tuple[Observation, bool]:
@@ -212,7 +216,7 @@ class MetaWorldTask:
     # --- what the policy sees ----------------------------------------------------------------------
 
     def _observe(self, obs: np.ndarray) -> Observation:
-        return Observation(images={c: self.render(c) for c in self.cameras},
+        return Observation(images={c: self.render(c) for c in self.cameras} if self._render else {},
                            proprio=np.asarray(obs[:4], dtype=np.float32), privileged=obs)
 
     def render(self, camera: str) -> np.ndarray:

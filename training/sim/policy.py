@@ -73,7 +73,8 @@ class CheckpointController:
             raise SimError(f"the layout of {dataset}/{embodiment} puts no camera in the slots {self.spec.camera_slots}")
         self.adaptive = AdaptivePolicy(self.policy, settings) if settings is not None else None
         self.mlp = isinstance(self.policy.head, MLPHead)
-        self._cost = None
+        self._cost: dict[int, Any] = {}  # per prefix length
+        self._prefix_other: int | None = None
         self._generator = torch.Generator()
         self._action_mask = torch.from_numpy(self.codec.layout("action", self.action_names).mask)[None]
         self.codec.layout("state", self.state_names)  # a name the layout does not place fails here, not mid-episode
@@ -86,63 +87,94 @@ class CheckpointController:
         return h
 
     @property
+    def sees_images(self) -> bool:
+        """Whether a query reads any camera (a model trained blind is queried blind)."""
+        return bool(self.cameras) and bool(self.spec.images)
+
+    @property
     def cameras(self) -> list[str]:
         """The simulator cameras the model looks at."""
         return [c for c in self.slot_cameras if c is not None]
 
     def start_episode(self, seed: int) -> None:
-        self._generator.manual_seed(self.noise_seed * 1_000_003 + seed)
+        self._generator.manual_seed(self.noise_seed * 1_000_003 + seed)  # reset_many seeds its generators alike
         if self.adaptive is not None:
             self.adaptive.reset()
 
-    def batch(self, images: Mapping[str, np.ndarray], proprio: np.ndarray, instruction: str) -> dict[str, Any]:
-        """One query in the loader's batch layout (see ``training/data/dataset.py``); a model trained
-        blind (``DataSpec.images`` false) is queried blind."""
-        size = self.image_size
+    def batch(self, images: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+              proprio: np.ndarray | Sequence[np.ndarray], instruction: str | Sequence[str]) -> dict[str, Any]:
+        """Queries in the loader's batch layout (see ``training/data/dataset.py``): one (a mapping of
+        images, a proprio vector and a string) or several (sequences of them). A model trained blind
+        (``DataSpec.images`` false) is queried blind."""
+        if isinstance(instruction, str):
+            images, proprio, instruction = [images], [proprio], [instruction]
+        b, size = len(instruction), self.image_size
         slots = len(self.spec.camera_slots)
-        batch_images = np.zeros((1, slots, size, size, 3), dtype=np.uint8)
-        image_mask = np.zeros((1, slots), dtype=bool)
-        for s, camera in enumerate(self.slot_cameras):
-            if camera is not None and self.spec.images:
-                batch_images[0, s] = images[camera]
-                image_mask[0, s] = True
-        state, state_mask = self.codec.encode("state", np.asarray(proprio, dtype=np.float32)[None], self.state_names)
+        batch_images = np.zeros((b, slots, size, size, 3), dtype=np.uint8)
+        image_mask = np.zeros((b, slots), dtype=bool)
+        for i, views in enumerate(images):
+            for s, camera in enumerate(self.slot_cameras):
+                if camera is not None and self.spec.images:
+                    batch_images[i, s] = views[camera]
+                    image_mask[i, s] = True
+        proprio = np.stack([np.asarray(p, dtype=np.float32) for p in proprio])
+        state, state_mask = self.codec.encode("state", proprio, self.state_names)
         chunk = self.policy.chunk
         raw = {
             "images": torch.from_numpy(batch_images), "image_mask": torch.from_numpy(image_mask),
             "state": torch.from_numpy(np.asarray(state, dtype=np.float32)),
-            "state_mask": torch.from_numpy(np.asarray(state_mask))[None],
-            "state_dropped": torch.zeros(1, dtype=torch.bool),
-            "action_mask": self._action_mask, "action_time_mask": torch.ones(1, chunk, dtype=torch.bool),
-            "text": [instruction],
+            "state_mask": torch.from_numpy(np.asarray(state_mask))[None].expand(b, -1),
+            "state_dropped": torch.zeros(b, dtype=torch.bool),
+            "action_mask": self._action_mask.expand(b, -1), "action_time_mask": torch.ones(b, chunk, dtype=torch.bool),
+            "text": list(instruction),
         }
         return self.policy.prepare(raw, "cpu")
 
-    @torch.no_grad()
     def query(self, images: Mapping[str, np.ndarray], proprio: np.ndarray, instruction: str) -> Query:
         """The next action chunk [H, len(action_names)] in the robot's units, where the model exited
         and what the query cost."""
-        batch = self.batch(images, proprio, instruction)
-        noise = None if self.mlp else torch.randn((1, self.policy.chunk, self.policy.action_dim),
-                                                  generator=self._generator)
-        layers = self.policy.num_layers
+        return self.query_many([images], [proprio], [instruction], [self._generator])[0]
+
+    @torch.no_grad()
+    def query_many(self, images: Sequence[Mapping[str, np.ndarray]], proprio: Sequence[np.ndarray],
+                   instructions: Sequence[str], generators: Sequence[torch.Generator]) -> list[Query]:
+        """One query per episode of several episodes, answered in one batch: each episode's answer
+        is what :meth:`query` gives it alone (its own noise generator, its own exit layer and cost;
+        up to float rounding, as a sample acts the same alone as in a batch). The LLM runs as deep
+        as the deepest exit of the batch; the cost recorded per episode is what its own exit needs."""
+        if len(generators) != len(instructions):
+            raise ValueError(f"{len(instructions)} queries but {len(generators)} noise generators")
+        if self.settings is not None and self.settings.carry_over and len(instructions) > 1:
+            raise SimError("carry_over keeps one controller state across queries: it answers one episode at a time")
+        batch = self.batch(images, proprio, instructions)
+        b, layers = len(instructions), self.policy.num_layers
+        noise = None if self.mlp else torch.cat(
+            [torch.randn((1, self.policy.chunk, self.policy.action_dim), generator=g) for g in generators])
         if self.adaptive is None:
             packed = self.policy.predict(batch, noise=noise, steps=self.full_steps)
-            exit_layer, checks, steps = layers - 1, [layers - 1], self.full_steps
+            exits = [(layers - 1, [layers - 1])] * b
+            steps = self.full_steps
         else:
             result = self.adaptive.act(batch, noise=noise)
             packed = result.actions
             s = self.settings
-            exit_layer = int(result.exit_layer[0])
-            checks = [s.reference, *s.exits[: int(result.exit_index[0]) + 1]]
+            exits = [(int(result.exit_layer[i]), [s.reference, *s.exits[: int(result.exit_index[i]) + 1]])
+                     for i in range(b)]
             steps = s.steps
-        shown = int(batch["image_mask"].sum())
-        if self._cost is None:
-            self._cost = cost_model(self.policy, int(self.policy.embed(batch).embeds.shape[1]))
-        flops = query_flops(self._cost, shown, checks, exit_layer, steps)["total"]
-        actions = self.codec.decode_actions(packed[0].numpy(), self.action_names)
-        return Query(np.nan_to_num(actions, nan=0.0), exit_layer=exit_layer,
-                     layer_fraction=(exit_layer + 1) / layers, flops=float(flops))
+        if self._prefix_other is None:  # image, proprio and query tokens: the same for every query of this model
+            self._prefix_other = int(self.policy.embed(batch).embeds.shape[1]) - int(batch["text_valid"].shape[1])
+        queries = []
+        for i, (exit_layer, checks) in enumerate(exits):
+            # each query's own prefix (as it would be alone): its real text tokens, not the batch's padding
+            tokens = self._prefix_other + int(batch["text_valid"][i].sum())
+            if tokens not in self._cost:
+                self._cost[tokens] = cost_model(self.policy, tokens)
+            shown = int(batch["image_mask"][i].sum())
+            flops = query_flops(self._cost[tokens], shown, checks, exit_layer, steps)["total"]
+            actions = self.codec.decode_actions(packed[i].numpy(), self.action_names)
+            queries.append(Query(np.nan_to_num(actions, nan=0.0), exit_layer=exit_layer,
+                                 layer_fraction=(exit_layer + 1) / layers, flops=float(flops)))
+        return queries
 
 
 class A1SimPolicy(CheckpointController):
@@ -166,6 +198,19 @@ class A1SimPolicy(CheckpointController):
 
     def act(self, observation: Observation, task: MetaWorldTask) -> Query:
         return self.query(observation.images, observation.proprio, task.instruction)
+
+    def reset_many(self, tasks: Sequence[MetaWorldTask]) -> None:
+        """Start one episode in each of ``tasks`` (run in lockstep by ``rollout_many``): each gets the
+        noise generator :meth:`reset` would give it alone."""
+        for task in tasks:
+            self.reset(task)
+        self._generators = [torch.Generator().manual_seed(self.noise_seed * 1_000_003 + (t.seed or 0)) for t in tasks]
+
+    def act_many(self, observations: Sequence[Observation], tasks: Sequence[MetaWorldTask],
+                 episodes: Sequence[int]) -> list[Query]:
+        """Queries of the episodes ``episodes`` (indices into the last :meth:`reset_many`'s tasks), in one batch."""
+        return self.query_many([o.images for o in observations], [o.proprio for o in observations],
+                               [t.instruction for t in tasks], [self._generators[e] for e in episodes])
 
 
 class A1LiberoPolicy(CheckpointController):

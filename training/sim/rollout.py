@@ -29,6 +29,9 @@ class Query:
 
 
 class Policy(Protocol):
+    """``sees_images`` (optional, default True): False for a policy that never looks at the cameras,
+    whose episodes are then run without rendering them (unless they are recorded)."""
+
     def reset(self, task: MetaWorldTask) -> None: ...
 
     def act(self, observation: Observation, task: MetaWorldTask) -> Query: ...
@@ -54,7 +57,11 @@ class EpisodeResult:
         """``act(*args)`` once: the policy's query, timed, with where it exited and what it cost recorded."""
         t = time.perf_counter()
         query = act(*args)
-        self.policy_s += time.perf_counter() - t
+        return self.record(query, time.perf_counter() - t)
+
+    def record(self, query: Query, seconds: float) -> Query:
+        """Count one query that took ``seconds`` of policy time (its share, when answered in a batch)."""
+        self.policy_s += seconds
         self.queries += 1
         if query.exit_layer is not None:
             self.exit_layers.append(int(query.exit_layer))
@@ -90,7 +97,7 @@ def rollout(task: MetaWorldTask, policy: Policy, seed: int, *, execute_steps: in
     if execute_steps < 1:
         raise ValueError(f"execute_steps must be >= 1, got {execute_steps}")
     start = time.perf_counter()
-    observation = task.reset(seed)
+    observation = task.reset(seed, render=frames is not None or getattr(policy, "sees_images", True))
     policy.reset(task)
     result = EpisodeResult(task.task, int(seed), False, 0, 0, 0.0, 0.0)
     layer = None  # the exit layer of the chunk in force, for the recording
@@ -113,11 +120,78 @@ def rollout(task: MetaWorldTask, policy: Policy, seed: int, *, execute_steps: in
     return result
 
 
+def rollout_many(tasks: Sequence[MetaWorldTask], policy: Any, seeds: Sequence[int], *, execute_steps: int,
+                 frames: dict[int, list[Frame]] | None = None) -> list[EpisodeResult]:
+    """Episodes of ``seeds`` run in lockstep, one per scene of ``tasks``, the policy's queries of a
+    step answered in one batch (``policy.act_many``): what :func:`rollout` does for each episode
+    alone (the same queries, actions executed and stopping rule), for a fraction of the policy
+    time where a batch costs little more than one query (a small model on CPU, any model on a GPU).
+
+    A policy without ``act_many`` runs its episodes one after another with :func:`rollout`. Timing
+    is shared: a batch's time is split evenly over its queries, and each episode's ``wall_s`` is
+    the lockstep's wall time over the number of episodes, so neither is one query's latency.
+    ``frames``: episode index -> a list to record that episode into (as for :func:`rollout`)."""
+    if len(tasks) != len(seeds) or not tasks:
+        raise ValueError(f"rollout_many needs one scene per seed, got {len(tasks)} scenes for {len(seeds)} seeds")
+    if len(set(map(id, tasks))) != len(tasks):
+        raise ValueError("rollout_many needs a scene of its own for each episode")
+    if execute_steps < 1:
+        raise ValueError(f"execute_steps must be >= 1, got {execute_steps}")
+    frames = frames or {}
+    if not hasattr(policy, "act_many"):
+        return [rollout(t, policy, s, execute_steps=execute_steps, frames=frames.get(i))
+                for i, (t, s) in enumerate(zip(tasks, seeds))]
+    start = time.perf_counter()
+    n = len(tasks)
+    looks = getattr(policy, "sees_images", True)
+    observations = [t.reset(s, render=looks or i in frames) for i, (t, s) in enumerate(zip(tasks, seeds))]
+    policy.reset_many(tasks)
+    results = [EpisodeResult(t.task, int(s), False, 0, 0, 0.0, 0.0) for t, s in zip(tasks, seeds)]
+    layers: list[int | None] = [None] * n  # the exit layer of each episode's chunk in force
+    plans: list[np.ndarray | None] = [None] * n  # the actions left to execute of each episode's chunk
+    fresh = [False] * n  # whether an episode's next action is the first of a new chunk (the queried observation)
+    done = [t.steps >= t.max_steps for t in tasks]
+    while not all(done):
+        asking = [i for i in range(n) if not done[i] and plans[i] is None]
+        if asking:
+            t0 = time.perf_counter()
+            queries = policy.act_many([observations[i] for i in asking], [tasks[i] for i in asking], asking)
+            share = (time.perf_counter() - t0) / len(asking)
+            for i, query in zip(asking, queries):
+                results[i].record(query, share)
+                layers[i] = None if query.exit_layer is None else int(query.exit_layer)
+                actions = np.asarray(query.actions, dtype=np.float32).reshape(-1, 4)[:execute_steps]
+                if not len(actions):
+                    raise ValueError(f"{tasks[i].task}: the policy returned no action")
+                plans[i] = actions
+                fresh[i] = True
+        for i in range(n):
+            if done[i]:
+                continue
+            task, plan = tasks[i], plans[i]
+            if i in frames:
+                frames[i].append(Frame(observations[i].images, task.steps, layers[i], results[i].success,
+                                       fresh[i]))
+            observations[i], results[i].success = task.step(plan[0])
+            plans[i] = plan[1:] if len(plan) > 1 else None
+            fresh[i] = False
+            done[i] = results[i].success or task.steps >= task.max_steps
+    wall = (time.perf_counter() - start) / n
+    for i, (task, result) in enumerate(zip(tasks, results)):
+        if i in frames:
+            frames[i].append(Frame(observations[i].images, task.steps, layers[i], result.success, False))
+        result.steps = task.steps
+        result.wall_s = wall
+    return results
+
+
 # --- reference policies ------------------------------------------------------------------------------
 
 
 class ExpertPolicy:
     """Meta-World's scripted expert (reads the privileged state): the upper reference."""
+
+    sees_images = False
 
     def reset(self, task: MetaWorldTask) -> None:
         pass
@@ -128,6 +202,8 @@ class ExpertPolicy:
 
 class ConstantPolicy:
     """One fixed action every step (the demonstrations' mean action): the lower reference."""
+
+    sees_images = False
 
     def __init__(self, action: Sequence[float] | np.ndarray | Callable[[str], np.ndarray]):
         self._action = action
