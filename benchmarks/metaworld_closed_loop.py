@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["button-press-topdown-v3", "drawer-open-v3"])
     parser.add_argument("--demos", type=int, default=20, help="demonstrations per task")
+    parser.add_argument("--demo-noise", type=float, default=0.0,
+                        help="DART-style demonstrations: noise (std, action units) added to the hand motion the "
+                             "expert's robot executes, the expert's own actions recorded (docs/evaluation.md)")
     parser.add_argument("--steps", type=int, default=1500, help="training steps")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         demos = json.loads((work / "demos" / "demos.json").read_text())
     else:
         demos = record(DemoConfig(out=str(work / "demos"), tasks=tuple(args.tasks), seeds=tuple(range(args.demos)),
-                                  image_size=args.image_size, max_steps=args.max_steps))
+                                  image_size=args.image_size, max_steps=args.max_steps,
+                                  action_noise=args.demo_noise))
         times["demonstrations"] = time.perf_counter() - t
     t = time.perf_counter()
     if not args.reuse:

@@ -268,9 +268,41 @@ def test_recorded_demonstrations_are_in_house_recordings_with_the_outcome(tmp_pa
     assert (folder / "episode_1.hdf5").stat().st_mtime_ns == mtime
 
 
+def test_noisy_demonstrations_record_the_expert_s_action_for_each_state_they_reach(task, tmp_path, monkeypatch):
+    """DART-style recording: the robot executes the expert's hand motion plus the noise (gripper as given),
+    the file holds the expert's action for every state reached, and the noise is the episode's own."""
+    from training.sim.demos import record_episode
+
+    monkeypatch.setattr(task, "max_steps", 12)
+    executed, expert = [], []
+    step, expert_action = task.step, task.expert_action
+    monkeypatch.setattr(task, "step", lambda a: executed.append(np.array(a)) or step(a))
+    monkeypatch.setattr(task, "expert_action", lambda: expert.append(expert_action()) or expert[-1])
+
+    def recorded(name, noise):
+        executed.clear(), expert.clear()
+        record_episode(task, 3, tmp_path / name, 95, action_noise=noise)
+        with h5py.File(tmp_path / name) as f:
+            return f["/action"][:], f["/observations/qpos"][:], dict(f.attrs)
+
+    actions, qpos, attrs = recorded("noisy.hdf5", 0.3)
+    done, labels = np.array(executed), np.clip(np.array(expert), -1, 1)
+    assert np.array_equal(actions, labels) and len(actions) == 12 and attrs["action_noise"] == 0.3
+    moved = done[:, :3] - labels[:, :3]
+    assert np.all(moved != 0) and 0.15 < moved.std() < 0.45 and np.array_equal(done[:, 3], labels[:, 3])
+    again, again_qpos, _ = recorded("again.hdf5", 0.3)
+    assert np.array_equal(again, actions) and np.array_equal(again_qpos, qpos)  # the same noise on every run
+    plain, plain_qpos, plain_attrs = recorded("plain.hdf5", 0.0)
+    assert np.array_equal(np.array(executed), plain) and "action_noise" not in plain_attrs
+    assert not np.allclose(plain_qpos[1:], qpos[1:])  # the noise moved the robot off the expert's path
+    with pytest.raises(SimError, match="action_noise"):
+        record_episode(task, 3, tmp_path / "bad.hdf5", 95, action_noise=-0.1)
+
+
 def test_demo_settings_are_checked():
     config = config_from_params({"sim": {"tasks": [TASK], "demos": {"per_task": 3, "seed_start": 5}}})
-    assert config.seeds == (5, 6, 7) and config.tasks == (TASK,)
+    assert config.seeds == (5, 6, 7) and config.tasks == (TASK,) and config.action_noise == 0.0
+    assert config_from_params({"sim": {"tasks": [TASK], "demos": {"action_noise": 0.2}}}).action_noise == 0.2
     with pytest.raises(SimError, match="unknown keys"):
         config_from_params({"sim": {"tasks": [TASK], "demos": {"per_tsk": 3}}})
     with pytest.raises(SimError, match="sim.tasks is empty"):

@@ -48,6 +48,10 @@ class DemoConfig:
     image_size: int = 224
     max_steps: int = 200
     jpeg_quality: int = 95
+    #: standard deviation of Gaussian noise added to the hand motion the robot executes (not to the
+    #: recorded action, which stays the expert's action for the state it saw): DART-style demonstrations
+    #: that visit states just off the expert's path and show how it gets back (0: the expert as is)
+    action_noise: float = 0.0
 
 
 def task_folder(task: str) -> str:
@@ -85,10 +89,20 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.frombuffer(buf.getvalue(), dtype=np.uint8)
 
 
-def record_episode(task: MetaWorldTask, seed: int, path: Path, quality: int) -> dict[str, Any]:
-    """Run the expert from ``seed`` and write the episode file atomically; returns its summary."""
+def record_episode(task: MetaWorldTask, seed: int, path: Path, quality: int,
+                   action_noise: float = 0.0) -> dict[str, Any]:
+    """Run the expert from ``seed`` and write the episode file atomically; returns its summary.
+
+    With ``action_noise`` the robot executes the expert's hand motion plus N(0, action_noise^2) per
+    axis (the gripper effort as the expert gives it), from a generator seeded by ``seed``, while the
+    file records the expert's own action for every state: the labels a policy should learn, on
+    states a little off the expert's path (Laskey et al. 2017, DART). A policy that drifts
+    off that path in closed loop then has demonstrations of getting back to it."""
     import h5py
 
+    if action_noise < 0:
+        raise SimError(f"action_noise must be >= 0, got {action_noise}")
+    rng = np.random.default_rng((int(seed), 0x4441_5254))  # the episode's own noise: the same on every run
     observation = task.reset(seed)
     proprio, actions, frames = [], [], {c: [] for c in task.cameras}
     success = False
@@ -98,12 +112,18 @@ def record_episode(task: MetaWorldTask, seed: int, path: Path, quality: int) -> 
         actions.append(action)
         for c in task.cameras:
             frames[c].append(_jpeg(observation.images[c], quality))
-        observation, success = task.step(action)
+        executed = action
+        if action_noise > 0:
+            executed = action.copy()
+            executed[:3] += rng.normal(0.0, action_noise, 3).astype(np.float32)
+        observation, success = task.step(executed)
     with publishing(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["sim"] = True
         f.attrs["compress"] = True
         f.attrs["success"] = bool(success)
         f.attrs["seed"] = int(seed)
+        if action_noise > 0:  # files of the plain expert stay as they were
+            f.attrs["action_noise"] = float(action_noise)
         f.create_dataset("/observations/qpos", data=np.asarray(proprio, dtype=np.float32))
         f.create_dataset("/action", data=np.asarray(actions, dtype=np.float32))
         jpeg = h5py.vlen_dtype(np.dtype("uint8"))
@@ -128,7 +148,7 @@ def record(config: DemoConfig) -> dict[str, Any]:
                 if path.is_file():
                     episodes.append(_summary(path, name, seed))
                     continue
-                episodes.append(record_episode(task, seed, path, config.jpeg_quality))
+                episodes.append(record_episode(task, seed, path, config.jpeg_quality, config.action_noise))
     summary = {
         "config": {**config.__dict__, "tasks": list(config.tasks), "seeds": list(config.seeds)},
         "episodes": episodes,
@@ -149,7 +169,7 @@ def _summary(path: Path, task: str, seed: int) -> dict[str, Any]:
 def config_from_params(params: dict[str, Any]) -> DemoConfig:
     sim = params.get("sim") or {}
     demos = sim.get("demos") or {}
-    known = {"out", "per_task", "seed_start", "image_size", "max_steps", "jpeg_quality"}
+    known = {"out", "per_task", "seed_start", "image_size", "max_steps", "jpeg_quality", "action_noise"}
     unknown = set(demos) - known
     if unknown:
         raise SimError(f"sim.demos: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -160,7 +180,8 @@ def config_from_params(params: dict[str, Any]) -> DemoConfig:
     return DemoConfig(out=str(demos.get("out", "data/sim/metaworld")), tasks=tasks,
                       seeds=tuple(range(start, start + count)), image_size=int(demos.get("image_size", 224)),
                       max_steps=int(demos.get("max_steps", sim.get("max_steps", 200))),
-                      jpeg_quality=int(demos.get("jpeg_quality", 95)))
+                      jpeg_quality=int(demos.get("jpeg_quality", 95)),
+                      action_noise=float(demos.get("action_noise", 0.0)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
