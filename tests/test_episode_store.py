@@ -444,6 +444,7 @@ def test_a_camera_that_breaks_the_stream_s_contract_is_refused_with_its_reason(s
     with pytest.raises(EpisodeError) as info:
         write_episode(ep, store.root, NATIVE)
     assert info.value.reason == reason and words in info.value.message
+    assert info.value.message.startswith("task/episode_0.hdf5: camera 'top'")  # names the episode and the camera
     assert not store.episode_files() and _tmp_left(store) == []
 
 
@@ -469,17 +470,18 @@ def test_a_failing_disk_is_a_write_error_naming_the_episode(store, monkeypatch):
     assert not store.episode_files() and _tmp_left(store) == []
 
 
-@pytest.mark.parametrize("metadata,where", [
-    ({"when": object()}, "metadata.when"),
-    ({"nested": {"bad": {1, 2}}}, "metadata.nested.bad"),
-    ({"items": [1, complex(1, 2)]}, "metadata.items"),
+@pytest.mark.parametrize("metadata,where,kind", [
+    ({"when": object()}, "metadata.when", "object"),
+    ({"nested": {"bad": {1, 2}}}, "metadata.nested.bad", "set"),
+    ({"items": [1, complex(1, 2)]}, "metadata.items", "complex"),
 ])
-def test_metadata_that_is_not_json_is_invalid_metadata_naming_the_key(store, metadata, where):
+def test_metadata_that_is_not_json_is_invalid_metadata_naming_the_key_and_type(store, metadata, where, kind):
     ep = make_episode(4)
     ep.metadata = metadata
     with pytest.raises(EpisodeError) as info:
         write_episode(ep, store.root, NATIVE)
-    assert info.value.reason == Reason.INVALID_METADATA and f"{where} is not JSON-serialisable" in info.value.message
+    assert info.value.reason == Reason.INVALID_METADATA
+    assert info.value.message == f"{where} is not JSON-serialisable: {kind}"
     assert not store.episode_files()
 
 
@@ -489,3 +491,152 @@ def test_numpy_values_in_metadata_are_stored_as_plain_json():
     assert _jsonable({"n": np.int64(3), "x": np.float32(0.5), "ok": np.bool_(True), "v": np.arange(2), "t": (1, "a"),
                       "raw": b"ab\xff", 7: None}, "metadata") == {
         "n": 3, "x": 0.5, "ok": True, "v": [0, 1], "t": [1, "a"], "raw": "ab\ufffd", "7": None}  # bytes as text
+
+
+# --- the writer's format rules: what every written file holds, whatever the converter gave ----------------
+
+
+def test_stored_arrays_have_the_format_s_dtypes_whatever_dtype_the_converter_gave(store):
+    """timestamp float64, state/action float32 and sub-task indices int32 (docs/episode_format.md), also when a
+    converter hands over float32 times or float64 vectors."""
+    from pipelines.episode_store.schema import SUBTASK_INDEX, SUBTASK_INDEX_DTYPE
+
+    ep = make_episode(6, cameras=("top",))
+    ep.timestamp = (np.arange(6) / 10.0).astype(np.float32)
+    ep.state, ep.action = ep.state.astype(np.float64), ep.action.astype(np.float64)
+    with store.open_episode(write_episode(ep, store.root, NATIVE)) as r:
+        for name, want, values in (("timestamp", np.float64, ep.timestamp), ("state", np.float32, ep.state),
+                                   ("action", np.float32, ep.action)):
+            assert r.group[name].dtype == want and getattr(r, name).dtype == want
+            np.testing.assert_array_equal(r.group[name][:], values.astype(want))
+        assert r.group[SUBTASK_INDEX].dtype == SUBTASK_INDEX_DTYPE
+
+
+def test_every_low_dim_array_is_one_uncompressed_chunk(store):
+    """Arrays other than images are stored as one plain chunk: no compressor (the file's bytes must not depend on
+    which zstd the process bound) and the whole array in the chunk (the reader's one-read path)."""
+    from pipelines.episode_store.schema import SUBTASK_INDEX, extra_array
+
+    ep = make_episode(9, cameras=("top",))
+    ep.extras["gripper"] = np.arange(9, dtype=np.int16)
+    with store.open_episode(write_episode(ep, store.root, NATIVE)) as r:
+        for name in ("timestamp", "state", "action", SUBTASK_INDEX, extra_array("qvel"), extra_array("gripper")):
+            arr = r.group[name]
+            assert arr.compressors == () and arr.chunks == arr.shape, name
+
+
+def test_episode_metadata_records_duration_converter_and_extra_names():
+    """duration_s is last minus first timestamp (0 for one frame); the converter is the source unless named;
+    an extra without names has an empty name list."""
+    from pipelines.episode_store.writer import episode_attributes
+
+    ep = make_episode(5)
+    ep.timestamp = ep.timestamp + 7.0  # 7.0 .. 7.4
+    ep.extras["torque"] = np.zeros(5)  # no extra_names entry
+    meta = episode_attributes(ep, "inhouse-x", {})
+    assert meta["duration_s"] == pytest.approx(0.4)
+    assert meta["converter"]["name"] == "inhouse"
+    assert meta["extras"]["torque"]["names"] == [] and meta["extras"]["qvel"]["names"] == ep.extra_names["qvel"]
+    two = make_episode(2)
+    two.timestamp = np.array([3.0, 3.25])
+    assert episode_attributes(two, "inhouse-x", {})["duration_s"] == 0.25
+    assert episode_attributes(make_episode(1), "inhouse-x", {})["duration_s"] == 0.0
+    ep.converter = "lerobot"
+    assert episode_attributes(ep, "inhouse-x", {})["converter"]["name"] == "lerobot"
+
+
+def test_the_writer_applies_the_plausibility_bound_it_is_given(store):
+    ep = make_episode(4, cameras=("top",))
+    ep.state[2, 1] = 5e6
+    with pytest.raises(EpisodeError) as info:
+        write_episode(ep, store.root, NATIVE)  # the 1e6 default
+    assert info.value.reason == Reason.IMPLAUSIBLE_VALUES
+    eid = write_episode(ep, store.root, NATIVE, max_abs_value=1e7)
+    with store.open_episode(eid) as r:
+        assert r.state[2, 1] == 5e6
+
+
+def test_episodes_whose_ids_share_a_shard_folder_are_all_published(store):
+    by_folder: dict[str, list[str]] = {}
+    for i in range(2000):
+        ref = f"shared/{i}"
+        by_folder.setdefault(episode_relpath(episode_id("inhouse", ref)).rsplit("/", 1)[0], []).append(ref)
+    refs = next(v for v in by_folder.values() if len(v) >= 2)[:2]
+    eids = [write_episode(make_episode(3, ref=ref, cameras=("top",)), store.root, NATIVE) for ref in refs]
+    assert sorted(p.name for p in store.episode_files()) == sorted(f"{e}.zarr.zip" for e in eids)
+
+
+@pytest.mark.parametrize("values", [np.array(["a"] * 6), np.array([b"a"] * 6), np.array([{}] * 6, dtype=object)],
+                         ids=["str", "bytes", "object"])
+def test_an_extra_that_is_not_numeric_is_refused_naming_it(store, values):
+    ep = make_episode(6, cameras=("top",))
+    ep.extras["note"] = values
+    with pytest.raises(EpisodeError) as info:
+        write_episode(ep, store.root, NATIVE)
+    assert info.value.reason == Reason.SHAPE_MISMATCH
+    assert info.value.message == "task/episode_0.hdf5: extra 'note' must be numeric"
+    assert not store.episode_files()
+
+
+def test_a_camera_s_source_name_and_file_are_recorded_or_default_to_its_name(store):
+    ep = make_episode(3, cameras=("top", "wrist"))
+    ep.cameras["top"].source_name, ep.cameras["top"].source_file = "cam_high", "videos/ep0.mp4"
+    with store.open_episode(write_episode(ep, store.root, NATIVE)) as r:
+        assert r.meta["cameras"]["top"]["source"] == {"name": "cam_high", "file": "videos/ep0.mp4"}
+        assert r.meta["cameras"]["wrist"]["source"] == {"name": "wrist", "file": None}
+
+
+def _meeting_camera(frames, barrier, met: list[bool], thread_safe: bool) -> CameraStream:
+    """A camera whose stream waits at ``barrier`` for the episode's other camera before its first frame."""
+    import threading
+
+    def open_frames():
+        try:
+            barrier.wait(timeout=5 if thread_safe else 0.2)
+            met.append(True)
+        except threading.BrokenBarrierError:
+            met.append(False)
+        yield from frames
+
+    return CameraStream("x", len(frames), open_frames, thread_safe=thread_safe)
+
+
+@pytest.mark.parametrize("thread_safe", [True, False])
+def test_thread_safe_cameras_are_encoded_together_and_others_one_at_a_time(store, thread_safe):
+    """Cameras whose streams are all thread-safe are consumed on parallel threads; if any is not, one at a time."""
+    import threading
+
+    barrier, met = threading.Barrier(2), []
+    ep = make_episode(3)
+    ep.cameras = {c: _meeting_camera(make_frames(3), barrier, met, thread_safe) for c in ("top", "wrist")}
+    write_episode(ep, store.root, NATIVE)
+    assert met == ([True, True] if thread_safe else [False, False])
+
+
+def test_frames_are_written_a_whole_shard_at_a_time(store, monkeypatch):
+    """The writer buffers at most one shard of encoded frames and writes each shard in one piece."""
+    from pipelines.episode_store import writer
+
+    writes: list[tuple[str, int, int]] = []
+    real = writer._flush
+    monkeypatch.setattr(writer, "_flush", lambda arr, start, pending: writes.append(
+        (arr.path, start, len(pending))) or real(arr, start, pending))
+    write_episode(make_episode(10, cameras=("top",)), store.root, NATIVE, frames_per_shard=4)
+    assert writes == [("images/top", 0, 4), ("images/top", 4, 4), ("images/top", 8, 2)]
+
+
+def test_episode_files_hold_stored_members_with_fixed_attributes(store):
+    """The ZIP's members are stored (any chunk is one seek), dated 1980-01-01 and plain 0644 files, whatever the
+    clock or umask: equal content gives equal bytes."""
+    eid = write_episode(make_episode(3, cameras=("top",)), store.root, NATIVE)
+    with zipfile.ZipFile(store.episode_path(eid)) as zf:
+        for info in zf.infolist():
+            assert info.compress_type == zipfile.ZIP_STORED and info.date_time == (1980, 1, 1, 0, 0, 0)
+            assert info.external_attr == 0o644 << 16, info.filename
+
+
+def test_the_recorded_content_digest_is_the_one_a_full_read_gives(store):
+    from pipelines.episode_store.index import content_sha256
+
+    with store.open_episode(write_episode(make_episode(5), store.root, NATIVE)) as r:
+        assert r.meta["content_sha256"] == content_sha256(r, recorded=False)
