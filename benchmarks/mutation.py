@@ -96,7 +96,34 @@ MODULES: dict[str, Module] = {
             "xǁManifestSamplerǁepoch__mutmut_19": "offsets.astype(None) (float): the same frame after the int64 assignment",
         },
     ),
-    "episode_store.writer": Module(("pipelines/episode_store/writer.py",), ("tests/test_episode_store.py",)),
+    "episode_store.writer": Module(
+        ("pipelines/episode_store/writer.py",), ("tests/test_episode_store.py",),
+        equivalent={
+            "x__jsonable__mutmut_12": "bytes.decode() without an encoding: UTF-8 is the default",
+            "x__jsonable__mutmut_15": "decode('UTF-8'): the same codec as 'utf-8'",
+            "x__write_camera__mutmut_16": "serializer dropped: zarr's default serializer for variable-length bytes is "
+                                          "vlen-bytes (the reader's byte-range path, which checks the codec chain, "
+                                          "is still taken)",
+            "x__write_camera__mutmut_25": "out_hw initialised to '' instead of None: set by every frame, and an "
+                                          "episode has frames (check_episode)",
+            "x__write_camera__mutmut_102": "assert ... or ...: after written == n >= 1 both sizes are set",
+            "x__write_group__mutmut_6": "open_group without mode='w': the default 'a' on the fresh private directory",
+            "x__write_group__mutmut_49": "kind in 'XXUSXX': numpy dtype kinds are single letters and none is 'X'",
+            "x__write_group__mutmut_64": "chunks (2,) for a 0-d extra: extras have n >= 1 rows (check_episode), so "
+                                         "data.shape is never empty",
+            "x__write_group__mutmut_76": "max(2, ...) workers: differs only with one camera, which is one task",
+            "x_episode_attributes__mutmut_4": "duration also for one frame (n > 1 or True): t[-1] - t[0] is 0.0 then",
+            "x_episode_attributes__mutmut_10": "duration also for one frame (n >= 1): t[-1] - t[0] is 0.0 then",
+            "x_pack_directory__mutmut_17": "ZipFile without compression=: ZIP_STORED is the default (and every "
+                                           "member sets it)",
+            "x_pack_directory__mutmut_18": "ZipFile without allowZip64=True: True is the default",
+            "x_pack_directory__mutmut_26": "ZipInfo without date_time: (1980, 1, 1, 0, 0, 0) is the default",
+            "x_pack_directory__mutmut_5[03456]": "copyfileobj's buffer size (None, 0, default, 2 MiB): the same bytes",
+            "x_write_episode__mutmut_18": "9 hex digits in the private temporary folder's name instead of 8",
+            "x_write_episode__mutmut_2[34]": "another name of the group folder inside the private temporary folder",
+            "x_write_episode__mutmut_3[78]": "another name of the packed file inside the private temporary folder",
+        },
+    ),
     "episode_store.reader": Module(("pipelines/episode_store/reader.py",), ("tests/test_episode_store.py",)),
     "episode_store.validator": Module(("pipelines/episode_store/validator.py",),
                                       ("tests/test_validator.py", "tests/test_episode_store.py")),
