@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import zipfile
 
@@ -13,7 +14,7 @@ from pipelines.episode_store import CameraStream, EpisodeError, Reason
 from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.index import rebuild_index_and_stats
 from pipelines.episode_store.layout import EPISODES_DIR, INDEX_FILE, TMP_DIR, episode_id, episode_relpath
-from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.reader import EpisodeReader, EpisodeStore, StoreError
 from pipelines.episode_store.validator import validate_store
 from pipelines.episode_store.digest import file_sha256
 from pipelines.episode_store.writer import write_episode
@@ -28,7 +29,10 @@ def store(tmp_path):
 
 
 def test_round_trip_reads_what_was_written(store):
+    from pipelines.episode_store.schema import TimestampOrigin
+
     ep = make_episode(40)
+    ep.timestamp_origin = TimestampOrigin.FROM_CONTROL_RATE
     eid = write_episode(ep, store.root, NATIVE, frames_per_shard=16)
     assert eid == episode_id("inhouse", ep.source_episode)
     with store.open_episode(eid) as r:
@@ -48,6 +52,11 @@ def test_round_trip_reads_what_was_written(store):
         assert back.metadata == ep.metadata
         assert (back.source, back.source_version, back.converter_version) == ("inhouse", "test-1", "0.0.1")
         assert back.embodiment == "franka" and back.control_hz == 10.0
+        assert (back.source_episode, back.robot_type, back.timestamp_origin) == (
+            ep.source_episode, ep.robot_type, ep.timestamp_origin)
+        assert back.converter == ""  # converted by the source's own converter
+        assert {c: (s.name, s.num_frames) for c, s in back.cameras.items()} == {"top": ("top", 40),
+                                                                               "wrist": ("wrist", 40)}
         for cam in ("top", "wrist"):
             original = list(ep.cameras[cam].open_frames())
             decoded = list(back.cameras[cam].open_frames())
@@ -63,7 +72,7 @@ def test_random_access_frame_equals_sequential_frame(store):
         sequential = list(r.frames("top"))
         for i in (0, 7, 8, 31, 49):
             np.testing.assert_array_equal(r.frame("top", i), sequential[i])
-        with pytest.raises(IndexError):
+        with pytest.raises(IndexError, match=f"frame 50 out of range for {eid} \\(50 frames\\)"):
             r.encoded_frame("top", 50)
         # one frame per chunk: the chunk grid is the random-access unit
         assert r.group["images/top"].chunks == (1,)
@@ -200,7 +209,7 @@ import sys
 if sys.argv[2] == "tf":
     import tensorflow  # noqa: F401  (what the DROID converter loads to read RLDS)
 from pipelines.episode_store.images import ImageConfig
-from pipelines.episode_store.reader import EpisodeStore
+from pipelines.episode_store.reader import EpisodeReader, EpisodeStore, StoreError
 from pipelines.episode_store.digest import file_sha256
 from pipelines.episode_store.writer import write_episode
 import numpy as np
@@ -371,6 +380,7 @@ def test_index_is_one_parquet_file_with_one_row_per_episode(store):
         write_episode(make_episode(10 + i, ref=f"t/e{i}", embodiment="franka" if i else "ur5"), store.root, NATIVE)
     assert rebuild_index_and_stats(store.root) == (3, 33)
     table = pq.read_table(store.root / INDEX_FILE)
+    assert store.index().equals(table)
     assert table.num_rows == 3
     rows = {r["source_episode"]: r for r in table.to_pylist()}
     assert rows["t/e2"]["num_frames"] == 12 and rows["t/e0"]["embodiment"] == "ur5"
@@ -640,3 +650,153 @@ def test_the_recorded_content_digest_is_the_one_a_full_read_gives(store):
 
     with store.open_episode(write_episode(make_episode(5), store.root, NATIVE)) as r:
         assert r.meta["content_sha256"] == content_sha256(r, recorded=False)
+
+
+# --- the reader's rules: the writer's files are read directly, anything else through zarr -----------------
+
+
+def test_the_writer_s_files_are_read_without_opening_zarr(store):
+    """Metadata, low-dim arrays, extras, sub-tasks and frames of what the writer produced are read straight from
+    the file (zarr costs milliseconds per read); the values are zarr's."""
+    ep = make_episode(20)
+    ep.extras["gripper"] = np.arange(20, dtype=np.int16)
+    eid = write_episode(ep, store.root, NATIVE, frames_per_shard=8)
+    with store.open_episode(eid) as r:
+        got = {name: getattr(r, name) for name in ("timestamp", "state", "action")}
+        extras = {k: r.extra(k) for k in ("qvel", "gripper")}
+        subtasks = r.subtasks()
+        frames = [r.encoded_frame(c, i) for c in r.cameras for i in range(20)]
+        assert "group" not in vars(r), "a direct read fell back to zarr"
+        g = r.group
+        for name, values in got.items():
+            assert values.dtype == g[name].dtype and np.array_equal(values, g[name][:])
+        for k, values in extras.items():
+            assert values.dtype == g[f"extras/{k}"].dtype and np.array_equal(values, g[f"extras/{k}"][:])
+        assert subtasks == ep.subtasks
+        assert frames == [r.encoded_frame(c, i) for c in r.cameras for i in range(20)]
+
+
+def test_an_episode_of_another_converter_reads_back_with_its_name(store):
+    ep = make_episode(3, cameras=("top",))
+    ep.converter = "lerobot"
+    with store.open_episode(write_episode(ep, store.root, NATIVE)) as r:
+        assert r.meta["converter"]["name"] == "lerobot" and r.to_episode().converter == "lerobot"
+
+
+def _array_meta(codecs, *, shape=(4, 2), chunks=(4, 2), keys=None, **more):
+    meta = {"codecs": codecs, "shape": list(shape), "chunk_grid": {"configuration": {"chunk_shape": list(chunks)}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}} if keys is None else keys}
+    return dict(meta, **more)
+
+
+_PLAIN = {"name": "bytes", "configuration": {"endian": "little"}}
+_ZSTD = {"name": "zstd", "configuration": {"level": 0}}
+
+
+@pytest.mark.parametrize("meta,direct", [
+    (_array_meta([_PLAIN]), False),  # the writer's: one plain chunk
+    (_array_meta([_PLAIN, _ZSTD]), True),  # older stores: one zstd chunk
+    (_array_meta([{"name": "bytes"}]), False),  # no endian given: little
+    (_array_meta([_PLAIN], keys={"name": "default"}), False),  # no separator given: "/"
+    (_array_meta([{"name": "bytes", "configuration": {"endian": "big"}}]), None),
+    (_array_meta([_PLAIN, {"name": "gzip"}]), None),
+    (_array_meta([_PLAIN, _ZSTD, {"name": "crc32c"}]), None),
+    (_array_meta([]), None),
+    ({k: v for k, v in _array_meta([_PLAIN]).items() if k != "codecs"}, None),
+    (_array_meta([{"name": "transpose"}, _PLAIN]), None),
+    (_array_meta([_PLAIN], storage_transformers=[{"name": "x"}]), None),
+    (_array_meta([_PLAIN], chunks=(2, 2)), None),
+    (_array_meta([_PLAIN], keys={"name": "default", "configuration": {"separator": "."}}), None),
+    (_array_meta([_PLAIN], keys={"name": "v2", "configuration": {"separator": "/"}}), None),
+    (_array_meta([_PLAIN], keys={}), None),
+], ids=["plain", "zstd", "endian-default", "separator-default", "big-endian", "gzip", "three-codecs", "no-codecs",
+        "codecs-missing", "transpose", "storage-transformer", "several-chunks", "dot-separator", "v2-keys",
+        "no-key-encoding"])
+def test_only_single_little_endian_chunks_plain_or_zstd_are_decoded_directly(meta, direct):
+    """None: read through zarr; else whether the one chunk is zstd-compressed."""
+    from pipelines.episode_store.reader import _single_chunk_codecs
+
+    assert _single_chunk_codecs(meta) is direct
+
+
+def test_an_empty_zarr_read_is_empty_bytes():
+    from pipelines.episode_store.reader import _unwrap
+
+    assert _unwrap(np.array([], dtype=object)) == b""
+    assert _unwrap(np.array([[b"jpeg"]], dtype=object)) == b"jpeg"
+
+
+def test_a_frame_range_reads_only_its_frames(store):
+    eid = write_episode(make_episode(12, cameras=("top",)), store.root, NATIVE, frames_per_shard=4)
+    with store.open_episode(eid) as r:
+        assert list(r.encoded_frames("top", 2, 9, block=3)) == [r.encoded_frame("top", i) for i in range(2, 9)]
+        assert [f.shape for f in r.frames("top", 10, 12)] == [(48, 64, 3)] * 2
+        assert len(list(r.encoded_frames("top", 10))) == 2
+
+
+def test_frames_of_a_shard_that_was_never_written_read_as_empty(store):
+    eid = write_episode(make_episode(8, cameras=("top",)), store.root, NATIVE, frames_per_shard=4)
+    path = store.episode_path(eid)
+    with zipfile.ZipFile(path) as zf:  # drop the second shard, as a writer that never got there would
+        members = [(i, zf.read(i)) for i in zf.infolist() if i.filename != "images/top/c/1"]
+    with zipfile.ZipFile(path, "w") as zf:
+        for info, data in members:
+            zf.writestr(info, data)
+    with store.open_episode(eid) as r:
+        assert r._frame_ranges("top") is not None
+        assert [r.encoded_frame("top", i) == b"" for i in range(8)] == [False] * 4 + [True] * 4
+
+
+def test_a_damaged_local_header_is_an_error_naming_the_member(store):
+    eid = write_episode(make_episode(4, cameras=("top",)), store.root, NATIVE)
+    path = store.episode_path(eid)
+    with zipfile.ZipFile(path) as zf:
+        offset = zf.getinfo("state/c/0/0").header_offset
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"PK\x00\x00")
+    with store.open_episode(eid) as r, pytest.raises(StoreError, match="state/c/0/0: bad local file header"):
+        r.state  # noqa: B018
+
+
+def test_a_zarr_file_that_is_no_episode_is_refused_naming_it(tmp_path):
+    import zarr
+
+    from pipelines.episode_store.writer import pack_directory
+
+    zarr.open_group(zarr.storage.LocalStore(tmp_path / "g"), mode="w")
+    pack_directory(tmp_path / "g", tmp_path / "plain.zarr.zip")
+    with pytest.raises(StoreError, match=f"{tmp_path / 'plain.zarr.zip'}: no 'a1pipe_episode' attribute"):
+        EpisodeReader(tmp_path / "plain.zarr.zip")
+
+
+def test_closing_a_reader_releases_its_file_and_closing_twice_is_harmless(store):
+    import os
+
+    eid = write_episode(make_episode(3, cameras=("top",)), store.root, NATIVE)
+    r = store.open_episode(eid)
+    fd = r._fh
+    r.group  # noqa: B018  (opens zarr's ZipStore too)
+    r.close()
+    r.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_a_store_is_created_with_its_marker_once_and_opened_by_it(tmp_path):
+    from pipelines.episode_store.layout import STORE_FORMAT, STORE_MARKER
+    from pipelines.episode_store.schema import FORMAT_VERSION
+
+    root = tmp_path / "deep" / "store"  # parents are created
+    assert EpisodeStore.create(root).location == str(root)
+    marker = json.loads((root / STORE_MARKER).read_text())
+    assert marker == {"format": STORE_FORMAT, "format_version": FORMAT_VERSION}
+    EpisodeStore.create(root)  # again: the existing store is opened
+    assert EpisodeStore(root, location="s3://bucket/store").location == "s3://bucket/store"
+    with pytest.raises(KeyError, match=f"episode inhouse-0000000000000000 not in store {root}"):
+        EpisodeStore(root).open_episode("inhouse-0000000000000000")
+    with pytest.raises(StoreError, match=f"{tmp_path}: not an a1pipe store \\(no {STORE_MARKER}\\)"):
+        EpisodeStore(tmp_path)
+    (root / STORE_MARKER).write_text(json.dumps({"format_version": 99}))
+    with pytest.raises(StoreError, match=f"s3://b: format_version 99, this a1pipe reads {FORMAT_VERSION}"):
+        EpisodeStore(root, location="s3://b")
