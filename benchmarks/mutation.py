@@ -124,7 +124,29 @@ MODULES: dict[str, Module] = {
             "x_write_episode__mutmut_3[78]": "another name of the packed file inside the private temporary folder",
         },
     ),
-    "episode_store.reader": Module(("pipelines/episode_store/reader.py",), ("tests/test_episode_store.py",)),
+    "episode_store.reader": Module(
+        ("pipelines/episode_store/reader.py",), ("tests/test_episode_store.py",),
+        equivalent={
+            # _unwrap gets one-element arrays (a one-frame slice) or bytes: any reshape to 1-D gives the same item
+            "x__unwrap__mutmut_[456]": "reshape(None / +1 / -2) of a one-element array: the same item",
+            "xǁEpisodeReaderǁ_array__mutmut_33": "np.prod(dtype=None): int64 already (64-bit Linux)",
+            "xǁEpisodeReaderǁ_array__mutmut_35": "np.prod without dtype: int64 already",
+            "xǁEpisodeReaderǁ_array__mutmut_8": "the chunk key of a 0-d array: the writer writes none (extras have a "
+                                                "row per frame), and a missed key falls back to zarr, same values",
+            "xǁEpisodeReaderǁencoded_frame__mutmut_12": "zarr slice index : index + 2: its first item is the same frame",
+            "xǁEpisodeReaderǁencoded_frames__mutmut_2": "block of 65 frames instead of 64: only how reads are grouped",
+            "xǁEpisodeReaderǁencoded_frames__mutmut_15": "reshape(None) of the 1-D block: the same items",
+            "xǁEpisodeReaderǁencoded_frames__mutmut_26": "reshape(-2): numpy reads any negative size as -1",
+            "xǁEpisodeReaderǁencoded_frames__mutmut_1[79]": "np.asarray without dtype=object: zarr returns variable-"
+                                                            "length bytes as an object array already",
+            "xǁEpisodeReaderǁ_locate__mutmut_30": "'<hh' for the name and extra lengths: both are far below 32 KiB",
+            "xǁFrameRangesǁread__mutmut_22": "'<ii' for the item count and length: a frame is far below 2 GiB",
+            "xǁEpisodeStoreǁcreate__mutmut_15": "'.TMP' for the marker's temporary name",
+            "xǁEpisodeStoreǁcreate__mutmut_19": "marker JSON without indentation: the same document",
+            "xǁEpisodeStoreǁcreate__mutmut_2[16]": "marker JSON indented otherwise: the same document",
+            "xǁEpisodeStoreǁepisode_files__mutmut_4": "globbing a missing episodes/ folder: empty, like the else",
+        },
+    ),
     "episode_store.validator": Module(("pipelines/episode_store/validator.py",),
                                       ("tests/test_validator.py", "tests/test_episode_store.py")),
     # the filtered-quantile early-exit thresholds live in training/exits.py; calibrate.py runs them

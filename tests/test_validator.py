@@ -393,7 +393,9 @@ def test_validate_path_passes_its_options_to_every_store_it_validates(tmp_path, 
     options = {"decode_frames": True, "max_abs_value": 5.0}
     validate_path(tmp_path / "many", **options)
     validate_path(tmp_path / "many" / "one", **options)
-    assert calls == [("one", options), ("two", options), ("one", options)]
+    (tmp_path / "empty").mkdir()
+    validate_path(tmp_path / "empty", **options)  # neither a store nor a folder of stores: reported as one
+    assert calls == [("one", options), ("two", options), ("one", options), ("empty", options)]
     calls.clear()
     validate_path(tmp_path / "many" / "one")
     assert calls == [("one", {"decode_frames": False, "max_abs_value": 1e6})]  # frames by header, the 1e6 bound
