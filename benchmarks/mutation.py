@@ -139,6 +139,8 @@ MODULES: dict[str, Module] = {
             "xǁEpisodeReaderǁencoded_frames__mutmut_26": "reshape(-2): numpy reads any negative size as -1",
             "xǁEpisodeReaderǁencoded_frames__mutmut_1[79]": "np.asarray without dtype=object: zarr returns variable-"
                                                             "length bytes as an object array already",
+            "xǁEpisodeReaderǁ_json__mutmut_[12]": "the member's bytes not read directly: the zipfile fallback reads the "
+                                                   "same member (slower, same document)",
             "xǁEpisodeReaderǁ_locate__mutmut_30": "'<hh' for the name and extra lengths: both are far below 32 KiB",
             "xǁFrameRangesǁread__mutmut_22": "'<ii' for the item count and length: a frame is far below 2 GiB",
             "xǁEpisodeStoreǁcreate__mutmut_15": "'.TMP' for the marker's temporary name",

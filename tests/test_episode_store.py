@@ -730,7 +730,7 @@ def test_a_frame_range_reads_only_its_frames(store):
     eid = write_episode(make_episode(12, cameras=("top",)), store.root, NATIVE, frames_per_shard=4)
     with store.open_episode(eid) as r:
         assert list(r.encoded_frames("top", 2, 9, block=3)) == [r.encoded_frame("top", i) for i in range(2, 9)]
-        assert [f.shape for f in r.frames("top", 10, 12)] == [(48, 64, 3)] * 2
+        assert [f.shape for f in r.frames("top", 3, 5)] == [(48, 64, 3)] * 2
         assert len(list(r.encoded_frames("top", 10))) == 2
 
 
