@@ -212,6 +212,38 @@ def test_images_decode_at_reduced_scale_and_letterbox_other_aspect_ratios(monkey
         decode_fitted(b"\xff\xd8 not really a jpeg", (32, 32))
 
 
+def test_decoded_frames_are_uint8_of_the_asked_height_and_width():
+    from PIL import Image
+
+    from pipelines.episode_store.images import encode_jpeg
+
+    data = encode_jpeg(Image.fromarray(np.full((60, 80, 3), 90, np.uint8)), 95)
+    for size in ((30, 40), (45, 60), (60, 80)):  # DCT-scaled, resampled, stored size
+        out = decode_fitted(data, size)
+        assert out.shape == (*size, 3) and out.dtype == np.uint8
+
+
+def test_frames_within_a_pixel_of_the_aspect_ratio_are_stretched_bilinearly_others_letterboxed():
+    """The rule serving must reproduce: a frame whose aspect ratio is within one pixel of the input's is resized
+    (bilinear, no bars); any other is letterboxed (bilinear, black bars)."""
+    from PIL import Image, ImageOps
+
+    from training.data.images import fit
+
+    white = Image.new("RGB", (200, 100), (255, 255, 255))
+    stretched = np.asarray(fit(white, (51, 100)))  # 200 * 51 - 100 * 100 = 200 = one pixel of the long side
+    assert stretched.shape == (51, 100, 3) and stretched.min() == 255
+    boxed = np.asarray(fit(white, (60, 100)))
+    assert boxed.shape == (60, 100, 3) and not boxed[:5].any() and not boxed[-5:].any() and boxed[30].min() == 255
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 256, (100, 200, 3), dtype=np.uint8))
+    assert np.array_equal(np.asarray(fit(noisy, (51, 100))),
+                          np.asarray(noisy.resize((100, 51), Image.Resampling.BILINEAR)))
+    assert np.array_equal(np.asarray(fit(noisy, (60, 100))),
+                          np.asarray(ImageOps.pad(noisy, (100, 60), method=Image.Resampling.BILINEAR)))
+    assert fit(noisy, (100, 200)) is noisy
+
+
 # --- normalisation ----------------------------------------------------------------------------------
 
 
@@ -240,6 +272,29 @@ def test_bounds_q99_and_mean_std_formulas_and_their_inverse():
     np.testing.assert_allclose(ms.unnormalize("d/e", "state", z, ["a", "b", "c"]), x, rtol=1e-5)
     none = Normalizer("none", "dataset_embodiment", groups)
     assert none.normalize("d/e", "state", x, ["a", "b", "c"]).tolist() == x.tolist()
+
+
+def test_saved_normalisation_reads_back_the_same_and_says_how_it_was_made():
+    """Beside every checkpoint: counts as integers, statistics as floats, the mode, scope, epsilon, quantile
+    merge and stores; another format_version is refused naming it."""
+    from training.data.normalize import FORMAT_VERSION, STD_EPS, NormalizationError
+
+    stats = _stats(["a", "b"], count=[10, 4], mean=[1.0, 2.0], std=[0.5, 1.0], min=[0.0, -1.0], max=[2.0, 3.0],
+                   q01=[0.25, -0.5], q99=[1.75, 2.5])
+    norm = Normalizer("mean_std", "embodiment", {"franka": {"state": stats, "action": stats}},
+                      [{"store": "s3://store"}])
+    doc = norm.to_json()
+    entry = doc["groups"]["franka"]["state"]
+    assert entry["count"] == [10, 4] and all(type(v) is int for v in entry["count"])
+    assert entry["mean"] == [1.0, 2.0] and all(type(v) is float for v in entry["mean"])
+    assert {k: v for k, v in doc.items() if k != "groups"} == {
+        "format_version": FORMAT_VERSION, "mode": "mean_std", "scope": "embodiment", "std_eps": STD_EPS,
+        "quantile_merge": "q01 = min over stores, q99 = max over stores", "stores": [{"store": "s3://store"}]}
+    back = Normalizer.from_json(json.loads(json.dumps(doc)))
+    assert back.to_json() == doc
+    with pytest.raises(NormalizationError, match=f"normalization file format_version 99, this a1pipe reads "
+                                                 f"{FORMAT_VERSION}"):
+        Normalizer.from_json(dict(doc, format_version=99))
 
 
 def test_statistics_of_one_group_merge_exactly_across_stores():
