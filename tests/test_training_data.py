@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -297,6 +298,79 @@ def test_saved_normalisation_reads_back_the_same_and_says_how_it_was_made():
         Normalizer.from_json(dict(doc, format_version=99))
 
 
+def test_statistics_are_selected_by_name_and_missing_groups_or_names_are_named():
+    from training.data.normalize import NormalizationError
+
+    stats = _stats(["a", "b", "c"], mean=[1.0, 2.0, 3.0], count=[4, 5, 6])
+    chosen = stats.select(["c", "a"], "g state")
+    assert chosen.names == ["c", "a"] and chosen.mean.tolist() == [3.0, 1.0] and chosen.count.tolist() == [6, 4]
+    with pytest.raises(NormalizationError, match=re.escape("g state: no statistics for dimensions ['z']")):
+        stats.select(["a", "z"], "g state")
+    norm = Normalizer("mean_std", "embodiment", {"franka": {"state": stats, "action": stats}})
+    with pytest.raises(NormalizationError, match=re.escape("no normalisation statistics for group 'ur5' "
+                                                          "(have ['franka'])")):
+        norm.normalize("ur5", "state", np.zeros(3), ["a", "b", "c"])
+    with pytest.raises(NormalizationError, match=re.escape("franka action: no statistics for dimensions ['z']")):
+        norm.normalize("franka", "action", np.zeros(2), ["a", "z"])
+
+
+def test_a_dimension_as_wide_as_the_zero_width_is_still_scaled_narrower_ones_map_to_zero():
+    from training.data.normalize import ZERO_WIDTH
+
+    stats = _stats(["wide", "narrow"], q01=[0.0, 0.0], q99=[ZERO_WIDTH, ZERO_WIDTH / 2])
+    norm = Normalizer("bounds_q99", "embodiment", {"e": {"state": stats, "action": stats}})
+    assert norm.normalize("e", "state", np.array([ZERO_WIDTH, ZERO_WIDTH / 2]), ["wide", "narrow"]).tolist() == [
+        1.0, 0.0]
+
+
+def test_unnormalised_and_unpacked_vectors_are_float32_with_dropped_dimensions_nan():
+    from training.data.layouts import VectorLayout
+
+    none = Normalizer("none", "embodiment", {})
+    assert none.unnormalize("e", "action", np.array([1.5, 2.0]), ["a", "b"]).dtype == np.float32
+    layout = VectorLayout(names=("a", "b", "c"), targets=np.array([2, -1, 0]), size=4)
+    one = layout.unpack(np.array([1.0, 2.0, 3.0, 4.0]))  # a single vector, float64 in
+    assert one.dtype == np.float32 and one.shape == (3,)
+    assert one[0] == 3.0 and np.isnan(one[1]) and one[2] == 1.0
+    assert layout.unpack(np.zeros((5, 4))).shape == (5, 3)
+
+
+def test_a_data_spec_saved_with_a_checkpoint_loads_back_the_same(tmp_path):
+    """Both files, keys sorted (checkpoints diff cleanly); an older spec without ``images`` loads as trained with
+    images; a missing file or another format_version is refused naming it."""
+    from training.data.spec import NORMALIZATION_FILE, SPEC_FILE
+
+    stats = _stats(["a"], count=[3], mean=[0.5], std=[1.0], q01=[0.0], q99=[1.0])
+    spec = DataSpec(camera_slots=("primary", "wrist"), image_size=(96, 128), chunk=8, max_state_dim=4,
+                    max_action_dim=3, prompt="do: {instruction}", manifest={"table_sha256": "ab"},
+                    layouts={"groups": {}, "layouts": {}}, images=False,
+                    normalizer=Normalizer("mean_std", "embodiment", {"e": {"state": stats, "action": stats}}))
+    where = tmp_path / "run" / "step_10"
+    spec.save(where)
+    spec.save(where)  # a checkpoint saved again in place
+    back = DataSpec.load(where)
+    assert (back.camera_slots, back.image_size, back.chunk, back.max_state_dim, back.max_action_dim, back.prompt,
+            back.manifest, back.layouts, back.images) == (
+        ("primary", "wrist"), (96, 128), 8, 4, 3, "do: {instruction}", {"table_sha256": "ab"},
+        {"groups": {}, "layouts": {}}, False)
+    assert back.normalizer.to_json() == spec.normalizer.to_json()
+    saved = json.loads((where / SPEC_FILE).read_text())
+    assert saved["normalization"] == {"mode": "mean_std", "scope": "embodiment", "file": NORMALIZATION_FILE}
+    for name in (SPEC_FILE, NORMALIZATION_FILE):
+        doc = json.loads((where / name).read_text())
+        assert list(doc) == sorted(doc), name
+    del saved["images"]
+    (where / SPEC_FILE).write_text(json.dumps(saved))
+    assert DataSpec.load(where).images is True
+    (where / SPEC_FILE).write_text(json.dumps(dict(saved, format_version=99)))
+    with pytest.raises(ValueError, match=re.escape(f"{where / SPEC_FILE}: format_version 99, this a1pipe reads 1")):
+        DataSpec.load(where)
+    (where / NORMALIZATION_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{where}: no {NORMALIZATION_FILE}; it is written with "
+                                                          f"every checkpoint")):
+        DataSpec.load(where)
+
+
 def test_statistics_of_one_group_merge_exactly_across_stores():
     rng = np.random.default_rng(0)
     a, b = rng.normal(2, 3, (50, 2)), rng.normal(-1, 0.5, (30, 2))
@@ -365,7 +439,7 @@ def test_decoded_actions_leave_dropped_dimensions_as_nan(built):
 
     codec = EmbodimentCodec("d", "x", table, table.entry("d", "x"), norm)
     out = codec.decode_actions(np.array([[7.0, 0.0, 0.0, 0.0]]), ["a", "b"])
-    assert out[0, 0] == 7.0 and np.isnan(out[0, 1])
+    assert out[0, 0] == 7.0 and np.isnan(out[0, 1]) and out.dtype == np.float32
 
 
 # --- augmentation and state masking -----------------------------------------------------------------
