@@ -335,6 +335,21 @@ def test_unnormalised_and_unpacked_vectors_are_float32_with_dropped_dimensions_n
     assert layout.unpack(np.zeros((5, 4))).shape == (5, 3)
 
 
+def test_a_constant_dimension_unnormalises_to_its_constant_whatever_the_model_predicts():
+    stats = _stats(["c", "x"], q01=[3.0, 0.0], q99=[3.0, 10.0])
+    norm = Normalizer("bounds_q99", "embodiment", {"e": {"state": stats, "action": stats}})
+    back = norm.unnormalize("e", "action", np.array([0.7, 0.5], dtype=np.float32), ["c", "x"])
+    assert back.dtype == np.float32 and back.tolist() == [3.0, 7.5]
+
+
+def test_a_frame_error_is_recorded_with_where_it_happened():
+    from training.data.dataset import FrameError
+
+    err = FrameError("inhouse-1", 7, "top", "truncated", position=3)
+    assert err.record() == {"episode_id": "inhouse-1", "frame": 7, "camera": "top", "message": "truncated",
+                            "position": 3}
+
+
 def test_a_data_spec_saved_with_a_checkpoint_loads_back_the_same(tmp_path):
     """Both files, keys sorted (checkpoints diff cleanly); an older spec without ``images`` loads as trained with
     images; a missing file or another format_version is refused naming it."""
