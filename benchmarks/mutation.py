@@ -153,9 +153,26 @@ MODULES: dict[str, Module] = {
                                       ("tests/test_validator.py", "tests/test_episode_store.py")),
     # the filtered-quantile early-exit thresholds live in training/exits.py; calibrate.py runs them
     "training.exits": Module(("training/exits.py",), ("tests/test_early_exit.py",)),
-    "training.data": Module(tuple(f"training/data/{n}.py" for n in
-                                  ("dataset", "images", "layouts", "loader", "normalize", "spec")),
-                            ("tests/test_training_data.py",)),
+    "training.data": Module(
+        tuple(f"training/data/{n}.py" for n in ("dataset", "images", "layouts", "loader", "normalize", "spec")),
+        ("tests/test_training_data.py",),
+        equivalent={
+            # np.full(shape, None, dtype=float32) fills with NaN, like np.nan
+            "xǁVectorLayoutǁunpack__mutmut_8": "fill None instead of np.nan: float32 None is NaN",
+            "xǁEmbodimentCodecǁdecode_actions__mutmut_15": "fill None instead of np.nan: float32 None is NaN",
+            "xǁVectorLayoutǁunpack__mutmut_[35]": "packed not cast to float32 first: the float32 output rounds the "
+                                                  "same float64 values",
+            "xǁFieldStatsǁselect__mutmut_8": "take indices without dtype=int64: int64 already",
+            "xǁFieldStatsǁselect__mutmut_10": "take indices without dtype=int64: int64 already",
+            # normalize and unnormalize return before _params in mode "none": its else branch is unreachable
+            "xǁNormalizerǁ_params__mutmut_4[345]": "the 'none' branch of _params: callers return before it",
+            # FieldStats hold float64 (from_json casts), so offset and scale are float64 already
+            "xǁNormalizerǁ_params__mutmut_4[78]": "astype(None): the statistics are float64 already",
+            # float32 values times the float64 scale promote to float64 anyway (lists are float64)
+            "xǁNormalizerǁunnormalize__mutmut_28": "values not cast to float64: numpy promotes to float64 anyway",
+            "xǁNormalizerǁunnormalize__mutmut_30": "values not cast to float64: numpy promotes to float64 anyway",
+        },
+    ),
     "converters.base": Module(("converters/base.py",), ("tests/test_converter_options.py",
                                                         "tests/test_converter_conformance.py")),
     "converters.agibot": _conv("agibot"),
