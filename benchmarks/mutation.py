@@ -96,15 +96,83 @@ MODULES: dict[str, Module] = {
             "xǁManifestSamplerǁepoch__mutmut_19": "offsets.astype(None) (float): the same frame after the int64 assignment",
         },
     ),
-    "episode_store.writer": Module(("pipelines/episode_store/writer.py",), ("tests/test_episode_store.py",)),
-    "episode_store.reader": Module(("pipelines/episode_store/reader.py",), ("tests/test_episode_store.py",)),
+    "episode_store.writer": Module(
+        ("pipelines/episode_store/writer.py",), ("tests/test_episode_store.py",),
+        equivalent={
+            "x__jsonable__mutmut_12": "bytes.decode() without an encoding: UTF-8 is the default",
+            "x__jsonable__mutmut_15": "decode('UTF-8'): the same codec as 'utf-8'",
+            "x__write_camera__mutmut_16": "serializer dropped: zarr's default serializer for variable-length bytes is "
+                                          "vlen-bytes (the reader's byte-range path, which checks the codec chain, "
+                                          "is still taken)",
+            "x__write_camera__mutmut_25": "out_hw initialised to '' instead of None: set by every frame, and an "
+                                          "episode has frames (check_episode)",
+            "x__write_camera__mutmut_102": "assert ... or ...: after written == n >= 1 both sizes are set",
+            "x__write_group__mutmut_6": "open_group without mode='w': the default 'a' on the fresh private directory",
+            "x__write_group__mutmut_49": "kind in 'XXUSXX': numpy dtype kinds are single letters and none is 'X'",
+            "x__write_group__mutmut_64": "chunks (2,) for a 0-d extra: extras have n >= 1 rows (check_episode), so "
+                                         "data.shape is never empty",
+            "x__write_group__mutmut_76": "max(2, ...) workers: differs only with one camera, which is one task",
+            "x_episode_attributes__mutmut_4": "duration also for one frame (n > 1 or True): t[-1] - t[0] is 0.0 then",
+            "x_episode_attributes__mutmut_10": "duration also for one frame (n >= 1): t[-1] - t[0] is 0.0 then",
+            "x_pack_directory__mutmut_17": "ZipFile without compression=: ZIP_STORED is the default (and every "
+                                           "member sets it)",
+            "x_pack_directory__mutmut_18": "ZipFile without allowZip64=True: True is the default",
+            "x_pack_directory__mutmut_26": "ZipInfo without date_time: (1980, 1, 1, 0, 0, 0) is the default",
+            "x_pack_directory__mutmut_5[03456]": "copyfileobj's buffer size (None, 0, default, 2 MiB): the same bytes",
+            "x_write_episode__mutmut_18": "9 hex digits in the private temporary folder's name instead of 8",
+            "x_write_episode__mutmut_2[34]": "another name of the group folder inside the private temporary folder",
+            "x_write_episode__mutmut_3[78]": "another name of the packed file inside the private temporary folder",
+        },
+    ),
+    "episode_store.reader": Module(
+        ("pipelines/episode_store/reader.py",), ("tests/test_episode_store.py",),
+        equivalent={
+            # _unwrap gets one-element arrays (a one-frame slice) or bytes: any reshape to 1-D gives the same item
+            "x__unwrap__mutmut_[456]": "reshape(None / +1 / -2) of a one-element array: the same item",
+            "xǁEpisodeReaderǁ_array__mutmut_33": "np.prod(dtype=None): int64 already (64-bit Linux)",
+            "xǁEpisodeReaderǁ_array__mutmut_35": "np.prod without dtype: int64 already",
+            "xǁEpisodeReaderǁ_array__mutmut_8": "the chunk key of a 0-d array: the writer writes none (extras have a "
+                                                "row per frame), and a missed key falls back to zarr, same values",
+            "xǁEpisodeReaderǁencoded_frame__mutmut_12": "zarr slice index : index + 2: its first item is the same frame",
+            "xǁEpisodeReaderǁencoded_frames__mutmut_2": "block of 65 frames instead of 64: only how reads are grouped",
+            "xǁEpisodeReaderǁencoded_frames__mutmut_15": "reshape(None) of the 1-D block: the same items",
+            "xǁEpisodeReaderǁencoded_frames__mutmut_26": "reshape(-2): numpy reads any negative size as -1",
+            "xǁEpisodeReaderǁencoded_frames__mutmut_1[79]": "np.asarray without dtype=object: zarr returns variable-"
+                                                            "length bytes as an object array already",
+            "xǁEpisodeReaderǁ_json__mutmut_[12]": "the member's bytes not read directly: the zipfile fallback reads the "
+                                                   "same member (slower, same document)",
+            "xǁEpisodeReaderǁ_locate__mutmut_30": "'<hh' for the name and extra lengths: both are far below 32 KiB",
+            "xǁFrameRangesǁread__mutmut_22": "'<ii' for the item count and length: a frame is far below 2 GiB",
+            "xǁEpisodeStoreǁcreate__mutmut_15": "'.TMP' for the marker's temporary name",
+            "xǁEpisodeStoreǁcreate__mutmut_19": "marker JSON without indentation: the same document",
+            "xǁEpisodeStoreǁcreate__mutmut_2[16]": "marker JSON indented otherwise: the same document",
+            "xǁEpisodeStoreǁepisode_files__mutmut_4": "globbing a missing episodes/ folder: empty, like the else",
+        },
+    ),
     "episode_store.validator": Module(("pipelines/episode_store/validator.py",),
                                       ("tests/test_validator.py", "tests/test_episode_store.py")),
     # the filtered-quantile early-exit thresholds live in training/exits.py; calibrate.py runs them
     "training.exits": Module(("training/exits.py",), ("tests/test_early_exit.py",)),
-    "training.data": Module(tuple(f"training/data/{n}.py" for n in
-                                  ("dataset", "images", "layouts", "loader", "normalize", "spec")),
-                            ("tests/test_training_data.py",)),
+    "training.data": Module(
+        tuple(f"training/data/{n}.py" for n in ("dataset", "images", "layouts", "loader", "normalize", "spec")),
+        ("tests/test_training_data.py",),
+        equivalent={
+            # np.full(shape, None, dtype=float32) fills with NaN, like np.nan
+            "xǁVectorLayoutǁunpack__mutmut_8": "fill None instead of np.nan: float32 None is NaN",
+            "xǁEmbodimentCodecǁdecode_actions__mutmut_15": "fill None instead of np.nan: float32 None is NaN",
+            "xǁVectorLayoutǁunpack__mutmut_[35]": "packed not cast to float32 first: the float32 output rounds the "
+                                                  "same float64 values",
+            "xǁFieldStatsǁselect__mutmut_8": "take indices without dtype=int64: int64 already",
+            "xǁFieldStatsǁselect__mutmut_10": "take indices without dtype=int64: int64 already",
+            # normalize and unnormalize return before _params in mode "none": its else branch is unreachable
+            "xǁNormalizerǁ_params__mutmut_4[345]": "the 'none' branch of _params: callers return before it",
+            # FieldStats hold float64 (from_json casts), so offset and scale are float64 already
+            "xǁNormalizerǁ_params__mutmut_4[78]": "astype(None): the statistics are float64 already",
+            # float32 values times the float64 scale promote to float64 anyway (lists are float64)
+            "xǁNormalizerǁunnormalize__mutmut_28": "values not cast to float64: numpy promotes to float64 anyway",
+            "xǁNormalizerǁunnormalize__mutmut_30": "values not cast to float64: numpy promotes to float64 anyway",
+        },
+    ),
     "converters.base": Module(("converters/base.py",), ("tests/test_converter_options.py",
                                                         "tests/test_converter_conformance.py")),
     "converters.agibot": _conv("agibot"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -212,6 +213,38 @@ def test_images_decode_at_reduced_scale_and_letterbox_other_aspect_ratios(monkey
         decode_fitted(b"\xff\xd8 not really a jpeg", (32, 32))
 
 
+def test_decoded_frames_are_uint8_of_the_asked_height_and_width():
+    from PIL import Image
+
+    from pipelines.episode_store.images import encode_jpeg
+
+    data = encode_jpeg(Image.fromarray(np.full((60, 80, 3), 90, np.uint8)), 95)
+    for size in ((30, 40), (45, 60), (60, 80)):  # DCT-scaled, resampled, stored size
+        out = decode_fitted(data, size)
+        assert out.shape == (*size, 3) and out.dtype == np.uint8
+
+
+def test_frames_within_a_pixel_of_the_aspect_ratio_are_stretched_bilinearly_others_letterboxed():
+    """The rule serving must reproduce: a frame whose aspect ratio is within one pixel of the input's is resized
+    (bilinear, no bars); any other is letterboxed (bilinear, black bars)."""
+    from PIL import Image, ImageOps
+
+    from training.data.images import fit
+
+    white = Image.new("RGB", (200, 100), (255, 255, 255))
+    stretched = np.asarray(fit(white, (51, 100)))  # 200 * 51 - 100 * 100 = 200 = one pixel of the long side
+    assert stretched.shape == (51, 100, 3) and stretched.min() == 255
+    boxed = np.asarray(fit(white, (60, 100)))
+    assert boxed.shape == (60, 100, 3) and not boxed[:5].any() and not boxed[-5:].any() and boxed[30].min() == 255
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 256, (100, 200, 3), dtype=np.uint8))
+    assert np.array_equal(np.asarray(fit(noisy, (51, 100))),
+                          np.asarray(noisy.resize((100, 51), Image.Resampling.BILINEAR)))
+    assert np.array_equal(np.asarray(fit(noisy, (60, 100))),
+                          np.asarray(ImageOps.pad(noisy, (100, 60), method=Image.Resampling.BILINEAR)))
+    assert fit(noisy, (100, 200)) is noisy
+
+
 # --- normalisation ----------------------------------------------------------------------------------
 
 
@@ -240,6 +273,117 @@ def test_bounds_q99_and_mean_std_formulas_and_their_inverse():
     np.testing.assert_allclose(ms.unnormalize("d/e", "state", z, ["a", "b", "c"]), x, rtol=1e-5)
     none = Normalizer("none", "dataset_embodiment", groups)
     assert none.normalize("d/e", "state", x, ["a", "b", "c"]).tolist() == x.tolist()
+
+
+def test_saved_normalisation_reads_back_the_same_and_says_how_it_was_made():
+    """Beside every checkpoint: counts as integers, statistics as floats, the mode, scope, epsilon, quantile
+    merge and stores; another format_version is refused naming it."""
+    from training.data.normalize import FORMAT_VERSION, STD_EPS, NormalizationError
+
+    stats = _stats(["a", "b"], count=[10, 4], mean=[1.0, 2.0], std=[0.5, 1.0], min=[0.0, -1.0], max=[2.0, 3.0],
+                   q01=[0.25, -0.5], q99=[1.75, 2.5])
+    norm = Normalizer("mean_std", "embodiment", {"franka": {"state": stats, "action": stats}},
+                      [{"store": "s3://store"}])
+    doc = norm.to_json()
+    entry = doc["groups"]["franka"]["state"]
+    assert entry["count"] == [10, 4] and all(type(v) is int for v in entry["count"])
+    assert entry["mean"] == [1.0, 2.0] and all(type(v) is float for v in entry["mean"])
+    assert {k: v for k, v in doc.items() if k != "groups"} == {
+        "format_version": FORMAT_VERSION, "mode": "mean_std", "scope": "embodiment", "std_eps": STD_EPS,
+        "quantile_merge": "q01 = min over stores, q99 = max over stores", "stores": [{"store": "s3://store"}]}
+    back = Normalizer.from_json(json.loads(json.dumps(doc)))
+    assert back.to_json() == doc
+    with pytest.raises(NormalizationError, match=f"normalization file format_version 99, this a1pipe reads "
+                                                 f"{FORMAT_VERSION}"):
+        Normalizer.from_json(dict(doc, format_version=99))
+
+
+def test_statistics_are_selected_by_name_and_missing_groups_or_names_are_named():
+    from training.data.normalize import NormalizationError
+
+    stats = _stats(["a", "b", "c"], mean=[1.0, 2.0, 3.0], count=[4, 5, 6])
+    chosen = stats.select(["c", "a"], "g state")
+    assert chosen.names == ["c", "a"] and chosen.mean.tolist() == [3.0, 1.0] and chosen.count.tolist() == [6, 4]
+    with pytest.raises(NormalizationError, match=re.escape("g state: no statistics for dimensions ['z']")):
+        stats.select(["a", "z"], "g state")
+    norm = Normalizer("mean_std", "embodiment", {"franka": {"state": stats, "action": stats}})
+    with pytest.raises(NormalizationError, match=re.escape("no normalisation statistics for group 'ur5' "
+                                                          "(have ['franka'])")):
+        norm.normalize("ur5", "state", np.zeros(3), ["a", "b", "c"])
+    with pytest.raises(NormalizationError, match=re.escape("franka action: no statistics for dimensions ['z']")):
+        norm.normalize("franka", "action", np.zeros(2), ["a", "z"])
+
+
+def test_a_dimension_as_wide_as_the_zero_width_is_still_scaled_narrower_ones_map_to_zero():
+    from training.data.normalize import ZERO_WIDTH
+
+    stats = _stats(["wide", "narrow"], q01=[0.0, 0.0], q99=[ZERO_WIDTH, ZERO_WIDTH / 2])
+    norm = Normalizer("bounds_q99", "embodiment", {"e": {"state": stats, "action": stats}})
+    assert norm.normalize("e", "state", np.array([ZERO_WIDTH, ZERO_WIDTH / 2]), ["wide", "narrow"]).tolist() == [
+        1.0, 0.0]
+
+
+def test_unnormalised_and_unpacked_vectors_are_float32_with_dropped_dimensions_nan():
+    from training.data.layouts import VectorLayout
+
+    none = Normalizer("none", "embodiment", {})
+    assert none.unnormalize("e", "action", np.array([1.5, 2.0]), ["a", "b"]).dtype == np.float32
+    layout = VectorLayout(names=("a", "b", "c"), targets=np.array([2, -1, 0]), size=4)
+    one = layout.unpack(np.array([1.0, 2.0, 3.0, 4.0]))  # a single vector, float64 in
+    assert one.dtype == np.float32 and one.shape == (3,)
+    assert one[0] == 3.0 and np.isnan(one[1]) and one[2] == 1.0
+    assert layout.unpack(np.zeros((5, 4))).shape == (5, 3)
+
+
+def test_a_constant_dimension_unnormalises_to_its_constant_whatever_the_model_predicts():
+    stats = _stats(["c", "x"], q01=[3.0, 0.0], q99=[3.0, 10.0])
+    norm = Normalizer("bounds_q99", "embodiment", {"e": {"state": stats, "action": stats}})
+    back = norm.unnormalize("e", "action", np.array([0.7, 0.5], dtype=np.float32), ["c", "x"])
+    assert back.dtype == np.float32 and back.tolist() == [3.0, 7.5]
+
+
+def test_a_frame_error_is_recorded_with_where_it_happened():
+    from training.data.dataset import FrameError
+
+    err = FrameError("inhouse-1", 7, "top", "truncated", position=3)
+    assert err.record() == {"episode_id": "inhouse-1", "frame": 7, "camera": "top", "message": "truncated",
+                            "position": 3}
+
+
+def test_a_data_spec_saved_with_a_checkpoint_loads_back_the_same(tmp_path):
+    """Both files, keys sorted (checkpoints diff cleanly); an older spec without ``images`` loads as trained with
+    images; a missing file or another format_version is refused naming it."""
+    from training.data.spec import NORMALIZATION_FILE, SPEC_FILE
+
+    stats = _stats(["a"], count=[3], mean=[0.5], std=[1.0], q01=[0.0], q99=[1.0])
+    spec = DataSpec(camera_slots=("primary", "wrist"), image_size=(96, 128), chunk=8, max_state_dim=4,
+                    max_action_dim=3, prompt="do: {instruction}", manifest={"table_sha256": "ab"},
+                    layouts={"groups": {}, "layouts": {}}, images=False,
+                    normalizer=Normalizer("mean_std", "embodiment", {"e": {"state": stats, "action": stats}}))
+    where = tmp_path / "run" / "step_10"
+    spec.save(where)
+    spec.save(where)  # a checkpoint saved again in place
+    back = DataSpec.load(where)
+    assert (back.camera_slots, back.image_size, back.chunk, back.max_state_dim, back.max_action_dim, back.prompt,
+            back.manifest, back.layouts, back.images) == (
+        ("primary", "wrist"), (96, 128), 8, 4, 3, "do: {instruction}", {"table_sha256": "ab"},
+        {"groups": {}, "layouts": {}}, False)
+    assert back.normalizer.to_json() == spec.normalizer.to_json()
+    saved = json.loads((where / SPEC_FILE).read_text())
+    assert saved["normalization"] == {"mode": "mean_std", "scope": "embodiment", "file": NORMALIZATION_FILE}
+    for name in (SPEC_FILE, NORMALIZATION_FILE):
+        doc = json.loads((where / name).read_text())
+        assert list(doc) == sorted(doc), name
+    del saved["images"]
+    (where / SPEC_FILE).write_text(json.dumps(saved))
+    assert DataSpec.load(where).images is True
+    (where / SPEC_FILE).write_text(json.dumps(dict(saved, format_version=99)))
+    with pytest.raises(ValueError, match=re.escape(f"{where / SPEC_FILE}: format_version 99, this a1pipe reads 1")):
+        DataSpec.load(where)
+    (where / NORMALIZATION_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{where}: no {NORMALIZATION_FILE}; it is written with "
+                                                          f"every checkpoint")):
+        DataSpec.load(where)
 
 
 def test_statistics_of_one_group_merge_exactly_across_stores():
@@ -310,7 +454,7 @@ def test_decoded_actions_leave_dropped_dimensions_as_nan(built):
 
     codec = EmbodimentCodec("d", "x", table, table.entry("d", "x"), norm)
     out = codec.decode_actions(np.array([[7.0, 0.0, 0.0, 0.0]]), ["a", "b"])
-    assert out[0, 0] == 7.0 and np.isnan(out[0, 1])
+    assert out[0, 0] == 7.0 and np.isnan(out[0, 1]) and out.dtype == np.float32
 
 
 # --- augmentation and state masking -----------------------------------------------------------------

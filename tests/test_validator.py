@@ -17,8 +17,14 @@ from pipelines.episode_store.images import ImageConfig
 from pipelines.episode_store.index import rebuild_index_and_stats
 from pipelines.episode_store.layout import INDEX_FILE, STATS_FILE, STORE_MARKER
 from pipelines.episode_store.reader import EpisodeReader, EpisodeStore
-from pipelines.episode_store.schema import EPISODE_ATTR
-from pipelines.episode_store.validator import RULES, validate_path, validate_store
+from pipelines.episode_store.schema import EPISODE_ATTR, FORMAT_VERSION
+from pipelines.episode_store.validator import (
+    RULES,
+    ValidationReport,
+    merge_reports,
+    validate_path,
+    validate_store,
+)
 from pipelines.episode_store.writer import pack_directory, write_episode
 from tests.episode_factory import make_episode
 
@@ -324,3 +330,72 @@ def test_each_condition_of_a_rule_is_enforced_on_its_own(store, rule, condition,
     # episode whose timestamps are broken is left out of the statistics the stored ones are checked against
     assert rule in codes and codes <= {rule, "index_mismatch", "content_digest", "stats_mismatch"}, \
         [str(e) for e in report.errors]
+
+
+# --- what a report says, and how reports of several stores add up ---------------------------------------
+
+
+def test_stats_of_a_missing_embodiment_and_wrong_counts_of_another_are_both_reported(store):
+    """The statistics check goes on past an embodiment without statistics, and a count that differs in
+    episodes only is a mismatch; each violation names the embodiment and the numbers."""
+    def change(doc):
+        embodiments = doc["sources"]["inhouse"]["embodiments"]
+        embodiments.pop("franka")
+        embodiments["ur5"]["episodes"] = 2
+    edit_stats(store, change)
+    errors = [(e.code, e.where, e.message) for e in validate_store(store.root).errors]
+    assert errors == [
+        ("stats_missing", f"{STATS_FILE}:inhouse/franka", "no statistics for this embodiment"),
+        ("stats_mismatch", f"{STATS_FILE}:inhouse/ur5", "episodes/frames 2/18, data has 1/18"),
+    ]
+
+
+def _report(root: str, episodes: int, frames: int, sources: dict, errors: list) -> ValidationReport:
+    report = ValidationReport(root=root, episodes=episodes, frames=frames, sources=sources)
+    for code, where, message in errors:
+        report.add(code, where, message)
+    return report
+
+
+def test_merged_reports_add_counts_and_join_names_per_source_and_tag_each_error_with_its_store():
+    one = _report("s3://a", 2, 30, {
+        "droid": {"episodes": 2, "frames": 30, "embodiments": ["franka"], "cameras": ["top", "wrist"],
+                  "camera_sources": {"top": ["ext1"]}}}, [("language", "e1", "instruction is empty")])
+    two = _report("s3://b", 3, 50, {
+        "droid": {"episodes": 1, "frames": 10, "embodiments": ["franka", "ur5"], "cameras": ["top"],
+                  "camera_sources": {"top": ["ext2"], "wrist": ["w"]}},
+        "gm100": {"episodes": 2, "frames": 40, "embodiments": ["aloha"], "cameras": ["left"]}},
+        [("timestamps", "e2", "not increasing"), ("stats_missing", "stats.json", "missing")])
+    assert one.to_json() == {"format_version": FORMAT_VERSION, "store": "s3://a", "episodes": 2, "frames": 30,
+                             "sources": one.sources,
+                             "errors": [{"code": "language", "where": "e1", "message": "instruction is empty"}]}
+    assert merge_reports([one, two]) == {
+        "format_version": FORMAT_VERSION, "stores": ["s3://a", "s3://b"], "episodes": 5, "frames": 80,
+        "sources": {
+            "droid": {"episodes": 3, "frames": 40, "embodiments": ["franka", "ur5"], "cameras": ["top", "wrist"],
+                      "camera_sources": {"top": ["ext1", "ext2"], "wrist": ["w"]}},
+            "gm100": {"episodes": 2, "frames": 40, "embodiments": ["aloha"], "cameras": ["left"],
+                      "camera_sources": {}}},
+        "errors": [{"code": "language", "where": "e1", "message": "instruction is empty", "store": "s3://a"},
+                   {"code": "timestamps", "where": "e2", "message": "not increasing", "store": "s3://b"},
+                   {"code": "stats_missing", "where": "stats.json", "message": "missing", "store": "s3://b"}]}
+
+
+def test_validate_path_passes_its_options_to_every_store_it_validates(tmp_path, monkeypatch):
+    from pipelines.episode_store import validator
+
+    calls = []
+    monkeypatch.setattr(validator, "validate_store", lambda root, **options: calls.append(
+        (Path(root).name, options)) or ValidationReport(root=str(root)))
+    for name in ("one", "two"):
+        (tmp_path / "many" / name).mkdir(parents=True)
+        (tmp_path / "many" / name / STORE_MARKER).write_text("{}")
+    options = {"decode_frames": True, "max_abs_value": 5.0}
+    validate_path(tmp_path / "many", **options)
+    validate_path(tmp_path / "many" / "one", **options)
+    (tmp_path / "empty").mkdir()
+    validate_path(tmp_path / "empty", **options)  # neither a store nor a folder of stores: reported as one
+    assert calls == [("one", options), ("two", options), ("one", options), ("empty", options)]
+    calls.clear()
+    validate_path(tmp_path / "many" / "one")
+    assert calls == [("one", {"decode_frames": False, "max_abs_value": 1e6})]  # frames by header, the 1e6 bound
