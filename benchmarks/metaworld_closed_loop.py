@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-noise", type=float, default=0.0,
                         help="DART-style demonstrations: noise (std, action units) added to the hand motion the "
                              "expert's robot executes, the expert's own actions recorded (docs/evaluation.md)")
+    parser.add_argument("--demo-noise-share", type=float, default=1.0,
+                        help="the share of each task's demonstrations recorded with --demo-noise (0.5: every "
+                             "second one; the rest are the plain expert)")
     parser.add_argument("--steps", type=int, default=1500, help="training steps")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         demos = record(DemoConfig(out=str(work / "demos"), tasks=tuple(args.tasks), seeds=tuple(range(args.demos)),
                                   image_size=args.image_size, max_steps=args.max_steps,
-                                  action_noise=args.demo_noise))
+                                  action_noise=args.demo_noise, noise_share=args.demo_noise_share))
         times["demonstrations"] = time.perf_counter() - t
     t = time.perf_counter()
     if not args.reuse:

@@ -299,10 +299,60 @@ def test_noisy_demonstrations_record_the_expert_s_action_for_each_state_they_rea
         record_episode(task, 3, tmp_path / "bad.hdf5", 95, action_noise=-0.1)
 
 
+def test_a_noise_share_spreads_the_noisy_demonstrations_evenly_over_the_seeds():
+    """``noise_share``: each first n demonstrations hold their share of noisy ones (so fewer demos keep the mix)."""
+    def pattern(share, n=8):
+        config = DemoConfig(out="x", tasks=(TASK,), seeds=tuple(range(n)), action_noise=0.3, noise_share=share)
+        return [config.noise_for(i) for i in range(n)]
+
+    assert pattern(1.0) == [0.3] * 8 and pattern(0.0) == [0.0] * 8
+    assert pattern(0.5) == [0.0, 0.3] * 4  # every second one
+    assert pattern(0.25) == [0.0, 0.0, 0.0, 0.3] * 2
+    third = pattern(1 / 3, 9)
+    assert third == [0.0, 0.0, 0.3] * 3  # 1/3 given as a float still lands on every third
+    assert pattern(0.75) == [0.0, 0.3, 0.3, 0.3] * 2
+    assert [DemoConfig(out="x", tasks=(TASK,), seeds=(0,), action_noise=0.0, noise_share=0.5).noise_for(i)
+            for i in range(4)] == [0.0] * 4  # no noise: every demonstration plain
+    for bad in (-0.01, 1.01):
+        with pytest.raises(SimError, match="noise_share must be in"):
+            DemoConfig(out="x", tasks=(TASK,), seeds=(0,), action_noise=0.3, noise_share=bad)
+    with pytest.raises(SimError, match="action_noise must be >= 0"):
+        DemoConfig(out="x", tasks=(TASK,), seeds=(0,), action_noise=-0.1)
+
+
+def test_a_resumed_recording_keeps_only_files_made_with_the_noise_asked_for(tmp_path):
+    """Files on disk are kept when recorded the same way; a file from another noise setting is re-recorded."""
+    config = DemoConfig(out=str(tmp_path), tasks=(TASK,), seeds=(0, 1), image_size=32, max_steps=6,
+                        action_noise=0.3, noise_share=0.5)
+    record(config)
+    folder = tmp_path / task_folder(TASK)
+
+    def noise_on_disk():
+        out = []
+        for seed in (0, 1):
+            with h5py.File(folder / f"episode_{seed}.hdf5") as f:
+                out.append(float(f.attrs.get("action_noise", 0.0)))
+        return out
+
+    assert noise_on_disk() == [0.0, 0.3]
+    stamps = [(folder / f"episode_{s}.hdf5").stat().st_mtime_ns for s in (0, 1)]
+    summary = record(config)
+    assert [(folder / f"episode_{s}.hdf5").stat().st_mtime_ns for s in (0, 1)] == stamps  # both kept
+    assert all("action_noise" not in e for e in summary["episodes"])
+    assert summary["config"]["noise_share"] == 0.5 and summary["config"]["action_noise"] == 0.3
+    record(DemoConfig(**{**config.__dict__, "noise_share": 1.0}))
+    assert noise_on_disk() == [0.3, 0.3]
+    assert (folder / "episode_1.hdf5").stat().st_mtime_ns == stamps[1]  # the one already noisy kept
+    record(DemoConfig(**{**config.__dict__, "action_noise": 0.0}))
+    assert noise_on_disk() == [0.0, 0.0]  # the plain expert again: both re-recorded
+
+
 def test_demo_settings_are_checked():
     config = config_from_params({"sim": {"tasks": [TASK], "demos": {"per_task": 3, "seed_start": 5}}})
     assert config.seeds == (5, 6, 7) and config.tasks == (TASK,) and config.action_noise == 0.0
     assert config_from_params({"sim": {"tasks": [TASK], "demos": {"action_noise": 0.2}}}).action_noise == 0.2
+    assert config.noise_share == 1.0
+    assert config_from_params({"sim": {"tasks": [TASK], "demos": {"noise_share": 0.5}}}).noise_share == 0.5
     with pytest.raises(SimError, match="unknown keys"):
         config_from_params({"sim": {"tasks": [TASK], "demos": {"per_tsk": 3}}})
     with pytest.raises(SimError, match="sim.tasks is empty"):

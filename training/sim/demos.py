@@ -22,6 +22,7 @@ import io
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,22 @@ class DemoConfig:
     #: recorded action, which stays the expert's action for the state it saw): DART-style demonstrations
     #: that visit states just off the expert's path and show how it gets back (0: the expert as is)
     action_noise: float = 0.0
+    #: the share of each task's demonstrations recorded with ``action_noise``, spread evenly over its
+    #: seeds (0.5: every second one); the others are the plain expert, whose exact paths stay in the data
+    noise_share: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.action_noise < 0:
+            raise SimError(f"action_noise must be >= 0, got {self.action_noise}")
+        if not 0.0 <= self.noise_share <= 1.0:
+            raise SimError(f"noise_share must be in [0, 1], got {self.noise_share}")
+
+    def noise_for(self, index: int) -> float:
+        """The action noise of the task's ``index``-th demonstration: noisy where the running count
+        floor((index + 1) * noise_share) steps up, so any first n demonstrations hold their share."""
+        share = Fraction(self.noise_share).limit_denominator(10_000)
+        noisy = (index + 1) * share // 1 > index * share // 1
+        return self.action_noise if noisy else 0.0
 
 
 def task_folder(task: str) -> str:
@@ -143,12 +160,15 @@ def record(config: DemoConfig) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         with MetaWorldTask(name, image_size=config.image_size, max_steps=config.max_steps) as task:
             write_json(folder / "metadata.json", _metadata(task))
-            for seed in config.seeds:
+            for index, seed in enumerate(config.seeds):
                 path = folder / f"episode_{seed}.hdf5"
-                if path.is_file():
-                    episodes.append(_summary(path, name, seed))
-                    continue
-                episodes.append(record_episode(task, seed, path, config.jpeg_quality, config.action_noise))
+                noise = config.noise_for(index)
+                if path.is_file():  # recorded by an interrupted or earlier run: kept if made the same way
+                    summary = _summary(path, name, seed)
+                    if summary.pop("action_noise") == noise:
+                        episodes.append(summary)
+                        continue
+                episodes.append(record_episode(task, seed, path, config.jpeg_quality, noise))
     summary = {
         "config": {**config.__dict__, "tasks": list(config.tasks), "seeds": list(config.seeds)},
         "episodes": episodes,
@@ -163,13 +183,14 @@ def _summary(path: Path, task: str, seed: int) -> dict[str, Any]:
 
     with h5py.File(path, "r") as f:
         return {"task": task, "seed": seed, "success": bool(f.attrs["success"]),
-                "frames": int(f["/action"].shape[0])}
+                "frames": int(f["/action"].shape[0]), "action_noise": float(f.attrs.get("action_noise", 0.0))}
 
 
 def config_from_params(params: dict[str, Any]) -> DemoConfig:
     sim = params.get("sim") or {}
     demos = sim.get("demos") or {}
-    known = {"out", "per_task", "seed_start", "image_size", "max_steps", "jpeg_quality", "action_noise"}
+    known = {"out", "per_task", "seed_start", "image_size", "max_steps", "jpeg_quality", "action_noise",
+             "noise_share"}
     unknown = set(demos) - known
     if unknown:
         raise SimError(f"sim.demos: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -181,7 +202,8 @@ def config_from_params(params: dict[str, Any]) -> DemoConfig:
                       seeds=tuple(range(start, start + count)), image_size=int(demos.get("image_size", 224)),
                       max_steps=int(demos.get("max_steps", sim.get("max_steps", 200))),
                       jpeg_quality=int(demos.get("jpeg_quality", 95)),
-                      action_noise=float(demos.get("action_noise", 0.0)))
+                      action_noise=float(demos.get("action_noise", 0.0)),
+                      noise_share=float(demos.get("noise_share", 1.0)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
