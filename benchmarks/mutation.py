@@ -56,7 +56,7 @@ MODULES: dict[str, Module] = {
             "x_corruption__mutmut_43": "n >= 1: for n == 1 the mean of no steps is NaN, and NaN > fraction is False",
         },
     ),
-    "curation": Module(("pipelines/curation.py",), ("tests/test_curation_rules.py",)),
+    "curation": Module(("pipelines/curation.py",), ("tests/test_curation.py", "tests/test_curation_rules.py")),
     "manifest.weights": Module(
         ("pipelines/manifest/weights.py",), ("tests/test_manifest_weights.py",),
         equivalent={

@@ -142,6 +142,72 @@ def test_the_budget_solver_hits_its_target():
     assert not low["met"] and low["achieved"] >= 1 / 6 - 1e-9
 
 
+def budget_case(seed: int = 1, k: int = 6, n: int = 2000):
+    rng = np.random.default_rng(seed)
+    v = rng.random((k, n)) * np.linspace(1.0, 0.2, k)[:, None]
+    return v, [(i + 1) / k for i in range(k)]
+
+
+@pytest.mark.parametrize("kind", ["exp", "gauss", "gamma"])
+def test_the_budget_solver_hits_its_target_with_every_distribution_and_its_c_reproduces_the_thresholds(kind):
+    """Budget-aware calibration: the returned c, put through the same distribution, gives the returned
+    thresholds and cost (gauss bisects its centre linearly over [-2, K + 1], the others log c)."""
+    v, cost = budget_case()
+    result = solve_budget(v, cost, 0.6, kind=kind)
+    assert result["met"] and abs(result["achieved"] - 0.6) <= 0.006 and result["target"] == 0.6
+    eta = thresholds(v, exit_distribution(kind, result["c"], 6))
+    assert eta.tolist() == result["thresholds"] and expected_cost(v, eta, cost) == result["achieved"]
+    if kind == "gauss":
+        assert -2.0 <= result["c"] <= 7.0
+    else:
+        assert result["c"] > 0
+
+
+def test_the_budget_solver_returns_the_closest_c_it_tried_and_stops_at_the_first_within_tolerance(monkeypatch):
+    """Bisection on c: cost rises with c, so a cost under the target moves the lower end up; the answer
+    is the closest of every cost it evaluated, and it stops as soon as one is within the tolerance."""
+    import training.exits as exits
+
+    v, cost = budget_case()
+    tried = []
+    real = exits.expected_cost
+    monkeypatch.setattr(exits, "expected_cost", lambda *a: tried.append(real(*a)) or tried[-1])
+    result = solve_budget(v, cost, 0.5, tolerance=0.05)
+    assert result["met"] and abs(tried[-1] - 0.5) <= 0.025 and all(abs(t - 0.5) > 0.025 for t in tried[:-1])
+    assert result["achieved"] == tried[-1] and len(tried) > 3
+    tried.clear()
+    # costs here are multiples of 1 / 12000, so 0.50003 is never hit exactly: it runs until c stops moving
+    tight = solve_budget(v, cost, 0.50003, tolerance=1e-9)
+    assert tight["achieved"] == min(tried, key=lambda t: abs(t - 0.50003)) and 20 < len(tried) <= 200
+    assert not tight["met"] and abs(tight["achieved"] - 0.50003) < 0.002
+
+
+@pytest.mark.parametrize("kind", ["exp", "gauss"])
+def test_an_unreachable_budget_gives_the_nearest_reachable_cost_flagged_not_met(kind):
+    v, cost = budget_case()
+    high = solve_budget(v, cost, 1.5, kind=kind)  # above the full model's cost
+    assert not high["met"] and high["achieved"] > 0.95
+    low = solve_budget(v, cost, 0.05, kind=kind)
+    assert not low["met"] and 1 / 6 - 1e-9 <= low["achieved"] < 0.2
+
+
+def test_the_budget_solver_keeps_the_first_exit_off_when_asked():
+    v, cost = budget_case()
+    off = solve_budget(v, cost, 0.5, disable_first=True)
+    assert off["thresholds"][0] == -np.inf and off["met"]
+    assert (assign(v, off["thresholds"]) > 0).all()
+    floor = solve_budget(v, cost, 0.2, disable_first=True)  # only exit 1 (cost 2/6) and later remain
+    assert not floor["met"] and floor["achieved"] >= 2 / 6 - 1e-9
+    assert solve_budget(v, cost, 0.2)["achieved"] < 0.3  # with the first exit, 0.2 is nearly reached
+
+
+def test_the_budget_solver_searches_only_the_c_range_it_is_given():
+    v, cost = budget_case()
+    free = solve_budget(v, cost, 0.6)
+    boxed = solve_budget(v, cost, 0.6, lo=free["c"] * 4, hi=free["c"] * 8)  # every c there costs more
+    assert not boxed["met"] and boxed["achieved"] > 0.6 and free["c"] * 4 <= boxed["c"] <= free["c"] * 8
+
+
 def test_discrepancy_metrics_on_known_chunks():
     a = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     b = torch.tensor([[[0.0, 0.0], [0.0, 3.0]]])
