@@ -12,6 +12,13 @@ killed / survived / total and the kill rate; the counts are also written to
 Equivalent mutants (no behaviour can tell them apart from the original) are listed below
 with the reason, and left out of the kill rate.
 
+A module too big for a whole run on the machine at hand (every mutant runs the tests that reach
+its function; the validator's and the training data path's build stores) is measured on a simple
+random sample of its mutants (``--sample N --seed S``): every mutant is generated, N are drawn
+without replacement and run, and the kill rate over them is printed with its 95 % Wilson interval,
+an unbiased estimate of the whole module's rate. The same seed draws the same mutants, so a sample's
+survivors can be judged, tested and the sample run again.
+
 Not part of ``make test``: a module takes minutes.
 """
 
@@ -20,6 +27,8 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
+import random
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -192,10 +201,11 @@ def mutant_prefix(source: str) -> str:
     return source.removesuffix(".py").replace("/", ".")
 
 
-def run(name: str, mutants: list[str] | None, max_children: int | None, keep: bool) -> dict:
-    module = MODULES[name]
+def _configure(name: str, keep: bool) -> None:
+    """mutmut's settings for one module, from a fresh ``mutants/`` copy unless ``keep``."""
     import os
 
+    module = MODULES[name]
     os.chdir(ROOT)
     if not keep and (ROOT / "mutants").exists():
         shutil.rmtree(ROOT / "mutants")
@@ -205,6 +215,51 @@ def run(name: str, mutants: list[str] | None, max_children: int | None, keep: bo
     config.only_mutate = list(module.sources)
     config.pytest_add_cli_args_test_selection = list(module.tests)
     configuration._config = config
+
+
+def generate(name: str) -> list[str]:
+    """Every mutant name of the module, generated into a fresh ``mutants/`` without running a test
+    (the steps ``mutmut run`` takes before its stats collection)."""
+    import os
+
+    import mutmut.__main__ as mm
+
+    _configure(name, keep=False)
+    mm.set_mutant_under_test("mutant_generation")
+    os.makedirs(ROOT / "mutants", exist_ok=True)
+    mm.copy_src_dir()
+    mm.copy_also_copy_files()
+    mm.setup_source_paths()
+    mm.store_lines_covered_by_tests()
+    mm.create_mutants(1)
+    names: list[str] = []
+    for source in MODULES[name].sources:
+        data = mm.SourceFileMutationData(path=Path(source))
+        data.load()
+        names += data.exit_code_by_key
+    return sorted(names)
+
+
+def draw(names: list[str], size: int, seed: int) -> list[str]:
+    """A simple random sample of ``size`` mutant names (all of them when there are no more)."""
+    if size < 1:
+        raise ValueError(f"a sample needs at least one mutant, got {size}")
+    return sorted(random.Random(seed).sample(sorted(names), min(size, len(names))))
+
+
+def wilson(killed: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a kill rate measured on a sample of ``total`` mutants."""
+    if total == 0:
+        return (0.0, 1.0)
+    p = killed / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z / (1 + z * z / total) * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def run(name: str, mutants: list[str] | None, max_children: int | None, keep: bool) -> dict:
+    _configure(name, keep)
+    module = MODULES[name]
     from mutmut.__main__ import cli
 
     args = ["run", *(mutants or [f"{mutant_prefix(s)}*" for s in module.sources])]
@@ -218,7 +273,8 @@ def run(name: str, mutants: list[str] | None, max_children: int | None, keep: bo
     return summarise(name)
 
 
-def summarise(name: str) -> dict:
+def summarise(name: str, only: list[str] | None = None) -> dict:
+    """The counts of the module's results in ``mutants/`` (of the mutants in ``only``, a sample, if given)."""
     from mutmut.__main__ import SourceFileMutationData, status_by_exit_code
 
     module = MODULES[name]
@@ -227,6 +283,8 @@ def summarise(name: str) -> dict:
         data = SourceFileMutationData(path=Path(source))
         data.load()
         statuses.update({k: status_by_exit_code[v] for k, v in data.exit_code_by_key.items()})
+    if only is not None:
+        statuses = {k: v for k, v in statuses.items() if k in set(only)}
     prefixes = [f"{mutant_prefix(s)}." for s in module.sources]
 
     def short(name: str) -> str:
@@ -254,6 +312,8 @@ def main() -> int:
     ap.add_argument("--max-children", type=int, help="parallel mutant workers (mutmut's default: all cores)")
     ap.add_argument("--keep", action="store_true", help="reuse mutants/ from the previous run")
     ap.add_argument("--summary-only", action="store_true", help="count the results in mutants/ without running")
+    ap.add_argument("--sample", type=int, help="run a simple random sample of this many of the module's mutants")
+    ap.add_argument("--seed", type=int, default=0, help="the sample's seed (the same seed draws the same mutants)")
     a = ap.parse_args()
     if a.list or not a.module:
         for n, m in MODULES.items():
@@ -261,11 +321,28 @@ def main() -> int:
         return 0
     if a.module not in MODULES:
         ap.error(f"unknown module {a.module!r}; one of {', '.join(MODULES)}")
-    result = summarise(a.module) if a.summary_only else run(a.module, a.mutants, a.max_children, a.keep)
+    if a.sample is not None and (a.mutants or a.summary_only):
+        ap.error("--sample draws its own mutants: not with --mutants or --summary-only")
+    if a.summary_only:
+        result = summarise(a.module)
+    elif a.sample is not None:
+        everything = generate(a.module)
+        sample = draw(everything, a.sample, a.seed)
+        run(a.module, sample, a.max_children, keep=True)
+        result = summarise(a.module, only=sample)
+        low, high = wilson(result["killed"], result["total"])
+        result["sample"] = {"size": len(sample), "of": len(everything), "seed": a.seed,
+                            "kill_rate_95": [round(low, 4), round(high, 4)]}
+    else:
+        result = run(a.module, a.mutants, a.max_children, a.keep)
     out = ROOT / "benchmarks" / "out" / "mutation"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{a.module}.json").write_text(json.dumps(result, indent=1) + "\n")
     rate = "-" if result["kill_rate"] is None else f"{100 * result['kill_rate']:.1f} %"
+    if "sample" in result:
+        low, high = result["sample"]["kill_rate_95"]
+        rate += (f" (95 % interval {100 * low:.1f}-{100 * high:.1f} %, a sample of {result['sample']['size']} "
+                 f"of {result['sample']['of']} mutants, seed {a.seed})")
     print(f"\n{a.module}: {result['killed']} killed, {result['survived']} survived, {result['total']} total "
           f"({result['equivalent_excluded']} equivalent excluded): kill rate {rate}")
     for s in result["survivors"]:
