@@ -65,7 +65,14 @@ MODULES: dict[str, Module] = {
             "x_corruption__mutmut_43": "n >= 1: for n == 1 the mean of no steps is NaN, and NaN > fraction is False",
         },
     ),
-    "curation": Module(("pipelines/curation.py",), ("tests/test_curation.py", "tests/test_curation_rules.py")),
+    "curation": Module(
+        ("pipelines/curation.py",), ("tests/test_curation.py", "tests/test_curation_rules.py"),
+        equivalent={
+            "x_cross_store_duplicates__mutmut_9": "read_table(columns=None): every column is read, the rows carry "
+                                                  "keys nobody looks at",
+            "x_cross_store_duplicates__mutmut_11": "read_table without columns: the same as columns=None",
+        },
+    ),
     "manifest.weights": Module(
         ("pipelines/manifest/weights.py",), ("tests/test_manifest_weights.py",),
         equivalent={

@@ -239,6 +239,51 @@ def test_a_kept_episode_carries_its_segmentation():
     assert curate(LowDim("s-1", "s", "arm", HZ, t, s, a, STATE_NAMES, ACTION_NAMES), per_embodiment, None).kept == [(0, 40)]
 
 
+def _still_with_moving_scene(n: int = 40) -> LowDim:
+    t = np.arange(n) / HZ
+    still = 1e-6 * np.arange(2 * n, dtype=np.float64).reshape(n, 2)
+    return LowDim("s-1", "s", "arm", HZ, t, still, still, STATE_NAMES, ACTION_NAMES,
+                  image_change=np.full(n - 1, 9.0))  # the robot holds still while the scene changes
+
+
+def test_the_episode_s_camera_change_reaches_its_idle_test_and_the_embodiment_s_own_motion_settings_apply():
+    assert curate(_still_with_moving_scene(), CurationConfig(), None).reason == "no_motion"  # not used
+    uses = CurationConfig.from_params({"motion": {"image_change": 5.0}})
+    assert curate(_still_with_moving_scene(), uses, None).kept == [(0, 40)]  # the scene moves: kept
+    own = CurationConfig.from_params({"per_embodiment": {"arm": {"motion": {"image_change": 5.0}}}})
+    assert curate(_still_with_moving_scene(), own, None).kept == [(0, 40)]
+    higher = CurationConfig.from_params({"motion": {"image_change": 5.0},
+                                         "per_embodiment": {"arm": {"motion": {"image_change": 10.0}}}})
+    assert curate(_still_with_moving_scene(), higher, None).reason == "no_motion"  # the embodiment's threshold
+
+
+@pytest.mark.parametrize("case", ["disabled", "failed", "corrupt", "no_motion", "kept"])
+def test_every_outcome_names_its_episode_and_counts_its_input_frames(case):
+    """Whichever rule decides, the row says which episode, source and embodiment, and how many frames came in."""
+    config, episode = CurationConfig.from_params({"failed_episodes": "remove"}), low(40, success=True)
+    message = ""
+    if case == "disabled":
+        config = CurationConfig.from_params({"enabled": False})
+    elif case == "failed":
+        episode = low(40, success=False)
+        message = "the source records this attempt as failed"
+    elif case == "corrupt":
+        episode = low(7)
+        message = "7 frames < minimum 10"
+    elif case == "no_motion":
+        episode = _still_with_moving_scene()
+    outcome = curate(LowDim(**{**episode.__dict__, "episode_id": "ds-00000000000000ab", "source": "ds",
+                               "embodiment": "arm"}), config, None)
+    row = outcome.to_row()
+    assert (row["episode_id"], row["source"], row["embodiment"]) == ("ds-00000000000000ab", "ds", "arm")
+    assert row["frames_in"] == len(episode.timestamp)
+    if case != "no_motion":
+        assert row["message"] == message
+    else:
+        assert row["message"].startswith("no segment left to learn from after removing ")
+        assert ", ".join(sorted({r["reason"] for r in row["removed_ranges"]})) in row["message"]
+
+
 def test_an_outcome_s_row_holds_its_ranges_and_the_frames_they_keep():
     outcome = CurationOutcome("s-1", "s", "arm", "kept", None, "", 30, [(2, 10), (15, 30)],
                               [{"start": 0, "stop": 2, "reason": "idle_prefix"}])
@@ -285,7 +330,7 @@ def test_the_report_counts_episodes_and_frames_per_source_and_embodiment_and_why
 
 
 def test_a_report_that_loses_frames_is_refused():
-    with pytest.raises(AssertionError, match="every frame"):
+    with pytest.raises(AssertionError, match="^curation must account for every frame$"):
         summarize([outcome("a-1", "a", "arm", 20, [(4, 20)], [])])
 
 
@@ -302,12 +347,12 @@ def total(frames_in, frames_kept, removed):
 
 def test_reports_of_several_stores_merge_into_metrics_and_removed_fractions_per_source_and_reason(tmp_path):
     write_report(tmp_path / "one", {"z": total(100, 60, {"static_run": 30, "idle_prefix": 10})})
-    write_report(tmp_path / "two", {"b": total(0, 0, {"too_short": 0}), "a": total(50, 49, {"idle_suffix": 1})})
+    write_report(tmp_path / "two", {"b": total(0, 0, {"too_short": 0}), "a": total(30, 29, {"idle_suffix": 1})})
     metrics, rows = collect_reports([str(tmp_path / "one"), str(tmp_path / "two")])
     assert list(metrics) == ["a", "b", "z"]
     assert metrics["z"] == {"episodes_in": 2, "episodes_kept": 1, "frames_in": 100, "frames_kept": 60,
                             "kept_fraction": 0.6}
-    assert rows == [{"source": "a", "reason": "idle_suffix", "removed_fraction": 0.02},
+    assert rows == [{"source": "a", "reason": "idle_suffix", "removed_fraction": 0.033333},  # 6 digits
                     {"source": "b", "reason": "too_short", "removed_fraction": 0.0},
                     {"source": "z", "reason": "idle_prefix", "removed_fraction": 0.1},
                     {"source": "z", "reason": "static_run", "removed_fraction": 0.3}]
@@ -326,7 +371,7 @@ def test_kept_episodes_duplicated_across_stores_are_listed_keeping_the_smallest_
     curation(one, [("b-1", "kept", "d1"), ("b-2", "kept", "d2"), ("b-3", "quarantined", "d3")])
     curation(two, [("a-1", "kept", "d1"), ("a-2", "kept", "d2"), ("a-4", "kept", "d2"), ("a-3", "kept", "d3")])
     (three).mkdir()  # a store without curation (nothing converted yet): skipped
-    found = cross_store_duplicates([str(one), str(two), str(three)])
+    found = cross_store_duplicates([str(three), str(one), str(two)])
     assert found == [
         {"episode_id": "b-1", "store": str(one), "duplicate_of": "a-1", "duplicate_of_store": str(two),
          "content_sha256": "d1"},

@@ -233,8 +233,10 @@ def test_the_two_minimum_frame_counts_have_two_names():
     config = CurationConfig.from_params({"corruption": {"min_frames": 12}, "outliers": {"min_frames_for_bounds": 34}})
     assert (config.corruption.min_frames, config.min_frames_for_bounds) == (12, 34)
     assert CurationConfig.from_params({}).min_frames_for_bounds == 1000
-    with pytest.raises(ValueError, match="min_frames_for_bounds"):
+    with pytest.raises(ValueError) as error:
         CurationConfig.from_params({"outliers": {"min_frames": 34}})
+    assert str(error.value) == ("curation.outliers.min_frames is now curation.outliers.min_frames_for_bounds "
+                                "(the frames an embodiment needs before its outlier bounds are applied)")
 
 
 def test_a_source_s_own_curation_lies_over_the_common_settings_section_by_section():
