@@ -226,6 +226,14 @@ def test_an_episode_left_without_a_segment_is_quarantined_as_no_motion_listing_w
     reasons = sorted({r["reason"] for r in outcome.removed})
     assert outcome.message == f"no segment left to learn from after removing {', '.join(reasons)}"
     assert sum(r["stop"] - r["start"] for r in outcome.removed) == 40
+    t, s, a = moving(45)
+    s[:20], a[:20] = s[20], s[20]  # still, 5 frames of motion (shorter than min_segment), still
+    s[25:], a[25:] = s[25], s[25]
+    creep = 1e-6 * np.arange(90, dtype=np.float64).reshape(45, 2)  # never an exact repeat (not duplicated frames)
+    s, a = s + creep, a + creep
+    several = curate(LowDim("s-2", "s", "arm", HZ, t, s, a, STATE_NAMES, ACTION_NAMES), CurationConfig(), None)
+    assert several.reason == "no_motion" and len({r["reason"] for r in several.removed}) == 3
+    assert several.message == "no segment left to learn from after removing idle_prefix, idle_suffix, short_segment"
 
 
 def test_a_kept_episode_carries_its_segmentation():
