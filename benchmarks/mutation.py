@@ -28,9 +28,16 @@ import argparse
 import fnmatch
 import json
 import math
+import os
 import random
 import shutil
 import sys
+
+# mutmut forks one worker per mutant from a process that has already run the tests once (its stats
+# pass). Where those tests ran torch, libgomp's thread pool exists in the parent, does not survive the
+# fork, and the child blocks on a futex forever; mutmut's timeout counts CPU seconds, so a blocked
+# child is never stopped (training.exits hung on every `discrepancy` mutant). One OpenMP thread: no pool.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,8 +217,6 @@ def mutant_prefix(source: str) -> str:
 
 def _configure(name: str, keep: bool) -> None:
     """mutmut's settings for one module, from a fresh ``mutants/`` copy unless ``keep``."""
-    import os
-
     module = MODULES[name]
     os.chdir(ROOT)
     if not keep and (ROOT / "mutants").exists():
@@ -227,8 +232,6 @@ def _configure(name: str, keep: bool) -> None:
 def generate(name: str) -> list[str]:
     """Every mutant name of the module, generated into a fresh ``mutants/`` without running a test
     (the steps ``mutmut run`` takes before its stats collection)."""
-    import os
-
     import mutmut.__main__ as mm
 
     _configure(name, keep=False)
