@@ -175,7 +175,37 @@ MODULES: dict[str, Module] = {
     "episode_store.validator": Module(("pipelines/episode_store/validator.py",),
                                       ("tests/test_validator.py", "tests/test_episode_store.py")),
     # the filtered-quantile early-exit thresholds live in training/exits.py; calibrate.py runs them
-    "training.exits": Module(("training/exits.py",), ("tests/test_early_exit.py",)),
+    "training.exits": Module(
+        ("training/exits.py",), ("tests/test_early_exit.py",),
+        equivalent={
+            # float32 values compare and select exactly as their float64 copies; lists of Python floats are float64
+            "x_assign__mutmut_[35]": "values not cast to float64: float32 -> float64 is exact, the same comparisons",
+            "x_assign__mutmut_9": "eta without dtype: a list of Python floats (or float64 array) is float64 already",
+            "x_assign__mutmut_11": "eta without dtype: a list of Python floats (or float64 array) is float64 already",
+            "x_thresholds__mutmut_[35]": "values not cast to float64: a float32 threshold widens exactly into the "
+                                         "float64 eta, and every comparison gives the same answer",
+            "x_thresholds__mutmut_9": "p without dtype: target fractions are Python floats or a float64 array",
+            "x_thresholds__mutmut_11": "p without dtype: target fractions are Python floats or a float64 array",
+            "x_thresholds_loop__mutmut_[35]": "values not cast to float64: as in thresholds",
+            "x_thresholds_loop__mutmut_2[579]": "argsort kind: among tied samples another is counted first, but "
+                                                "eta takes their common value",
+            "x_expected_cost__mutmut_[35]": "costs without dtype: Python floats are float64 (ints give the same mean)",
+            "x_discrepancy__mutmut_2": "the mask left bool: a product with it and the integer count give the same "
+                                       "floats (float32 actions, as calibration passes them)",
+            "x_exit_distribution__mutmut_5[47]": "integer exit numbers: the log-pdf promotes them to float64, the "
+                                                 "same values",
+            "x_exit_distribution__mutmut_64": "astype(None) is astype(float64)",
+            # bisection bookkeeping no input can observe
+            "x_solve_budget__mutmut_40": "201 steps instead of 200: the interval closes in about 45 (a ratio of "
+                                         "1e8 halved in log space to 1e-12; 9 halved to 1e-12 for gauss)",
+            "x_solve_budget__mutmut_68": "cost <= target for cost < target: a cost equal to the target is within "
+                                         "any tolerance >= 0 and has ended the search before this line",
+            "x_solve_budget__mutmut_77": "b / a <= 1 + 1e-12: one more step when the ratio is exactly there; the c "
+                                         "it tries is within 1e-12 relative of the last",
+            "x_solve_budget__mutmut_86": "b - a <= 1e-12: one more step when the width is exactly 1e-12; the c it "
+                                         "tries is within 1e-12 of the last",
+        },
+    ),
     "training.data": Module(
         tuple(f"training/data/{n}.py" for n in ("dataset", "images", "layouts", "loader", "normalize", "spec")),
         ("tests/test_training_data.py",),

@@ -221,6 +221,88 @@ def test_discrepancy_metrics_on_known_chunks():
     assert discrepancy(a, b, valid, "max").item() == pytest.approx(1.0)
 
 
+def test_each_chunk_s_discrepancy_is_its_own_whatever_else_is_in_the_batch():
+    """One number per sample: a batch gives each chunk what it gets alone, for every metric."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, 2, generator=g), torch.randn(3, 4, 2, generator=g)
+    valid = torch.ones(3, 4, 2, dtype=torch.bool)
+    valid[1, 2:] = False  # the second chunk ends early
+    valid[2, :, 1] = False  # the third has one dimension
+    for metric in ("mean", "l2", "max", "cosine"):
+        batch = discrepancy(a, b, valid, metric)
+        alone = torch.cat([discrepancy(a[i:i + 1], b[i:i + 1], valid[i:i + 1], metric) for i in range(3)])
+        assert batch.shape == (3,)
+        torch.testing.assert_close(batch, alone)
+        assert len(set(batch.tolist())) == 3
+
+
+def test_padding_is_outside_every_metric_and_a_single_valid_entry_is_its_own_mean():
+    a = torch.tensor([[[1.0, 5.0], [2.0, -7.0]]])
+    b = torch.tensor([[[3.0, 0.0], [2.0, 9.0]]])
+    valid = torch.tensor([[[True, False], [True, False]]])  # the second dimension is padding
+    assert discrepancy(a, b, valid, "cosine").item() == pytest.approx(1 - 7 / (math.sqrt(5) * math.sqrt(13)))
+    assert discrepancy(a, b, valid, "max").item() == pytest.approx(2.0)
+    one = torch.tensor([[[True, False], [False, False]]])
+    assert discrepancy(a, b, one, "mean").item() == pytest.approx(2.0)  # |1 - 3| over one entry, not two
+    assert discrepancy(a, b, one, "l2").item() == pytest.approx(2.0)
+    none = torch.zeros_like(one)
+    assert discrepancy(a, b, none, "mean").item() == 0.0  # nothing valid: no change, not a division by 0
+    with pytest.raises(ValueError) as error:
+        discrepancy(a, b, valid, "l1")
+    assert str(error.value) == "metric must be one of ('cosine', 'l2', 'mean', 'max'), got 'l1'"
+
+
+def test_exit_distribution_edges_and_messages():
+    assert exit_distribution("exp", 0.5, 2, disable_first=True).tolist() == [0.0, 1.0]  # two exits: the first off
+    with pytest.raises(ValueError) as error:
+        exit_distribution("exp", 0.5, 0)
+    assert str(error.value) == "need at least one exit"
+    with pytest.raises(ValueError) as error:
+        exit_distribution("gauss", 100.0, 3)  # centred far past the last exit: exp(-98^2 / 2) is 0.0
+    assert str(error.value) == "gauss with c=100.0 puts no mass on any of the 3 exits"
+
+
+def test_the_gamma_distribution_holds_for_any_shape_the_exits_can_resolve():
+    """p_k is proportional to the Gamma pdf; normalised in log space, a large shape (the mass at the last
+    exits) does not underflow to no mass, and a small one not to one exit only."""
+    from scipy import stats
+
+    for shape in (0.3, 2.5, 40.0, 300.0):
+        ref = stats.gamma(shape, scale=2.0).logpdf(np.arange(1, 15))
+        expected = np.exp(ref - ref.max())
+        np.testing.assert_allclose(exit_distribution("gamma", shape, 14), expected / expected.sum(), rtol=1e-9)
+    assert exit_distribution("gamma", 300.0, 14).argmax() == 13
+
+
+def test_a_budget_every_c_costs_alike_stops_at_the_first_c_and_meets_a_target_exactly_at_the_tolerance(monkeypatch):
+    """The first c tried is the middle of the range (geometric for exp: 1.0 between 1e-4 and 1e4); when
+    every c costs the same it is kept (a later c is taken only when strictly closer), and a cost exactly
+    tolerance * target away meets the target and ends the search."""
+    import training.exits as exits
+
+    v, _ = budget_case(k=2, n=8)
+    tried = []
+    real = exits.expected_cost
+    monkeypatch.setattr(exits, "expected_cost", lambda *a: tried.append(real(*a)) or tried[-1])
+    edge = solve_budget(v, [0.625, 0.625], 0.5, tolerance=0.25)  # |0.625 - 0.5| == 0.25 * 0.5, exactly
+    assert edge["met"] and edge["c"] == 1.0 and edge["achieved"] == 0.625 and len(tried) == 1
+    tried.clear()
+    flat = solve_budget(v, [0.625, 0.625], 0.5, tolerance=0.1)  # never met: every c ties with the first
+    assert not flat["met"] and flat["c"] == 1.0 and 20 < len(tried) < 100  # stopped when c stopped moving
+    tried.clear()
+    gauss = solve_budget(v, [0.625, 0.625], 0.5, tolerance=0.1, kind="gauss")
+    assert gauss["c"] == 0.5 and 20 < len(tried) < 100  # the middle of [-2, K + 1] = [-2, 3]; linear steps
+
+
+def test_the_gauss_budget_searches_centres_from_minus_2_to_one_past_the_last_exit():
+    v, cost = budget_case()
+    high = solve_budget(v, cost, 1.5, kind="gauss")
+    low = solve_budget(v, cost, 0.01, kind="gauss")
+    # the cost stops changing short of the ends (the first c of the saturated cost is kept), but
+    # only a range that reaches them finds it
+    assert 6.99 < high["c"] <= 7.0 and -2.0 <= low["c"] < -1.99
+
+
 # --- adaptive inference ---------------------------------------------------------------------------
 
 

@@ -60,8 +60,10 @@ def discrepancy(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor, metric: s
     raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
-def _gamma_pdf(x: np.ndarray, shape: float, scale: float) -> np.ndarray:
-    return np.exp((shape - 1) * np.log(x) - x / scale - math.lgamma(shape) - shape * math.log(scale))
+def _gamma_log_pdf(x: np.ndarray, shape: float, scale: float) -> np.ndarray:
+    """log GammaPDF(x; shape, scale) up to a constant (exit_distribution normalises): the pdf itself
+    underflows to 0 at every exit for a large shape, which would leave no target mass at all."""
+    return (shape - 1) * np.log(x) - x / scale
 
 
 def exit_distribution(kind: str, c: float, k: int, *, disable_first: bool = False) -> np.ndarray:
@@ -76,7 +78,8 @@ def exit_distribution(kind: str, c: float, k: int, *, disable_first: bool = Fals
     elif kind == "gauss":
         p = np.exp(-((np.arange(k) - c) ** 2) / 2.0)
     elif kind == "gamma":
-        p = _gamma_pdf(np.arange(1, k + 1, dtype=np.float64), c, 2.0)
+        logp = _gamma_log_pdf(np.arange(1, k + 1, dtype=np.float64), c, 2.0)
+        p = np.exp(logp - logp.max())
     else:
         raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {kind!r}")
     p = p.astype(np.float64)
