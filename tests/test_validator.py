@@ -399,3 +399,89 @@ def test_validate_path_passes_its_options_to_every_store_it_validates(tmp_path, 
     calls.clear()
     validate_path(tmp_path / "many" / "one")
     assert calls == [("one", {"decode_frames": False, "max_abs_value": 1e6})]  # frames by header, the 1e6 bound
+
+
+# --- what each violation says, and that one violation does not hide the next (mutation run, issue 18) ---
+
+
+def test_a_report_counts_each_source_s_episodes_and_frames(pristine):
+    report = validate_store(pristine)
+    assert (report.episodes, report.frames) == (3, 16 + 17 + 18)
+    assert report.sources["inhouse"]["episodes"] == 3 and report.sources["inhouse"]["frames"] == 51
+    assert report.sources["inhouse"]["embodiments"] == ["franka", "ur5"]
+
+
+def _errors(store) -> list[tuple[str, str, str]]:
+    return [(e.code, e.where, e.message) for e in validate_store(store.root).errors]
+
+
+def test_an_index_row_without_its_file_names_the_episode_and_the_path(store):
+    BREAKERS["index_orphan"](store)
+    assert ("index_orphan", INDEX_FILE, "row inhouse-0000000000000000 points at missing file "
+            "episodes/inhouse/00/inhouse-0000000000000000.zarr.zip") in _errors(store)
+
+
+def test_an_embodiment_whose_names_change_is_reported_at_the_episode_that_differs(store):
+    BREAKERS["embodiment_consistency"](store)
+    found = [e for e in _errors(store) if e[0] == "embodiment_consistency"]
+    assert len(found) == 1
+    code, where, message = found[0]
+    assert where.startswith("episodes/inhouse/") and where.endswith(".zarr.zip")
+    assert message == "inhouse/franka: names differ from earlier episodes of the embodiment"
+
+
+def test_an_unreadable_curation_table_is_one_curation_violation_saying_why(store):
+    (store.root / "curation.parquet").write_bytes(b"not parquet")
+    found = [e for e in _errors(store) if e[0] == "curation"]
+    assert len(found) == 1 and found[0][1] == "curation.parquet" and found[0][2].startswith("unreadable: ")
+    assert len(found[0][2]) > len("unreadable: ")  # pyarrow's reason follows
+
+
+def test_a_source_without_statistics_is_reported_for_the_source_and_each_embodiment(store):
+    edit_stats(store, lambda d: d["sources"].pop("inhouse"))
+    assert _errors(store) == [
+        ("stats_missing", f"{STATS_FILE}:inhouse/franka", "no statistics for this embodiment"),
+        ("stats_missing", f"{STATS_FILE}:inhouse/ur5", "no statistics for this embodiment"),
+        ("stats_missing", f"{STATS_FILE}:inhouse", "no statistics for this source"),
+    ]
+
+
+def test_a_missing_statistic_is_reported_for_every_dimension_and_the_other_fields_are_still_checked(store):
+    def change(doc):
+        franka = doc["sources"]["inhouse"]["embodiments"]["franka"]
+        del franka["state"]["std"]
+        franka["action"]["mean"][0] = 5.0
+    edit_stats(store, change)
+    errors = _errors(store)
+    names = json.loads((store.root / STATS_FILE).read_text())["sources"]["inhouse"]["embodiments"]["franka"]["state"]["names"]
+    where = f"{STATS_FILE}:inhouse/franka"
+    assert [e for e in errors if e[0] == "stats_missing"] == [
+        ("stats_missing", where, f"state '{n}' lacks a statistic") for n in names]
+    assert any(e[0] == "stats_mismatch" and e[1] == where and " mean = 5.0," in e[2] for e in errors)
+
+
+def test_a_field_without_statistics_does_not_stop_the_next_field_s_check(store):
+    def change(doc):
+        franka = doc["sources"]["inhouse"]["embodiments"]["franka"]
+        del franka["state"]
+        franka["action"]["mean"][0] = 5.0
+    edit_stats(store, change)
+    errors = _errors(store)
+    where = f"{STATS_FILE}:inhouse/franka"
+    assert ("stats_missing", where, "no 'state' statistics") in errors
+    assert any(e[0] == "stats_mismatch" and e[1] == where and " mean = 5.0," in e[2] for e in errors)
+
+
+def test_a_quantile_outside_the_data_s_range_does_not_hide_the_other_quantile_s_rank(store):
+    def change(doc):
+        action = doc["sources"]["inhouse"]["embodiments"]["franka"]["action"]
+        low = action["min"][0]
+        action["q01"][0] = low - 1.0
+        action["q99"][0] = low  # inside the range, at the wrong rank
+    edit_stats(store, change)
+    doc = json.loads((store.root / STATS_FILE).read_text())
+    action = doc["sources"]["inhouse"]["embodiments"]["franka"]["action"]
+    name, low, high = action["names"][0], action["min"][0], action["max"][0]
+    mine = [e[2] for e in _errors(store) if e[1] == f"{STATS_FILE}:inhouse/franka"]
+    assert f"action '{name}' q01 = {low - 1.0} is outside the data's range [{low}, {high}]" in mine
+    assert any(m.startswith(f"action '{name}' q99 = {low} sits at rank ") and m.endswith("expected 0.99") for m in mine)
