@@ -194,7 +194,7 @@ MODULES: dict[str, Module] = {
                                        "floats (float32 actions, as calibration passes them)",
             "x_exit_distribution__mutmut_5[47]": "integer exit numbers: the log-pdf promotes them to float64, the "
                                                  "same values",
-            "x_exit_distribution__mutmut_64": "astype(None) is astype(float64)",
+            "x_exit_distribution__mutmut_67": "astype(None) is astype(float64)",
             # bisection bookkeeping no input can observe
             "x_solve_budget__mutmut_40": "201 steps instead of 200: the interval closes in about 45 (a ratio of "
                                          "1e8 halved in log space to 1e-12; 9 halved to 1e-12 for gauss)",
