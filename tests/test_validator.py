@@ -485,3 +485,56 @@ def test_a_quantile_outside_the_data_s_range_does_not_hide_the_other_quantile_s_
     mine = [e[2] for e in _errors(store) if e[1] == f"{STATS_FILE}:inhouse/franka"]
     assert f"action '{name}' q01 = {low - 1.0} is outside the data's range [{low}, {high}]" in mine
     assert any(m.startswith(f"action '{name}' q99 = {low} sits at rank ") and m.endswith("expected 0.99") for m in mine)
+
+
+def _episode_errors(store) -> list[tuple[str, str]]:
+    rel = str(first_episode(store).relative_to(store.root))
+    return [(e.code, e.message) for e in validate_store(store.root).errors if e.where == rel]
+
+
+def test_a_missing_key_inside_a_metadata_section_is_named_with_its_section(store):
+    edit_meta(first_episode(store), lambda m: m["source"].pop("episode"))
+    assert _episode_errors(store)[0] == ("episode_metadata", "missing key 'source.episode'")
+
+
+def test_an_episode_without_a_key_later_checks_need_is_reported_not_a_crash(store):
+    edit_meta(first_episode(store), lambda m: m.pop("num_frames"))
+    assert ("episode_metadata", "missing key 'num_frames'") in _episode_errors(store)
+
+
+def test_any_positive_control_rate_is_valid(store):
+    edit_meta(first_episode(store), lambda m: m.update(control_hz=0.5))  # one frame every 2 s
+    assert not [e for e in _episode_errors(store) if e[0] == "episode_metadata"]
+
+
+def test_array_violations_name_the_array_its_shape_or_dtype_and_what_was_expected(store):
+    def edit(g):
+        replace_array(g, "state", g["state"][:].astype(np.float64))
+        replace_array(g, "action", g["action"][:, :-1])
+        replace_array(g, "timestamp", g["timestamp"][:-1])
+    rewrite(first_episode(store), edit)
+    with EpisodeReader(first_episode(store)) as reader:
+        n, dims = reader.meta["num_frames"], len(reader.meta["action_names"])
+    errors = _episode_errors(store)
+    assert ("array_dtype", "'state' is float64, expected float32") in errors
+    assert ("array_shape", f"timestamp shape ({n - 1},), expected ({n},)") in errors
+    assert ("array_shape", f"'action' shape ({n}, {dims - 1}), expected ({n}, {dims})") in errors
+
+
+def test_an_episode_without_frames_is_an_array_shape_violation(store):
+    edit_meta(first_episode(store), lambda m: m.update(num_frames=0))
+    assert ("array_shape", "num_frames is 0; episodes must have frames") in _episode_errors(store)
+
+
+def test_an_episode_in_another_shard_folder_is_told_where_it_belongs(store):
+    path = first_episode(store)
+    with EpisodeReader(path) as reader:
+        eid = reader.meta["episode_id"]
+    moved = store.root / "episodes" / "inhouse" / "zz" / path.name
+    moved.parent.mkdir(parents=True)
+    path.rename(moved)
+    edit_index(store, lambda rows: [dict(r, path=str(moved.relative_to(store.root))) if r["episode_id"] == eid else r
+                                    for r in rows])
+    rel = str(moved.relative_to(store.root))
+    found = [(e.code, e.message) for e in validate_store(store.root).errors if e.where == rel]
+    assert ("episode_id", f"episode {eid} belongs at {path.relative_to(store.root)}") in found
