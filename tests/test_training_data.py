@@ -273,6 +273,20 @@ def test_bounds_q99_and_mean_std_formulas_and_their_inverse():
     np.testing.assert_allclose(ms.unnormalize("d/e", "state", z, ["a", "b", "c"]), x, rtol=1e-5)
     none = Normalizer("none", "dataset_embodiment", groups)
     assert none.normalize("d/e", "state", x, ["a", "b", "c"]).tolist() == x.tolist()
+    below = q99.normalize("d/e", "action", np.array([[-30.0, 3.0, -5.0]]), ["a", "b", "c"])
+    assert below.tolist() == [[-1.0, 0.0, -1.0]]  # clipped at -1 below q01 as at +1 above q99
+
+
+def test_a_data_error_lists_twenty_problems_and_counts_the_rest():
+    from training.data.dataset import _fail
+
+    _fail([], "nothing wrong")  # no problem: no error
+    with pytest.raises(TrainingDataError) as twenty:
+        _fail([f"p{i}" for i in range(20)], "what")
+    assert str(twenty.value) == "what:\n  " + "\n  ".join(f"p{i}" for i in range(20))
+    with pytest.raises(TrainingDataError) as more:
+        _fail([f"p{i}" for i in range(21)], "what")
+    assert str(more.value).endswith("\n  p19\n  ... and 1 more") and "p20" not in str(more.value)
 
 
 def test_saved_normalisation_reads_back_the_same_and_says_how_it_was_made():
@@ -602,6 +616,16 @@ def test_a_saved_position_is_refused_for_other_data_settings(built):
             ManifestLoader(other, num_workers=0).load_state_dict(state)
     with pytest.raises(ValueError, match="saved batch 99"):
         ManifestLoader(data, num_workers=0).load_state_dict({**state, "batch": 99})
+    loader = ManifestLoader(data, num_workers=0)
+    end = loader.batches_per_epoch
+    loader.load_state_dict({**state, "batch": end})  # saved after the epoch's last batch: a valid position
+    assert loader.batch == end
+    with pytest.raises(ValueError, match=f"saved batch {end + 1} outside 0..{end}"):
+        loader.load_state_dict({**state, "batch": end + 1})
+    with pytest.raises(ValueError) as error:
+        loader.load_state_dict({**state, "version": 0})
+    from training.data.loader import STATE_VERSION
+    assert str(error.value) == f"loader state version 0, this a1pipe reads {STATE_VERSION}"
 
 
 def test_an_epoch_without_a_whole_batch_is_an_error(built):
