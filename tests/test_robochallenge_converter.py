@@ -517,7 +517,8 @@ def test_frames_stream_lazily_and_stop_with_the_context(tmp_path):
         assert 10 < got < 60  # the first frames came out before the damage was reached
         assert info.value.reason is Reason.VIDEO_DECODE_ERROR and str(got) in info.value.message
         wrist = ep.cameras["cam_wrist"]
-    with pytest.raises(RuntimeError):
+    closed = r"handeye_realsense_rgb.mp4 \(camera 'cam_wrist'\): episode context is closed"
+    with pytest.raises(RuntimeError, match=closed):
         next(wrist.open_frames())  # the episode context is closed
 
 
@@ -1063,3 +1064,71 @@ def test_an_extra_is_kept_only_when_every_arm_records_it(tmp_path):
     assert ep.extra_names["joint_vel"][:2] == ["left_joint1_vel", "left_joint2_vel"]
     assert ep.extra_names["joint_vel"][7:9] == ["right_joint1_vel", "right_joint2_vel"]
     assert ep.extras["qpos"].dtype == np.float32
+
+
+def test_language_from_the_folder_name_or_none_is_recorded_and_named(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="_scan_QR_", task_info=None)
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.instruction == "scan QR" and ep.metadata["language_source"] == "folder_name"
+    err = error_of(RoboChallengeConverter(tmp_path, {"language_fallback": "none"}), ref)
+    assert err.reason is Reason.MISSING_LANGUAGE
+    assert err.message == f"{ref}: no prompt in meta/task_info.json or task_desc.json (language_fallback=none)"
+    (tmp_path / "_scan_QR_" / "task_desc.json").write_text("{")
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.INVALID_METADATA and err.message.startswith(f"{ref}: task_desc.json is not valid JSON")
+
+
+def test_each_camera_decodes_with_its_declared_frame_count_and_the_decode_threads_option(tmp_path, monkeypatch):
+    import converters.robochallenge as rc
+
+    calls = []
+    real = rc.decode_frames
+
+    def spy(path, where, **kwargs):
+        calls.append((Path(path).name, where, kwargs))
+        return real(path, where, **kwargs)
+
+    monkeypatch.setattr(rc, "decode_frames", spy)
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, {"handeye_realsense_rgb": 6, "global_realsense_rgb": 5})
+    read_all(RoboChallengeConverter(tmp_path, {"decode_threads": 3, "frame_count_tolerance": 1}), ref)
+    assert sorted(calls) == [
+        ("global_realsense_rgb.mp4", f"{ref}/videos/global_realsense_rgb.mp4 (camera 'cam_global')",
+         {"expected": 5, "threads": 3}),
+        ("handeye_realsense_rgb.mp4", f"{ref}/videos/handeye_realsense_rgb.mp4 (camera 'cam_wrist')",
+         {"expected": 6, "threads": 3}),  # the file's own count: the extra frame is decoded, then cut
+    ]
+
+
+def test_an_episode_without_a_videos_folder_has_no_camera(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, ())
+    (tmp_path / ref / "videos").rmdir()
+    err = error_of(RoboChallengeConverter(tmp_path, {"required_cameras": "any"}), ref)
+    assert err.reason is Reason.MISSING_CAMERA and err.message.startswith(f"{ref}: no camera video: ")
+    assert err.message.endswith("[required_cameras=any; videos present: []]")
+
+
+def test_one_extra_video_frame_without_tolerance_names_the_tolerance(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, {"handeye_realsense_rgb": 5, "global_realsense_rgb": 4})
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.message.endswith("video has 5 frames but the states have 4 lines (frame_count_tolerance=0)")
+
+
+def test_camera_streams_carry_their_unified_name_and_are_thread_safe(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"])
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert {name: (cam.name, cam.thread_safe, cam.num_frames) for name, cam in ep.cameras.items()} == {
+        "cam_global": ("cam_global", True, 4), "cam_wrist": ("cam_wrist", True, 4)}
+    assert ep.cameras["cam_global"].source_name == "global_realsense_rgb"
+    assert ep.cameras["cam_global"].source_file == f"{ref}/videos/global_realsense_rgb.mp4"
+
+
+def test_declared_frames_must_match_the_first_arm_s_lines(tmp_path):
+    meta = {"frames": 6}
+    ref = make_episode(tmp_path, {"left": aloha_arm_lines(5, 0), "right": aloha_arm_lines(5, 1)}, VIDEOS["aloha"],
+                       episode_meta=meta)
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.LENGTH_MISMATCH
+    assert err.message == f"{ref}: meta/episode_meta.json says frames=6 but states/left_states.jsonl has 5 lines"
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, VIDEOS["ur5"], task="b", episode_meta={"episode_index": 3})
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)  # no declared count: nothing to check
+    assert ep.num_frames == 5 and ep.metadata["frames_declared"] is None and ep.metadata["episode_index"] == 3
