@@ -7,6 +7,7 @@ import json
 import math
 import time
 import tracemalloc
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -469,7 +470,9 @@ def test_arm_streams_of_different_length(tmp_path):
     ref = make_episode(tmp_path, {"left": aloha_arm_lines(9, 0), "right": aloha_arm_lines(7, 1)}, VIDEOS["aloha"],
                        episode_meta=None)
     err = error_of(RoboChallengeConverter(tmp_path), ref)
-    assert err.reason is Reason.LENGTH_MISMATCH and "9 lines" in err.message and "7 lines" in err.message
+    assert err.reason is Reason.LENGTH_MISMATCH and err.message == (
+        f"{ref}: arm streams differ in length: states/left_states.jsonl has 9 lines, "
+        "states/right_states.jsonl has 7 lines")
 
 
 def test_options_are_validated(tmp_path):
@@ -835,7 +838,13 @@ def test_json_lines_allow_trailing_blank_lines_only(tmp_path):
     path.write_bytes(b'{"a": 1}\n{"a": "\xff\xfe"}\n')
     with pytest.raises(EpisodeError) as info:
         list(_iter_jsonl(path, "w"))
-    assert info.value.reason is Reason.CORRUPT_FILE and info.value.message.startswith("w: line 2 is not valid JSON (")
+    assert info.value.reason is Reason.CORRUPT_FILE and info.value.message.startswith(
+        "w: line 2 is not valid JSON ('utf-8' codec can't decode byte 0xff in position 7: invalid start byte): ")
+    assert info.value.message.endswith("""'{"a": "\ufffd\ufffd"}'...""")  # the snippet: undecodable bytes replaced
+    path.write_text('{"k": "' + "x" * 70 + '" "y"}\n')
+    with pytest.raises(EpisodeError) as info:
+        list(_iter_jsonl(path, "w"))
+    assert info.value.message.endswith(repr('{"k": "' + "x" * 53) + "...")  # the line's first 60 bytes
     path.write_text('{"a" 1}\n')
     with pytest.raises(EpisodeError) as info:
         list(_iter_jsonl(path, "w"))
@@ -873,7 +882,9 @@ def test_metadata_json_that_is_not_utf8_or_not_readable(tmp_path):
 def test_timestamps_with_no_finite_value_are_taken_as_seconds():
     from converters.robochallenge import _timestamp_unit
 
-    assert _timestamp_unit(np.array([np.nan, np.inf])) == "s"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no median of an empty array (numpy warns)
+        assert _timestamp_unit(np.array([np.nan, np.inf])) == "s"
     assert _timestamp_unit(np.array([1e15, 1e15, 1.0])) == "us"  # by the median, not the smallest
 
 
@@ -1132,3 +1143,20 @@ def test_declared_frames_must_match_the_first_arm_s_lines(tmp_path):
     ref = make_episode(tmp_path, {"": ur5_lines(5)}, VIDEOS["ur5"], task="b", episode_meta={"episode_index": 3})
     ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)  # no declared count: nothing to check
     assert ep.num_frames == 5 and ep.metadata["frames_declared"] is None and ep.metadata["episode_index"] == 3
+
+
+def test_a_robot_id_naming_an_unmapped_robot_is_unsupported_and_named(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task_info={"robot_id": "DOS-W1_2"})
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.message == (f"{ref}: robot_id 'DOS-W1_2' is a robot this converter does not map "
+                           "(supported: ('aloha', 'arx5', 'franka', 'ur5'))")
+
+
+def test_a_malformed_first_state_line_names_the_file(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"])
+    path = tmp_path / ref / "states" / "states.jsonl"
+    path.write_text("{oops\n" + path.read_text())
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.CORRUPT_FILE
+    assert err.message.startswith(f"{ref}/states/states.jsonl: line 1 is not valid JSON (")
