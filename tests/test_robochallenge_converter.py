@@ -920,6 +920,9 @@ def test_episode_metadata_records_every_source_field(tmp_path):
     }
     assert ep.instruction == "stack" and ep.control_hz == 30.0 and ep.num_frames == 5
     assert ep.state.dtype == ep.action.dtype == np.float32 and ep.timestamp.dtype == np.float64
+    padded = ep.extras["action_padded"]
+    assert padded.dtype == bool and padded.shape == (5, 1) and padded[:, 0].tolist() == [False] * 4 + [True]
+    assert ep.extra_names["action_padded"] == ["action_padded"]
 
 
 def test_the_root_s_own_episodes_are_listed_before_every_task_s(tmp_path):
@@ -1014,6 +1017,9 @@ def test_last_frame_drop_keeps_a_single_frame_episode_and_cuts_every_stream(tmp_
     ep, frames = read_all(RoboChallengeConverter(tmp_path, {"last_frame": "drop"}), ref)
     assert ep.num_frames == 1 and all(f.shape[0] == 1 for f in frames.values())
     assert ep.extras["action_padded"][:, 0].tolist() == [True]  # its action holds the only state
+    ref = make_episode(tmp_path, {"": arx5_lines(2)}, VIDEOS["arx5"], task="two")
+    ep, frames = read_all(RoboChallengeConverter(tmp_path, {"last_frame": "drop"}), ref)
+    assert ep.num_frames == 1 and not ep.extras["action_padded"].any()  # two frames: one kept
     ref = make_episode(tmp_path, {"": arx5_lines(5)}, VIDEOS["arx5"], task="b")
     ep, frames = read_all(RoboChallengeConverter(tmp_path, {"last_frame": "drop"}), ref)
     assert len(ep.timestamp) == 4 and all(len(v) == 4 for v in ep.extras.values())
