@@ -197,6 +197,9 @@ MODULES: dict[str, Module] = {
             "xǁRoboChallengeConverterǁ_cameras__mutmut_67": "0 <= extra <= tolerance: extra != 0 already",
             "xǁRoboChallengeConverterǁ_cameras__mutmut_76": "tolerance note for extra >= 0: the message is built "
                                                            "only for extra != 0",
+            # keep == num_frames - 1 in this branch: state[1 : keep + 2] ends past the array, like keep + 1
+            "xǁRoboChallengeConverterǁ_build__mutmut_325": "last_frame drop: state[1 : keep + 2] is state[1:]",
+            "xǁRoboChallengeConverterǁ_build__mutmut_361": "timestamp_origin left out: Episode's default is RECORDED",
         },
     ),
     "converters.robocoin": _conv("robocoin"),

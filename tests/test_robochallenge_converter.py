@@ -1025,6 +1025,7 @@ def test_last_frame_drop_keeps_a_single_frame_episode_and_cuts_every_stream(tmp_
     assert len(ep.timestamp) == 4 and all(len(v) == 4 for v in ep.extras.values())
     np.testing.assert_array_equal(ep.timestamp, _ts(5)[:4])
     assert ep.extras["joint_vel"].shape == (4, 6) and ep.extras["action_padded"].dtype == bool
+    assert ep.extras["action_padded"].shape == (4, 1)
 
 
 def test_dual_arm_timestamps_come_from_the_left_arm_and_their_skew_is_in_seconds(tmp_path):
