@@ -785,7 +785,7 @@ def test_boolean_streams_are_numeric(tmp_path):
 @pytest.mark.parametrize(
     "value, expected",
     [(b"TRUE", True), (" 1 ", True), ("0", False), (b"False", False), ("yes", None), (0.0, None),
-     (np.bool_(True), True), (2, True), (0, False)],
+     (np.bool_(True), True), (2, True), (0, False), (b"\xfftrue", None)],  # undecodable bytes: no answer
 )
 def test_root_attributes_read_as_booleans(value, expected):
     from converters.inhouse import _attr_bool
@@ -817,6 +817,27 @@ def test_compress_len_bounds_and_values(tmp_path):
     assert info.value.message == (f"{ref}:/observations/images/cam_wrist[3]: /compress_len says 0 bytes but the "
                                   f"padded row holds {data['/observations/images/cam_wrist'].shape[1]}")
     data, _ = datasets(num_frames=6, layout="jpeg_padded")
+    data["/compress_len"][1, 3] = 1  # one byte is a length in range: the decoder, not the length check, refuses it
+    ref = make_task(tmp_path, data, name="episode_5.hdf5")
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert info.value.reason is Reason.IMAGE_DECODE_ERROR and "compress_len" not in info.value.message
+    assert info.value.message.startswith(f"cannot decode image {ref}:/observations/images/cam_wrist[3] (1 bytes)")
+    data, _ = datasets(num_frames=6, layout="jpeg_padded")
+    data["/compress_len"] = np.array([[b"x"] * 6] * 2)
+    ref = make_task(tmp_path, data, name="episode_6.hdf5")
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert info.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert info.value.message == f"{ref}:/compress_len has non-numeric dtype |S1"
+    data, _ = datasets(num_frames=6, layout="jpeg_padded")
+    data["/compress_len/x"] = data.pop("/compress_len")
+    ref = make_task(tmp_path, data, name="episode_7.hdf5")
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert info.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert info.value.message == f"{ref}:/compress_len is a Group, expected a dataset"
+    data, _ = datasets(num_frames=6, layout="jpeg_padded")
     data["/compress_len"][0, 0] = np.nan
     ref = make_task(tmp_path, data, name="episode_2.hdf5")
     with pytest.raises(EpisodeError) as info:
@@ -836,3 +857,39 @@ def test_compress_len_bounds_and_values(tmp_path):
     with pytest.raises(EpisodeError) as info:
         read_all(conv, ref)
     assert info.value.message == f"{ref}:/compress_len lists 5 frames per camera but /observations/qpos has 6"
+
+
+def test_raw_frames_one_pixel_high_or_wide_are_frames(tmp_path):
+    data, _ = datasets(num_frames=3)
+    data["/observations/images/cam_front"] = np.full((3, 1, 5, 3), 7, np.uint8)
+    data["/observations/images/cam_wrist"] = np.full((3, 5, 1, 3), 9, np.uint8)
+    ep, frames = read_all(InhouseConverter(tmp_path), make_task(tmp_path, data))
+    assert frames["cam_front"].shape == (3, 1, 5, 3) and frames["cam_wrist"].shape == (3, 5, 1, 3)
+
+
+class _FlakyRows:
+    """A stand-in for an HDF5 image dataset whose block reads fail or come back short."""
+
+    def __init__(self, n: int, fail: Exception | None = None, short: bool = False):
+        self.shape, self.fail, self.short = (n, 2, 2, 3), fail, short
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if self.fail is not None and index.start >= 4:
+            raise self.fail
+        rows = np.zeros((index.stop - index.start, 2, 2, 3), np.uint8)
+        return rows[:-1] if self.short and index.start >= 4 else rows
+
+
+def test_a_failing_or_short_block_read_is_named_by_its_frames():
+    from converters.inhouse import _frame_reader
+
+    frames = _frame_reader(_FlakyRows(10, fail=OSError("bad chunk")), "raw", None, "RGB", "t:cam", 4)()
+    assert sum(1 for _ in zip(range(4), frames)) == 4
+    with pytest.raises(EpisodeError) as info:
+        next(frames)
+    assert info.value.reason is Reason.CORRUPT_FILE and info.value.message == "t:cam: cannot read frames 4:8: bad chunk"
+    frames = _frame_reader(_FlakyRows(10, short=True), "raw", None, "RGB", "t:cam", 4)()
+    with pytest.raises(EpisodeError) as info:
+        list(frames)
+    assert info.value.reason is Reason.FRAME_COUNT_MISMATCH
+    assert info.value.message == "t:cam: read 3 frames at 4, expected 4"
