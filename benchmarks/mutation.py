@@ -188,6 +188,9 @@ MODULES: dict[str, Module] = {
             "x__decode_row__mutmut_1[46]": "np.asarray(row) without dtype=uint8: the row is uint8 already",
             "x__attr_bool__mutmut_8": "decode('UTF-8'): the same codec as 'utf-8'",
             "xǁInhouseConverterǁ_compress_len__mutmut_5": "_dataset(required=None): falsy, like False",
+            "xǁInhouseConverterǁ_timestamps__mutmut_5": "_dataset(required=None): falsy, like False",
+            "xǁInhouseConverterǁ_timestamps__mutmut_1[46]": "np.arange(n) without dtype=float64: divided by the "
+                                                            "float fps, the same float64 values",
             # the lengths end as int64 (and _decode_row takes int() of each): a float64 step changes no length a
             # row can hold
             "xǁInhouseConverterǁ_compress_len__mutmut_39": "lengths read without dtype=float64: the same int64 values",

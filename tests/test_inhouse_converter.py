@@ -893,3 +893,32 @@ def test_a_failing_or_short_block_read_is_named_by_its_frames():
         list(frames)
     assert info.value.reason is Reason.FRAME_COUNT_MISMATCH
     assert info.value.message == "t:cam: read 3 frames at 4, expected 4"
+
+
+def test_an_episode_without_an_images_group_misses_every_listed_camera(tmp_path):
+    data, _ = datasets(num_frames=4)
+    data = {k: v for k, v in data.items() if not k.startswith("/observations/images")}
+    ref = make_task(tmp_path, data)
+    with pytest.raises(EpisodeError) as info:
+        read_all(InhouseConverter(tmp_path), ref)
+    assert info.value.reason is Reason.MISSING_CAMERA
+    assert info.value.message == (f"{ref}: camera(s) ['cam_front', 'cam_wrist'] listed in metadata.json have no "
+                                  "dataset under /observations/images (present: [])")
+
+
+def test_camera_streams_carry_their_name_source_and_are_thread_safe(tmp_path):
+    data, _ = datasets(num_frames=4)
+    ref = make_task(tmp_path, data)
+    ep, _ = read_all(InhouseConverter(tmp_path), ref)
+    assert {name: (cam.name, cam.thread_safe, cam.num_frames, cam.source_file) for name, cam in ep.cameras.items()} == {
+        cam: (cam, True, 4, f"{ref}:/observations/images/{cam}") for cam in CAMERAS}
+
+
+def test_a_timestamp_group_is_an_unsupported_layout(tmp_path):
+    data, _ = datasets(num_frames=4)
+    data["/timestamp/t"] = np.arange(4.0)
+    ref = make_task(tmp_path, data)
+    with pytest.raises(EpisodeError) as info:
+        read_all(InhouseConverter(tmp_path), ref)
+    assert info.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert info.value.message == f"{ref}:/timestamp is a Group, expected a dataset"
