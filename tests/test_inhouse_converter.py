@@ -922,3 +922,25 @@ def test_a_timestamp_group_is_an_unsupported_layout(tmp_path):
         read_all(InhouseConverter(tmp_path), ref)
     assert info.value.reason is Reason.UNSUPPORTED_LAYOUT
     assert info.value.message == f"{ref}:/timestamp is a Group, expected a dataset"
+
+
+def test_recorded_timestamps_of_any_numeric_type_become_float64(tmp_path):
+    data, _ = datasets(num_frames=4)
+    data["/timestamp"] = (np.arange(4) * 0.05).astype(np.float32)
+    ep, _ = read_all(InhouseConverter(tmp_path), make_task(tmp_path, data))
+    assert ep.timestamp.dtype == np.float64 and ep.timestamp_origin is TimestampOrigin.RECORDED
+    np.testing.assert_array_equal(ep.timestamp, (np.arange(4) * 0.05).astype(np.float32).astype(np.float64))
+
+
+def test_each_optional_stream_is_read_on_its_own(tmp_path):
+    data, _ = datasets(num_frames=4)
+    del data["/observations/qvel"]  # effort without qvel
+    ep, _ = read_all(InhouseConverter(tmp_path), make_task(tmp_path, data))
+    assert set(ep.extras) == {"effort"} and ep.extra_names == {"effort": [f"{j}_effort" for j in JOINTS]}
+    data, _ = datasets(num_frames=4)
+    data["/observations/qvel"] = data["/observations/qvel"][:, 0]
+    ref = make_task(tmp_path / "b", data)
+    with pytest.raises(EpisodeError) as info:
+        read_all(InhouseConverter(tmp_path / "b"), ref)
+    assert info.value.reason is Reason.SHAPE_MISMATCH
+    assert info.value.message == f"{ref}:/observations/qvel must be [T, D], got shape (4,)"
