@@ -187,6 +187,10 @@ MODULES: dict[str, Module] = {
             # _image_layout admits only uint8 rows (a [T, L] uint8 dataset, or vlen uint8), so the cast does nothing
             "x__decode_row__mutmut_1[46]": "np.asarray(row) without dtype=uint8: the row is uint8 already",
             "x__attr_bool__mutmut_8": "decode('UTF-8'): the same codec as 'utf-8'",
+            "xǁTaskMetadataǁfrom_file__mutmut_9": "read_text(encoding='UTF-8'): the same codec as 'utf-8'",
+            "xǁTaskMetadataǁfrom_file__mutmut_7": "read_text(encoding=None): the locale's, UTF-8 here (C.UTF-8, and "
+                                                  "Python coerces the C locale to UTF-8); a test process cannot set "
+                                                  "another",
             "xǁInhouseConverterǁ_compress_len__mutmut_5": "_dataset(required=None): falsy, like False",
             "xǁInhouseConverterǁ_timestamps__mutmut_5": "_dataset(required=None): falsy, like False",
             "xǁInhouseConverterǁ_timestamps__mutmut_1[46]": "np.arange(n) without dtype=float64: divided by the "
