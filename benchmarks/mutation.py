@@ -193,6 +193,8 @@ MODULES: dict[str, Module] = {
                                                   "another",
             "xǁInhouseConverterǁ_compress_len__mutmut_5": "_dataset(required=None): falsy, like False",
             "xǁInhouseConverterǁ_timestamps__mutmut_5": "_dataset(required=None): falsy, like False",
+            "xǁInhouseConverterǁ_build_episode__mutmut_65": "_read_matrix(required=None) for qvel / effort: falsy, "
+                                                            "like False",
             "xǁInhouseConverterǁ_timestamps__mutmut_1[46]": "np.arange(n) without dtype=float64: divided by the "
                                                             "float fps, the same float64 values",
             # the lengths end as int64 (and _decode_row takes int() of each): a float64 step changes no length a
