@@ -236,7 +236,8 @@ def test_an_unreadable_task_texts_file_is_an_option_error(tmp_path, content):
 @pytest.mark.parametrize(
     "name, embodiment",
     [("agibot_g1", "agibot_g1"), ("AgiBot G1", "agibot_g1"), (" g1 ", "agibot_g1"),
-     ("Cobot-Magic", "agilex_cobot_magic"), ("agilex_cobot_magic", "agilex_cobot_magic"), ("R1 Pro", "galaxea_r1_pro"), ("galaxea_r1_pro", "galaxea_r1_pro"),
+     ("Cobot-Magic", "agilex_cobot_magic"), ("agilex_cobot_magic", "agilex_cobot_magic"),
+     ("R1 Pro", "galaxea_r1_pro"), ("galaxea_r1_pro", "galaxea_r1_pro"),
      ("piper", None), ("franka", None)],
 )
 def test_option_platform_names_an_embodiment_or_a_platform_folder(tmp_path, name, embodiment):
