@@ -177,7 +177,15 @@ MODULES: dict[str, Module] = {
                                                         "tests/test_converter_conformance.py")),
     "converters.agibot": _conv("agibot"),
     "converters.droid": _conv("droid"),
-    "converters.gm100": _conv("gm100"),
+    "converters.gm100": Module(
+        ("converters/gm100.py",), ("tests/test_gm100_converter.py",),
+        equivalent={
+            # LeRobotConverter.open_episode calls embodiment_for (platform_for with the episode's ref) before
+            # language_for on the same dataset: a platform_for that fails has failed there already
+            "xǁGM100Converterǁlanguage_for__mutmut_13": "platform_for(ds, None) in language_for: it cannot fail "
+                                                         "there, so the ref is never used",
+        },
+    ),
     "converters.inhouse": Module(
         ("converters/inhouse.py",), ("tests/test_inhouse_converter.py",),
         equivalent={

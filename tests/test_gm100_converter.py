@@ -108,6 +108,7 @@ def test_platform_embodiment_and_language_metadata(samples):
     assert (ep.embodiment, ep.robot_type, ep.instruction) == ("agibot_g1", "agibot_g1", "pour water into the cup")
     assert ep.metadata["gm100"] == {"platform": "agibot_g1", "platform_from": "path",
                                     "task": "pour_water_into_the_cup", "instruction_rule": "slug_words"}
+    assert ep.metadata["tasks"] == ["pour_water_into_the_cup"]
     assert ep.metadata["lerobot"]["codebase_version"] == "v3.0" and len(ep.cameras) == 3
     ep = episode(root, f"{TOWEL}/episode_000004")
     assert (ep.embodiment, ep.robot_type) == ("agilex_cobot_magic", "AgileX Cobot Magic")  # robot_type null
@@ -120,6 +121,7 @@ def test_task_texts_table_from_option_or_file(samples, tmp_path):
     root, _, _ = samples
     err = reason_of(root, f"{OPAQUE}/episode_000000")
     assert err.reason == Reason.MISSING_LANGUAGE and "task_00043" in err.message
+    assert err.message.startswith(f"{OPAQUE}/episode_000000: task 'task_00043' is an opaque id")
     ep = episode(root, f"{OPAQUE}/episode_000000", {"task_texts": {"task_00043": "Hang the mug on the rack."}})
     assert ep.instruction == "Hang the mug on the rack."
     assert ep.metadata["gm100"]["instruction_rule"] == "task_texts"
