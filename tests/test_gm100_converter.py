@@ -275,3 +275,14 @@ def test_no_platform_names_the_path_and_robot_type(tmp_path):
     assert err.value.reason is Reason.MISSING_METADATA
     assert err.value.message == ("ds/episode_1: no GM-100 platform in the dataset path 'lingbot/cups' or robot_type "
                                  "'spot'; put the dataset under a platform folder or set option 'platform'")
+
+
+def test_how_the_task_text_was_found_is_kept_in_metadata(tmp_path):
+    raw = SimpleNamespace(dataset=SimpleNamespace(layout="v3", tasks={}), task_index=None, ref="agibot_g1/x/episode_1",
+                          meta=SimpleNamespace(tasks=["wipe_the_table"]))  # no task_index column: the episode's list
+    ds = SimpleNamespace(rel="agibot_g1/x", robot_type=None)
+    instruction, alternatives, subtasks, meta = GM100Converter(tmp_path).language_for(ds, raw)
+    assert (instruction, alternatives, subtasks) == ("wipe the table", [], None)
+    assert meta == {"tasks": ["wipe_the_table"], "task_info": {"task_source": "episodes_meta"},
+                    "gm100": {"platform": "agibot_g1", "platform_from": "path", "task": "wipe_the_table",
+                              "instruction_rule": "slug_words"}}
