@@ -142,6 +142,7 @@ def test_platform_from_robot_type_or_option(samples, tmp_path):
     shutil.copytree(root / CUPS, tmp_path / "lingbot" / "cups")  # robot_type null and no platform folder
     err = reason_of(tmp_path, "lingbot/cups/episode_000000")
     assert err.reason == Reason.MISSING_METADATA and "platform" in err.message
+    assert err.message.startswith("lingbot/cups/episode_000000: no GM-100 platform in the dataset path")
     ep = episode(tmp_path, "lingbot/cups/episode_000000", {"platform": "R1-Pro"})
     assert ep.embodiment == "galaxea_r1_pro" and ep.metadata["gm100"]["platform_from"] == "option"
     with pytest.raises(ValueError):
