@@ -184,6 +184,8 @@ MODULES: dict[str, Module] = {
             # language_for on the same dataset: a platform_for that fails has failed there already
             "xǁGM100Converterǁlanguage_for__mutmut_13": "platform_for(ds, None) in language_for: it cannot fail "
                                                          "there, so the ref is never used",
+            "xǁGM100Converterǁ_load_task_texts__mutmut_6": "root / path also for an absolute path: pathlib gives the "
+                                                           "absolute path itself",
         },
     ),
     "converters.inhouse": Module(
