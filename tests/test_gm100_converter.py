@@ -230,7 +230,9 @@ def test_an_unreadable_task_texts_file_is_an_option_error(tmp_path, content):
     path = tmp_path / "tasks.json"
     if content is not None:
         path.write_bytes(content)
-    words = "task_texts_file" if content == b'{"task_1": 3}' else f"option task_texts_file: cannot read {path}: "
+    words = f"option task_texts_file: cannot read {path}: "
+    if content == b'{"task_1": 3}':  # read, but not a table of texts
+        words = f"gm100: task_texts_file {path}"
     with pytest.raises(ValueError) as err:
         GM100Converter(tmp_path, {"task_texts_file": "tasks.json"})
     assert words in str(err.value)
