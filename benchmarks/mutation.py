@@ -230,9 +230,69 @@ MODULES: dict[str, Module] = {
                                                         "tests/test_converter_conformance.py")),
     "converters.agibot": _conv("agibot"),
     "converters.droid": _conv("droid"),
-    "converters.gm100": _conv("gm100"),
-    "converters.inhouse": _conv("inhouse"),
-    "converters.robochallenge": _conv("robochallenge"),
+    "converters.gm100": Module(
+        ("converters/gm100.py",), ("tests/test_gm100_converter.py",),
+        equivalent={
+            # LeRobotConverter.open_episode calls embodiment_for (platform_for with the episode's ref) before
+            # language_for on the same dataset: a platform_for that fails has failed there already
+            "xǁGM100Converterǁlanguage_for__mutmut_13": "platform_for(ds, None) in language_for: it cannot fail "
+                                                         "there, so the ref is never used",
+            "xǁGM100Converterǁ_load_task_texts__mutmut_6": "root / path also for an absolute path: pathlib gives the "
+                                                           "absolute path itself",
+            "xǁGM100Converterǁ_load_task_texts__mutmut_13": "read_text(encoding='UTF-8'): the same codec as 'utf-8'",
+            "xǁGM100Converterǁ_load_task_texts__mutmut_11": "read_text(encoding=None): the locale's, UTF-8 here "
+                                                            "(C.UTF-8, and Python coerces the C locale to UTF-8)",
+        },
+    ),
+    "converters.inhouse": Module(
+        ("converters/inhouse.py",), ("tests/test_inhouse_converter.py",),
+        equivalent={
+            # discovery sorts (folder, key, ref): a non-numeric number needs only to sort after (0, n, name)
+            "x__natural_key__mutmut_9": "(2, 0, name) for a non-numeric number: still after every (0, n, name)",
+            "x__natural_key__mutmut_10": "(1, 1, name) for a non-numeric number: still after every (0, n, name)",
+            # _image_layout admits only uint8 rows (a [T, L] uint8 dataset, or vlen uint8), so the cast does nothing
+            "x__decode_row__mutmut_1[46]": "np.asarray(row) without dtype=uint8: the row is uint8 already",
+            "x__attr_bool__mutmut_8": "decode('UTF-8'): the same codec as 'utf-8'",
+            "xǁTaskMetadataǁfrom_file__mutmut_9": "read_text(encoding='UTF-8'): the same codec as 'utf-8'",
+            "xǁTaskMetadataǁfrom_file__mutmut_7": "read_text(encoding=None): the locale's, UTF-8 here (C.UTF-8, and "
+                                                  "Python coerces the C locale to UTF-8); a test process cannot set "
+                                                  "another",
+            "xǁInhouseConverterǁ_compress_len__mutmut_5": "_dataset(required=None): falsy, like False",
+            "xǁInhouseConverterǁ_timestamps__mutmut_5": "_dataset(required=None): falsy, like False",
+            "xǁInhouseConverterǁ_build_episode__mutmut_65": "_read_matrix(required=None) for qvel / effort: falsy, "
+                                                            "like False",
+            "xǁInhouseConverterǁ_timestamps__mutmut_1[46]": "np.arange(n) without dtype=float64: divided by the "
+                                                            "float fps, the same float64 values",
+            # the lengths end as int64 (and _decode_row takes int() of each): a float64 step changes no length a
+            # row can hold
+            "xǁInhouseConverterǁ_compress_len__mutmut_39": "lengths read without dtype=float64: the same int64 values",
+            "xǁInhouseConverterǁ_compress_len__mutmut_41": "lengths read without dtype=float64: the same int64 values",
+            "xǁInhouseConverterǁ_compress_len__mutmut_49": "lengths left float64: _decode_row takes int() of each",
+        },
+    ),
+    "converters.robochallenge": Module(
+        ("converters/robochallenge.py",), ("tests/test_robochallenge_converter.py",),
+        equivalent={
+            # discovery sorts (task, key, ref): a non-numeric suffix needs only to sort after (0, n, name)
+            "x__natural_key__mutmut_9": "(2, 0, name) for a non-numeric suffix: still after every (0, n, name)",
+            "x__natural_key__mutmut_10": "(1, 1, name) for a non-numeric suffix: still after every (0, n, name)",
+            "x__timestamp_unit__mutmut_9": "magnitude 1.0 instead of 0.0 when no timestamp is finite: both below "
+                                           "1e11, so 's'",
+            # _values fills the rows with Python floats (JSON null as NaN): numpy makes float64 of them anyway
+            "x__matrix__mutmut_[68]": "np.asarray(rows) without dtype=float64: float64 already",
+            "x__read_json__mutmut_4": "read_text(encoding='UTF-8'): the same codec as 'utf-8'",
+            "x__read_json__mutmut_2": "read_text(encoding=None): the locale's, UTF-8 here (C.UTF-8, and Python "
+                                      "coerces the C locale to UTF-8); a test process cannot set another",
+            "x__iter_jsonl__mutmut_41": "decode('UTF-8'): the same codec as 'utf-8'",
+            # extra != 0 is tested first, so for the rest 0 <= extra is 0 < extra
+            "xǁRoboChallengeConverterǁ_cameras__mutmut_67": "0 <= extra <= tolerance: extra != 0 already",
+            "xǁRoboChallengeConverterǁ_cameras__mutmut_76": "tolerance note for extra >= 0: the message is built "
+                                                           "only for extra != 0",
+            # keep == num_frames - 1 in this branch: state[1 : keep + 2] ends past the array, like keep + 1
+            "xǁRoboChallengeConverterǁ_build__mutmut_325": "last_frame drop: state[1 : keep + 2] is state[1:]",
+            "xǁRoboChallengeConverterǁ_build__mutmut_361": "timestamp_origin left out: Episode's default is RECORDED",
+        },
+    ),
     "converters.robocoin": _conv("robocoin"),
     "converters.robomind": _conv("robomind"),
 }

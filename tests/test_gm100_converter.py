@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -107,6 +108,7 @@ def test_platform_embodiment_and_language_metadata(samples):
     assert (ep.embodiment, ep.robot_type, ep.instruction) == ("agibot_g1", "agibot_g1", "pour water into the cup")
     assert ep.metadata["gm100"] == {"platform": "agibot_g1", "platform_from": "path",
                                     "task": "pour_water_into_the_cup", "instruction_rule": "slug_words"}
+    assert ep.metadata["tasks"] == ["pour_water_into_the_cup"]
     assert ep.metadata["lerobot"]["codebase_version"] == "v3.0" and len(ep.cameras) == 3
     ep = episode(root, f"{TOWEL}/episode_000004")
     assert (ep.embodiment, ep.robot_type) == ("agilex_cobot_magic", "AgileX Cobot Magic")  # robot_type null
@@ -119,6 +121,7 @@ def test_task_texts_table_from_option_or_file(samples, tmp_path):
     root, _, _ = samples
     err = reason_of(root, f"{OPAQUE}/episode_000000")
     assert err.reason == Reason.MISSING_LANGUAGE and "task_00043" in err.message
+    assert err.message.startswith(f"{OPAQUE}/episode_000000: task 'task_00043' is an opaque id")
     ep = episode(root, f"{OPAQUE}/episode_000000", {"task_texts": {"task_00043": "Hang the mug on the rack."}})
     assert ep.instruction == "Hang the mug on the rack."
     assert ep.metadata["gm100"]["instruction_rule"] == "task_texts"
@@ -139,6 +142,7 @@ def test_platform_from_robot_type_or_option(samples, tmp_path):
     shutil.copytree(root / CUPS, tmp_path / "lingbot" / "cups")  # robot_type null and no platform folder
     err = reason_of(tmp_path, "lingbot/cups/episode_000000")
     assert err.reason == Reason.MISSING_METADATA and "platform" in err.message
+    assert err.message.startswith("lingbot/cups/episode_000000: no GM-100 platform in the dataset path")
     ep = episode(tmp_path, "lingbot/cups/episode_000000", {"platform": "R1-Pro"})
     assert ep.embodiment == "galaxea_r1_pro" and ep.metadata["gm100"]["platform_from"] == "option"
     with pytest.raises(ValueError):
@@ -184,3 +188,104 @@ def test_unknown_options_are_rejected(samples):
     with pytest.raises(ValueError, match="unknown option"):
         GM100Converter(root, {"task_text": {}})
     GM100Converter(root, {"name_policy": "strict", "video_extra_frames": 1, "platform": "agilex"})
+
+
+# -- rules at their edges (issue 18: what the mutation run showed no test pinned) ---------------
+
+
+@pytest.mark.parametrize(
+    "task, want",
+    [("  Pour__Water--into_the_Cup ", ("pour water into the cup", "slug_words")),  # runs of separators: one space
+     ("Task 7", None), ("task-0012", None), ("7", None),  # opaque ids, any case and separator
+     ("taskforce_7", ("taskforce 7", "slug_words")), ("pour water_now", ("pour water_now", "text"))],
+)
+def test_task_strings_are_stripped_then_read_as_id_slug_or_text(task, want):
+    if want is None:
+        with pytest.raises(EpisodeError) as err:
+            task_instruction(task, {}, "ds/episode_000001")
+        assert err.value.reason is Reason.MISSING_LANGUAGE
+        assert err.value.message == (f"ds/episode_000001: task {task.strip()!r} is an opaque id with no entry in the "
+                                     "task_texts table (option task_texts / task_texts_file)")
+    else:
+        assert task_instruction(task, {}, "ref") == want
+
+
+def test_a_task_table_entry_matches_the_stripped_task_and_an_empty_task_is_named():
+    assert task_instruction(" task_7 ", {"task_7": "Open it."}, "ref") == ("Open it.", "task_texts")
+    with pytest.raises(EpisodeError) as err:
+        task_instruction("   ", {}, "ds/episode_000001")
+    assert err.value.message == "ds/episode_000001: empty task string"
+
+
+def test_task_texts_file_relative_to_the_root_stripped_and_overridden_by_the_option(tmp_path):
+    (tmp_path / "tasks.json").write_text(json.dumps({" task_1 ": " Lift the cup. ", "task_2": "Two."}))
+    conv = GM100Converter(tmp_path, {"task_texts_file": "tasks.json", "task_texts": {"task_2": "Second."}})
+    assert conv.task_texts == {"task_1": "Lift the cup.", "task_2": "Second."}
+    assert GM100Converter(tmp_path, {"task_texts_file": str(tmp_path / "tasks.json")}).task_texts["task_2"] == "Two."
+    assert GM100Converter(tmp_path).task_texts == {}
+
+
+@pytest.mark.parametrize("content", [None, b"{", b"\xff\xfe", b'{"task_1": 3}'])
+def test_an_unreadable_task_texts_file_is_an_option_error(tmp_path, content):
+    path = tmp_path / "tasks.json"
+    if content is not None:
+        path.write_bytes(content)
+    words = f"option task_texts_file: cannot read {path}: "
+    if content == b'{"task_1": 3}':  # read, but not a table of texts
+        words = f"gm100: task_texts_file {path}"
+    with pytest.raises(ValueError) as err:
+        GM100Converter(tmp_path, {"task_texts_file": "tasks.json"})
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "name, embodiment",
+    [("agibot_g1", "agibot_g1"), ("AgiBot G1", "agibot_g1"), (" g1 ", "agibot_g1"),
+     ("Cobot-Magic", "agilex_cobot_magic"), ("agilex_cobot_magic", "agilex_cobot_magic"),
+     ("R1 Pro", "galaxea_r1_pro"), ("galaxea_r1_pro", "galaxea_r1_pro"),
+     ("piper", None), ("franka", None)],
+)
+def test_option_platform_names_an_embodiment_or_a_platform_folder(tmp_path, name, embodiment):
+    if embodiment is None:  # "piper" is a robot_type, not a folder name
+        with pytest.raises(ValueError) as err:
+            GM100Converter(tmp_path, {"platform": name})
+        assert str(err.value) == (f"gm100: option platform {name!r} is not one of "
+                                  "['agibot_g1', 'agilex_cobot_magic', 'galaxea_r1_pro']")
+    else:
+        conv = GM100Converter(tmp_path, {"platform": name})
+        assert conv.forced_platform.embodiment == embodiment
+        platform, how = conv.platform_for(SimpleNamespace(rel="agilex/x", robot_type="agibot"), "ref")
+        assert (platform.embodiment, how) == (embodiment, "option")  # the option wins over path and robot_type
+
+
+@pytest.mark.parametrize(
+    "rel, robot_type, embodiment, how",
+    [("data/AgileX/fold", None, "agilex_cobot_magic", "path"),
+     ("Galaxea-R1-Pro/cups", "agibot", "galaxea_r1_pro", "path"),  # the path wins over robot_type
+     ("x/agilex_cobot_magic/y", None, "agilex_cobot_magic", "path"),  # the embodiment id as a folder
+     ("lingbot/fold", "Piper", "agilex_cobot_magic", "robot_type"),
+     ("lingbot/fold", "agibot-a2d", "agibot_g1", "robot_type"),
+     ("lingbot/cups", " R1 Pro ", "galaxea_r1_pro", "robot_type")],
+)
+def test_platform_from_a_path_folder_then_robot_type(tmp_path, rel, robot_type, embodiment, how):
+    platform, found = GM100Converter(tmp_path).platform_for(SimpleNamespace(rel=rel, robot_type=robot_type), "ref")
+    assert (platform.embodiment, found) == (embodiment, how)
+
+
+def test_no_platform_names_the_path_and_robot_type(tmp_path):
+    with pytest.raises(EpisodeError) as err:
+        GM100Converter(tmp_path).platform_for(SimpleNamespace(rel="lingbot/cups", robot_type="spot"), "ds/episode_1")
+    assert err.value.reason is Reason.MISSING_METADATA
+    assert err.value.message == ("ds/episode_1: no GM-100 platform in the dataset path 'lingbot/cups' or robot_type "
+                                 "'spot'; put the dataset under a platform folder or set option 'platform'")
+
+
+def test_how_the_task_text_was_found_is_kept_in_metadata(tmp_path):
+    raw = SimpleNamespace(dataset=SimpleNamespace(layout="v3", tasks={}), task_index=None, ref="agibot_g1/x/episode_1",
+                          meta=SimpleNamespace(tasks=["wipe_the_table"]))  # no task_index column: the episode's list
+    ds = SimpleNamespace(rel="agibot_g1/x", robot_type=None)
+    instruction, alternatives, subtasks, meta = GM100Converter(tmp_path).language_for(ds, raw)
+    assert (instruction, alternatives, subtasks) == ("wipe the table", [], None)
+    assert meta == {"tasks": ["wipe_the_table"], "task_info": {"task_source": "episodes_meta"},
+                    "gm100": {"platform": "agibot_g1", "platform_from": "path", "task": "wipe_the_table",
+                              "instruction_rule": "slug_words"}}

@@ -531,3 +531,416 @@ def test_write_synthetic_writes_valid_episodes_of_the_requested_size(tmp_path):
             assert ep.num_frames == 70 and len(ep.cameras) == 3
             frame = next(iter(ep.cameras["cam_high"].open_frames()))
             assert frame.shape == (40, 56, 3)
+
+
+# -- rules at their edges (issue 18: what the mutation run showed no test pinned) ---------------
+
+
+@pytest.mark.parametrize(
+    "raw, reason, message",
+    [
+        ([1], Reason.INVALID_METADATA, "top level must be a JSON object, got list"),
+        (metadata(format_version=True), Reason.UNSUPPORTED_LAYOUT, "format_version True (this converter reads 1)"),
+        (metadata(format_version=2), Reason.UNSUPPORTED_LAYOUT, "format_version 2 (this converter reads 1)"),
+        (metadata(instruction=None), Reason.INVALID_METADATA, "missing required key 'instruction'"),
+        (metadata(joint_names=None), Reason.INVALID_METADATA, "missing required key 'joint_names'"),
+        (metadata(instruction=3), Reason.INVALID_METADATA, "'instruction' must be a string, got 3"),
+        (metadata(robot_type=3), Reason.INVALID_METADATA, "'robot_type' must be a lowercase slug like 'franka', got 3"),
+        (metadata(robot_type="Franka"), Reason.INVALID_METADATA,
+         "'robot_type' must be a lowercase slug like 'franka', got 'Franka'"),
+        (metadata(robot_type="spot"), Reason.INVALID_METADATA,
+         "robot_type 'spot' has no default embodiment; set 'embodiment' (one of ('agibot_g1', 'aloha', 'arx5', "
+         "'franka', 'sawyer', 'ur5'))"),
+        (metadata(embodiment="spot"), Reason.INVALID_METADATA,
+         "embodiment 'spot' is not one of ('agibot_g1', 'aloha', 'arx5', 'franka', 'sawyer', 'ur5')"),
+        (metadata(fps=float("inf")), Reason.INVALID_METADATA, "'fps' must be a number > 0, got inf"),
+        (metadata(fps=-1), Reason.INVALID_METADATA, "'fps' must be a number > 0, got -1"),
+        (metadata(fps=True), Reason.INVALID_METADATA, "'fps' must be a number > 0, got True"),
+        (metadata(camera_names="cam"), Reason.INVALID_METADATA, "'camera_names' must be a list of strings, got 'cam'"),
+        (metadata(camera_names=["a", 1]), Reason.INVALID_METADATA,
+         "'camera_names' must be a list of strings, got ['a', 1]"),
+        (metadata(camera_names=[]), Reason.INVALID_METADATA, "'camera_names' must not be empty"),
+        (metadata(joint_names=["a", ""]), Reason.INVALID_METADATA,
+         "'joint_names' must hold unique non-empty names, got ['a', '']"),
+        (metadata(joint_names=["a", "a"]), Reason.INVALID_METADATA,
+         "'joint_names' must hold unique non-empty names, got ['a', 'a']"),
+        (metadata(camera_names=["a/b", ".", "c"]), Reason.INVALID_METADATA,
+         "'camera_names' holds names that are paths, not names: ['a/b', '.']"),
+        (metadata(action_names=[]), Reason.INVALID_METADATA, "'action_names' must not be empty"),
+        (metadata(action_kind="torque"), Reason.INVALID_METADATA,
+         "'action_kind' 'torque' is not one of ['joint_position', 'joint_velocity', 'joint_position_delta', "
+         "'ee_pose', 'ee_velocity', 'ee_pose_delta', 'next_state']"),
+        (metadata(image_channel_order="rgb"), Reason.INVALID_METADATA,
+         "'image_channel_order' must be one of ('RGB', 'BGR'), got 'rgb'"),
+        (metadata(instruction_alternatives="x"), Reason.INVALID_METADATA,
+         "'instruction_alternatives' must be a list of strings, got 'x'"),
+        (metadata(episodes=[]), Reason.INVALID_METADATA, "'episodes' must be an object keyed by episode file name"),
+        (metadata(episodes={"ep1": {}}), Reason.INVALID_METADATA,
+         "'episodes' key 'ep1' is not an episode file name like 'episode_3.hdf5'"),
+        (metadata(episodes={"episode_1.hdf5": "x"}), Reason.INVALID_METADATA,
+         "'episodes['episode_1.hdf5']' may only set ['instruction', 'instruction_alternatives'], got 'x'"),
+        (metadata(episodes={"episode_1.hdf5": {"instruction": 1}}), Reason.INVALID_METADATA,
+         "'episodes['episode_1.hdf5'].instruction' must be a string"),
+        (metadata(episodes={"episode_1.hdf5": {"instruction_alternatives": [1]}}), Reason.INVALID_METADATA,
+         "'episodes['episode_1.hdf5'].instruction_alternatives' must be a list of strings, got [1]"),
+        (metadata(extra=[1]), Reason.INVALID_METADATA, "'extra' must be a JSON object"),
+    ],
+)
+def test_each_metadata_rule_names_what_is_wrong(raw, reason, message):
+    with pytest.raises(EpisodeError) as info:
+        TaskMetadata.from_dict(raw, "t")
+    assert info.value.reason is reason and info.value.message == f"t: {message}"
+
+
+def test_metadata_unknown_keys_list_the_allowed_ones():
+    with pytest.raises(EpisodeError) as info:
+        TaskMetadata.from_dict(metadata(instruciton="typo", fps_hz=3), "t")
+    assert info.value.message == (
+        "t: unknown keys ['fps_hz', 'instruciton'] (allowed: ['action_kind', 'action_names', 'camera_names', "
+        "'embodiment', 'episodes', 'extra', 'format_version', 'fps', 'image_channel_order', 'instruction', "
+        "'instruction_alternatives', 'joint_names', 'robot_type']; free-form data goes in 'extra')")
+
+
+def test_metadata_accepts_format_version_1_any_positive_fps_and_keeps_every_field():
+    meta = TaskMetadata.from_dict(metadata(format_version=1, fps=0.5, robot_type="ur5e", extra={"a": 1},
+                                           episodes={"episode_2.hdf5": {"instruction_alternatives": ["b"]}}), "t")
+    assert meta.fps == 0.5 and isinstance(meta.fps, float) and meta.embodiment == "ur5" and meta.robot_type == "ur5e"
+    assert meta.instruction == "pick up the cube" and meta.camera_names == tuple(CAMERAS)
+    assert meta.joint_names == tuple(JOINTS) and meta.extra == {"a": 1}
+    assert meta.for_episode("episode_2.hdf5") == ("pick up the cube", ["b"])  # the override's alternatives only
+    assert TaskMetadata.from_dict(metadata(fps=30), "t").fps == 30.0
+
+
+def test_metadata_file_messages(tmp_path):
+    path = tmp_path / "metadata.json"
+    with pytest.raises(EpisodeError) as info:
+        TaskMetadata.from_file(path, "t/episode_0.hdf5")
+    assert info.value.reason is Reason.MISSING_METADATA
+    assert info.value.message == f"t/episode_0.hdf5: task folder has no metadata.json ({path})"
+    path.write_bytes(b'{"instruction": "\xff"}')
+    with pytest.raises(EpisodeError) as info:
+        TaskMetadata.from_file(path, "t/episode_0.hdf5")
+    assert info.value.reason is Reason.INVALID_METADATA
+    assert info.value.message.startswith(f"t/episode_0.hdf5: {path} is not UTF-8: ")
+    path.write_text("{")
+    with pytest.raises(EpisodeError) as info:
+        TaskMetadata.from_file(path, "t/episode_0.hdf5")
+    assert info.value.reason is Reason.INVALID_METADATA
+    assert info.value.message.startswith(f"t/episode_0.hdf5: {path} is not valid JSON: ")
+    path.write_text(json.dumps(metadata(fps=0)))
+    with pytest.raises(EpisodeError) as info:
+        TaskMetadata.from_file(path, "t/episode_0.hdf5")
+    assert info.value.message == f"t/episode_0.hdf5: {path}: 'fps' must be a number > 0, got 0"
+
+
+def test_metadata_that_cannot_be_read_is_a_corrupt_file(tmp_path, monkeypatch):
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps(metadata()))
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError("permission denied")
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(EpisodeError) as info:
+        TaskMetadata.from_file(path, "t/episode_0.hdf5")
+    assert info.value.reason is Reason.CORRUPT_FILE
+    assert info.value.message == f"t/episode_0.hdf5: cannot read {path}: permission denied"
+
+
+def test_discover_lists_root_level_episodes_first_and_names_a_missing_root(tmp_path):
+    for rel in ["episode_5.hdf5", "-task/episode_1.hdf5", "Apple/episode_0.hdf5", "b/episode_x.hdf5",
+                "b/episode_2.hdf5"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "b" / "episode_3.hdf5").symlink_to(tmp_path / "gone.hdf5")  # a dangling link gets an outcome too
+    assert InhouseConverter(tmp_path).discover() == [
+        "episode_5.hdf5", "-task/episode_1.hdf5", "Apple/episode_0.hdf5", "b/episode_2.hdf5", "b/episode_3.hdf5",
+        "b/episode_x.hdf5"]
+    with pytest.raises(FileNotFoundError, match=r"in-house root .*absent is not a directory"):
+        InhouseConverter(tmp_path / "absent").discover()
+
+
+def test_an_episode_at_the_root_and_one_with_a_word_number(tmp_path):
+    data, _ = datasets(num_frames=4)
+    (tmp_path / "metadata.json").write_text(json.dumps(metadata()))
+    write_h5(tmp_path / "episode_a.hdf5", data)
+    ep, _ = read_all(InhouseConverter(tmp_path), "episode_a.hdf5")
+    assert ep.metadata["task_folder"] == "" and ep.metadata["episode_file"] == "episode_a.hdf5"
+    assert ep.metadata["episode_index"] is None
+
+
+def _error(tmp_path, data, meta=None, attrs=None, options=None) -> EpisodeError:
+    ref = make_task(tmp_path, data, meta, attrs=attrs)
+    with pytest.raises(EpisodeError) as info:
+        read_all(InhouseConverter(tmp_path, options), ref)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "edit, meta, reason, message",
+    [
+        (_set("/observations/qpos", lambda d: np.zeros((12, 4))), None, Reason.NAME_MISMATCH,
+         "task/episode_0.hdf5:/observations/qpos has 4 dimensions but metadata joint_names has 3: "
+         "['j1', 'j2', 'gripper']"),
+        (_set("/action", lambda d: np.zeros((12, 5))), None, Reason.NAME_MISMATCH,
+         "task/episode_0.hdf5:/action has 5 dimensions but metadata joint_names (no action_names given) has 3"),
+        (_set("/action", lambda d: np.zeros((12, 5))), {"action_names": ["a", "b"]}, Reason.NAME_MISMATCH,
+         "task/episode_0.hdf5:/action has 5 dimensions but metadata action_names has 2"),
+        (_set("/observations/qvel", lambda d: np.zeros((12, 2))), None, Reason.NAME_MISMATCH,
+         "task/episode_0.hdf5:/observations/qvel has 2 dimensions but metadata joint_names has 3"),
+        (_set("/action", lambda d: d["/action"][:-3]), None, Reason.LENGTH_MISMATCH,
+         "task/episode_0.hdf5:/action has 9 frames but /observations/qpos has 12"),
+        (_set("/observations/effort", lambda d: d["/observations/effort"][:-1]), None, Reason.LENGTH_MISMATCH,
+         "task/episode_0.hdf5:/observations/effort has 11 frames but /observations/qpos has 12"),
+        (_drop("/action"), None, Reason.MISSING_KEY, "task/episode_0.hdf5: missing dataset '/action'"),
+        (_set("/observations/qpos", lambda d: d["/observations/qpos"][:, 0]), None, Reason.SHAPE_MISMATCH,
+         "task/episode_0.hdf5:/observations/qpos must be [T, D], got shape (12,)"),
+        (_set("/observations/qpos", lambda d: np.array([[b"x"] * 3] * 12)), None, Reason.UNSUPPORTED_LAYOUT,
+         "task/episode_0.hdf5:/observations/qpos has non-numeric dtype |S1"),
+        (_set("/timestamp", lambda d: np.zeros((12, 1))), None, Reason.SHAPE_MISMATCH,
+         "task/episode_0.hdf5:/timestamp must be [T], got shape (12, 1)"),
+        (_set("/timestamp", lambda d: np.array([b"t"] * 12)), None, Reason.UNSUPPORTED_LAYOUT,
+         "task/episode_0.hdf5:/timestamp has non-numeric dtype |S1"),
+        (_set("/timestamp", lambda d: np.arange(11.0)), None, Reason.LENGTH_MISMATCH,
+         "task/episode_0.hdf5:/timestamp has 11 frames but /observations/qpos has 12"),
+        (_drop("/observations/images/cam_wrist"), None, Reason.MISSING_CAMERA,
+         "task/episode_0.hdf5: camera(s) ['cam_wrist'] listed in metadata.json have no dataset under "
+         "/observations/images (present: ['cam_front'])"),
+        (_set("/observations/images/cam_wrist", lambda d: d["/observations/images/cam_wrist"][:-2]), None,
+         Reason.FRAME_COUNT_MISMATCH,
+         "task/episode_0.hdf5:/observations/images/cam_wrist has 10 frames but /observations/qpos has 12"),
+        (_set("/observations/images/cam_wrist", lambda d: d["/observations/images/cam_wrist"] / 255.0), None,
+         Reason.UNSUPPORTED_LAYOUT, "task/episode_0.hdf5:/observations/images/cam_wrist images must be uint8, "
+         "got float64"),
+        (_set("/observations/images/cam_wrist", lambda d: d["/observations/images/cam_wrist"][..., :2]), None,
+         Reason.SHAPE_MISMATCH, "task/episode_0.hdf5:/observations/images/cam_wrist raw frames must be "
+         "[T, H, W, 3], got (12, 48, 64, 2)"),
+        (_set("/observations/images/cam_wrist", lambda d: np.zeros((12, 0, 64, 3), np.uint8)), None,
+         Reason.SHAPE_MISMATCH, "task/episode_0.hdf5:/observations/images/cam_wrist raw frames must be "
+         "[T, H, W, 3], got (12, 0, 64, 3)"),
+        (_set("/observations/images/cam_wrist", lambda d: np.zeros((12, 48, 0, 3), np.uint8)), None,
+         Reason.SHAPE_MISMATCH, "task/episode_0.hdf5:/observations/images/cam_wrist raw frames must be "
+         "[T, H, W, 3], got (12, 48, 0, 3)"),
+        (_set("/observations/images/cam_wrist", lambda d: d["/observations/images/cam_wrist"][..., 0]), None,
+         Reason.SHAPE_MISMATCH, "task/episode_0.hdf5:/observations/images/cam_wrist must be [T,H,W,3] raw, [T,L] "
+         "padded JPEG or vlen [T] JPEG, got shape (12, 48, 64)"),
+    ],
+)
+def test_episode_errors_name_the_dataset_and_the_numbers(tmp_path, edit, meta, reason, message):
+    data, _ = datasets(num_frames=12)
+    if "timestamp" in message and "/timestamp" not in data:
+        data["/timestamp"] = np.arange(12.0)
+    edit(data)
+    err = _error(tmp_path, data, metadata(**(meta or {})))
+    assert err.reason is reason and err.message == message
+
+
+def test_hdf5_objects_of_the_wrong_kind_are_unsupported_layouts(tmp_path):
+    data, _ = datasets(num_frames=6)
+    data["/observations/qvel/x"] = data.pop("/observations/qvel")  # a group where a dataset should be
+    err = _error(tmp_path / "a", data)
+    assert err.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.message == "task/episode_0.hdf5:/observations/qvel is a Group, expected a dataset"
+    data, _ = datasets(num_frames=6)
+    data["/observations/images/cam_wrist/x"] = data.pop("/observations/images/cam_wrist")
+    err = _error(tmp_path / "b", data)
+    assert err.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.message == "task/episode_0.hdf5:/observations/images/cam_wrist is not a dataset"
+    data, _ = datasets(num_frames=6)
+    data = {k: v for k, v in data.items() if not k.startswith("/observations/images")}
+    data["/observations/images"] = np.zeros(3)
+    err = _error(tmp_path / "c", data)
+    assert err.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.message == "task/episode_0.hdf5:/observations/images is not a group"
+
+
+def test_variable_length_images_must_be_vlen_uint8_of_one_dimension(tmp_path):
+    data, _ = datasets(num_frames=4, layout="jpeg_vlen")
+    ref = make_task(tmp_path, {k: v for k, v in data.items() if "cam_wrist" not in k})
+    with h5py.File(tmp_path / ref, "a") as f:
+        ds = f.create_dataset("/observations/images/cam_wrist", (4,), dtype=h5py.vlen_dtype(np.int16))
+        for i in range(4):
+            ds[i] = np.zeros(3, np.int16)
+    err = reason_of(InhouseConverter(tmp_path), ref)
+    assert err is Reason.UNSUPPORTED_LAYOUT
+    with pytest.raises(EpisodeError) as info:
+        read_all(InhouseConverter(tmp_path), ref)
+    assert info.value.message == ("task/episode_0.hdf5:/observations/images/cam_wrist variable-length images must "
+                                  "be vlen uint8 [T], got vlen int16 shape (4,)")
+    with h5py.File(tmp_path / ref, "a") as f:
+        del f["/observations/images/cam_wrist"]
+        f.create_dataset("/observations/images/cam_wrist", (4, 1), dtype=h5py.vlen_dtype(np.uint8))
+    with pytest.raises(EpisodeError) as info:
+        read_all(InhouseConverter(tmp_path), ref)
+    assert info.value.reason is Reason.UNSUPPORTED_LAYOUT and "got vlen uint8 shape (4, 1)" in info.value.message
+
+
+def test_boolean_streams_are_numeric(tmp_path):
+    data, _ = datasets(num_frames=5)
+    data["/observations/effort"] = np.ones((5, 3), dtype=bool)
+    ep, _ = read_all(InhouseConverter(tmp_path), make_task(tmp_path, data))
+    assert ep.extras["effort"].dtype == np.float32 and ep.extras["effort"].tolist() == [[1.0] * 3] * 5
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(b"TRUE", True), (" 1 ", True), ("0", False), (b"False", False), ("yes", None), (0.0, None),
+     (np.bool_(True), True), (2, True), (0, False), (b"\xfftrue", None)],  # undecodable bytes: no answer
+)
+def test_root_attributes_read_as_booleans(value, expected):
+    from converters.inhouse import _attr_bool
+
+    assert _attr_bool(value) is expected
+
+
+@pytest.mark.parametrize("block", [1, 5, 12, 50])
+def test_any_frame_block_yields_every_frame_once(tmp_path, block):
+    data, frames = datasets(num_frames=12)
+    ep, got = read_all(InhouseConverter(tmp_path, {"frame_block": block}), make_task(tmp_path, data))
+    np.testing.assert_array_equal(got["cam_front"], frames["cam_front"])
+
+
+def test_compress_len_bounds_and_values(tmp_path):
+    conv = InhouseConverter(tmp_path)
+    data, frames = datasets(num_frames=6, layout="jpeg_padded")
+    width = data["/observations/images/cam_front"].shape[1]
+    data["/observations/images/cam_front"][2, -1] = 0xD9  # a length of the whole row is allowed
+    data["/compress_len"][0, 2] = width
+    ep, got = read_all(conv, make_task(tmp_path, data, name="episode_0.hdf5"))
+    assert got["cam_front"].shape == frames["cam_front"].shape
+    data, _ = datasets(num_frames=6, layout="jpeg_padded")
+    data["/compress_len"][1, 3] = 0
+    ref = make_task(tmp_path, data, name="episode_1.hdf5")
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert info.value.reason is Reason.IMAGE_DECODE_ERROR
+    assert info.value.message == (f"{ref}:/observations/images/cam_wrist[3]: /compress_len says 0 bytes but the "
+                                  f"padded row holds {data['/observations/images/cam_wrist'].shape[1]}")
+    data, _ = datasets(num_frames=6, layout="jpeg_padded")
+    data["/compress_len"][1, 3] = 1  # one byte is a length in range: the decoder, not the length check, refuses it
+    ref = make_task(tmp_path, data, name="episode_5.hdf5")
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert info.value.reason is Reason.IMAGE_DECODE_ERROR and "compress_len" not in info.value.message
+    assert info.value.message.startswith(f"cannot decode image {ref}:/observations/images/cam_wrist[3] (1 bytes)")
+    data, _ = datasets(num_frames=6, layout="jpeg_padded")
+    data["/compress_len"] = np.array([[b"x"] * 6] * 2)
+    ref = make_task(tmp_path, data, name="episode_6.hdf5")
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert info.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert info.value.message == f"{ref}:/compress_len has non-numeric dtype |S1"
+    data, _ = datasets(num_frames=6, layout="jpeg_padded")
+    data["/compress_len/x"] = data.pop("/compress_len")
+    ref = make_task(tmp_path, data, name="episode_7.hdf5")
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert info.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert info.value.message == f"{ref}:/compress_len is a Group, expected a dataset"
+    data, _ = datasets(num_frames=6, layout="jpeg_padded")
+    data["/compress_len"][0, 0] = np.nan
+    ref = make_task(tmp_path, data, name="episode_2.hdf5")
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert info.value.reason is Reason.CORRUPT_FILE
+    assert info.value.message == f"{ref}:/compress_len holds non-finite lengths"
+    data, _ = datasets(num_frames=6, layout="jpeg_padded")
+    data["/compress_len"] = data["/compress_len"][0]
+    ref = make_task(tmp_path, data, name="episode_3.hdf5")
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert info.value.reason is Reason.SHAPE_MISMATCH
+    assert info.value.message == f"{ref}:/compress_len must be [num_cameras=2, T], got shape (6,)"
+    data, _ = datasets(num_frames=6, layout="jpeg_padded")
+    data["/compress_len"] = data["/compress_len"][:, :-1]
+    ref = make_task(tmp_path, data, name="episode_4.hdf5")
+    with pytest.raises(EpisodeError) as info:
+        read_all(conv, ref)
+    assert info.value.message == f"{ref}:/compress_len lists 5 frames per camera but /observations/qpos has 6"
+
+
+def test_raw_frames_one_pixel_high_or_wide_are_frames(tmp_path):
+    data, _ = datasets(num_frames=3)
+    data["/observations/images/cam_front"] = np.full((3, 1, 5, 3), 7, np.uint8)
+    data["/observations/images/cam_wrist"] = np.full((3, 5, 1, 3), 9, np.uint8)
+    ep, frames = read_all(InhouseConverter(tmp_path), make_task(tmp_path, data))
+    assert frames["cam_front"].shape == (3, 1, 5, 3) and frames["cam_wrist"].shape == (3, 5, 1, 3)
+
+
+class _FlakyRows:
+    """A stand-in for an HDF5 image dataset whose block reads fail or come back short."""
+
+    def __init__(self, n: int, fail: Exception | None = None, short: bool = False):
+        self.shape, self.fail, self.short = (n, 2, 2, 3), fail, short
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if self.fail is not None and index.start >= 4:
+            raise self.fail
+        rows = np.zeros((index.stop - index.start, 2, 2, 3), np.uint8)
+        return rows[:-1] if self.short and index.start >= 4 else rows
+
+
+def test_a_failing_or_short_block_read_is_named_by_its_frames():
+    from converters.inhouse import _frame_reader
+
+    frames = _frame_reader(_FlakyRows(10, fail=OSError("bad chunk")), "raw", None, "RGB", "t:cam", 4)()
+    assert sum(1 for _ in zip(range(4), frames)) == 4
+    with pytest.raises(EpisodeError) as info:
+        next(frames)
+    assert info.value.reason is Reason.CORRUPT_FILE and info.value.message == "t:cam: cannot read frames 4:8: bad chunk"
+    frames = _frame_reader(_FlakyRows(10, short=True), "raw", None, "RGB", "t:cam", 4)()
+    with pytest.raises(EpisodeError) as info:
+        list(frames)
+    assert info.value.reason is Reason.FRAME_COUNT_MISMATCH
+    assert info.value.message == "t:cam: read 3 frames at 4, expected 4"
+
+
+def test_an_episode_without_an_images_group_misses_every_listed_camera(tmp_path):
+    data, _ = datasets(num_frames=4)
+    data = {k: v for k, v in data.items() if not k.startswith("/observations/images")}
+    ref = make_task(tmp_path, data)
+    with pytest.raises(EpisodeError) as info:
+        read_all(InhouseConverter(tmp_path), ref)
+    assert info.value.reason is Reason.MISSING_CAMERA
+    assert info.value.message == (f"{ref}: camera(s) ['cam_front', 'cam_wrist'] listed in metadata.json have no "
+                                  "dataset under /observations/images (present: [])")
+
+
+def test_camera_streams_carry_their_name_source_and_are_thread_safe(tmp_path):
+    data, _ = datasets(num_frames=4)
+    ref = make_task(tmp_path, data)
+    ep, _ = read_all(InhouseConverter(tmp_path), ref)
+    assert {name: (cam.name, cam.thread_safe, cam.num_frames, cam.source_file) for name, cam in ep.cameras.items()} == {
+        cam: (cam, True, 4, f"{ref}:/observations/images/{cam}") for cam in CAMERAS}
+
+
+def test_a_timestamp_group_is_an_unsupported_layout(tmp_path):
+    data, _ = datasets(num_frames=4)
+    data["/timestamp/t"] = np.arange(4.0)
+    ref = make_task(tmp_path, data)
+    with pytest.raises(EpisodeError) as info:
+        read_all(InhouseConverter(tmp_path), ref)
+    assert info.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert info.value.message == f"{ref}:/timestamp is a Group, expected a dataset"
+
+
+def test_recorded_timestamps_of_any_numeric_type_become_float64(tmp_path):
+    data, _ = datasets(num_frames=4)
+    data["/timestamp"] = (np.arange(4) * 0.05).astype(np.float32)
+    ep, _ = read_all(InhouseConverter(tmp_path), make_task(tmp_path, data))
+    assert ep.timestamp.dtype == np.float64 and ep.timestamp_origin is TimestampOrigin.RECORDED
+    np.testing.assert_array_equal(ep.timestamp, (np.arange(4) * 0.05).astype(np.float32).astype(np.float64))
+
+
+def test_each_optional_stream_is_read_on_its_own(tmp_path):
+    data, _ = datasets(num_frames=4)
+    del data["/observations/qvel"]  # effort without qvel
+    ep, _ = read_all(InhouseConverter(tmp_path), make_task(tmp_path, data))
+    assert set(ep.extras) == {"effort"} and ep.extra_names == {"effort": [f"{j}_effort" for j in JOINTS]}
+    data, _ = datasets(num_frames=4)
+    data["/observations/qvel"] = data["/observations/qvel"][:, 0]
+    ref = make_task(tmp_path / "b", data)
+    with pytest.raises(EpisodeError) as info:
+        read_all(InhouseConverter(tmp_path / "b"), ref)
+    assert info.value.reason is Reason.SHAPE_MISMATCH
+    assert info.value.message == f"{ref}:/observations/qvel must be [T, D], got shape (4,)"

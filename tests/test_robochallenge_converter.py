@@ -7,6 +7,7 @@ import json
 import math
 import time
 import tracemalloc
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -469,7 +470,9 @@ def test_arm_streams_of_different_length(tmp_path):
     ref = make_episode(tmp_path, {"left": aloha_arm_lines(9, 0), "right": aloha_arm_lines(7, 1)}, VIDEOS["aloha"],
                        episode_meta=None)
     err = error_of(RoboChallengeConverter(tmp_path), ref)
-    assert err.reason is Reason.LENGTH_MISMATCH and "9 lines" in err.message and "7 lines" in err.message
+    assert err.reason is Reason.LENGTH_MISMATCH and err.message == (
+        f"{ref}: arm streams differ in length: states/left_states.jsonl has 9 lines, "
+        "states/right_states.jsonl has 7 lines")
 
 
 def test_options_are_validated(tmp_path):
@@ -517,7 +520,8 @@ def test_frames_stream_lazily_and_stop_with_the_context(tmp_path):
         assert 10 < got < 60  # the first frames came out before the damage was reached
         assert info.value.reason is Reason.VIDEO_DECODE_ERROR and str(got) in info.value.message
         wrist = ep.cameras["cam_wrist"]
-    with pytest.raises(RuntimeError):
+    closed = r"handeye_realsense_rgb.mp4 \(camera 'cam_wrist'\): episode context is closed"
+    with pytest.raises(RuntimeError, match=closed):
         next(wrist.open_frames())  # the episode context is closed
 
 
@@ -667,3 +671,499 @@ def test_unpadded_episode_folders_are_listed_in_numeric_order(tmp_path):
         make_episode(tmp_path, {"": ur5_lines(3)}, VIDEOS["ur5"], episode=name)
     assert RoboChallengeConverter(tmp_path).discover() == [
         f"stack_bowls/data/episode_{i}" for i in (2, 9, 10, 100)]
+
+
+def test_state_and_extra_names_join_prefix_item_and_suffix():
+    from converters.robochallenge import _names
+
+    assert _names("joint", range(1, 3)) == ("joint1", "joint2")  # no suffix by default
+    assert _names("joint", range(1, 3), "_vel") == ("joint1_vel", "joint2_vel")
+    assert _names("ee_", ("x", "qw")) == ("ee_x", "ee_qw")
+
+
+@pytest.mark.parametrize(
+    "task_desc, prompt",
+    [
+        ("  wipe the table ", "wipe the table"),  # a bare string
+        ({"task_desc": {"prompt": "nested prompt"}}, "nested prompt"),  # the task_info-like nesting
+        ({"description": "from description"}, "from description"),
+        ({"instruction": "from instruction"}, "from instruction"),
+        ({"prompt": "first", "description": "second", "instruction": "third"}, "first"),
+        ({"description": "second", "instruction": "third"}, "second"),
+    ],
+)
+def test_task_desc_json_prompt_forms(tmp_path, task_desc, prompt):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="wipe", task_info=None, task_desc=task_desc)
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.instruction == prompt and ep.metadata["language_source"] == "task_desc"
+
+
+def test_task_desc_json_of_another_type_is_invalid_metadata(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="wipe", task_info=None,
+                       task_desc=["wipe the table"])
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.INVALID_METADATA
+    assert err.message == f"{ref}: task_desc.json must be a string or an object, got list"
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ([], "must be a JSON object, got list"),
+        ({"robot_id": 5}, "'robot_id' must be a string, got 5"),
+        ({"task_desc": "stack"}, "'task_desc' must be an object, got 'stack'"),
+        ({"task_desc": {"prompt": 3}}, "'task_desc.prompt' must be a string, got 3"),
+        ({"task_desc": {"task_name": ["a"]}}, "'task_desc.task_name' must be a string, got ['a']"),
+        ({"video_info": [30]}, "'video_info' must be an object, got [30]"),
+        ({"video_info": {"fps": "30"}}, "'video_info.fps' must be a number > 0, got '30'"),
+        ({"video_info": {"fps": True}}, "'video_info.fps' must be a number > 0, got True"),
+        ({"video_info": {"fps": math.inf}}, "'video_info.fps' must be a number > 0, got inf"),
+        ({"video_info": {"fps": -30}}, "'video_info.fps' must be a number > 0, got -30"),
+        ({"video_info": {"fps": 0}}, "'video_info.fps' must be a number > 0, got 0"),
+    ],
+)
+def test_task_info_fields_of_the_wrong_type_are_invalid_metadata(raw, words):
+    from converters.robochallenge import TaskInfo
+
+    with pytest.raises(EpisodeError) as info:
+        TaskInfo.from_dict(raw, "t/data/episode_1")
+    assert info.value.reason is Reason.INVALID_METADATA
+    assert info.value.message == f"t/data/episode_1: meta/task_info.json {words}"
+
+
+def test_task_info_keeps_its_fields_and_leaves_absent_ones_none():
+    from converters.robochallenge import TaskInfo
+
+    info = TaskInfo.from_dict({"robot_id": "ur5_2", "task_desc": {"prompt": "p", "task_name": "n", "task_tag": ["a"]},
+                               "video_info": {"fps": 15, "height": 480.0, "width": 640}}, "w")
+    assert (info.robot_id, info.prompt, info.task_name, info.task_tag) == ("ur5_2", "p", "n", ["a"])
+    assert info.fps == 15.0 and isinstance(info.fps, float) and info.video_size == (480, 640)
+    assert all(isinstance(v, int) for v in info.video_size)
+    info = TaskInfo.from_dict({"task_desc": {"task_tag": "a"}, "video_info": {"height": 480, "width": "640"}}, "w")
+    assert info.robot_id is info.prompt is info.task_name is info.fps is info.video_size is info.task_tag is None
+    assert TaskInfo.from_dict({"video_info": {"height": 480}}, "w").video_size is None  # both sides or none
+    assert TaskInfo.from_dict({"video_info": {"fps": 0.5}}, "w").fps == 0.5  # any positive rate
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ("{}", "must be a JSON object, got str"),
+        ({"episode_index": "3"}, "'episode_index' must be an integer, got '3'"),
+        ({"episode_index": True}, "'episode_index' must be an integer, got True"),
+        ({"episode_idx": 2.0}, "'episode_idx' must be an integer, got 2.0"),
+        ({"frames": -1}, "'frames' must be an integer >= 0, got -1"),
+        ({"frames": False}, "'frames' must be an integer >= 0, got False"),
+        ({"frames": 3.0}, "'frames' must be an integer >= 0, got 3.0"),
+        ({"start_time": "now"}, "'start_time' must be a number, got 'now'"),
+        ({"end_time": [1]}, "'end_time' must be a number, got [1]"),
+        ({"robot_id": 7}, "'robot_id' must be a string, got 7"),
+    ],
+)
+def test_episode_meta_fields_of_the_wrong_type_are_invalid_metadata(raw, words):
+    from converters.robochallenge import EpisodeMeta
+
+    with pytest.raises(EpisodeError) as info:
+        EpisodeMeta.from_dict(raw, "t/data/episode_1")
+    assert info.value.reason is Reason.INVALID_METADATA
+    assert info.value.message == f"t/data/episode_1: meta/episode_meta.json {words}"
+
+
+def test_episode_meta_keeps_its_fields_and_the_first_index_key_wins():
+    from converters.robochallenge import EpisodeMeta
+
+    meta = EpisodeMeta.from_dict({"episode_index": 4, "episode_idx": 9, "frames": 0, "start_time": 1,
+                                  "end_time": 2.5, "robot_id": "aloha_3", "features": {"cam": {}}}, "w")
+    assert (meta.index, meta.index_key, meta.frames) == (4, "episode_index", 0)
+    assert meta.start_time == 1.0 and isinstance(meta.start_time, float) and meta.end_time == 2.5
+    assert meta.robot_id == "aloha_3" and meta.features == {"cam": {}}
+    meta = EpisodeMeta.from_dict({"episode_idx": 9, "features": ["cam"]}, "w")
+    assert (meta.index, meta.index_key, meta.features) == (9, "episode_idx", None)
+    meta = EpisodeMeta.from_dict({}, "w")
+    assert meta.index is meta.index_key is meta.frames is meta.start_time is meta.end_time is meta.robot_id is None
+
+
+def test_discovery_skips_hidden_folders_and_needs_an_existing_root(tmp_path):
+    make_episode(tmp_path, {"": ur5_lines(3)}, VIDEOS["ur5"], task="wipe")
+    make_episode(tmp_path, {"": ur5_lines(3)}, VIDEOS["ur5"], task=".trash/wipe")  # a hidden task folder
+    make_episode(tmp_path, {"": ur5_lines(3)}, VIDEOS["ur5"], task="wipe", episode=".episode_000001")
+    (tmp_path / "wipe/data/episode_000000/data/episode_000002").mkdir(parents=True)  # inside an episode: not searched
+    assert RoboChallengeConverter(tmp_path).discover() == ["wipe/data/episode_000000"]
+    with pytest.raises(FileNotFoundError, match="robochallenge root .*absent is not a directory"):
+        RoboChallengeConverter(tmp_path / "absent").discover()
+
+
+def test_a_data_folder_at_the_root_and_a_dangling_episode_link_are_episodes(tmp_path):
+    root = tmp_path / "task"
+    make_episode(tmp_path, {"": ur5_lines(3)}, VIDEOS["ur5"], task="task")
+    (root / "data" / "episode_000005").symlink_to(tmp_path / "gone")  # the download it pointed at is gone
+    (root / "data" / "episode_000009.tar").write_text("a file, not an episode folder")
+    (root / "data" / "notes").symlink_to(tmp_path / "gone")  # a dangling link not named like an episode
+    conv = RoboChallengeConverter(root)
+    assert conv.discover() == ["data/episode_000000", "data/episode_000005"]
+    ep, _ = read_all(conv, "data/episode_000000")
+    assert ep.metadata["task"] == "task" and ep.metadata["task_folder"] == ""
+    assert reason_of(conv, "data/episode_000005") is Reason.MISSING_FILE
+    nested = RoboChallengeConverter(tmp_path)
+    ep, _ = read_all(nested, "task/data/episode_000000")
+    assert ep.metadata["task_folder"] == "task" and ep.metadata["episode_dir"] == "episode_000000"
+
+
+def test_state_values_scalar_null_and_bool_rules():
+    from converters.robochallenge import _values
+
+    assert _values({"g": 0.5}, "g", 1, "w", 1) == [0.5]  # a scalar is one value
+    assert _values({"g": [1, 2]}, "g", 2, "w", 1) == [1.0, 2.0]
+    assert isinstance(_values({"g": 1}, "g", 1, "w", 1)[0], float)
+    assert math.isnan(_values({"g": [None, 1.0]}, "g", 2, "w", 1)[0])  # JSON null is NaN
+    with pytest.raises(EpisodeError) as info:
+        _values({"g": [1.0, True]}, "g", 2, "s.jsonl", 4)  # a bool is not a number
+    assert info.value.reason is Reason.CORRUPT_FILE
+    assert info.value.message == "s.jsonl: line 4 'g' holds bool True, not a number"
+    with pytest.raises(EpisodeError) as info:
+        _values({"h": 1.0}, "g", 1, "s.jsonl", 2)
+    assert info.value.reason is Reason.MISSING_KEY and info.value.message == "s.jsonl: line 2 has no 'g'"
+
+
+def test_json_lines_allow_trailing_blank_lines_only(tmp_path):
+    from converters.robochallenge import _first_line, _iter_jsonl
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n\n  \n')
+    assert list(_iter_jsonl(path, "w")) == [(1, {"a": 1}), (2, {"a": 2})]
+    path.write_text('{"a": 1}\n\n\n{"a": 2}\n')
+    with pytest.raises(EpisodeError) as info:
+        list(_iter_jsonl(path, "w"))
+    assert info.value.reason is Reason.CORRUPT_FILE and info.value.message == "w: line 2 is blank but data follows"
+    path.write_bytes(b'{"a": 1}\n{"a": "\xff\xfe"}\n')
+    with pytest.raises(EpisodeError) as info:
+        list(_iter_jsonl(path, "w"))
+    assert info.value.reason is Reason.CORRUPT_FILE and info.value.message.startswith(
+        "w: line 2 is not valid JSON ('utf-8' codec can't decode byte 0xff in position 7: invalid start byte): ")
+    assert info.value.message.endswith("""'{"a": "\ufffd\ufffd"}'...""")  # the snippet: undecodable bytes replaced
+    path.write_text('{"k": "' + "x" * 70 + '" "y"}\n')
+    with pytest.raises(EpisodeError) as info:
+        list(_iter_jsonl(path, "w"))
+    assert info.value.message.endswith(repr('{"k": "' + "x" * 53) + "...")  # the line's first 60 bytes
+    path.write_text('{"a" 1}\n')
+    with pytest.raises(EpisodeError) as info:
+        list(_iter_jsonl(path, "w"))
+    assert "line 1 is not valid JSON (Expecting ':' delimiter at column 6)" in info.value.message
+    assert info.value.message.endswith("""'{"a" 1}'...""")
+    path.write_text("\n\n")
+    assert _first_line(path, "w") is None
+    with pytest.raises(EpisodeError) as info:
+        list(_iter_jsonl(tmp_path / "absent.jsonl", "w"))
+    assert info.value.reason is Reason.CORRUPT_FILE and info.value.message.startswith("w: cannot open: ")
+
+
+def test_metadata_json_that_is_not_utf8_or_not_readable(tmp_path):
+    from converters.robochallenge import _read_json
+
+    path = tmp_path / "task_info.json"
+    path.write_bytes(b'{"robot_id": "\xff"}')
+    with pytest.raises(EpisodeError) as info:
+        _read_json(path, "meta/task_info.json", "ref")
+    assert info.value.reason is Reason.INVALID_METADATA
+    assert info.value.message.startswith("ref: meta/task_info.json is not UTF-8: ")
+    with pytest.raises(EpisodeError) as info:
+        _read_json(tmp_path, "meta/task_info.json", "ref")  # a folder: reading fails
+    assert info.value.reason is Reason.CORRUPT_FILE
+    assert info.value.message.startswith("ref: cannot read meta/task_info.json: ")
+    path.write_text("[1,")
+    with pytest.raises(EpisodeError) as info:
+        _read_json(path, "meta/task_info.json", "ref")
+    assert info.value.reason is Reason.INVALID_METADATA
+    assert info.value.message.startswith("ref: meta/task_info.json is not valid JSON: ")
+    path.write_text('{"a": [1]}')
+    assert _read_json(path, "meta/task_info.json", "ref") == {"a": [1]}
+
+
+def test_timestamps_with_no_finite_value_are_taken_as_seconds():
+    from converters.robochallenge import _timestamp_unit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no median of an empty array (numpy warns)
+        assert _timestamp_unit(np.array([np.nan, np.inf])) == "s"
+    assert _timestamp_unit(np.array([1e15, 1e15, 1.0])) == "us"  # by the median, not the smallest
+
+
+@pytest.mark.parametrize("robot_id, embodiment", [("UR5e-07", "ur5"), ("Franka_FR3", "franka"), ("rc.aloha.2", "aloha"),
+                                                  ("arx5_ur5", None), ("ur", None), ("", None)])
+def test_robot_id_tokens_are_case_insensitive_words_naming_one_robot(robot_id, embodiment):
+    from converters.robochallenge import _spec_from_robot_id
+
+    spec = _spec_from_robot_id(robot_id, "w")
+    assert (spec.embodiment if spec else None) == embodiment
+
+
+def test_episode_metadata_records_every_source_field(tmp_path):
+    info = {"robot_id": "ur5_3", "task_desc": {"task_name": "Stack bowls", "prompt": "stack"},
+            "video_info": {"fps": 30}}
+    meta = {"episode_index": 0, "start_time": 10.5, "end_time": 12, "frames": 5}
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, VIDEOS["ur5"], task_info=info, episode_meta=meta)
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.metadata == {
+        "task": "stack_bowls", "task_folder": "stack_bowls", "episode_dir": "episode_000000",
+        "episode_index": 0, "episode_index_key": "episode_index", "robot_id": "ur5_3",
+        "embodiment_source": "task_info.robot_id", "language_source": "task_info", "task_name": "Stack bowls",
+        "fps_source": "task_info.video_info.fps", "start_time": 10.5, "end_time": 12.0, "frames_declared": 5,
+        "state_keys": {"state": ["joint_positions"], "gripper": "gripper",
+                       "extras": {"ee_pose_quat": "ee_positions", "gripper_raw": "gripper"}},
+        "gripper": {"unit": "m", "convention": "finger opening width in metres, 0 = closed", "source_key": "gripper",
+                    "source_unit": "robotiq_2f85_0_255",
+                    "conversion": "Robotiq 2F-85 position register, 0 = open .. 255 = closed; converted linearly: "
+                                  "width_m = 0.085 * (255 - value) / 255"},
+        "action": {"derived_from": "next_state", "control_space": "joint", "last_frame": "hold"},
+        "timestamp": {"source": "states/states.jsonl:timestamp", "unit_detected": "s"},
+        "missing_cameras": [], "flags": [],
+    }
+    assert ep.instruction == "stack" and ep.control_hz == 30.0 and ep.num_frames == 5
+    assert ep.state.dtype == ep.action.dtype == np.float32 and ep.timestamp.dtype == np.float64
+    padded = ep.extras["action_padded"]
+    assert padded.dtype == bool and padded.shape == (5, 1) and padded[:, 0].tolist() == [False] * 4 + [True]
+    assert ep.extra_names["action_padded"] == ["action_padded"]
+
+
+def test_the_root_s_own_episodes_are_listed_before_every_task_s(tmp_path):
+    make_episode(tmp_path, {"": ur5_lines(3)}, VIDEOS["ur5"], task=".", episode="episode_9")
+    for task in ("-pick", "Apple", "b_task"):  # '-' and capitals sort before '.' and 'X'
+        make_episode(tmp_path, {"": ur5_lines(3)}, VIDEOS["ur5"], task=task, episode="episode_1")
+    assert RoboChallengeConverter(tmp_path).discover() == [
+        "data/episode_9", "-pick/data/episode_1", "Apple/data/episode_1", "b_task/data/episode_1"]
+
+
+def test_the_first_robot_id_found_is_reported_when_a_later_one_names_the_robot(tmp_path):
+    meta = {"start_time": T0, "end_time": T0 + 1, "frames": 5, "robot_id": "franka_2"}
+    ref = make_episode(tmp_path, {"": franka_lines(5)}, VIDEOS["franka"],
+                       task_info={"robot_id": "robot_7", "task_desc": {"prompt": "p"}}, episode_meta=meta)
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.embodiment == "franka" and ep.metadata["embodiment_source"] == "episode_meta.robot_id"
+    assert ep.metadata["robot_id"] == "robot_7" and "embodiment_inferred" not in ep.metadata["flags"]
+
+
+def test_state_keys_matching_no_robot_name_the_keys_in_the_error(tmp_path):
+    lines = [{"joint_positions": [0.0] * 5, "gripper": 0.0, "timestamp": t} for t in _ts(4)]
+    ref = make_episode(tmp_path, {"": lines}, VIDEOS["ur5"], task_info=None, episode_meta=None)
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.message == (f"{ref}: no robot_id names the robot (robot_id=None) and the single-arm state keys "
+                           "['gripper', 'joint_positions', 'timestamp'] match no known embodiment")
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda row: row.update(joint_positions=0.0),  # not a list
+        lambda row: row.update(joint_positions=[0.0] * 8),  # no robot has 8 joints
+    ],
+)
+def test_a_signature_needs_a_joint_list_of_its_length_on_every_arm(tmp_path, edit):
+    left, right = aloha_arm_lines(4, 0), aloha_arm_lines(4, 1)
+    edit(right[0])  # the second arm's first line breaks the signature
+    ref = make_episode(tmp_path, {"left": left, "right": right}, VIDEOS["aloha"], task_info=None)
+    assert reason_of(RoboChallengeConverter(tmp_path), ref) is Reason.UNSUPPORTED_LAYOUT
+    lines = arx5_lines(4)
+    edit(lines[0])
+    ref = make_episode(tmp_path / "single", {"": lines}, VIDEOS["arx5"], task_info=None)
+    assert reason_of(RoboChallengeConverter(tmp_path / "single"), ref) is Reason.UNSUPPORTED_LAYOUT
+
+
+def test_a_robot_recording_the_other_arm_layout_names_the_files_it_needs(tmp_path):
+    ref = make_episode(tmp_path, {"": franka_lines(5)}, VIDEOS["franka"],
+                       task_info={"robot_id": "aloha_1", "task_desc": {"prompt": "p"}})
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.MISSING_FILE
+    assert err.message == (f"{ref}: aloha (from task_info.robot_id 'aloha_1') records states/left_states.jsonl "
+                           "and states/right_states.jsonl: not found")
+
+
+def test_camera_errors_name_the_expected_files_the_rule_and_the_videos_present(tmp_path):
+    ref = make_episode(tmp_path, {"": arx5_lines(4)}, ("arm_realsense_rgb", "extra_rgb"), task="a")
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.MISSING_CAMERA
+    assert err.message == (f"{ref}: required camera(s) missing: cam_global (videos/global_realsense_rgb.mp4 or "
+                           "videos/cam_global_rgb.mp4) [required_cameras=primary; videos present: "
+                           "['arm_realsense_rgb.mp4', 'extra_rgb.mp4']]")
+    err = error_of(RoboChallengeConverter(tmp_path, {"required_cameras": "all"}), ref)
+    assert err.message.startswith(f"{ref}: required camera(s) missing: cam_global (") and "; cam_side (" in err.message
+    assert "[required_cameras=all;" in err.message
+    ref = make_episode(tmp_path, {"": arx5_lines(4)}, ("extra_rgb",), task="b")
+    err = error_of(RoboChallengeConverter(tmp_path, {"required_cameras": "any"}), ref)
+    assert err.message.startswith(f"{ref}: no camera video: cam_global (videos/global_realsense_rgb.mp4 or ")
+    assert "cam_wrist (videos/arm_realsense_rgb.mp4 or videos/cam_arm_rgb.mp4); cam_side (" in err.message
+
+
+def test_video_frame_count_errors_and_trimming(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(6)}, {"handeye_realsense_rgb": 9, "global_realsense_rgb": 6})
+    where = f"{ref}/videos/handeye_realsense_rgb.mp4 (camera 'cam_wrist')"
+    err = error_of(RoboChallengeConverter(tmp_path, {"frame_count_tolerance": 2}), ref)
+    assert err.reason is Reason.FRAME_COUNT_MISMATCH
+    assert err.message == f"{where}: video has 9 frames but the states have 6 lines (frame_count_tolerance=2)"
+    ep, frames = read_all(RoboChallengeConverter(tmp_path, {"frame_count_tolerance": 3}), ref)  # exactly at the limit
+    assert frames["cam_wrist"].shape[0] == 6 and ep.metadata["video_frames_trimmed"] == {"cam_wrist": 3}
+    assert "video_frames_trimmed" in ep.metadata["flags"]
+    ref = make_episode(tmp_path, {"": ur5_lines(6)}, {"handeye_realsense_rgb": 5, "global_realsense_rgb": 6}, task="b")
+    err = error_of(RoboChallengeConverter(tmp_path, {"frame_count_tolerance": 3}), ref)  # too few: never tolerated
+    assert err.message.endswith("video has 5 frames but the states have 6 lines")
+    ok = make_episode(tmp_path, {"": ur5_lines(6)}, VIDEOS["ur5"], task="c")
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ok)
+    assert "video_frames_trimmed" not in ep.metadata and "video_frames_trimmed" not in ep.metadata["flags"]
+    assert "unlisted_videos" not in ep.metadata
+
+
+def test_last_frame_drop_keeps_a_single_frame_episode_and_cuts_every_stream(tmp_path):
+    ref = make_episode(tmp_path, {"": arx5_lines(1)}, VIDEOS["arx5"])
+    ep, frames = read_all(RoboChallengeConverter(tmp_path, {"last_frame": "drop"}), ref)
+    assert ep.num_frames == 1 and all(f.shape[0] == 1 for f in frames.values())
+    assert ep.extras["action_padded"][:, 0].tolist() == [True]  # its action holds the only state
+    ref = make_episode(tmp_path, {"": arx5_lines(2)}, VIDEOS["arx5"], task="two")
+    ep, frames = read_all(RoboChallengeConverter(tmp_path, {"last_frame": "drop"}), ref)
+    assert ep.num_frames == 1 and not ep.extras["action_padded"].any()  # two frames: one kept
+    ref = make_episode(tmp_path, {"": arx5_lines(5)}, VIDEOS["arx5"], task="b")
+    ep, frames = read_all(RoboChallengeConverter(tmp_path, {"last_frame": "drop"}), ref)
+    assert len(ep.timestamp) == 4 and all(len(v) == 4 for v in ep.extras.values())
+    np.testing.assert_array_equal(ep.timestamp, _ts(5)[:4])
+    assert ep.extras["joint_vel"].shape == (4, 6) and ep.extras["action_padded"].dtype == bool
+    assert ep.extras["action_padded"].shape == (4, 1)
+
+
+def test_dual_arm_timestamps_come_from_the_left_arm_and_their_skew_is_in_seconds(tmp_path):
+    left, right = aloha_arm_lines(5, 0), aloha_arm_lines(5, 1)
+    for row in left + right:
+        row["timestamp"] *= 1e3  # milliseconds
+    right[2]["timestamp"] += 4.0  # 4 ms late
+    ref = make_episode(tmp_path, {"left": left, "right": right}, VIDEOS["aloha"])
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.metadata["timestamp"] == {"source": "states/left_states.jsonl:timestamp", "unit_detected": "ms"}
+    assert ep.metadata["arm_timestamp_max_skew_s"] == pytest.approx(0.004, rel=1e-3)
+    single = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="b")
+    assert "arm_timestamp_max_skew_s" not in read_all(RoboChallengeConverter(tmp_path), single)[0].metadata
+
+
+def test_missing_state_files_and_keys_are_named(tmp_path):
+    conv = RoboChallengeConverter(tmp_path)
+    ur5_info = {"robot_id": "ur5_1", "task_desc": {"prompt": "p"}}
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="a")
+    (tmp_path / ref / "states" / "states.jsonl").unlink()
+    assert error_of(conv, ref).message == (f"{ref}: no state file (states/states.jsonl, or states/left_states.jsonl "
+                                           "+ states/right_states.jsonl)")
+    ref = make_episode(tmp_path, {"right": aloha_arm_lines(4, 1)}, VIDEOS["aloha"], task="b")
+    err = error_of(conv, ref)
+    assert err.message == f"{ref}: states/left_states.jsonl is missing (the other arm's file exists)"
+    lines = ur5_lines(4)
+    del lines[0]["joint_positions"]
+    ref = make_episode(tmp_path, {"": lines}, VIDEOS["ur5"], task="c", task_info=ur5_info)
+    err = error_of(conv, ref)
+    assert err.reason is Reason.MISSING_KEY
+    assert err.message == f"{ref}/states/states.jsonl: line 1 has none of ['joint_positions']"
+    lines = ur5_lines(4)
+    for row in lines:
+        del row["gripper"]
+    ref = make_episode(tmp_path, {"": lines}, VIDEOS["ur5"], task="d", task_info=ur5_info)
+    err = error_of(conv, ref)
+    assert err.reason is Reason.MISSING_KEY
+    assert err.message == f"{ref}/states/states.jsonl: line 1 has no gripper key (one of ['gripper', 'gripper_width'])"
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="e")
+    (tmp_path / ref / "states" / "states.jsonl").write_text("\n")
+    err = error_of(conv, ref)
+    assert err.reason is Reason.EMPTY_EPISODE and err.message == f"{ref}/states/states.jsonl: the file has no lines"
+
+
+def test_an_extra_is_kept_only_when_every_arm_records_it(tmp_path):
+    left, right = aloha_arm_lines(4, 0), aloha_arm_lines(4, 1)
+    for row in right:
+        del row["ee_pose_rpy"]
+    ref = make_episode(tmp_path, {"left": left, "right": right}, VIDEOS["aloha"])
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert "ee_pose_rpy" not in ep.extras and "ee_pose_quat" in ep.extras
+    assert ep.metadata["state_keys"]["extras"] == {"joint_vel": "joint_vel", "qpos": "qpos",
+                                                   "ee_pose_quat": "ee_pose_quaternion"}
+    assert ep.extra_names["joint_vel"][:2] == ["left_joint1_vel", "left_joint2_vel"]
+    assert ep.extra_names["joint_vel"][7:9] == ["right_joint1_vel", "right_joint2_vel"]
+    assert ep.extras["qpos"].dtype == np.float32
+
+
+def test_language_from_the_folder_name_or_none_is_recorded_and_named(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task="_scan_QR_", task_info=None)
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert ep.instruction == "scan QR" and ep.metadata["language_source"] == "folder_name"
+    err = error_of(RoboChallengeConverter(tmp_path, {"language_fallback": "none"}), ref)
+    assert err.reason is Reason.MISSING_LANGUAGE
+    assert err.message == f"{ref}: no prompt in meta/task_info.json or task_desc.json (language_fallback=none)"
+    (tmp_path / "_scan_QR_" / "task_desc.json").write_text("{")
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.INVALID_METADATA and err.message.startswith(f"{ref}: task_desc.json is not valid JSON")
+
+
+def test_each_camera_decodes_with_its_declared_frame_count_and_the_decode_threads_option(tmp_path, monkeypatch):
+    import converters.robochallenge as rc
+
+    calls = []
+    real = rc.decode_frames
+
+    def spy(path, where, **kwargs):
+        calls.append((Path(path).name, where, kwargs))
+        return real(path, where, **kwargs)
+
+    monkeypatch.setattr(rc, "decode_frames", spy)
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, {"handeye_realsense_rgb": 6, "global_realsense_rgb": 5})
+    read_all(RoboChallengeConverter(tmp_path, {"decode_threads": 3, "frame_count_tolerance": 1}), ref)
+    assert sorted(calls) == [
+        ("global_realsense_rgb.mp4", f"{ref}/videos/global_realsense_rgb.mp4 (camera 'cam_global')",
+         {"expected": 5, "threads": 3}),
+        ("handeye_realsense_rgb.mp4", f"{ref}/videos/handeye_realsense_rgb.mp4 (camera 'cam_wrist')",
+         {"expected": 6, "threads": 3}),  # the file's own count: the extra frame is decoded, then cut
+    ]
+
+
+def test_an_episode_without_a_videos_folder_has_no_camera(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, ())
+    (tmp_path / ref / "videos").rmdir()
+    err = error_of(RoboChallengeConverter(tmp_path, {"required_cameras": "any"}), ref)
+    assert err.reason is Reason.MISSING_CAMERA and err.message.startswith(f"{ref}: no camera video: ")
+    assert err.message.endswith("[required_cameras=any; videos present: []]")
+
+
+def test_one_extra_video_frame_without_tolerance_names_the_tolerance(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, {"handeye_realsense_rgb": 5, "global_realsense_rgb": 4})
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.message.endswith("video has 5 frames but the states have 4 lines (frame_count_tolerance=0)")
+
+
+def test_camera_streams_carry_their_unified_name_and_are_thread_safe(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"])
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)
+    assert {name: (cam.name, cam.thread_safe, cam.num_frames) for name, cam in ep.cameras.items()} == {
+        "cam_global": ("cam_global", True, 4), "cam_wrist": ("cam_wrist", True, 4)}
+    assert ep.cameras["cam_global"].source_name == "global_realsense_rgb"
+    assert ep.cameras["cam_global"].source_file == f"{ref}/videos/global_realsense_rgb.mp4"
+
+
+def test_declared_frames_must_match_the_first_arm_s_lines(tmp_path):
+    meta = {"frames": 6}
+    ref = make_episode(tmp_path, {"left": aloha_arm_lines(5, 0), "right": aloha_arm_lines(5, 1)}, VIDEOS["aloha"],
+                       episode_meta=meta)
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.LENGTH_MISMATCH
+    assert err.message == f"{ref}: meta/episode_meta.json says frames=6 but states/left_states.jsonl has 5 lines"
+    ref = make_episode(tmp_path, {"": ur5_lines(5)}, VIDEOS["ur5"], task="b", episode_meta={"episode_index": 3})
+    ep, _ = read_all(RoboChallengeConverter(tmp_path), ref)  # no declared count: nothing to check
+    assert ep.num_frames == 5 and ep.metadata["frames_declared"] is None and ep.metadata["episode_index"] == 3
+
+
+def test_a_robot_id_naming_an_unmapped_robot_is_unsupported_and_named(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"], task_info={"robot_id": "DOS-W1_2"})
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.message == (f"{ref}: robot_id 'DOS-W1_2' is a robot this converter does not map "
+                           "(supported: ('aloha', 'arx5', 'franka', 'ur5'))")
+
+
+def test_a_malformed_first_state_line_names_the_file(tmp_path):
+    ref = make_episode(tmp_path, {"": ur5_lines(4)}, VIDEOS["ur5"])
+    path = tmp_path / ref / "states" / "states.jsonl"
+    path.write_text("{oops\n" + path.read_text())
+    err = error_of(RoboChallengeConverter(tmp_path), ref)
+    assert err.reason is Reason.CORRUPT_FILE
+    assert err.message.startswith(f"{ref}/states/states.jsonl: line 1 is not valid JSON (")
