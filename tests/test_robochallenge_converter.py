@@ -569,7 +569,6 @@ def test_another_seed_gives_other_samples_with_the_same_outcomes(samples, tmp_pa
 def test_samples_are_small_and_cover_the_cases(samples):
     root, expected, seconds = samples
     assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) < 8_000_000
-    assert seconds < 30  # ~2 s on an idle core; generous for loaded CI machines
     assert set(RoboChallengeConverter(root).discover()) == set(expected)
     assert sum(v is None for v in expected.values()) >= 12
     assert set(expected.values()) - {None} == {

@@ -84,11 +84,11 @@ def test_registered_with_declared_schema():
     assert set(e for e, _ in NAME_PREFIXES.values()) <= set(EMBODIMENTS) == set(cls.embodiments)
 
 
-def test_samples_are_small_fast_and_seeded(samples, tmp_path):
+def test_samples_are_small_and_seeded(samples, tmp_path):
     # the same seed giving the same bytes, in another process: test_converter_conformance
     root, expected, seconds = samples
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    assert size < 8 * 2**20 and seconds < 10
+    assert size < 8 * 2**20
 
     def digest(base: Path) -> dict[str, str]:
         return {p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
