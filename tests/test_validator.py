@@ -538,3 +538,67 @@ def test_an_episode_in_another_shard_folder_is_told_where_it_belongs(store):
     rel = str(moved.relative_to(store.root))
     found = [(e.code, e.message) for e in validate_store(store.root).errors if e.where == rel]
     assert ("episode_id", f"episode {eid} belongs at {path.relative_to(store.root)}") in found
+
+
+def _camera(store) -> str:
+    with EpisodeReader(first_episode(store)) as reader:
+        return sorted(reader.meta["cameras"])[0]
+
+
+@pytest.mark.parametrize("case", ["marker_missing", "marker_unreadable", "marker_version", "index_unreadable",
+                                  "index_column_type", "stats_missing", "stats_unreadable", "stray"])
+def test_store_level_files_are_reported_with_what_is_wrong(store, case):
+    root = store.root
+    if case == "marker_missing":
+        (root / STORE_MARKER).unlink()
+        expected = ("store_marker", str(root), f"{STORE_MARKER} missing: not an a1pipe store")
+    elif case == "marker_unreadable":
+        (root / STORE_MARKER).write_text("{not json")
+        expected = ("store_marker", STORE_MARKER, "unreadable: ")
+    elif case == "marker_version":
+        (root / STORE_MARKER).write_text(json.dumps({"format_version": 99}))
+        expected = ("store_marker", STORE_MARKER, f"format_version is 99, expected {FORMAT_VERSION}")
+    elif case == "index_unreadable":
+        (root / INDEX_FILE).write_bytes(b"not parquet")
+        expected = ("index_missing", INDEX_FILE, "unreadable: ")
+    elif case == "index_column_type":
+        table = pq.read_table(root / INDEX_FILE)
+        i = table.schema.get_field_index("num_frames")
+        pq.write_table(table.set_column(i, "num_frames", table["num_frames"].cast(pa.int32())), root / INDEX_FILE)
+        expected = ("index_schema", INDEX_FILE, "column 'num_frames' is int32, expected int64")
+    elif case == "stats_missing":
+        (root / STATS_FILE).unlink()
+        expected = ("stats_missing", STATS_FILE, "statistics file missing")
+    elif case == "stats_unreadable":
+        (root / STATS_FILE).write_text("{")
+        expected = ("stats_missing", STATS_FILE, "unreadable: ")
+    else:
+        stray = first_episode(store).parent / "notes.txt"
+        stray.write_text("x")
+        expected = ("stray_file", str(stray.relative_to(root)),
+                    "not a published episode file (partial write or foreign file)")
+    errors = [(e.code, e.where, e.message) for e in validate_store(root).errors]
+    code, where, message = expected
+    if message.endswith(": "):  # the library's reason follows
+        assert any(e[:2] == (code, where) and e[2].startswith(message) and len(e[2]) > len(message) for e in errors)
+    else:
+        assert expected in errors, errors
+
+
+def test_camera_violations_name_the_camera_the_frame_and_what_was_expected(store):
+    cam = _camera(store)
+    with EpisodeReader(first_episode(store)) as reader:
+        n, h, w = reader.meta["num_frames"], reader.meta["cameras"][cam]["height"], reader.meta["cameras"][cam]["width"]
+    frames_of = {}
+    rewrite(first_episode(store), lambda g: frames_of.setdefault("f", _frames(g, cam)))
+    bad = [b"\x89PNG"] * 7 + frames_of["f"][7:]  # seven frames that are no JPEG: five named, then a count
+    rewrite(first_episode(store), lambda g: _vlen(g, f"images/{cam}", bad, chunks=(1,)))
+    errors = _episode_errors(store)
+    named = [m for c, m in errors if c == "image_frame"]
+    assert named[:5] == [f"camera '{cam}' frame {i}: not a JPEG (4 bytes)" for i in range(5)]
+    assert named[5] == f"camera '{cam}': 2 more bad frames" and len(named) == 6
+    rewrite(first_episode(store), lambda g: _vlen(g, f"images/{cam}", frames_of["f"][:-1], chunks=(1,)))
+    assert ("array_shape", f"'images/{cam}' shape ({n - 1},), expected ({n},)") in _episode_errors(store)
+    rewrite(first_episode(store), lambda g: g.__delitem__(f"images/{cam}"))
+    assert ("array_missing", f"camera '{cam}' declared but 'images/{cam}' missing") in _episode_errors(store)
+    assert (h, w) == (24, 32)
