@@ -384,7 +384,8 @@ def summarise(name: str, only: list[str] | None = None) -> dict:
         data.load()
         statuses.update({k: status_by_exit_code[v] for k, v in data.exit_code_by_key.items()})
     if only is not None:
-        statuses = {k: v for k, v in statuses.items() if k in set(only)}
+        wanted = set(only)
+        statuses = {k: v for k, v in statuses.items() if k in wanted}
     prefixes = [f"{mutant_prefix(s)}." for s in module.sources]
 
     def short(name: str) -> str:

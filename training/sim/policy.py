@@ -96,8 +96,12 @@ class CheckpointController:
         """The simulator cameras the model looks at."""
         return [c for c in self.slot_cameras if c is not None]
 
+    def episode_generator(self, seed: int, generator: torch.Generator | None = None) -> torch.Generator:
+        """The flow-matching noise generator of the episode of ``seed`` (``generator`` reseeded, or a new one)."""
+        return (generator or torch.Generator()).manual_seed(self.noise_seed * 1_000_003 + seed)
+
     def start_episode(self, seed: int) -> None:
-        self._generator.manual_seed(self.noise_seed * 1_000_003 + seed)  # reset_many seeds its generators alike
+        self.episode_generator(seed, self._generator)
         if self.adaptive is not None:
             self.adaptive.reset()
 
@@ -204,7 +208,7 @@ class A1SimPolicy(CheckpointController):
         noise generator :meth:`reset` would give it alone."""
         for task in tasks:
             self.reset(task)
-        self._generators = [torch.Generator().manual_seed(self.noise_seed * 1_000_003 + (t.seed or 0)) for t in tasks]
+        self._generators = [self.episode_generator(t.seed or 0) for t in tasks]
 
     def act_many(self, observations: Sequence[Observation], tasks: Sequence[MetaWorldTask],
                  episodes: Sequence[int]) -> list[Query]:

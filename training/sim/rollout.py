@@ -149,10 +149,9 @@ def rollout_many(tasks: Sequence[MetaWorldTask], policy: Any, seeds: Sequence[in
     results = [EpisodeResult(t.task, int(s), False, 0, 0, 0.0, 0.0) for t, s in zip(tasks, seeds)]
     layers: list[int | None] = [None] * n  # the exit layer of each episode's chunk in force
     plans: list[np.ndarray | None] = [None] * n  # the actions left to execute of each episode's chunk
-    fresh = [False] * n  # whether an episode's next action is the first of a new chunk (the queried observation)
     done = [t.steps >= t.max_steps for t in tasks]
     while not all(done):
-        asking = [i for i in range(n) if not done[i] and plans[i] is None]
+        asking = [i for i in range(n) if not done[i] and plans[i] is None]  # their next action starts a chunk
         if asking:
             t0 = time.perf_counter()
             queries = policy.act_many([observations[i] for i in asking], [tasks[i] for i in asking], asking)
@@ -164,17 +163,15 @@ def rollout_many(tasks: Sequence[MetaWorldTask], policy: Any, seeds: Sequence[in
                 if not len(actions):
                     raise ValueError(f"{tasks[i].task}: the policy returned no action")
                 plans[i] = actions
-                fresh[i] = True
         for i in range(n):
             if done[i]:
                 continue
             task, plan = tasks[i], plans[i]
             if i in frames:
                 frames[i].append(Frame(observations[i].images, task.steps, layers[i], results[i].success,
-                                       fresh[i]))
+                                       i in asking))
             observations[i], results[i].success = task.step(plan[0])
             plans[i] = plan[1:] if len(plan) > 1 else None
-            fresh[i] = False
             done[i] = results[i].success or task.steps >= task.max_steps
     wall = (time.perf_counter() - start) / n
     for i, (task, result) in enumerate(zip(tasks, results)):
