@@ -44,6 +44,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _task_noise(text: str) -> tuple[str, float]:
+    task, sep, value = text.partition("=")
+    try:
+        if not sep or not task:
+            raise ValueError
+        return task, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TASK=STD (e.g. window-open-v3=0.3), got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["button-press-topdown-v3", "drawer-open-v3"])
@@ -54,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-noise-share", type=float, default=1.0,
                         help="the share of each task's demonstrations recorded with --demo-noise (0.5: every "
                              "second one; the rest are the plain expert)")
+    parser.add_argument("--demo-task-noise", nargs="+", default=[], metavar="TASK=STD", type=_task_noise,
+                        help="a task's own --demo-noise (e.g. window-open-v3=0.3; other tasks keep --demo-noise)")
     parser.add_argument("--steps", type=int, default=1500, help="training steps")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -113,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         demos = record(DemoConfig(out=str(work / "demos"), tasks=tuple(args.tasks), seeds=tuple(range(args.demos)),
                                   image_size=args.image_size, max_steps=args.max_steps,
-                                  action_noise=args.demo_noise, noise_share=args.demo_noise_share))
+                                  action_noise=args.demo_noise, noise_share=args.demo_noise_share,
+                                  task_noise=dict(args.demo_task_noise)))
         times["demonstrations"] = time.perf_counter() - t
     t = time.perf_counter()
     if not args.reuse:

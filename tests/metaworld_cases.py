@@ -6,6 +6,8 @@ TensorFlow for the DROID tests cannot render); ``pytest tests/metaworld_cases.py
 
 from __future__ import annotations
 
+import argparse
+
 import json
 
 import h5py
@@ -320,6 +322,38 @@ def test_a_noise_share_spreads_the_noisy_demonstrations_evenly_over_the_seeds():
         DemoConfig(out="x", tasks=(TASK,), seeds=(0,), action_noise=-0.1)
 
 
+def test_a_task_named_in_task_noise_gets_its_own_noise_and_the_others_the_common_one():
+    """``task_noise``: a task's own std in place of ``action_noise`` (still spread by ``noise_share``);
+    a task it does not name keeps ``action_noise``; a name not among the tasks, or a negative std, is refused."""
+    tasks = (TASK, "drawer-open-v3")
+    config = DemoConfig(out="x", tasks=tasks, seeds=tuple(range(4)), action_noise=0.1, noise_share=0.5,
+                        task_noise={TASK: 0.3})
+    assert [config.noise_for(i, TASK) for i in range(4)] == [0.0, 0.3, 0.0, 0.3]
+    assert [config.noise_for(i, "drawer-open-v3") for i in range(4)] == [0.0, 0.1, 0.0, 0.1]
+    assert [config.noise_for(i) for i in range(4)] == [0.0, 0.1, 0.0, 0.1]  # no task: the common std
+    plain_elsewhere = DemoConfig(out="x", tasks=tasks, seeds=(0,), task_noise={TASK: 0.3})
+    assert plain_elsewhere.noise_for(0, TASK) == 0.3 and plain_elsewhere.noise_for(0, "drawer-open-v3") == 0.0
+    assert DemoConfig(out="x", tasks=tasks, seeds=(0,), action_noise=0.2,
+                      task_noise={TASK: 0.0}).noise_for(0, TASK) == 0.0  # 0 for one task: its expert plain
+    with pytest.raises(SimError, match=r"task_noise names tasks not recorded: \['window-open-v3'\]"):
+        DemoConfig(out="x", tasks=tasks, seeds=(0,), task_noise={"window-open-v3": 0.3})
+    with pytest.raises(SimError, match="task_noise must be >= 0"):
+        DemoConfig(out="x", tasks=tasks, seeds=(0,), task_noise={TASK: -0.1})
+
+
+def test_recording_applies_each_task_its_own_noise(tmp_path):
+    """The files of a task named in ``task_noise`` carry its std; the other task's files are the plain expert."""
+    config = DemoConfig(out=str(tmp_path), tasks=(TASK, "drawer-open-v3"), seeds=(0,), image_size=32, max_steps=4,
+                        task_noise={"drawer-open-v3": 0.25})
+    summary = record(config)
+    noise = {}
+    for task in config.tasks:
+        with h5py.File(tmp_path / task_folder(task) / "episode_0.hdf5") as f:
+            noise[task] = float(f.attrs.get("action_noise", 0.0))
+    assert noise == {TASK: 0.0, "drawer-open-v3": 0.25}
+    assert summary["config"]["task_noise"] == {"drawer-open-v3": 0.25}
+
+
 def test_a_resumed_recording_keeps_only_files_made_with_the_noise_asked_for(tmp_path):
     """Files on disk are kept when recorded the same way; a file from another noise setting is re-recorded."""
     config = DemoConfig(out=str(tmp_path), tasks=(TASK,), seeds=(0, 1), image_size=32, max_steps=6,
@@ -353,6 +387,8 @@ def test_demo_settings_are_checked():
     assert config_from_params({"sim": {"tasks": [TASK], "demos": {"action_noise": 0.2}}}).action_noise == 0.2
     assert config.noise_share == 1.0
     assert config_from_params({"sim": {"tasks": [TASK], "demos": {"noise_share": 0.5}}}).noise_share == 0.5
+    assert config.task_noise == {}
+    assert config_from_params({"sim": {"tasks": [TASK], "demos": {"task_noise": {TASK: 0.3}}}}).task_noise == {TASK: 0.3}
     with pytest.raises(SimError, match="unknown keys"):
         config_from_params({"sim": {"tasks": [TASK], "demos": {"per_tsk": 3}}})
     with pytest.raises(SimError, match="sim.tasks is empty"):
@@ -430,12 +466,16 @@ def test_closed_loop_evaluation_end_to_end_through_the_benchmark_script(tmp_path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out, work = tmp_path / "result.json", tmp_path / "work"
-    assert module.main(["--tasks", TASK, "--demos", "3", "--steps", "2", "--batch-size", "4", "--image-size", "32",
+    assert module.main(["--tasks", TASK, "--demos", "3", "--demo-task-noise", f"{TASK}=0.05", "--steps", "2", "--batch-size", "4", "--image-size", "32",
                         "--episodes", "1", "--max-steps", "90", "--cs", "0.4", "--chains", "itfm", "full",
                         "--execute-steps", "4", "--calibration-samples", "64", "--videos-per-task", "1", "--video-rows", "itfm c=0.4",
                         "--threads", "1", "--workdir", str(work), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
+    assert json.loads((work / "demos/demos.json").read_text())["config"]["task_noise"] == {TASK: 0.05}
+    for bad in ("window-open-v3", "=0.3", "window-open-v3=high"):  # TASK=STD or a clear refusal
+        with pytest.raises(argparse.ArgumentTypeError, match="expected TASK=STD"):
+            module._task_noise(bad)
     assert list(rows) == ["expert", "mean_action", "no_images", "no_exit", "itfm c=0.4", "full c=0.4"]
     assert all(f"\n{name}" in printed for name in rows)
     assert rows["expert"]["per_task"] == {TASK: 1.0} and rows["mean_action"]["success"] == 0.0

@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -56,19 +56,30 @@ class DemoConfig:
     #: the share of each task's demonstrations recorded with ``action_noise``, spread evenly over its
     #: seeds (0.5: every second one); the others are the plain expert, whose exact paths stay in the data
     noise_share: float = 1.0
+    #: per-task ``action_noise`` in place of the common one ({task: std}; a task not named keeps
+    #: ``action_noise``): recovery data where the expert's path needs it (a task whose policy stalls
+    #: off that path), the expert's exact paths where precision matters (docs/evaluation.md)
+    task_noise: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.action_noise < 0:
             raise SimError(f"action_noise must be >= 0, got {self.action_noise}")
         if not 0.0 <= self.noise_share <= 1.0:
             raise SimError(f"noise_share must be in [0, 1], got {self.noise_share}")
+        stray = sorted(set(self.task_noise) - set(self.tasks))
+        if stray:  # a misspelt task would otherwise record every demonstration plain, silently
+            raise SimError(f"task_noise names tasks not recorded: {stray} (tasks: {list(self.tasks)})")
+        negative = {t: v for t, v in self.task_noise.items() if v < 0}
+        if negative:
+            raise SimError(f"task_noise must be >= 0, got {negative}")
 
-    def noise_for(self, index: int) -> float:
-        """The action noise of the task's ``index``-th demonstration: noisy where the running count
+    def noise_for(self, index: int, task: str | None = None) -> float:
+        """The action noise of ``task``'s ``index``-th demonstration: noisy where the running count
         floor((index + 1) * noise_share) steps up, so any first n demonstrations hold their share."""
         share = Fraction(self.noise_share).limit_denominator(10_000)
         noisy = (index + 1) * share // 1 > index * share // 1
-        return self.action_noise if noisy else 0.0
+        noise = self.task_noise.get(task, self.action_noise) if task is not None else self.action_noise
+        return noise if noisy else 0.0
 
 
 def task_folder(task: str) -> str:
@@ -162,7 +173,7 @@ def record(config: DemoConfig) -> dict[str, Any]:
             write_json(folder / "metadata.json", _metadata(task))
             for index, seed in enumerate(config.seeds):
                 path = folder / f"episode_{seed}.hdf5"
-                noise = config.noise_for(index)
+                noise = config.noise_for(index, name)
                 if path.is_file():  # recorded by an interrupted or earlier run: kept if made the same way
                     summary = _summary(path, name, seed)
                     if summary.pop("action_noise") == noise:
@@ -170,7 +181,8 @@ def record(config: DemoConfig) -> dict[str, Any]:
                         continue
                 episodes.append(record_episode(task, seed, path, config.jpeg_quality, noise))
     summary = {
-        "config": {**config.__dict__, "tasks": list(config.tasks), "seeds": list(config.seeds)},
+        "config": {**config.__dict__, "tasks": list(config.tasks), "seeds": list(config.seeds),
+                   "task_noise": dict(config.task_noise)},
         "episodes": episodes,
         "success": {t: float(np.mean([e["success"] for e in episodes if e["task"] == t])) for t in config.tasks},
     }
@@ -190,7 +202,7 @@ def config_from_params(params: dict[str, Any]) -> DemoConfig:
     sim = params.get("sim") or {}
     demos = sim.get("demos") or {}
     known = {"out", "per_task", "seed_start", "image_size", "max_steps", "jpeg_quality", "action_noise",
-             "noise_share"}
+             "noise_share", "task_noise"}
     unknown = set(demos) - known
     if unknown:
         raise SimError(f"sim.demos: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -203,7 +215,8 @@ def config_from_params(params: dict[str, Any]) -> DemoConfig:
                       max_steps=int(demos.get("max_steps", sim.get("max_steps", 200))),
                       jpeg_quality=int(demos.get("jpeg_quality", 95)),
                       action_noise=float(demos.get("action_noise", 0.0)),
-                      noise_share=float(demos.get("noise_share", 1.0)))
+                      noise_share=float(demos.get("noise_share", 1.0)),
+                      task_noise={str(t): float(v) for t, v in (demos.get("task_noise") or {}).items()})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
