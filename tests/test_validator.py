@@ -602,3 +602,298 @@ def test_camera_violations_name_the_camera_the_frame_and_what_was_expected(store
     rewrite(first_episode(store), lambda g: g.__delitem__(f"images/{cam}"))
     assert ("array_missing", f"camera '{cam}' declared but 'images/{cam}' missing") in _episode_errors(store)
     assert (h, w) == (24, 32)
+
+
+# --- the per-episode and per-camera messages, second conditions and tolerances left by the sampled run -----
+
+
+@pytest.mark.parametrize("key,value,kind", [("control_hz", "30", "str"), ("num_frames", True, "bool")])
+def test_a_metadata_value_of_the_wrong_type_is_named_and_ends_the_episode_s_checks(store, key, value, kind):
+    """Rule episode_metadata: a required key of the wrong type (a bool is not an int) is reported with
+    its type, and nothing later is checked on that episode: every later check reads the bad value."""
+    edit_meta(first_episode(store), lambda m: m.update({key: value}))
+    assert _episode_errors(store) == [("episode_metadata", f"'{key}' has type {kind}")]
+
+
+def test_a_camera_entry_without_encoding_or_size_is_named(store):
+    """Rule episode_metadata: a declared camera's entry needs encoding, height and width before its
+    frames can be checked."""
+    cam = _camera(store)
+    edit_meta(first_episode(store), lambda m: m["cameras"][cam].pop("height"))
+    assert ("episode_metadata", f"camera '{cam}' metadata lacks encoding/height/width") in _episode_errors(store)
+
+
+def test_an_episode_that_declares_no_camera_is_an_array_missing_violation(store):
+    """Rule array_missing: every episode has at least one camera."""
+    edit_meta(first_episode(store), lambda m: m.update(cameras={}))
+    assert ("array_missing", "episode declares no camera") in _episode_errors(store)
+
+
+def test_an_unreadable_episode_file_is_reported_at_its_path_with_the_reason(store):
+    """Rule episode_unreadable: the violation is the file's, and names the error that reading it raised."""
+    BREAKERS["episode_unreadable"](store)
+    assert _episode_errors(store) == [("episode_unreadable", "BadZipFile: File is not a zip file")]
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m["source"].update(name="Bad-Name"), "source name must match ^[a-z][a-z0-9_]*$, got 'Bad-Name'"),
+    (lambda m: m.update(episode_id="nope"), "not an episode id: 'nope'"),
+], ids=["a source name ids cannot be made of", "an id that is no episode id"])
+def test_an_id_that_cannot_be_derived_or_placed_is_an_episode_id_violation_not_a_crash(store, change, message):
+    """Rule episode_id: a source name outside the id alphabet, or an episode id of no known form, is
+    reported with the reason (the id and its file location cannot be derived from it)."""
+    edit_meta(first_episode(store), change)
+    assert ("episode_id", message) in _episode_errors(store)
+
+
+def test_an_implausible_value_is_named_with_its_array_the_bound_its_frame_and_the_value(store):
+    """Rule implausible: the message names the array, the bound, the first frame and the value found."""
+    BREAKERS["implausible"](store)
+    assert ("implausible", "'action' has values beyond +-1e+06, first at frame 0: 2e+36") in _episode_errors(store)
+
+
+def test_timestamps_name_the_first_frame_that_does_not_increase_and_its_times(store):
+    """Rule timestamps: a repeated time is reported at the first frame that does not move forward,
+    with the two times; a NaN time is reported as non-finite."""
+    def repeat(g):
+        t = g["timestamp"][:].copy()
+        t[5] = t[4]
+        replace_array(g, "timestamp", t)
+    rewrite(first_episode(store), repeat)
+    assert ("timestamps", "not strictly increasing at frame 5: 0.4 -> 0.4") in _episode_errors(store)
+    CONDITIONS[[c for _, c, _ in CONDITIONS].index("a NaN timestamp")][2](store)
+    assert ("timestamps", "timestamp has non-finite values") in _episode_errors(store)
+
+
+def test_a_timestamp_array_that_is_not_one_dimensional_is_a_shape_violation_only(store):
+    """Rules array_shape and timestamps: timestamps of another rank are one array_shape violation; their
+    values are judged (finite, increasing) only on a 1-D array."""
+    def two_d(g):
+        t = g["timestamp"][:].copy()
+        t[3] = np.nan
+        replace_array(g, "timestamp", t[:, None])
+    rewrite(first_episode(store), two_d)
+    with EpisodeReader(first_episode(store)) as reader:
+        n = reader.meta["num_frames"]
+    errors = _episode_errors(store)
+    assert ("array_shape", f"timestamp shape ({n}, 1), expected ({n},)") in errors
+    assert "timestamps" not in {c for c, _ in errors}
+
+
+def test_a_sub_task_index_equal_to_the_number_of_texts_is_outside_the_table(store):
+    """Rule language: sub-task indices run from -1 (none) to len(texts) - 1; len(texts) itself points past
+    the table."""
+    def past_the_end(g):
+        idx = g["language/subtask_index"][:].copy()
+        idx[0] = len(g["language/subtask_index"].attrs["texts"])
+        replace_array(g, "language/subtask_index", idx)
+    rewrite(first_episode(store), past_the_end)
+    with EpisodeReader(first_episode(store)) as reader:
+        n = reader.meta["num_frames"]
+    assert ("language", f"subtask_index has {n} rows or indices outside 0..0") in _episode_errors(store)
+
+
+def test_an_episode_that_says_it_has_sub_tasks_but_stores_none_is_an_array_missing_violation(store):
+    """Rule array_missing: has_subtasks true needs the language/subtask_index array."""
+    rewrite(first_episode(store), lambda g: g.__delitem__("language/subtask_index"))
+    assert ("array_missing", "has_subtasks is true but language/subtask_index is missing") in _episode_errors(store)
+
+
+def test_an_episode_without_a_recorded_content_digest_is_not_checked_against_one(store):
+    """Rule content_digest: content_sha256 is optional (stores written before it was recorded); only a
+    recorded one is compared with the data."""
+    edit_meta(first_episode(store), lambda m: m.pop("content_sha256"))
+    assert "content_digest" not in {c for c, _ in _episode_errors(store)}
+
+
+def test_a_wrong_content_digest_is_reported_with_the_recorded_and_the_actual_digest(store):
+    """Rule content_digest: the message gives the start of the recorded digest and of the data's."""
+    from pipelines.episode_store.index import content_sha256
+
+    BREAKERS["content_digest"](store)
+    with EpisodeReader(first_episode(store)) as reader:
+        recorded, actual = reader.meta["content_sha256"], content_sha256(reader, recorded=False)
+    assert ("content_digest", f"metadata content_sha256 {recorded[:16]}... but the stored timestamps, state, "
+            f"action and frames give {actual[:16]}...") in _episode_errors(store)
+
+
+def test_an_image_array_that_is_not_variable_length_bytes_is_an_array_dtype_violation(store):
+    """Rule array_dtype: images/<camera> holds variable-length bytes (one JPEG per item)."""
+    cam = _camera(store)
+
+    def fixed_width(g):
+        frames = _frames(g, cam)
+        del g[f"images/{cam}"]
+        width = max(map(len, frames))
+        g.create_array(f"images/{cam}", shape=(len(frames),), chunks=(1,), dtype=f"S{width}")[:] = \
+            np.array(frames, dtype=f"S{width}")
+    rewrite(first_episode(store), fixed_width)
+    found = [m for c, m in _episode_errors(store) if c == "array_dtype"]
+    assert len(found) == 1 and found[0].startswith(f"'images/{cam}' is ") \
+        and found[0].endswith(", expected variable-length bytes"), found
+
+
+def test_image_chunking_and_frame_size_violations_say_what_was_found_and_expected(store):
+    """Rules image_chunking and image_frame: the chunking found and (1,); a frame's size and the declared
+    height x width."""
+    BREAKERS["image_chunking"](store)
+    assert ("image_chunking", "'images/top' chunks (4,), expected (1,)") in _episode_errors(store)
+    CONDITIONS[[c for _, c, _ in CONDITIONS].index("a JPEG of another size than the declared one")][2](store)
+    assert ("image_frame", "camera 'top' frame 0: size 24x30, declared 24x32") in _episode_errors(store)
+
+
+def test_a_report_lists_each_camera_s_source_names_or_its_own_name_when_none_was_recorded(store):
+    """The report's camera_sources: canonical camera -> the source's names of it; a camera whose entry
+    records no source (older stores) stands for itself."""
+    def change(m):
+        m["cameras"]["top"]["source"]["name"] = "cam_high"
+        m["cameras"]["wrist"].pop("source")
+    edit_meta(first_episode(store), change)
+    assert validate_store(store.root).sources["inhouse"]["camera_sources"] == {"top": ["cam_high", "top"],
+                                                                               "wrist": ["wrist"]}
+
+
+def test_stray_files_are_reported_in_path_order_component_by_component(store):
+    """Rule stray_file: strays are listed by path, folder by folder: a folder's files come before those of a
+    sibling folder whose name extends it ('inhouse' before 'inhouse-old', though '-' sorts before '/')."""
+    inside = first_episode(store).parent / "notes.txt"
+    beside = store.root / "episodes" / "inhouse-old" / "notes.txt"
+    beside.parent.mkdir()
+    for path in (inside, beside):
+        path.write_text("x")
+    strays = [e.where for e in validate_store(store.root).errors if e.code == "stray_file"]
+    assert strays == [str(inside.relative_to(store.root)), str(beside.relative_to(store.root))]
+
+
+def test_a_missing_index_column_is_named(store):
+    """Rule index_schema: the message names the column the index lacks."""
+    BREAKERS["index_schema"](store)
+    assert ("index_schema", INDEX_FILE, "column 'sha256' missing") in _errors(store)
+
+
+def test_a_source_s_own_statistics_are_checked_and_reported_under_the_source(store):
+    """Rule stats_mismatch: the per-source entry (over all its embodiments) is compared with the data too,
+    and its violations name the source."""
+    edit_stats(store, lambda d: d["sources"]["inhouse"]["state"]["mean"].__setitem__(0, 5.0))
+    assert [e[:2] for e in _errors(store) if " mean = 5.0," in e[2]] == [("stats_mismatch", f"{STATS_FILE}:inhouse")]
+
+
+def test_a_dimension_without_statistics_does_not_stop_the_next_dimension_s_check(store):
+    """Rule stats_missing: a dimension absent from the stored names is reported, and the field's other
+    dimensions are still compared."""
+    def change(doc):
+        state = doc["sources"]["inhouse"]["embodiments"]["franka"]["state"]
+        state["names"][0] = "elsewhere"
+        state["mean"][1] = 5.0
+    edit_stats(store, change)
+    where = f"{STATS_FILE}:inhouse/franka"
+    errors = _errors(store)
+    assert ("stats_missing", where, "state dimension 'joint_0' has no statistics") in errors
+    assert any(e[:2] == ("stats_mismatch", where) and e[2].startswith("state 'joint_1' mean = 5.0,") for e in errors)
+
+
+class _FetchedCopies:
+    """A store read the way an object store is: each working copy is a fresh folder holding only the files
+    fetched into it (a local directory's working copy is the directory itself, holding everything)."""
+
+    def __init__(self, root: Path):
+        from pipelines import storage
+
+        self.inner = storage.LocalStorage(root)
+        self.root = self.inner.root
+        self.fetches: list[list[str]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def working_copy(self, fetch=(), publish=()):
+        import contextlib
+        import tempfile
+
+        fetch = list(fetch)
+        self.fetches.append(fetch)
+
+        @contextlib.contextmanager
+        def copy():
+            with tempfile.TemporaryDirectory() as tmp:
+                for rel in fetch:
+                    (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(self.inner.local / rel, Path(tmp) / rel)
+                yield Path(tmp)
+        return copy()
+
+
+def test_a_store_read_through_working_copies_fetches_its_files_then_one_episode_at_a_time(pristine, monkeypatch):
+    """validate_store on object storage: the marker, index and statistics are fetched for the store-level
+    checks, then each episode on its own (local room for one episode, not the store), and the store is
+    valid as it is on disk."""
+    from pipelines import storage
+
+    fake = _FetchedCopies(pristine)
+    monkeypatch.setattr(storage, "at", lambda root: fake)
+    report = validate_store(pristine)
+    assert report.ok, [str(e) for e in report.errors]
+    assert report.episodes == 3
+    assert fake.fetches[0] == [STORE_MARKER, INDEX_FILE, STATS_FILE]
+    episodes = [str(p.relative_to(pristine)) for p in EpisodeStore(pristine).episode_files()]
+    assert sorted(fake.fetches[1:]) == sorted([rel] for rel in episodes)
+
+
+# --- the statistics' tolerances and rank counts, on a store of designed values ----------------------------
+
+
+@pytest.fixture(scope="module")
+def designed(tmp_path_factory):
+    """Two franka episodes of 100 frames (200 values per dimension): state joint_0 is 0, 1, ..., 99 in one and
+    0.5, 1.5, ..., 99.5 in the other; joint_1 runs from -1000 to -500 in one and -500 to 0 in the other."""
+    root = tmp_path_factory.mktemp("designed") / "store"
+    EpisodeStore.create(root)
+    for k, ref in enumerate(("t/a", "t/b")):
+        episode = make_episode(100, ref=ref, state_dim=2, action_dim=2, cameras=("top",), seed=k)
+        episode.state[:, 0] = np.arange(100) + 0.5 * k
+        episode.state[:, 1] = np.linspace(-1000, -500, 100) if k == 0 else np.linspace(-500, 0, 100)
+        write_episode(episode, root, ImageConfig(height=24, width=32))
+    rebuild_index_and_stats(root)
+    return root
+
+
+@pytest.fixture
+def designed_store(designed, tmp_path):
+    shutil.copytree(designed, tmp_path / "store")
+    return EpisodeStore(tmp_path / "store")
+
+
+def _designed_errors(store, change) -> list[str]:
+    edit_stats(store, lambda d: change(d["sources"]["inhouse"]["embodiments"]["franka"]["state"]))
+    return [e.message for e in validate_store(store.root).errors if e.where == f"{STATS_FILE}:inhouse/franka"]
+
+
+def test_the_designed_store_is_valid(designed):
+    assert validate_store(designed).ok
+
+
+@pytest.mark.parametrize("q01,below,reported", [(2.0, 4, False), (2.25, 5, True), (2.75, 6, True)])
+def test_a_q01_s_rank_is_counted_over_every_episode_and_may_exceed_its_target_by_the_slack(
+        designed_store, q01, below, reported):
+    """Rule stats_mismatch: the share of values below a stored q01 is counted over all the embodiment's
+    episodes (each episode here holds half of them), and may exceed 0.01 by the slack epsilon + 1/n,
+    inclusive: with n = 200, 4 values below (0.02 = 0.01 + 0.005 + 0.005) pass, 5 do not."""
+    errors = _designed_errors(designed_store, lambda e: e["q01"].__setitem__(0, q01))
+    ranked = [m for m in errors if m.startswith(f"state 'joint_0' q01 = {q01} sits at rank {below / 200:.4f}")]
+    assert bool(ranked) == reported, errors
+    assert len(errors) == len(ranked)
+
+
+@pytest.mark.parametrize("change,reported", [
+    (lambda e: e["max"].__setitem__(1, 1e-7), False),
+    (lambda e: e["q01"].__setitem__(1, -1000 - 1e-7), False),
+    (lambda e: e["max"].__setitem__(1, 1e-5), True),
+    (lambda e: e["q01"].__setitem__(1, -1000 - 1e-5), True),
+], ids=["max 1e-7 off zero", "q01 1e-7 below the minimum", "max 1e-5 off zero", "q01 1e-5 below the minimum"])
+def test_statistics_near_zero_are_compared_within_1e_9_of_the_dimension_s_largest_magnitude(
+        designed_store, change, reported):
+    """Rule stats_mismatch: the absolute tolerance of a statistic, and of a quantile against the data's range,
+    is 1e-9 of the dimension's largest magnitude, max(|min|, |max|), here |-1000|: a stored maximum of 1e-7
+    for the data's 0, or a q01 1e-7 below the minimum, is rounding; 1e-5 is a mismatch."""
+    errors = _designed_errors(designed_store, change)
+    assert bool(errors) == reported, errors
