@@ -265,6 +265,24 @@ def test_the_episode_s_camera_change_reaches_its_idle_test_and_the_embodiment_s_
     assert curate(_still_with_moving_scene(), higher, None).reason == "no_motion"  # the embodiment's threshold
 
 
+def test_image_change_enabled_for_one_embodiment_and_not_another_applies_to_that_embodiment_only():
+    """``per_embodiment: {arm: {motion: {image_change: ...}}}``: the images are decoded for the store (one
+    embodiment needs them), the arm's still robot in a moving scene is kept, and a cart episode with the same
+    signal, or with none, is judged on its state and action alone, without raising."""
+    from dataclasses import replace
+
+    config = CurationConfig.from_params({"per_embodiment": {"arm": {"motion": {"image_change": 5.0}},
+                                                            "cart": {"motion": {"state_velocity": 0.02}}}})
+    assert config.uses_images
+    assert config.motion_for("arm").image_change == 5.0 and config.motion_for("cart").image_change is None
+    arm = _still_with_moving_scene()
+    assert curate(arm, config, None).kept == [(0, 40)]
+    cart = replace(arm, episode_id="s-2", embodiment="cart")
+    assert curate(cart, config, None).reason == "no_motion"  # the signal is there, but not the cart's rule
+    assert curate(replace(cart, image_change=None), config, None).reason == "no_motion"
+    assert curate(replace(arm, image_change=None), config, None).reason == "no_motion"  # no signal: not moving
+
+
 @pytest.mark.parametrize("case", ["disabled", "failed", "corrupt", "no_motion", "kept"])
 def test_every_outcome_names_its_episode_and_counts_its_input_frames(case):
     """Whichever rule decides, the row says which episode, source and embodiment, and how many frames came in."""
