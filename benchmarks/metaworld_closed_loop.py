@@ -7,7 +7,7 @@ line, in a scratch directory: scripted-expert demonstrations of ``--tasks`` (``-
 task, seeds 0..), conversion into a store (in-house converter, failed runs curated out), a
 manifest with a calibration split, training of the ``tiny`` policy (``--backbone``) on it (``--steps``, from
 random weights: the demonstrations are its only data), early-exit calibration, and the closed
-loop on ``--episodes`` held-out seeds per task (10000..): the policy at full depth and with
+loop on ``--episodes`` held-out seeds per task (``--eval-seed-start``, 10000..): the policy at full depth and with
 early exit at each ``--cs`` (ITFM, delta = 2), next to the scripted expert and the demonstrations'
 mean action and the same fine-tune trained without cameras (``no_images``: proprioception and
 instruction only, the bar an image policy must clear) (``--chains full`` adds the same thresholds without warm start). Printed per row: success per task and mean, TFLOPs and LLM layers per query, ms per
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224, help="render and model input size")
     parser.add_argument("--chunk", type=int, default=8)
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per task")
+    parser.add_argument("--eval-seed-start", type=int, default=10000,
+                        help="the first held-out seed (demonstrations use 0..--demos-1); another range gives "
+                             "episodes that no earlier choice of recipe was made on")
     parser.add_argument("--max-steps", type=int, default=150)
     parser.add_argument("--execute-steps", type=int, default=1,
                         help="actions of each chunk executed before the next query (docs/evaluation.md: 1 succeeds more)")
@@ -122,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     if args.reuse:  # the demonstrations as recorded (their own max_steps), not re-recorded or re-described
         demos = json.loads((work / "demos" / "demos.json").read_text())
+        # the reused run's sizes, not this command's defaults: the printout, the --json record and the
+        # held-out seeds' overlap check describe what was recorded and trained
+        trained_run = json.loads((trained / "config.json").read_text())["run"]["run"]
+        args.demos = len(demos["config"]["seeds"])
+        args.steps, args.batch_size = int(trained_run["steps"]), int(trained_run["batch_size"])
     else:
         demos = record(DemoConfig(out=str(work / "demos"), tasks=tuple(args.tasks), seeds=tuple(range(args.demos)),
                                   image_size=args.image_size, max_steps=args.max_steps,
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "distributions": {"exp": sorted(set(args.cs) | {1.0})},
                                            "online_samples": 0, "budgets": [0.75]}}}},
         "sim": {"tasks": list(args.tasks), "demos": {"seed_start": 0, "per_task": args.demos},
-                "eval": {"targets": ["mw"], "episodes": args.episodes, "seed_start": 10000,
+                "eval": {"targets": ["mw"], "episodes": args.episodes, "seed_start": args.eval_seed_start,
                          "max_steps": args.max_steps, "execute_steps": args.execute_steps, "cs": list(args.cs),
                          "parallel": args.parallel or args.episodes,
                          "chains": list(args.chains), "baselines": list(args.baselines),

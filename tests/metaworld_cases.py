@@ -501,12 +501,15 @@ def test_closed_loop_evaluation_end_to_end_through_the_benchmark_script(tmp_path
     # (two episodes in lockstep, their queries batched)
     assert module.main(["--tasks", TASK, "--image-size", "32", "--episodes", "2", "--parallel", "2", "--max-steps", "30",
                         "--cs", "0.4", "--baselines", "mean_action", "--execute-steps", "1", "--videos-per-task", "0",
+                        "--eval-seed-start", "10002",  # held-out seeds of another range
                         "--threads", "1",
                         "--workdir", str(work), "--reuse"]) == 0
     assert trained.stat().st_mtime_ns == before
+    reused = capsys.readouterr().out  # the reused run's sizes, not this command's defaults (20 demos, 1500 steps)
+    assert "1 tasks, 3 demonstrations each" in reused and "2 training steps (batch 4)" in reused
     again = json.loads((work / "reports/evaluation/mw/episodes.json").read_text())
-    assert [(e["seed"], e["queries"], e["steps"]) for e in again if e["config"] == "no_exit"] == [(10000, 30, 30),
-                                                                                                 (10001, 30, 30)]
+    assert [(e["seed"], e["queries"], e["steps"]) for e in again if e["config"] == "no_exit"] == [(10002, 30, 30),
+                                                                                                 (10003, 30, 30)]
     assert "2 episodes in lockstep" in (work / "reports/evaluation/mw/report.md").read_text()
     _a_batch_of_queries_answers_each_as_it_would_be_answered_alone(work)
     assert len(list((work / "demos").rglob("*.hdf5"))) == 3  # the demonstrations were kept, not re-recorded
