@@ -302,7 +302,40 @@ MODULES: dict[str, Module] = {
             "xǁRoboChallengeConverterǁ_build__mutmut_361": "timestamp_origin left out: Episode's default is RECORDED",
         },
     ),
-    "converters.robocoin": _conv("robocoin"),
+    "converters.robocoin": Module(
+        ("converters/robocoin.py",), ("tests/test_robocoin_converter.py",),
+        equivalent={
+            "x__jsonl__mutmut_5": "read_text(encoding='UTF-8'): the same codec as 'utf-8'",
+            "x__jsonl__mutmut_3": "read_text(encoding=None): the locale's, UTF-8 here (C.UTF-8, and Python coerces "
+                                  "the C locale to UTF-8); a test process cannot set another",
+            "x_frame_subtasks__mutmut_9": "reshape(len, -2): numpy reads any negative size as 'the rest', like -1",
+            # a name that is one maker token alone ('agilex') also gets the spelling '' (folder '_'): no
+            # ROBOT_TYPES key is '' and no NAME_PREFIXES row starts '_'; the option rows match the name itself
+            "x__spellings__mutmut_9": "maker skipped down to no token: the extra spelling '' matches no row",
+            # option rows matching one name all start it, so each is a prefix of the other: reverse lexicographic
+            # order puts the longer first, as reverse length order does
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_20": "option prefixes sorted without key=len (reverse): the "
+                                                             "longer of two matching prefixes still first",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_23": "option prefixes sorted without key (reverse): the "
+                                                             "longer of two matching prefixes still first",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_36": "NAME_PREFIXES sorted without key=len (reverse): no row "
+                                                             "is a prefix of another, so at most one matches",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_39": "NAME_PREFIXES sorted without key (reverse): no row is a "
+                                                             "prefix of another, so at most one matches",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_40": "NAME_PREFIXES shortest first: no row is a prefix of "
+                                                             "another, so at most one matches a folder",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_41": "NAME_PREFIXES shortest first (reverse=False): no row is a "
+                                                             "prefix of another, so at most one matches a folder",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_31": "prefix.rstrip('XX_XX'): option keys are lower-cased "
+                                                             "(_norm), so only the '_' is stripped, as before",
+            # language_for always puts a 'robocoin' record into the metadata that reaches finish
+            "xǁRoboCOINConverterǁfinish__mutmut_3": "setdefault('robocoin', None): the record is always there",
+            "xǁRoboCOINConverterǁfinish__mutmut_5": "setdefault('robocoin') without a default: the record is always "
+                                                    "there",
+            "xǁRoboCOINConverterǁextra_metadata__mutmut_25": "an empty 'robocoin_annotations' also returned: finish "
+                                                             "pops it and merges nothing",
+        },
+    ),
     "converters.robomind": _conv("robomind"),
 }
 
