@@ -237,7 +237,15 @@ MODULES: dict[str, Module] = {
                                            "coerces the C locale to UTF-8); a test process cannot set another",
         },
     ),
-    "converters.agibot": _conv("agibot"),
+    "converters.agibot": Module(
+        ("converters/agibot.py",), ("tests/test_agibot_converter.py",),
+        equivalent={
+            # the lease closes every handle it still holds when the episode's context exits: a released (already
+            # closed) handle left in its set is closed again, which does nothing to a closed file
+            "xǁ_Leaseǁrelease__mutmut_1": "discard(None): the released handle stays in the set until the context "
+                                          "exits, and closing it again does nothing",
+        },
+    ),
     "converters.droid": _conv("droid"),
     "converters.gm100": Module(
         ("converters/gm100.py",), ("tests/test_gm100_converter.py",),
