@@ -246,7 +246,17 @@ MODULES: dict[str, Module] = {
                                           "exits, and closing it again does nothing",
         },
     ),
-    "converters.droid": _conv("droid"),
+    "converters.droid": Module(
+        ("converters/droid.py",), ("tests/test_droid_converter.py",),
+        equivalent={
+            "x__jsonable_value__mutmut_10": "kind in 'XXSOXX': numpy dtype kinds are single letters, none is 'X'",
+            "x__raw_timestamps__mutmut_30": "np.arange(n) without dtype=float64: divided by the float CONTROL_HZ, the "
+                                            "same float64 values",
+            # every camera's RLDS key is 'observation/<name>', with one '/'
+            "xǁRldsReleaseǁ__init____mutmut_46": "split('/') without maxsplit: the key has one '/', the same [1]",
+            "xǁRldsReleaseǁ__init____mutmut_47": "rsplit('/', 1): the key has one '/', the same [1]",
+        },
+    ),
     "converters.gm100": Module(
         ("converters/gm100.py",), ("tests/test_gm100_converter.py",),
         equivalent={
