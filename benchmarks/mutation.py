@@ -235,10 +235,37 @@ MODULES: dict[str, Module] = {
             "xǁNormalizerǁunnormalize__mutmut_30": "values not cast to float64: numpy promotes to float64 anyway",
         },
     ),
-    "converters.base": Module(("converters/base.py",), ("tests/test_converter_options.py",
-                                                        "tests/test_converter_conformance.py")),
-    "converters.agibot": _conv("agibot"),
-    "converters.droid": _conv("droid"),
+    "converters.base": Module(
+        ("converters/base.py",), ("tests/test_converter_options.py", "tests/test_converter_conformance.py"),
+        equivalent={
+            # a union's members are tried only when some member is of the value's kind (candidates is not
+            # empty), so the loop sets first_error at the first refusal: any falsy start is replaced
+            "x_check_value__mutmut_49": "first_error = '' instead of None: falsy, replaced by the first refusal",
+            "xǁSourceCardǁload__mutmut_7": "read_text(encoding='UTF-8'): the same codec as 'utf-8'",
+            "xǁSourceCardǁload__mutmut_5": "read_text(encoding=None): the locale's, UTF-8 here (C.UTF-8, and Python "
+                                           "coerces the C locale to UTF-8); a test process cannot set another",
+        },
+    ),
+    "converters.agibot": Module(
+        ("converters/agibot.py",), ("tests/test_agibot_converter.py",),
+        equivalent={
+            # the lease closes every handle it still holds when the episode's context exits: a released (already
+            # closed) handle left in its set is closed again, which does nothing to a closed file
+            "xǁ_Leaseǁrelease__mutmut_1": "discard(None): the released handle stays in the set until the context "
+                                          "exits, and closing it again does nothing",
+        },
+    ),
+    "converters.droid": Module(
+        ("converters/droid.py",), ("tests/test_droid_converter.py",),
+        equivalent={
+            "x__jsonable_value__mutmut_10": "kind in 'XXSOXX': numpy dtype kinds are single letters, none is 'X'",
+            "x__raw_timestamps__mutmut_30": "np.arange(n) without dtype=float64: divided by the float CONTROL_HZ, the "
+                                            "same float64 values",
+            # every camera's RLDS key is 'observation/<name>', with one '/'
+            "xǁRldsReleaseǁ__init____mutmut_46": "split('/') without maxsplit: the key has one '/', the same [1]",
+            "xǁRldsReleaseǁ__init____mutmut_47": "rsplit('/', 1): the key has one '/', the same [1]",
+        },
+    ),
     "converters.gm100": Module(
         ("converters/gm100.py",), ("tests/test_gm100_converter.py",),
         equivalent={
@@ -302,8 +329,47 @@ MODULES: dict[str, Module] = {
             "xǁRoboChallengeConverterǁ_build__mutmut_361": "timestamp_origin left out: Episode's default is RECORDED",
         },
     ),
-    "converters.robocoin": _conv("robocoin"),
-    "converters.robomind": _conv("robomind"),
+    "converters.robocoin": Module(
+        ("converters/robocoin.py",), ("tests/test_robocoin_converter.py",),
+        equivalent={
+            "x__jsonl__mutmut_5": "read_text(encoding='UTF-8'): the same codec as 'utf-8'",
+            "x__jsonl__mutmut_3": "read_text(encoding=None): the locale's, UTF-8 here (C.UTF-8, and Python coerces "
+                                  "the C locale to UTF-8); a test process cannot set another",
+            "x_frame_subtasks__mutmut_9": "reshape(len, -2): numpy reads any negative size as 'the rest', like -1",
+            # a name that is one maker token alone ('agilex') also gets the spelling '' (folder '_'): no
+            # ROBOT_TYPES key is '' and no NAME_PREFIXES row starts '_'; the option rows match the name itself
+            "x__spellings__mutmut_9": "maker skipped down to no token: the extra spelling '' matches no row",
+            # option rows matching one name all start it, so each is a prefix of the other: reverse lexicographic
+            # order puts the longer first, as reverse length order does
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_20": "option prefixes sorted without key=len (reverse): the "
+                                                             "longer of two matching prefixes still first",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_23": "option prefixes sorted without key (reverse): the "
+                                                             "longer of two matching prefixes still first",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_36": "NAME_PREFIXES sorted without key=len (reverse): no row "
+                                                             "is a prefix of another, so at most one matches",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_39": "NAME_PREFIXES sorted without key (reverse): no row is a "
+                                                             "prefix of another, so at most one matches",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_40": "NAME_PREFIXES shortest first: no row is a prefix of "
+                                                             "another, so at most one matches a folder",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_41": "NAME_PREFIXES shortest first (reverse=False): no row is a "
+                                                             "prefix of another, so at most one matches a folder",
+            "xǁRoboCOINConverterǁembodiment_for__mutmut_31": "prefix.rstrip('XX_XX'): option keys are lower-cased "
+                                                             "(_norm), so only the '_' is stripped, as before",
+            # language_for always puts a 'robocoin' record into the metadata that reaches finish
+            "xǁRoboCOINConverterǁfinish__mutmut_3": "setdefault('robocoin', None): the record is always there",
+            "xǁRoboCOINConverterǁfinish__mutmut_5": "setdefault('robocoin') without a default: the record is always "
+                                                    "there",
+            "xǁRoboCOINConverterǁextra_metadata__mutmut_25": "an empty 'robocoin_annotations' also returned: finish "
+                                                             "pops it and merges nothing",
+        },
+    ),
+    "converters.robomind": Module(
+        ("converters/robomind.py",), ("tests/test_robomind_converter.py",),
+        equivalent={
+            # the span of one frame is np.ptp over one row, 0.0, and the stuck flag needs num_frames > 1 anyway
+            "xǁRoboMindConverterǁ_build__mutmut_143": "ee span computed also for one frame: ptp of one row is 0.0",
+        },
+    ),
 }
 
 # mutmut's exit codes per mutant (mutmut/__main__.py status_by_exit_code), as counted here
@@ -325,6 +391,8 @@ def _configure(name: str, keep: bool) -> None:
     config = configuration._load_config()
     config.only_mutate = list(module.sources)
     config.pytest_add_cli_args_test_selection = list(module.tests)
+    # the tests that build sample data last (benchmarks/mutation_order.py): a fast test kills sooner
+    config.pytest_add_cli_args = [*config.pytest_add_cli_args, "-p", "benchmarks.mutation_order"]
     configuration._config = config
 
 

@@ -119,7 +119,7 @@ class Annotations:
             if not path.is_file():
                 continue
             table: dict[int, str] = {}
-            for number, row in enumerate(_jsonl(path, f"{where}: {ANNOTATION_DIR}/{file_name}"), 1):
+            for number, row in _jsonl(path, f"{where}: {ANNOTATION_DIR}/{file_name}"):
                 index, text = row.get(f"{kind}_index"), row.get(kind)
                 if kind == "scene" and index is None:  # per-episode rows {episode_idx, scene_annotation}
                     ep = row.get("episode_idx", row.get("episode_index"))
@@ -138,7 +138,9 @@ class Annotations:
         return out
 
 
-def _jsonl(path: Path, where: str) -> list[dict[str, Any]]:
+def _jsonl(path: Path, where: str) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSON-lines file; blank lines are skipped but
+    counted, so a message names the line an editor shows."""
     rows = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -153,7 +155,7 @@ def _jsonl(path: Path, where: str) -> list[dict[str, Any]]:
             raise EpisodeError(Reason.INVALID_METADATA, f"{where} line {number} is not JSON: {exc}") from exc
         if not isinstance(row, dict):
             raise EpisodeError(Reason.INVALID_METADATA, f"{where} line {number} is not a JSON object")
-        rows.append(row)
+        rows.append((number, row))
     return rows
 
 

@@ -674,3 +674,191 @@ def test_write_synthetic_gives_valid_episodes(tmp_path):
     ep, frames = read_all(conv, "327/700001")
     assert ep.num_frames == 40 and frames["head"].shape == (40, 48, 64, 3)  # odd height rounded up
     assert ep.metadata["videos"]["head"]["codec"] == "libdav1d"
+
+
+# -- rules the mutation run showed unpinned (issue 18) ----------------------------------------------
+
+
+def test_a_file_that_is_not_a_tar_is_damaged_at_byte_zero(tmp_path):
+    path = tmp_path / "x.tar"
+    path.write_bytes(b"not a tar archive at all" * 40)
+    with pytest.raises(agibot._TarDamaged) as err:
+        list(agibot._iter_tar(path))
+    assert err.value.offset == 0 and err.value.detail.startswith("not a readable tar archive (")
+
+
+def test_a_member_ending_exactly_at_the_file_end_is_read_and_the_missing_end_marker_reported(tmp_path):
+    blob = agibot_samples._tar_bytes([("a.bin", b"x" * 512)])
+    with tarfile_open(blob) as tf:
+        member = tf.getmember("a.bin")
+    path = tmp_path / "cut.tar"
+    path.write_bytes(blob[: member.offset_data + 512])  # the data intact, the end-of-archive blocks gone
+    names = []
+    with pytest.raises(agibot._TarDamaged) as err:
+        for info in agibot._iter_tar(path):
+            names.append(info.name)
+    assert names == ["a.bin"] and "no end-of-archive block" in err.value.detail
+
+
+def test_a_shard_damaged_before_any_episode_says_none_was_read(tmp_path):
+    shard = tmp_path / "observations/327/1-2.tar"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(b"\x7f" * 2048)
+    with pytest.raises(EpisodeError) as err:
+        list(AgibotConverter(tmp_path).episodes("observations/327/1-2.tar"))
+    assert err.value.reason is Reason.CORRUPT_FILE
+    assert "damaged at byte 0" in err.value.message and "no episode was read" in err.value.message
+
+
+def test_an_extracted_episode_records_its_unit(tmp_path):
+    ref = build(tmp_path, episode=1000)
+    conv = AgibotConverter(tmp_path)
+    [(got, opener)] = list(conv.episodes("observations/327/1000"))
+    with conv.read(opener) as ep:
+        assert got == ref and ep.metadata["unit"] == "observations/327/1000"
+
+
+def test_a_tar_member_cut_short_reads_only_the_bytes_there(tmp_path):
+    path = tmp_path / "short.bin"
+    path.write_bytes(bytes(range(10)))
+    with agibot._open_member(path, 5, 10) as fh:  # the member claims 10 bytes, the file holds 5
+        assert fh.read() == bytes(range(5, 10))
+    with agibot._open_member(path, 2, 4) as fh:
+        assert fh.read() == bytes(range(2, 6))
+
+
+def test_a_shard_episode_lists_only_its_members_in_a_folder():
+    files = agibot._TarFiles(Path("s.tar"), {"videos/b.mp4": (0, 1), "videos/a.mp4": (1, 1), "videos_old/c.mp4": (2, 1),
+                                             "tactile/d.bin": (3, 1), "videos": (4, 0)})
+    assert files.listing("videos") == ["videos/a.mp4", "videos/b.mp4"]
+    assert files.listing("depth") == []
+
+
+def test_camera_parameter_values_must_be_finite_and_poses_complete():
+    good = {"fx": 1.0, "fy": 2, "ppx": 3.0, "ppy": 4.0}
+    assert agibot._intrinsics({"intrinsic": good}, "p.json") == {"fx": 1.0, "fy": 2.0, "cx": 3.0, "cy": 4.0}
+    for bad in (float("nan"), float("inf"), None, True, "1"):
+        with pytest.raises(ValueError, match=r"^p\.json: intrinsic 'fx' must be a finite number, got "):
+            agibot._intrinsics({"intrinsic": {**good, "fx": bad}}, "p.json")
+    with pytest.raises(ValueError, match=r"^e\.json\[1\] has no extrinsic\.rotation_matrix / translation_vector$"):
+        pose = {"extrinsic": {"rotation_matrix": np.eye(3).tolist(), "translation_vector": [0, 0, 0]}}
+        agibot._aligned_extrinsics([pose, {"extrinsic": {"rotation_matrix": np.eye(3).tolist()}}], "e.json")
+
+
+def test_the_whole_stream_is_decoded_so_a_cut_after_the_needed_frames_is_reported():
+    class Cut:
+        """Four frames at 0.1 s steps, then the decoder reports the stream cut short."""
+
+        def __init__(self):
+            self.i = 0
+
+        def next(self):
+            self.i += 1
+            if self.i > 4:
+                raise EpisodeError(Reason.VIDEO_DECODE_ERROR, "cam: stream ends early")
+            return np.full((2, 2, 3), self.i, np.uint8), (self.i - 1) * 0.1
+
+    frames = agibot._by_nearest_time(Cut(), np.array([0.0, 0.1]), "cam")
+    with pytest.raises(EpisodeError, match="stream ends early"):
+        list(frames)
+
+
+def test_a_missing_camera_lists_the_videos_and_tactile_files_present(tmp_path):
+    ref = build(tmp_path, frames={"head": 20, "hand_left": 20, "hand_right": None})
+    tactile = tmp_path / "observations" / ref / "tactile"
+    tactile.mkdir()
+    (tactile / "left.bin").write_bytes(b"x")
+    with pytest.raises(EpisodeError) as err:
+        read_all(AgibotConverter(tmp_path), ref)
+    assert err.value.reason is Reason.MISSING_CAMERA
+    assert "'tactile/left.bin'" in err.value.message and f"'{camera_file('head')}'" in err.value.message
+
+
+def test_the_scene_text_and_each_video_s_file_and_rate_are_recorded(tmp_path):
+    ref = build(tmp_path)
+    ep, _ = read_all(AgibotConverter(tmp_path), ref)
+    assert ep.metadata["init_scene_text"] == "A cup is on the table."
+    for cam, video in ep.metadata["videos"].items():
+        assert set(video) == {"file", "codec", "height", "width", "fps", "frames", "alignment"}
+        assert video["file"] == camera_file(cam) and video["fps"] > 0 and video["frames"] == 20
+
+
+@pytest.mark.parametrize("ref", ["327/abc", "abc/1000", "327", "327/"])
+def test_a_ref_is_two_numbers(tmp_path, ref):
+    with pytest.raises(EpisodeError) as err:
+        AgibotConverter(tmp_path).open_episode(ref).__enter__()
+    assert err.value.reason is Reason.UNSUPPORTED_LAYOUT and err.value.message == f"{ref}: refs are '<task>/<episode>'"
+
+
+def test_an_unreadable_header_after_a_good_member_is_damage_at_that_header(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in (("a.bin", b"x" * 10), ("b" * 120 + ".bin", b"y" * 10)):  # a long name: a pax header first
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    blob = bytearray(buf.getvalue())
+    with tarfile_open(bytes(blob)) as tf:
+        second = tf.getmembers()[1]
+    blob[second.offset_data - 512 : second.offset_data] = b"\x7f" * 512  # the member's own header, after its pax header
+    path = tmp_path / "x.tar"
+    path.write_bytes(bytes(blob))
+    names = []
+    with pytest.raises(agibot._TarDamaged) as err:
+        for info in agibot._iter_tar(path):
+            names.append(info.name)
+    assert names == ["a.bin"] and err.value.offset == second.offset and err.value.detail
+
+
+def test_timestamp_problems_name_the_episode(tmp_path):
+    """A /timestamp that is not [N] is shape_mismatch, one that is a group unsupported_layout; both name the episode."""
+    data = proprio()
+    data["timestamp"] = data["timestamp"].reshape(4, 5)
+    ref = build(tmp_path, data=data)
+    with pytest.raises(EpisodeError) as err:
+        read_all(AgibotConverter(tmp_path), ref)
+    assert err.value.reason is Reason.SHAPE_MISMATCH
+    assert err.value.message == f"{ref}: proprio_stats.h5:/timestamp must be [N], got (4, 5)"
+    path = tmp_path / "proprio_stats" / ref / "proprio_stats.h5"
+    with h5py.File(path, "a") as f:
+        del f["timestamp"]
+        f.create_group("timestamp")
+    with pytest.raises(EpisodeError) as err:
+        read_all(AgibotConverter(tmp_path), ref)
+    assert err.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.value.message == f"{ref}: proprio_stats.h5:/timestamp is a group, expected a dataset"
+
+
+def test_float_timestamps_start_at_their_rounded_first_value(tmp_path):
+    data = proprio()
+    data["timestamp"] = (T0 + np.arange(20) * 33_333_333).astype(np.float64)
+    ep, _ = read_all(AgibotConverter(tmp_path), build(tmp_path, data=data))
+    assert ep.metadata["timestamp_start_ns"] == int(round(float(data["timestamp"][0])))
+    np.testing.assert_allclose(ep.timestamp, np.arange(20) * 0.033333333, atol=1e-6)
+    data["timestamp"][0] = np.nan  # a non-finite first value is refused, not a crash
+    ref = build(tmp_path, episode=1001, data=data)
+    with pytest.raises(EpisodeError):
+        read_all(AgibotConverter(tmp_path), ref)
+
+
+@pytest.mark.parametrize("segment, words", [
+    ({"start_frame": 5, "end_frame": 3, "action_text": "x"}, "has invalid frames start=5 end=3"),
+    ({"start_frame": -1, "end_frame": 3, "action_text": "x"}, "has invalid frames start=-1 end=3"),
+    ({"start_frame": 1, "end_frame": 3, "action_text": 7}, "has no string 'action_text': 7"),
+])
+def test_a_label_segment_needs_ordered_frames_from_zero_and_a_text(tmp_path, segment, words):
+    ref = build(tmp_path, rec=record(1000, label_info={"action_config": [segment], "key_frame": []}))
+    with pytest.raises(EpisodeError) as err:
+        read_all(AgibotConverter(tmp_path), ref)
+    assert err.value.reason is Reason.INVALID_METADATA and words in err.value.message
+
+
+def test_label_segments_with_blank_texts_only_give_no_subtasks(tmp_path):
+    segments = [{"start_frame": 0, "end_frame": 5, "action_text": "  "}, {"start_frame": 6, "end_frame": 9, "action_text": ""}]
+    ref = build(tmp_path, rec=record(1000, label_info={"action_config": segments, "key_frame": []}))
+    assert read_all(AgibotConverter(tmp_path), ref)[0].subtasks is None
+
+
+def test_an_instruction_template_may_format_its_texts():
+    conv = AgibotConverter("/nowhere", {"instruction_template": "{task_name:.20} ({english_task_name:>3}) {init_scene_text!s}"})
+    assert conv.options.instruction_template.startswith("{task_name:.20}")

@@ -243,3 +243,151 @@ def test_paths_from_metadata_stay_inside_the_source_folder(rel, ok):
     with pytest.raises(EpisodeError) as info:
         relative_inside(rel, "w")
     assert info.value.reason == Reason.INVALID_METADATA
+
+
+@pytest.mark.parametrize("rel", ["../a.mp4", "/etc/hostname"])
+def test_a_path_leading_outside_names_where_it_came_from_and_the_path(rel):
+    from converters.base import relative_inside
+    from pipelines.episode_store.errors import EpisodeError
+
+    with pytest.raises(EpisodeError) as info:
+        relative_inside(rel, "ep_1/meta.json")
+    assert info.value.message == (f"ep_1/meta.json: path {rel!r} from the metadata leads outside the source's "
+                                  "folder")
+    assert relative_inside(Path("sub") / "a.mp4", "w") == "sub/a.mp4"  # a Path is read as its text
+    assert relative_inside("sub\\a.mp4", "w") == "sub/a.mp4"  # a Windows separator is a separator
+
+
+# -- the helpers every converter shares (converters/base.py) -------------------------------------------------
+
+
+def test_a_source_card_is_its_yaml_file_with_lists_as_tuples():
+    from converters.base import CARDS_DIR
+
+    card = SourceCard.load("robocoin")
+    doc = yaml.safe_load((CARDS_DIR / "robocoin.yaml").read_text())
+    assert card == SourceCard(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()})
+    assert isinstance(card.biases, tuple) and card.biases == tuple(doc["biases"])
+    assert isinstance(card.title, str) and card.title == doc["title"]
+
+
+def test_a_source_card_that_is_not_a_mapping_of_its_fields_is_refused_naming_the_file(tmp_path, monkeypatch):
+    import dataclasses
+
+    from converters import base
+
+    monkeypatch.setattr(base, "CARDS_DIR", tmp_path)
+    good = {"title": "T", "url": "", "license": "MIT", "citation": "", "collection": "c",
+            "collection_type": ["Teleoperation"], "biases": ["b"], "limitations": ["l"], "personal_information": []}
+    (tmp_path / "good.yaml").write_text(yaml.safe_dump(good))
+    card = SourceCard.load("good")
+    assert card.collection_type == ("Teleoperation",) and card.personal_information == () and card.unverified == ()
+    fields = sorted(f.name for f in dataclasses.fields(SourceCard))
+    for name, text in (("extra", yaml.safe_dump({**good, "notes": "x"})), ("listed", "- a\n- b\n")):
+        (tmp_path / f"{name}.yaml").write_text(text)
+        with pytest.raises(ValueError) as err:
+            SourceCard.load(name)
+        assert str(err.value) == f"{tmp_path / name}.yaml: a source card is a mapping of {fields}"
+    (tmp_path / "broken.yaml").write_text("title: [unclosed\n")
+    with pytest.raises(ValueError, match=r"broken\.yaml: not valid YAML \(") as err:
+        SourceCard.load("broken")
+    assert str(err.value).startswith(f"{tmp_path / 'broken.yaml'}: not valid YAML (")
+
+
+def test_cards_for_gives_each_dataset_its_card_or_none_sorted():
+    from converters.base import cards_for
+
+    cards = cards_for(["robocoin", "no_such_dataset", "agibot"])
+    assert list(cards) == ["agibot", "no_such_dataset", "robocoin"]
+    assert cards["no_such_dataset"] is None
+    assert cards["agibot"] == SourceCard.load("agibot") and cards["robocoin"] == SourceCard.load("robocoin")
+
+
+def _bare_converter(opened: list[str] | None = None):
+    from converters.base import Converter
+
+    class Bare(Converter):
+        name = "bare"
+        source_version = "1"
+        converter_version = "1"
+        embodiments = ("bare_arm",)
+        control_hz = 10.0
+
+        def discover(self) -> list[str]:
+            return ["unit_a"]
+
+    if opened is None:
+        return Bare("/nowhere")
+
+    class Opens(Bare):
+        def open_episode(self, source_episode: str):
+            opened.append(source_episode)
+            return source_episode
+
+    return Opens("/nowhere")
+
+
+def test_a_unit_is_one_episode_opened_by_its_own_name_by_default():
+    opened: list[str] = []
+    conv = _bare_converter(opened)
+    [(ref, opener)] = list(conv.episodes("unit_a"))
+    assert ref == "unit_a" and opened == []  # nothing is opened until the opener is called
+    assert opener() == "unit_a" and opened == ["unit_a"]
+    bare = _bare_converter()
+    [(_, opener)] = list(bare.episodes("unit_a"))
+    with pytest.raises(NotImplementedError, match="^Bare must implement open_episode or episodes$"):
+        opener()
+
+
+def test_require_names_the_episode_and_the_missing_key():
+    conv = _bare_converter()
+    assert conv.require({"fps": 30}, "fps", "ep_1") == 30
+    for mapping, cause in (({"fps": 30}, KeyError), (None, TypeError), (["x"], TypeError)):
+        with pytest.raises(EpisodeError) as err:
+            conv.require(mapping, "robot", "ep_1/meta.json")
+        assert err.value.reason.value == "missing_key" and err.value.message == "ep_1/meta.json: missing 'robot'"
+        assert isinstance(err.value.__cause__, cause)
+
+
+def test_an_episode_file_or_folder_listed_by_discovery_is_checked_for_what_it_is(tmp_path):
+    """A regular file (or folder) is returned; a directory or other non-regular file where a file should be is
+    ``corrupt_file``, a file where a folder should be too; a vanished path or a dangling link ``missing_file``."""
+    import os
+
+    from converters.base import episode_file, episode_folder
+
+    (tmp_path / "ep.h5").write_bytes(b"x")
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone.h5")
+    assert episode_file(tmp_path, "ep.h5") == tmp_path / "ep.h5"
+    assert episode_folder(tmp_path, "folder") == tmp_path / "folder"
+
+    def refused(check, rel):
+        with pytest.raises(EpisodeError) as err:
+            check(tmp_path, rel)
+        return err.value.reason.value, err.value.message
+
+    assert refused(episode_file, "folder") == ("corrupt_file", "folder: a directory where an episode file should be")
+    assert refused(episode_file, "pipe") == ("corrupt_file", "pipe: not a regular file where an episode file should be")
+    assert refused(episode_folder, "ep.h5") == ("corrupt_file",
+                                                "ep.h5: not a directory where an episode folder should be")
+    assert refused(episode_file, "absent.h5") == ("missing_file", f"absent.h5: file not found ({tmp_path / 'absent.h5'})")
+    assert refused(episode_folder, "absent") == ("missing_file",
+                                                 f"absent: episode folder not found ({tmp_path / 'absent'})")
+    link = ("missing_file", f"dangling: a symbolic link to {tmp_path / 'gone.h5'}, which does not exist")
+    assert refused(episode_file, "dangling") == link and refused(episode_folder, "dangling") == link
+
+
+def test_a_dangling_link_is_a_link_whose_target_is_absent(tmp_path):
+    import os
+
+    from converters.base import is_dangling_link
+
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "good_link").symlink_to(tmp_path / "file")
+    (tmp_path / "bad_link").symlink_to(tmp_path / "absent")
+    want = {"file": False, "good_link": False, "bad_link": True}
+    assert {e.name: is_dangling_link(e) for e in os.scandir(tmp_path)} == want  # directory entries
+    assert {n: is_dangling_link(tmp_path / n) for n in want} == want  # paths
+    assert is_dangling_link(tmp_path / "absent") is False  # absent, but no link

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional, Union
 
 import pytest
 
@@ -173,3 +173,138 @@ def test_every_converter_declares_its_options_for_the_validator(source):
     assert parse_options(cls.options_type, given, source=source) == defaults
     with pytest.raises(ValueError, match=f"^{source}: unknown option"):
         cls("/nonexistent", {"no_such_option": 1})
+
+
+def test_an_option_declares_its_default_its_factory_and_its_rule():
+    """``option(d, **rule)`` is a field whose default is ``d`` (or ``default_factory()``) and whose rule is
+    checked: the declaration itself, made at run time, not only the classes made at import."""
+
+    @dataclass(frozen=True)
+    class Declared:
+        count: int = option(3, ge=1)
+        names: tuple[str, ...] = option(default_factory=lambda: ("head",), nonempty=True)
+
+    assert Declared() == Declared(3, ("head",)) and Declared().count == 3 and Declared().names == ("head",)
+    assert parse_options(Declared, {"count": 1, "names": ["a"]}, source="lab") == Declared(1, ("a",))
+    with pytest.raises(ValueError, match=r"^lab: option count must be an integer >= 1, got 0$"):
+        parse_options(Declared, {"count": 0}, source="lab")
+    with pytest.raises(ValueError, match=r"^lab: option names must be a non-empty list \[a string, \.\.\.\], got \[\]$"):
+        parse_options(Declared, {"names": []}, source="lab")
+
+
+def test_a_rule_on_a_union_with_none_holds_for_each_member_and_leaves_none_allowed():
+    """``X | Y | None = option(None, **rule)``: the rule is on ``X | Y`` (typing's ``Optional`` spelling too),
+    a value of either member is checked against it (the message names the rule), one of neither member is
+    refused with the whole annotation, and None stays "not set"."""
+
+    @dataclass(frozen=True)
+    class Sized:
+        size: int | str | None = option(None, choices=(8, "auto"))
+        other: Optional[Union[int, str]] = option(None, choices=(8, "auto"))
+        label: Optional[str] = option(None, nonempty=True)
+
+    for key in ("size", "other"):
+        assert getattr(parse_options(Sized, {key: 8}, source="lab"), key) == 8
+        assert getattr(parse_options(Sized, {key: "auto"}, source="lab"), key) == "auto"
+        assert getattr(parse_options(Sized, {key: None}, source="lab"), key) is None
+        with pytest.raises(ValueError, match=rf"^lab: option {key} must be one of 8, 'auto', got 'x'$"):
+            parse_options(Sized, {key: "x"}, source="lab")
+        with pytest.raises(ValueError, match=rf"^lab: option {key} must be one of 8, 'auto' or null, got 1.5$"):
+            parse_options(Sized, {key: 1.5}, source="lab")
+    assert parse_options(Sized, {"label": None}, source="lab").label is None
+    with pytest.raises(ValueError, match=r"^lab: option label must be a non-empty string, got ' '$"):
+        parse_options(Sized, {"label": " "}, source="lab")
+
+
+def test_an_item_s_refusal_inside_a_ruled_container_names_its_full_path():
+    refused(r"^lab: option table\['gripper'\]\[0\] must be a non-empty string, got ''$", table={"gripper": [""]})
+    refused(r"^lab: option table\['gripper'\]\[1\] must be a non-empty string, got 3$", table={"gripper": ["a", 3]})
+
+
+def test_a_fixed_length_list_of_the_wrong_length_is_refused_with_the_value_given():
+    refused(r"^lab: option shape must be a list of 2 \[an integer > 0, an integer > 0\], got \[480\]$", shape=[480])
+    refused(r"^lab: option shape must be a list of 2 \[an integer > 0, an integer > 0\], got \[1, 2, 3\]$",
+            shape=[1, 2, 3])
+
+
+def test_messages_describe_mappings_unions_and_scalars_in_full():
+    refused(r"^lab: option rate_or_table must be a number or a mapping \{a string: a number\} or null, got '30'$",
+            rate_or_table="30")
+    refused(r"^lab: option table must be a mapping \{a string: a non-empty list \[a non-empty string, \.\.\.\]\} or "
+            r"null, got \['head'\]$", table=["head"])
+    refused(r"^lab: option names must be a list \[a non-empty string, \.\.\.\], got 'ab'$", names="ab")
+    refused(r"^lab: option mode must be one of 'fast', 'exact', got 'slow'$", mode="slow")
+    refused(r"^lab: option enabled must be true or false, got None$", enabled=None)
+    refused(r"^lab: option label must be a string or null, got 3$", label=3)
+
+
+def test_bounds_and_a_pattern_are_described_together():
+    @dataclass(frozen=True)
+    class Bounded:
+        low: float = option(1.0, ge=0, lt=10)
+        high: float = option(1.0, gt=0, le=10)
+        code: str = option("ab", nonempty=True, pattern="[a-z]+")
+        kind: str = option("x", choices=("x", "y"), nonempty=True)
+
+    def message(**given) -> str:
+        with pytest.raises(ValueError) as err:
+            parse_options(Bounded, given, source="lab")
+        return str(err.value)
+
+    assert message(low=10) == "lab: option low must be a number >= 0 and < 10, got 10"
+    assert message(low=-1) == "lab: option low must be a number >= 0 and < 10, got -1"
+    assert message(high=0) == "lab: option high must be a number > 0 and <= 10, got 0"
+    assert message(high=10.5) == "lab: option high must be a number > 0 and <= 10, got 10.5"
+    assert parse_options(Bounded, {"low": 0, "high": 10}, source="lab") == Bounded(0.0, 10.0)
+    assert message(code="A1") == "lab: option code must be a non-empty string matching the pattern [a-z]+, got 'A1'"
+    assert message(kind="z") == "lab: option kind must be a non-empty one of 'x', 'y', got 'z'"
+
+
+def test_unknown_keys_are_listed_sorted_whatever_their_type():
+    message = refused("unknown option", zeta=1, alpha=2)
+    assert message == ("lab: unknown option(s) ['alpha', 'zeta']; known: ['count', 'enabled', 'label', 'mode', "
+                       "'names', 'rate', 'rate_or_table', 'shape', 'table', 'unit', 'version']")
+    with pytest.raises(ValueError, match=r"^lab: unknown option\(s\) \[1, 'b'\]; known: "):
+        parse_options(Example, {"b": 1, 1: 2}, source="lab")
+    with pytest.raises(ValueError, match=r"^lab: options must be a mapping of option names to values, got \[1\]$"):
+        parse_options(Example, [1], source="lab")
+
+
+def test_a_refusal_is_raised_without_the_inner_error_chained():
+    """The source-prefixed ``ValueError`` replaces the field's own (``from None``): one message, not two."""
+    with pytest.raises(ValueError) as err:
+        parse(count=0)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_a_converter_parses_its_options_at_construction_naming_itself():
+    """``Converter(root, options)``: the root as a Path and the options parsed against ``options_type``, a
+    refusal prefixed with the converter's registry name."""
+    from pathlib import Path
+
+    cls = get_converter("inhouse")
+    conv = cls("/data/root", {"frame_block": 2})
+    assert conv.root == Path("/data/root") and isinstance(conv.root, Path)
+    assert conv.options == cls.options_type(frame_block=2) and cls("/x").options == cls.options_type()
+    with pytest.raises(ValueError, match=r"^inhouse: option frame_block must be an integer >= 1, got 0$"):
+        cls("/x", {"frame_block": 0})
+
+
+def test_a_rule_on_a_union_without_none_does_not_admit_none():
+    """Only ``X | None`` moves a field's rule onto ``X`` and keeps None allowed; on ``X | Y`` the rule is on
+    the whole union, and None is refused like any value of neither member."""
+
+    @dataclass(frozen=True)
+    class Sized:
+        size: int | str = option(8, choices=(8, "auto"))
+
+    assert parse_options(Sized, {"size": "auto"}, source="lab").size == "auto"
+    with pytest.raises(ValueError, match=r"^lab: option size must be one of 8, 'auto', got None$"):
+        parse_options(Sized, {"size": None}, source="lab")
+
+
+def test_non_empty_replaces_the_article_of_the_description():
+    """A rule's description puts "non-empty" before the noun, in place of its article, "a" or "an"."""
+    assert Rule(nonempty=True).describe("a string") == "a non-empty string"
+    assert Rule(nonempty=True).describe("an integer") == "a non-empty integer"
+    assert Rule(nonempty=True).describe("a list [an integer, ...]") == "a non-empty list [an integer, ...]"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -350,6 +351,7 @@ def test_truncated_shard_yields_the_good_records_then_corrupt_file(tmp_path, rea
     results = read_all(DroidConverter(tmp_path), SHARD0)
     assert [r[0] for r in results] == [specs[0].ref, specs[1].ref, SHARD0]
     assert results[2][1] is Reason.CORRUPT_FILE and "2 of 4 episodes lost" in results[2][2]
+    assert results[2][2].startswith(f"{SHARD0}: ")  # either reader names the shard
 
 
 @pytest.fixture(params=["crc32c", "tensorflow"])
@@ -742,3 +744,158 @@ def test_write_synthetic(tmp_path):
     for unit in units:
         ref, ep, frames = only_episode(conv, unit)
         assert ep.num_frames == 30 and all(f[0].shape == (36, 64, 3) and len(f) == 30 for f in frames.values())
+
+
+# -- rules the mutation run showed unpinned (issue 18) ----------------------------------------------
+
+
+def test_metadata_values_become_json_values():
+    assert droid._jsonable_value(b"caf\xc3\xa9 \xff") == "café \ufffd"  # undecodable bytes replaced
+    assert droid._jsonable_value(np.array([b"a", b"b"])) == ["a", "b"]
+    assert droid._jsonable_value(np.array(["x", b"y"], dtype=object)) == ["x", "y"]
+    assert droid._jsonable_value(np.array([[1.5, 2.0]])) == [[1.5, 2.0]]
+    assert droid._jsonable_value(np.float32(0.5)) == 0.5 and droid._jsonable_value(float("nan")) is None
+
+
+def test_a_boolean_stream_in_a_raw_file_is_numeric(tmp_path):
+    with h5py.File(tmp_path / "t.h5", "w") as f:
+        f.create_dataset("b", data=np.array([True, False, True]))
+        f.create_dataset("s", data=np.array([b"a", b"b", b"c"]))
+        field = droid.Field(("flag",), "x", "b")
+        np.testing.assert_array_equal(droid._matrix(f["b"], field, "b", "w"), [[1.0], [0.0], [1.0]])
+        with pytest.raises(EpisodeError) as err:
+            droid._matrix(f["s"], field, "s", "w")
+        assert err.value.reason is Reason.UNSUPPORTED_LAYOUT
+
+
+def test_re_reading_a_record_that_fails_its_crc_is_corrupt_file(tmp_path):
+    crc32c = droid._crc32c()
+    if crc32c is None:
+        pytest.skip("google-crc32c is not installed")
+    data = b"payload"
+    length = len(data).to_bytes(8, "little")
+    record = length + droid._masked_crc(length, crc32c).to_bytes(4, "little") + data + (0).to_bytes(4, "little")
+    path = tmp_path / "x.tfrecord"
+    path.write_bytes(record)
+    with pytest.raises(EpisodeError) as err:
+        droid.read_tfrecord_at(path, 0, "shard")
+    assert err.value.reason is Reason.CORRUPT_FILE
+    assert err.value.message == "shard: the record at byte 0: corrupted record (CRC mismatch)"
+
+
+def test_raw_metadata_file_rules(tmp_path):
+    """One metadata_<uuid>.json per folder (several: invalid_metadata naming them); the uuid comes from the
+    file name when the file does not state it."""
+    ref, uuid = make_raw(tmp_path)
+    path = _metadata_file(tmp_path, ref)
+    meta = json.loads(path.read_text())
+    meta.pop("uuid", None)
+    path.write_text(json.dumps(meta))
+    _, ep, _ = only_episode(DroidConverter(tmp_path), ref)
+    assert ep.metadata["episode_metadata"]["uuid"] == uuid
+    (path.parent / "metadata_other.json").write_text(json.dumps(meta))
+    _, reason, message = only_episode(DroidConverter(tmp_path), ref)
+    assert reason is Reason.INVALID_METADATA
+    assert message.endswith(f"several metadata files {sorted([path.name, 'metadata_other.json'])}")
+
+
+def test_raw_language_is_looked_up_from_the_release_base_up_to_the_root_and_its_absence_explained(tmp_path):
+    ref, uuid = make_raw(tmp_path)
+    table = tmp_path / RAW_SAMPLES_DIR / ANNOTATIONS_NAME
+    table.rename(tmp_path / ANNOTATIONS_NAME)  # at the root, above the release base
+    _, ep, _ = only_episode(DroidConverter(tmp_path), ref)
+    assert ep.instruction and ep.metadata["annotations_file"] == ANNOTATIONS_NAME
+    (tmp_path / ANNOTATIONS_NAME).unlink()
+    _, reason, message = only_episode(DroidConverter(tmp_path), ref)
+    assert reason is Reason.MISSING_LANGUAGE
+    assert message.endswith(f"; no {droid.RAW_ANNOTATIONS_GLOB} found (set the 'annotations' option)")
+    (tmp_path / ANNOTATIONS_NAME).write_text(json.dumps({"someone_else": {}}))
+    _, reason, message = only_episode(DroidConverter(tmp_path), ref)
+    assert reason is Reason.MISSING_LANGUAGE and message.endswith(f"; uuid {uuid!r} is not in {ANNOTATIONS_NAME}")
+
+
+def _bytes_edit(key, fn):
+    def edit(example, s, i):
+        values = example.features.feature[key].bytes_list.value
+        new = fn(list(values))
+        del values[:]
+        values.extend(new)
+    return edit
+
+
+@pytest.mark.parametrize("edit, reason, words", [
+    (_bytes_edit("steps/language_instruction", lambda v: [b"\xff\xfe"] * len(v)), Reason.INVALID_METADATA,
+     ": steps/language_instruction: text is not UTF-8: "),
+    (_bytes_edit("steps/language_instruction", lambda v: v[:-1]), Reason.LENGTH_MISMATCH,
+     ": steps/language_instruction has 19 steps but the state has 20"),
+    (_bytes_edit("steps/observation/wrist_image_left", lambda v: v[:-1]), Reason.FRAME_COUNT_MISMATCH,
+     ": steps/observation/wrist_image_left has 19 frames but steps/observation/joint_position has 20"),
+])
+def test_record_language_and_frames_problems_name_the_episode_and_the_stream(tmp_path, edit, reason, words):
+    make_release(tmp_path, [[spec()]], edit=edit)
+    ref, got, message = only_episode(DroidConverter(tmp_path), SHARD0)
+    assert got is reason and words in message and message.startswith(ref), message
+
+
+def test_a_raw_clock_that_is_not_numeric_1d_is_shape_mismatch():
+    clocks = {droid.RAW_CLOCKS[0]: np.zeros((3, 2), np.int64)}
+    with pytest.raises(EpisodeError) as err:
+        droid._raw_timestamps(clocks.get, 3, "ep")
+    assert err.value.reason is Reason.SHAPE_MISMATCH
+    assert err.value.message == f"ep: trajectory.h5:{droid.RAW_CLOCKS[0]} must be numeric [T], got (3, 2)"
+
+
+def test_the_newest_version_is_the_highest_by_number_not_by_text(tmp_path):
+    make_release(tmp_path, [[spec()]], version="1.0.9")
+    make_release(tmp_path, [[spec(seed=3)]], version="1.0.10")
+    assert DroidConverter(tmp_path).rlds_version_dir().name == "1.0.10"
+
+
+def test_a_shard_cut_inside_a_record_header_names_the_damage(tmp_path):
+    if droid._crc32c() is None:
+        pytest.skip("google-crc32c is not installed")
+    path = tmp_path / "x.tfrecord"
+    path.write_bytes(b"\x05\x00\x00")
+    with pytest.raises(EpisodeError) as err:
+        list(droid.read_tfrecords(path, "shard"))
+    assert err.value.reason is Reason.CORRUPT_FILE
+    assert err.value.message == "shard: unreadable after record 0: truncated record header at byte 0"
+
+
+def test_optional_libraries_are_loaded_once_with_tensorflow_quietened(monkeypatch):
+    """``_crc32c`` is google-crc32c's ``value`` (or None without it); ``load_tensorflow`` silences TensorFlow's C++
+    logging and oneDNN notice (unless the environment says otherwise) and returns the module, kept for later calls."""
+    pytest.importorskip("google_crc32c")
+    import google_crc32c
+    import tensorflow
+
+    monkeypatch.setattr(droid, "_MODULES", {})
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    assert droid._crc32c() is google_crc32c.value and droid._MODULES["crc32c"] is google_crc32c.value
+    assert droid.load_tensorflow() is tensorflow and droid._MODULES["tf"] is tensorflow
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3" and os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+def test_a_version_folder_given_as_a_unit_is_no_episode(tmp_path):
+    """A readable release folder as a unit is unsupported_layout; one whose dataset_info.json cannot be read is
+    invalid_metadata (how discovery reports such a release)."""
+    version_dir = make_release(tmp_path, [[spec()]])
+    assert read_all(DroidConverter(tmp_path), "1.0.1") == [
+        ("1.0.1", Reason.UNSUPPORTED_LAYOUT, "1.0.1: a TFDS version folder, not an episode")]
+    (version_dir / "dataset_info.json").write_text("{")
+    [(unit, reason, message)] = read_all(DroidConverter(tmp_path), "1.0.1")
+    assert unit == "1.0.1" and reason is Reason.INVALID_METADATA and message.startswith("1.0.1: ")
+
+
+def test_a_shard_with_fewer_records_than_dataset_info_lists_is_corrupt_file_after_its_records(tmp_path):
+    specs = [spec(seed=i, when=f"2023-04-17 14:4{i}:05") for i in range(2)]
+    version_dir = make_release(tmp_path, [specs])
+    path = version_dir / "droid_101-train.tfrecord-00000-of-00001"
+    first = next(iter(tf().data.TFRecordDataset(str(path)))).numpy()
+    with tf().io.TFRecordWriter(str(path)) as writer:  # intact framing, one record where two are listed
+        writer.write(first)
+    results = read_all(DroidConverter(tmp_path), SHARD0)
+    assert [r[0] for r in results] == [specs[0].ref, SHARD0]
+    assert results[1][1:] == (Reason.CORRUPT_FILE, f"{SHARD0}: shard holds 1 records but dataset_info.json lists 2 "
+                                                   "(truncated copy?)")

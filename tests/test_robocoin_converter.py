@@ -22,7 +22,9 @@ from converters import get_converter
 from converters.robocoin import (
     EMBODIMENTS,
     NAME_PREFIXES,
+    Annotations,
     RoboCOINConverter,
+    _jsonl,
     frame_subtasks,
 )
 from pipelines.episode_store.errors import EpisodeError, Reason
@@ -154,6 +156,7 @@ def test_gripper_convention_is_recorded(samples):
     conv = robocoin_meta(episode(root, f"{R1}/episode_000001"))["gripper_convention"]
     assert (conv["closed"], conv["open"]) == (0.0, 1.0)
     assert conv["dimensions"]["state"] == ["left_gripper_open_scale", "right_gripper_open_scale"]
+    assert conv["dimensions"]["action"] == ["left_gripper_open_scale", "right_gripper_open_scale"]
     assert conv["dimensions"]["extras/gripper_open_scale_state"] == ["left_gripper_open_scale",
                                                                      "right_gripper_open_scale"]
     ep = episode(root, f"{R1}/episode_000001")
@@ -232,6 +235,63 @@ def test_maker_prefixed_names_with_a_null_robot_type_find_their_embodiment(sampl
     assert episode(tmp_path, ref).embodiment == embodiment
 
 
+def _embodiment(robot_type, rel, options=None, root="/data/robocoin"):
+    from types import SimpleNamespace
+
+    return RoboCOINConverter(root, options).embodiment_for(SimpleNamespace(robot_type=robot_type, rel=rel), "ref")
+
+
+def test_the_embodiment_option_names_every_dataset_s_embodiment():
+    """``embodiment`` wins over every table; the robot model is the dataset's robot_type, else that id."""
+    assert _embodiment("Galaxea R1 Lite", "Realman_x", {"embodiment": "forced"}) == ("forced", "Galaxea R1 Lite")
+    assert _embodiment(None, "Mystery_x", {"embodiment": "forced"}) == ("forced", "forced")
+
+
+def test_the_embodiments_option_is_checked_before_the_built_in_tables():
+    """Its keys match a robot_type (normalised: case, '-' as '_', spaces) or, as whole-token prefixes, the dataset
+    name; the longest matching prefix wins; the model is the robot_type, else the prefix without its '_'."""
+    rows = {"embodiments": {"Lab-Arm": "lab_arm_v1", "lab_": "lab_generic", "lab_arm_": "lab_arm",
+                            "r1_lite_": "my_r1"}}
+    assert _embodiment(" lab_arm ", "Realman_x", rows) == ("lab_arm_v1", " lab_arm ")  # robot_type first
+    assert _embodiment(None, "Lab_Arm_pick", rows) == ("lab_arm", "lab_arm")  # the longest prefix
+    assert _embodiment(None, "Lab_Other_pick", rows) == ("lab_generic", "lab")
+    assert _embodiment("cobot_magic", "Lab_Arm_pick", rows) == ("lab_arm", "cobot_magic")  # before ROBOT_TYPES
+    assert _embodiment(None, "R1_Lite_open", rows) == ("my_r1", "r1_lite")  # before NAME_PREFIXES
+
+
+def test_robot_type_is_looked_up_before_the_dataset_name_with_or_without_its_maker():
+    assert _embodiment("Realman", "R1_Lite_open") == ("realman", "Realman")
+    assert _embodiment("Galaxea-R1-Lite", "x") == ("galaxea_r1_lite", "Galaxea-R1-Lite")
+    assert _embodiment("Unitree_G1edu", "x") == ("unitree_g1", "Unitree_G1edu")  # maker dropped: g1edu
+    assert _embodiment("Mystery", "Cobot_Magic_fold") == ("agilex_cobot_magic", "Mystery")  # not in the table: name
+    assert _embodiment(None, "Alpha_Bot_2_pick") == ("alphabot_2", "AlphaBot 2")  # null robot_type: the table's model
+
+
+def test_only_leading_maker_tokens_are_skipped_in_a_dataset_name():
+    """A robot's name matches at the start of the name, or after the makers' names only: a name that merely
+    contains it, or a maker's name alone, matches no row; a name that is the robot's name alone does."""
+    assert _embodiment(None, "Realman") == ("realman", "Realman")
+    assert _embodiment(None, "Agilex_Galaxea_R1_Lite") == ("galaxea_r1_lite", "Galaxea R1 Lite")
+    for name in ("Lab_Realman_pick", "Agilex", "Agilex_Lab_Realman_pick"):
+        with pytest.raises(EpisodeError) as err:
+            _embodiment(None, name)
+        assert err.value.reason == Reason.MISSING_METADATA, name
+
+
+def test_a_dataset_at_the_root_is_named_by_the_root_folder():
+    assert _embodiment(None, "", root="/data/RMC_AIDA_L_pour") == ("rmc_aida_l", "RMC AIDA-L")
+    assert _embodiment(None, None, root="/data/Realman_stack") == ("realman", "Realman")
+
+
+def test_a_dataset_no_row_matches_is_missing_metadata_naming_both_keys():
+    with pytest.raises(EpisodeError) as err:
+        _embodiment("mystery_arm", "Agilex_fold_the_towel")
+    assert err.value.reason == Reason.MISSING_METADATA
+    assert err.value.message.startswith("ref: robot_type 'mystery_arm' and dataset name 'Agilex_fold_the_towel' "
+                                        "match no row of the RoboCOIN embodiment table; ")
+    assert "sources.<name>.options.embodiments: {<robot_type or name prefix>: <embodiment id>}" in err.value.message
+
+
 def test_early_example_format_states_and_name(samples):
     root, _, _ = samples
     info = json.loads((root / RM / "meta" / "info.json").read_text())
@@ -306,6 +366,9 @@ def test_unknown_subtask_index_is_recorded_not_fatal(samples, tmp_path):
     assert robocoin_meta(ep)["unknown_subtask_indices"] == [0]
     path.write_text('{"subtask_index": "zero", "subtask": 3}\n')
     assert reason_of(copy, f"{R1B}/episode_000000") == Reason.INVALID_METADATA
+    with pytest.raises(EpisodeError) as err:  # the message names the dataset folder, the file and the line
+        episode(copy, f"{R1B}/episode_000000")
+    assert err.value.message.startswith(f"{R1B}: annotations/subtask_annotations.jsonl line 1 is not ")
     path.unlink()
     assert robocoin_meta(episode(copy, f"{R1B}/episode_000000"))["subtask_table_missing"] is True
 
@@ -318,6 +381,139 @@ def test_scene_per_episode_rows(samples, tmp_path):
         '{"episode_idx": 0, "scene_annotation": "A workbench with wooden blocks."}\n')
     assert robocoin_meta(episode(tmp_path, f"{RM}/episode_000000"))["scene"] == "A workbench with wooden blocks."
     assert "scene" not in robocoin_meta(episode(tmp_path, f"{RM}/episode_000002"))
+
+
+def _annotation_folder(tmp_path: Path, files: dict[str, str]) -> Path:
+    (tmp_path / "annotations").mkdir()
+    for name, text in files.items():
+        (tmp_path / "annotations" / name).write_text(text)
+    return tmp_path
+
+
+def test_annotation_tables_are_read_per_kind_and_an_absent_file_is_an_absent_kind(tmp_path):
+    folder = _annotation_folder(tmp_path, {
+        "subtask_annotations.jsonl": '{"subtask_index": 0, "subtask": "reach"}\n\n  \n{"subtask_index": 3, '
+                                     '"subtask": "grasp"}\n',
+        "gripper_mode_annotation.jsonl": '{"gripper_mode_index": 1, "gripper_mode": "closed"}\n',
+    })
+    ann = Annotations.load(folder, "ds")
+    assert ann.labels == {"subtask": {0: "reach", 3: "grasp"}, "gripper_mode": {1: "closed"}}  # blank lines skipped
+    assert ann.scene_by_episode == {}
+    assert Annotations.load(tmp_path / "nothing_here", "ds") == Annotations()
+
+
+def test_scene_rows_may_name_an_episode_in_either_spelling(tmp_path):
+    """The scene file holds ``{scene_index, scene}`` rows or per-episode rows: ``episode_idx`` or
+    ``episode_index`` with ``scene_annotation`` or ``scene``."""
+    folder = _annotation_folder(tmp_path, {"scene_annotations.jsonl": "\n".join([
+        '{"episode_idx": 0, "scene_annotation": "a kitchen"}',
+        '{"episode_index": 1, "scene": "a workbench"}',
+        '{"episode_idx": 2, "scene": "a shelf", "episode_index": 9}',
+        '{"scene_index": 4, "scene": "an office"}',
+    ]) + "\n"})
+    ann = Annotations.load(folder, "ds")
+    assert ann.scene_by_episode == {0: "a kitchen", 1: "a workbench", 2: "a shelf"}
+    assert ann.labels == {"scene": {4: "an office"}}
+
+
+@pytest.mark.parametrize("file_name, line", [
+    ("subtask_annotations.jsonl", '{"subtask_index": true, "subtask": "reach"}'),  # a bool is no index
+    ("subtask_annotations.jsonl", '{"subtask_index": 1.0, "subtask": "reach"}'),
+    ("subtask_annotations.jsonl", '{"subtask_index": 1, "subtask": 7}'),
+    ("subtask_annotations.jsonl", '{"subtask": "reach"}'),
+    ("subtask_annotations.jsonl", '{"episode_idx": 0, "scene_annotation": "a kitchen"}'),  # only scenes per episode
+    ("scene_annotations.jsonl", '{"episode_idx": "0", "scene_annotation": "a kitchen"}'),
+    ("scene_annotations.jsonl", '{"episode_idx": 0, "scene_annotation": 5}'),
+    ("scene_annotations.jsonl", '{"episode_index": 0}'),
+])
+def test_an_annotation_row_without_an_int_index_and_a_text_is_invalid_metadata(tmp_path, file_name, line):
+    kind = file_name.removesuffix("_annotations.jsonl")
+    folder = _annotation_folder(tmp_path, {file_name: f'{{"{kind}_index": 0, "{kind}": "ok"}}\n{line}\n'})
+    with pytest.raises(EpisodeError) as err:
+        Annotations.load(folder, "R1_x")
+    assert err.value.reason == Reason.INVALID_METADATA
+    assert err.value.message == (f'R1_x: annotations/{file_name} line 2 is not {{"{kind}_index": int, '
+                                 f'"{kind}": str}}: {json.loads(line)!r}')
+
+
+def test_a_bad_annotation_row_is_named_by_its_line_in_the_file_blank_lines_counted(tmp_path):
+    folder = _annotation_folder(tmp_path, {"gripper_mode_annotation.jsonl":
+                                           '{"gripper_mode_index": 0, "gripper_mode": "open"}\n\n{"gripper_mode": "x"}\n'})
+    with pytest.raises(EpisodeError) as err:
+        Annotations.load(folder, "R1_x")
+    assert err.value.message.startswith("R1_x: annotations/gripper_mode_annotation.jsonl line 3 is not ")
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"a": 1}\n\n{"a": \n', "ds/x.jsonl line 3 is not JSON: "),
+    ('{"a": 1}\n[1, 2]\n', "ds/x.jsonl line 2 is not a JSON object"),
+])
+def test_an_annotation_file_line_that_is_not_a_json_object_names_its_line(tmp_path, text, message):
+    path = tmp_path / "x.jsonl"
+    path.write_text(text)
+    with pytest.raises(EpisodeError) as err:
+        _jsonl(path, "ds/x.jsonl")
+    assert err.value.reason == Reason.INVALID_METADATA and err.value.message.startswith(message)
+    path.write_text('\n{"a": 1}\n \n{"b": [2]}\n')
+    assert _jsonl(path, "ds/x.jsonl") == [(2, {"a": 1}), (4, {"b": [2]})]  # blank lines skipped, but counted
+
+
+def test_an_unreadable_annotation_file_is_invalid_metadata(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a": "\xff"}\n')  # not UTF-8
+    for target in (path, tmp_path):  # undecodable bytes; a folder (an OSError)
+        with pytest.raises(EpisodeError) as err:
+            _jsonl(target, "ds/x.jsonl")
+        assert err.value.reason == Reason.INVALID_METADATA and err.value.message.startswith("ds/x.jsonl: cannot read: ")
+
+
+def test_the_scene_is_the_table_text_of_the_indices_the_frames_use_padding_dropped():
+    """In order of first use; "null", "none", empty and unknown indices are padding; one text is a string,
+    several a list; no text (or no scene column or table): the scene file's per-episode row, if any."""
+    from types import SimpleNamespace
+
+    def raw(indices, index=0):
+        return SimpleNamespace(columns={"scene_annotation"}, meta=SimpleNamespace(index=index),
+                               matrix=lambda key: np.asarray(indices).reshape(-1, 1))
+
+    ann = Annotations(labels={"scene": {0: "a kitchen", 1: " NULL ", 2: "a bench", 3: "", 4: "None"}},
+                      scene_by_episode={0: "per episode", 5: "five"})
+    scene = RoboCOINConverter._scene
+    assert scene(ann, raw([1, 0, 0, 2, 0])) == ["a kitchen", "a bench"]
+    assert scene(ann, raw([1, 1, 2, 9])) == "a bench"
+    assert scene(ann, raw([1, 3, 4, 9, 9])) == "per episode"
+    assert scene(ann, raw([1, 3], index=7)) is None
+    no_column = SimpleNamespace(columns=set(), meta=SimpleNamespace(index=5), matrix=None)
+    assert scene(ann, no_column) == "five"
+    assert scene(Annotations(scene_by_episode={0: "per episode"}), raw([0])) == "per episode"
+
+
+def test_a_subtask_column_of_padding_only_gives_no_subtasks(samples, tmp_path):
+    root, _, _ = samples
+    shutil.copytree(root / R1B, tmp_path / R1B)
+    path = tmp_path / R1B / "annotations" / "subtask_annotations.jsonl"
+    indices = [json.loads(line)["subtask_index"] for line in path.read_text().splitlines() if line.strip()]
+    path.write_text("".join(json.dumps({"subtask_index": i, "subtask": "null"}) + "\n" for i in indices))
+    ep = episode(tmp_path, f"{R1B}/episode_000000")
+    assert ep.subtasks is None and "unknown_subtask_indices" not in robocoin_meta(ep)
+    assert "subtask_annotation" in ep.extras  # the column itself stays an extra
+
+
+def test_the_episode_s_tasks_and_how_they_were_found_are_recorded(samples):
+    root, _, _ = samples
+    ep = episode(root, f"{R1}/episode_000000")
+    tasks = ep.metadata["tasks"]
+    assert tasks and tasks[0] == ep.instruction
+    assert ep.metadata["task_info"]["task_index"] and all(isinstance(i, int) for i in ep.metadata["task_info"]["task_index"])
+
+
+def test_an_annotation_line_that_is_not_json_names_the_dataset_file_and_line(tmp_path):
+    folder = _annotation_folder(tmp_path, {"eef_velocity_annotation.jsonl":
+                                           '{"eef_velocity_index": 0, "eef_velocity": "slow"}\n{"eef_velocity_index": 1,\n'})
+    with pytest.raises(EpisodeError) as err:
+        Annotations.load(folder, "R1_x")
+    assert err.value.reason == Reason.INVALID_METADATA
+    assert err.value.message.startswith("R1_x: annotations/eef_velocity_annotation.jsonl line 2 is not JSON: ")
 
 
 def test_action_filled_from_state_is_detected(samples, tmp_path):

@@ -700,3 +700,196 @@ def test_write_synthetic(tmp_path):
     assert ep.embodiment == "ur_1rgb" and frames["camera_top"].shape == (8, 30, 40, 3)
     with pytest.raises(ValueError):
         robomind_samples.write_synthetic(tmp_path, episodes=1, frames=8, height=8, width=8, embodiment="spot")
+
+
+# -- rules the mutation run showed unpinned (issue 18) ----------------------------------------------
+
+
+def test_dimension_names_are_numbered_from_one():
+    assert rm._names("left_", "joint", 3) == ("left_joint_1", "left_joint_2", "left_joint_3")
+    assert rm._names("", "ee", 1) == ("ee_1",)
+
+
+def test_a_single_arm_row_reads_the_joint_vector_and_the_flange_pose():
+    """``_single_arm``: state and action are ``joint_position`` (puppet / master), the ``ee_pose`` extra is puppet
+    ``end_effector`` (x y z roll pitch yaw), the gripper dimension is ``gripper``, 30 fps unless an option says
+    otherwise, annotations in ``<folder>.json``; folder, ids, cameras and channel order as given."""
+    cams = (rm.CameraSpec("camera_top", (rm.SD_SIZE,)),)
+    joints = ("joint_1", "gripper")
+    spec = rm._single_arm("h5_arm", "arm_1rgb", "arm_robot", cams, joints, opencv_order="RGB")
+    assert spec == rm.EmbodimentSpec(
+        folder="h5_arm", embodiment="arm_1rgb", robot_type="arm_robot", cameras=cams,
+        state=(rm.Part("joint_position", joints),), action=(rm.Part("joint_position", joints),),
+        extras=(("ee_pose", (rm.Part("end_effector", ("ee_x", "ee_y", "ee_z", "ee_roll", "ee_pitch", "ee_yaw")),)),),
+        gripper=("gripper",), ee_representation="xyz (m) + roll/pitch/yaw (rad) of the flange", opencv_order="RGB",
+        default_fps=30.0, annotation_files=("h5_arm.json",))
+    assert EMBODIMENTS["h5_ur_1rgb"] == rm._single_arm(
+        "h5_ur_1rgb", "ur_1rgb", "ur5e", EMBODIMENTS["h5_ur_1rgb"].cameras, rm._UR_Q, opencv_order="BGR")
+
+
+@pytest.mark.parametrize("value, want", [
+    (True, True), (np.bool_(False), False), (1, True), (np.int8(0), False), ("True", True), (" false ", False),
+    ("1", True), ("0", False), (b"TRUE", True), (b"0", False), (b"\xff\xfe", None), ("maybe", None), (2.5, None),
+    (None, None),
+])
+def test_a_boolean_file_attribute_is_read_from_its_usual_spellings(value, want):
+    assert rm._attr_bool(value) is want
+
+
+def test_an_unreadable_frame_block_is_corrupt_file_naming_the_frames():
+    class Unreadable:
+        shape = (10,)
+
+        def __getitem__(self, index):
+            raise OSError("bad chunk")
+
+    frames = rm._frame_reader(Unreadable(), "jpeg_vlen", "BGR", (), "ep:camera_top", 4)
+    with pytest.raises(EpisodeError) as err:
+        next(frames())
+    assert err.value.reason is Reason.CORRUPT_FILE and err.value.message == "ep:camera_top: cannot read frames 0:4: bad chunk"
+
+
+def test_raw_array_frames_are_reversed_only_for_bgr_embodiments():
+    data = scene(3)
+    np.testing.assert_array_equal(np.stack(list(rm._frame_reader(data, "raw_array", "RGB", (), "w", 2)())), data)
+    np.testing.assert_array_equal(np.stack(list(rm._frame_reader(data, "raw_array", "BGR", (), "w", 2)())),
+                                  data[..., ::-1])
+
+
+def test_a_grayscale_image_decodes_to_three_equal_channels():
+    gray = np.arange(24 * 32, dtype=np.uint8).reshape(24, 32)
+    buf = io.BytesIO()
+    Image.fromarray(gray, mode="L").save(buf, format="PNG")
+    for order in ("BGR", "RGB"):
+        frame = decode_frame(np.frombuffer(buf.getvalue(), np.uint8), order, (), "x")
+        assert frame.shape == (24, 32, 3) and all((frame[..., c] == gray).all() for c in range(3))
+
+
+def test_an_undecodable_image_names_why_and_the_raw_sizes_tried():
+    blob = np.frombuffer(jpeg(scene(1)[0])[:200], np.uint8)
+    with pytest.raises(EpisodeError) as err:
+        decode_frame(blob, "BGR", ((480, 640),), "cam[3]")
+    assert err.value.message.startswith("cam[3]: 200 bytes, not decodable as an image: ")
+    assert err.value.message.endswith("; size matches no raw frame size ['480x640x3=921600']")
+    with pytest.raises(EpisodeError) as err:
+        decode_frame(np.zeros(5, np.uint8), "BGR", (), "cam[0]")
+    assert err.value.message == "cam[0]: 5 bytes, no JPEG/PNG signature (starts with 00000000); size matches no raw frame size []"
+
+
+def test_annotation_file_rules(tmp_path):
+    """A file that is not a JSON list is invalid_metadata naming it; an id's split is the folder after
+    success_episodes when an episode follows (with or without /data); a step text that is not a string is ''."""
+    path = tmp_path / "h5_ur_1rgb.json"
+    path.write_text(json.dumps({"id": "x"}))
+    with pytest.raises(EpisodeError) as err:
+        rm._load_annotations(path)
+    assert err.value.reason is Reason.INVALID_METADATA
+    assert err.value.message == f"annotation file {path} must hold a JSON list, got dict"
+    path.write_text(json.dumps([
+        {"id": "h5_ur_1rgb/t/success_episodes/train/e1", "response": {"steps": [
+            {"step_description": 5, "start_frame": 0, "end_frame": 2}]}},
+        {"id": "h5_ur_1rgb/t/success_episodes/val/e2/data", "response": {"steps": ["reach"]}},
+        {"id": "h5_ur_1rgb/t/success_episodes/e3", "response": {}},
+    ]))
+    index = rm._load_annotations(path)
+    assert set(index) == {("t", "train", "e1"), ("t", "val", "e2"), ("t", "unsplit", "e3")}
+    assert index[("t", "train", "e1")].steps == [{"text": "", "start_frame": 0, "end_frame": 2}]
+
+
+def test_language_raw_holding_several_strings_gives_the_first(tmp_path):
+    ref = make(tmp_path, "h5_ur_1rgb", csv=False)
+    edit(tmp_path, ref, lambda f: f.create_dataset("language_raw", data=[b"The first.", b"The second."]))
+    assert read_all(RoboMindConverter(tmp_path), ref)[0].instruction == "The first."
+
+
+def test_language_raw_serves_a_task_the_table_lacks_and_an_absent_task_is_named(tmp_path):
+    ref = make(tmp_path, "h5_ur_1rgb", task="not_listed")
+    with pytest.raises(EpisodeError) as err:
+        read_all(RoboMindConverter(tmp_path), ref)
+    assert err.value.reason is Reason.MISSING_LANGUAGE
+    assert err.value.message == (f"{ref}: task 'not_listed' is not in {rm.INSTRUCTION_CSV} and the file has no "
+                                 "language_raw")
+    edit(tmp_path, ref, lambda f: f.create_dataset("language_raw", data=[b"From the file."]))
+    ep, _ = read_all(RoboMindConverter(tmp_path), ref)
+    assert ep.instruction == "From the file." and ep.metadata["instruction_source"] == "hdf5_language_raw"
+
+
+def test_instruction_table_read_problems(tmp_path):
+    """An unreadable table is corrupt_file, one not UTF-8 invalid_metadata, one lacking either column too; an
+    instruction_csv option naming no file is missing_metadata naming it."""
+    with pytest.raises(EpisodeError) as err:
+        rm.InstructionTable.load(tmp_path)  # a folder
+    assert err.value.reason is Reason.CORRUPT_FILE and err.value.message.startswith(f"cannot read {tmp_path}: ")
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"task,instruction\nt,\xff\xfe\n")
+    with pytest.raises(EpisodeError) as err:
+        rm.InstructionTable.load(bad)
+    assert err.value.reason is Reason.INVALID_METADATA and err.value.message.startswith(f"{bad} is not UTF-8: ")
+    for header in ("task,text", "name,instruction"):
+        bad.write_text(f"{header}\nt,x\n")
+        with pytest.raises(EpisodeError) as err:
+            rm.InstructionTable.load(bad)
+        assert err.value.reason is Reason.INVALID_METADATA and "needs 'task' and 'instruction' columns" in err.value.message
+    ref = make(tmp_path / "root", "h5_ur_1rgb")
+    with pytest.raises(EpisodeError) as err:
+        read_all(RoboMindConverter(tmp_path / "root", {"instruction_csv": "meta/absent.csv"}), ref)
+    assert err.value.message == (f"{ref}: instruction table {tmp_path / 'root' / 'meta' / 'absent.csv'} "
+                                 "(option instruction_csv) not found")
+
+
+def test_the_gripper_dimensions_are_recorded(tmp_path):
+    ep, _ = read_all(RoboMindConverter(tmp_path), make(tmp_path, "h5_agilex_3rgb"))
+    assert ep.metadata["gripper_dims"] == ["left_gripper", "right_gripper"]
+
+
+@pytest.mark.parametrize("group", ["franka", "tiangong"])
+def test_a_simulation_file_without_puppet_is_unsupported_layout(tmp_path, group):
+    ref = make(tmp_path, "h5_ur_1rgb")
+
+    def to_sim(f):
+        del f["puppet"]
+        f.create_group(group).create_dataset("joint", data=np.zeros((12, 7)))
+    edit(tmp_path, ref, to_sim)
+    with pytest.raises(EpisodeError) as err:
+        read_all(RoboMindConverter(tmp_path), ref)
+    assert err.value.reason is Reason.UNSUPPORTED_LAYOUT and "simulation layout" in err.value.message
+
+
+def test_a_camera_that_is_a_group_is_unsupported_layout(tmp_path):
+    ref = make(tmp_path, "h5_ur_1rgb")
+
+    def to_group(f):
+        del f[f"{rm.RGB}/camera_top"]
+        f.create_group(f"{rm.RGB}/camera_top")
+    edit(tmp_path, ref, to_group)
+    with pytest.raises(EpisodeError) as err:
+        read_all(RoboMindConverter(tmp_path), ref)
+    assert err.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.value.message == f"{ref}:{rm.RGB}/camera_top is a group, expected a dataset"
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("x/t/success_episodes/e/data/trajectory.hdf5", "not under an h5_<embodiment> folder"),
+    ("h5_ur_1rgb/t/success_episodes/e/frames/trajectory.hdf5",
+     "expected h5_<embodiment>/<task>/success_episodes/[train|val/]<episode>/data/trajectory.hdf5"),
+])
+def test_an_episode_path_off_the_layout_says_what_was_expected(ref, message):
+    with pytest.raises(EpisodeError) as err:
+        EpisodeRef.parse(ref)
+    assert err.value.reason is Reason.UNSUPPORTED_LAYOUT and err.value.message == f"{ref}: {message}"
+
+
+def test_annotation_steps_out_of_range_are_counted_and_one_frame_steps_kept(tmp_path):
+    """A step starting before frame 0, after the last frame or after its own end is out of range (counted, no
+    frames labelled); a step of one frame labels that frame; no labelled frame at all: metadata only."""
+    ref = make(tmp_path, "h5_ur_1rgb", split="unsplit", frames=12)
+    steps = [{"step_description": "before", "start_frame": -2, "end_frame": 1}, step("reversed", 6, 2),
+             step("past", 20, 25), step("one", 3, 3), step("two", 7, 8)]
+    write_annotation(tmp_path, "h5_ur_1rgb.json", [record(ref, steps)])
+    ep, _ = read_all(RoboMindConverter(tmp_path), ref)
+    assert ep.subtasks == [None] * 3 + ["one"] + [None] * 3 + ["two"] * 2 + [None] * 3
+    assert ep.metadata["annotation"]["steps_out_of_range"] == 3 and ep.metadata["annotation"]["alignment"] == "frames"
+    write_annotation(tmp_path, "h5_ur_1rgb.json", [record(ref, steps[:3])])
+    ep, _ = read_all(RoboMindConverter(tmp_path), ref)
+    assert ep.subtasks is None and ep.metadata["annotation"]["alignment"] == "metadata_only"
+    assert ep.metadata["annotation"]["steps_out_of_range"] == 3
