@@ -52,10 +52,6 @@ class Module:
     equivalent: dict[str, str] = field(default_factory=dict)
 
 
-def _conv(name: str, *tests: str) -> Module:
-    return Module((f"converters/{name}.py",), tests or (f"tests/test_{name}_converter.py",))
-
-
 MODULES: dict[str, Module] = {
     # the thresholds and segmentation (max_idle_run, min_segment, min_frames, gaps, bounds) are in curation_rules.py;
     # curation.py applies them per episode and writes the reports
