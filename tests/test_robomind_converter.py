@@ -893,3 +893,112 @@ def test_annotation_steps_out_of_range_are_counted_and_one_frame_steps_kept(tmp_
     ep, _ = read_all(RoboMindConverter(tmp_path), ref)
     assert ep.subtasks is None and ep.metadata["annotation"]["alignment"] == "metadata_only"
     assert ep.metadata["annotation"]["steps_out_of_range"] == 3
+
+
+def test_an_encoded_camera_must_be_a_one_dimensional_vlen_uint8_dataset(tmp_path):
+    """Encoded frames are one vlen uint8 blob per frame, ``[T]``: vlen of another type, or vlen uint8 with a
+    second axis, is unsupported_layout naming the dataset, its base type and its shape."""
+    key = f"{rm.RGB}/camera_top"
+    for dtype, shape, got in [(h5py.vlen_dtype(np.dtype("float32")), (12,), "vlen float32 shape (12,)"),
+                              (VLEN, (12, 1), "vlen uint8 shape (12, 1)")]:
+        ref = make(tmp_path, "h5_ur_1rgb", episode=f"e{len(shape)}")
+
+        def replace(f, dtype=dtype, shape=shape):
+            del f[key]
+            f.create_dataset(key, shape, dtype=dtype)
+        edit(tmp_path, ref, replace)
+        with pytest.raises(EpisodeError) as err:
+            read_all(RoboMindConverter(tmp_path), ref)
+        assert err.value.reason is Reason.UNSUPPORTED_LAYOUT
+        assert err.value.message == f"{ref}:{key} must be vlen uint8 [T], got {got}"
+
+
+def test_an_annotation_id_is_keyed_by_the_folder_before_success_episodes(tmp_path):
+    """The task is the folder just before ``success_episodes``, even as the id's first folder; an id with no task
+    before it or no episode after it is skipped, and the entries after it are still read."""
+    path = tmp_path / "h5_ur_1rgb.json"
+    path.write_text(json.dumps([
+        {"id": "success_episodes/train/e0"},  # no task
+        {"id": "h5_ur_1rgb/t/success_episodes/"},  # no episode
+        {"id": "t/success_episodes/train/e1", "response": {"task_summary": "  lift  "}},
+        {"id": "/t/success_episodes/e2/"},
+    ]))
+    index = rm._load_annotations(path)
+    assert set(index) == {("t", "train", "e1"), ("t", "unsplit", "e2")}
+    assert index[("t", "train", "e1")].task_summary == "lift" and index[("t", "unsplit", "e2")].task_summary is None
+
+
+def test_an_unreadable_annotation_file_is_corrupt_file_naming_it(tmp_path):
+    with pytest.raises(EpisodeError) as err:
+        rm._load_annotations(tmp_path)  # a folder
+    assert err.value.reason is Reason.CORRUPT_FILE
+    assert err.value.message.startswith(f"cannot read annotation file {tmp_path}: ")
+
+
+def test_a_language_raw_that_holds_no_text_is_ignored(tmp_path):
+    """A numeric ``language_raw`` dataset is no instruction: the table's instruction stands alone, and without a
+    table the episode lacks metadata like one with no ``language_raw`` at all."""
+    ref = make(tmp_path, "h5_ur_1rgb")
+    edit(tmp_path, ref, lambda f: f.create_dataset("language_raw", data=[7]))
+    ep, _ = read_all(RoboMindConverter(tmp_path), ref)
+    assert ep.instruction == INSTRUCTION and ep.instruction_alternatives == []
+    (tmp_path / rm.INSTRUCTION_CSV).unlink()
+    assert reason_of(RoboMindConverter(tmp_path), ref) is Reason.MISSING_METADATA
+
+
+def test_a_length_mismatch_names_what_the_stream_is_measured_against(tmp_path):
+    """Within the state, each puppet part is measured against the first one; the action (and every extra) is
+    measured against the puppet state."""
+    conv = RoboMindConverter(tmp_path)
+    ref = make(tmp_path, "h5_agilex_3rgb", episode="a")
+    edit(tmp_path, ref, _replace("puppet/joint_position_right", lambda d: d[:-1]))
+    with pytest.raises(EpisodeError) as err:
+        read_all(conv, ref)
+    assert err.value.message == f"{ref}:puppet/joint_position_right has 11 frames but puppet/joint_position_left has 12"
+    ref = make(tmp_path, "h5_ur_1rgb", episode="b")
+    edit(tmp_path, ref, _replace("master/joint_position", lambda d: d[:-3]))
+    with pytest.raises(EpisodeError) as err:
+        read_all(conv, ref)
+    assert err.value.reason is Reason.LENGTH_MISMATCH
+    assert err.value.message == f"{ref}:master/joint_position has 9 frames but the puppet state has 12"
+
+
+def test_an_empty_frame_buffer_says_it_starts_with_nothing():
+    with pytest.raises(EpisodeError) as err:
+        decode_frame(np.zeros(0, np.uint8), "BGR", (), "cam[0]")
+    assert err.value.message == "cam[0]: 0 bytes, no JPEG/PNG signature (starts with nothing); size matches no raw frame size []"
+
+
+def test_instruction_table_empty_file_and_short_rows(tmp_path):
+    """An empty table is invalid_metadata naming it; a row too short to hold the instruction column is skipped."""
+    path = tmp_path / "instr.csv"
+    path.write_text("")
+    with pytest.raises(EpisodeError) as err:
+        rm.InstructionTable.load(path)
+    assert err.value.reason is Reason.INVALID_METADATA and err.value.message == f"{path} is empty"
+    path.write_text("task,instruction\nshort_row\nt,Do it.\n")
+    table = rm.InstructionTable.load(path)
+    assert table.instructions == {"t": ["Do it."]} and table.empty == set()
+
+
+def test_each_camera_names_the_dataset_it_is_read_from(tmp_path):
+    ref = make(tmp_path, "h5_franka_3rgb")
+    ep, _ = read_all(RoboMindConverter(tmp_path), ref)
+    assert {name: cam.source_file for name, cam in ep.cameras.items()} == {
+        name: f"{ref}:{rm.RGB}/{name}" for name in ("camera_top", "camera_left", "camera_right")}
+
+
+def test_steps_align_to_frames_only_when_every_step_has_both_ends(tmp_path):
+    """One step with a start but no end frame makes the whole annotation metadata only."""
+    ref = make(tmp_path, "h5_ur_1rgb", split="unsplit", frames=12)
+    steps = [step("reach", 0, 4), {"step_description": "grasp", "start_frame": "camera_top_0005.jpg"}]
+    write_annotation(tmp_path, "h5_ur_1rgb.json", [record(ref, steps)])
+    ep, _ = read_all(RoboMindConverter(tmp_path), ref)
+    assert ep.subtasks is None and ep.metadata["annotation"]["alignment"] == "metadata_only"
+    assert ep.metadata["annotation"]["steps"][1] == {"text": "grasp", "start_frame": 5, "end_frame": None}
+
+
+def test_discover_on_an_absent_root_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        RoboMindConverter(tmp_path / "absent").discover()
+    assert str(err.value) == f"RoboMIND root {tmp_path / 'absent'} is not a directory"
