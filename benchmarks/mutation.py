@@ -260,6 +260,11 @@ MODULES: dict[str, Module] = {
             # every camera's RLDS key is 'observation/<name>', with one '/'
             "xǁRldsReleaseǁ__init____mutmut_46": "split('/') without maxsplit: the key has one '/', the same [1]",
             "xǁRldsReleaseǁ__init____mutmut_47": "rsplit('/', 1): the key has one '/', the same [1]",
+            "xǁDroidConverterǁ_rlds_episode__mutmut_142": "np.arange(num_frames) without dtype=float64: divided by "
+                                                          "the float CONTROL_HZ, the same float64 values",
+            # _fields raised empty_episode for 0 steps and _check_rows holds every language stream to num_frames
+            "xǁDroidConverterǁ_rlds_episode__mutmut_65": "'XXXX' for a language stream with no steps: it always has "
+                                                         "num_frames > 0 of them",
         },
     ),
     "converters.gm100": Module(

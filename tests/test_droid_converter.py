@@ -899,3 +899,255 @@ def test_a_shard_with_fewer_records_than_dataset_info_lists_is_corrupt_file_afte
     assert [r[0] for r in results] == [specs[0].ref, SHARD0]
     assert results[1][1:] == (Reason.CORRUPT_FILE, f"{SHARD0}: shard holds 1 records but dataset_info.json lists 2 "
                                                    "(truncated copy?)")
+
+
+# -- rules the seed-2 mutation sample showed unpinned (issue 18) -----------------------------------
+
+
+def test_load_tensorflow_hides_every_gpu_and_leaves_an_initialised_runtime_as_it_is(monkeypatch):
+    """``load_tensorflow`` makes no GPU visible to TensorFlow (the readers and sample writers run on CPUs next to
+    training jobs); a runtime that is already initialised refuses with RuntimeError, and is left as it is."""
+    import tensorflow
+
+    calls = []
+
+    def initialised(devices, device_type=None):  # what TensorFlow does once its context exists
+        calls.append((devices, device_type))
+        raise RuntimeError("Visible devices cannot be modified after being initialized")
+
+    monkeypatch.setattr(droid, "_MODULES", {})
+    monkeypatch.setattr(tensorflow.config, "set_visible_devices", initialised)
+    assert droid.load_tensorflow() is tensorflow
+    assert calls == [([], "GPU")]
+
+
+def test_load_tfds_quietens_tensorflow_logging_unless_the_environment_says_otherwise(monkeypatch):
+    """``load_tfds`` sets TF_CPP_MIN_LOG_LEVEL=3 when unset (TFDS may load TensorFlow's C++ libraries), keeps a
+    value that is set, and returns the module, kept for later calls."""
+    import tensorflow_datasets
+
+    monkeypatch.setattr(droid, "_MODULES", {})
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert droid.load_tfds() is tensorflow_datasets and droid._MODULES["tfds"] is tensorflow_datasets
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    monkeypatch.setattr(droid, "_MODULES", {})
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+    droid.load_tfds()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+
+
+def _framed(payload: bytes, crc32c, *, announced: int | None = None) -> bytes:
+    """One TFRecord record (length, its CRC, data, data CRC); ``announced`` overrides the stated length."""
+    length = (len(payload) if announced is None else announced).to_bytes(8, "little")
+    return (length + droid._masked_crc(length, crc32c).to_bytes(4, "little") + payload
+            + droid._masked_crc(payload, crc32c).to_bytes(4, "little"))
+
+
+def test_a_record_shorter_than_its_announced_length_names_the_length(tmp_path):
+    """Intact length and length CRC, fewer bytes than announced: corrupt_file saying how many were announced."""
+    crc32c = droid._crc32c()
+    if crc32c is None:
+        pytest.skip("google-crc32c is not installed")
+    path = tmp_path / "x.tfrecord"
+    path.write_bytes(_framed(b"first", crc32c) + _framed(b"0123456789", crc32c, announced=100)[:30])
+    with pytest.raises(EpisodeError) as err:
+        list(droid.read_tfrecords(path, "shard"))
+    assert err.value.reason is Reason.CORRUPT_FILE
+    assert err.value.message == "shard: unreadable after record 1: truncated record (100 bytes announced) at byte 21"
+
+
+def test_re_reading_past_the_last_record_is_corrupt_file(tmp_path):
+    """An offset where no record starts any more (the shard was cut since it was listed) is corrupt_file naming it."""
+    crc32c = droid._crc32c()
+    if crc32c is None:
+        pytest.skip("google-crc32c is not installed")
+    path = tmp_path / "x.tfrecord"
+    path.write_bytes(_framed(b"payload", crc32c))
+    assert droid.read_tfrecord_at(path, 0, "shard") == b"payload"
+    with pytest.raises(EpisodeError) as err:
+        droid.read_tfrecord_at(path, 23, "shard")
+    assert err.value.reason is Reason.CORRUPT_FILE
+    assert err.value.message == "shard: no record at byte 23 any more"
+
+
+def test_a_release_read_directly_reports_damage_in_an_unlisted_shard_without_a_loss_count(tmp_path):
+    """``RldsRelease.records`` on a shard dataset_info.json does not list: damage is corrupt_file after the good
+    records, with no "episodes lost" count (there is no listed count to take them from)."""
+    specs = [spec(seed=i, when=f"2023-04-17 14:4{i}:05") for i in range(2)]
+    version_dir = make_release(tmp_path, [specs])
+    copy = version_dir / "copy.tfrecord"
+    copy.write_bytes((version_dir / "droid_101-train.tfrecord-00000-of-00001").read_bytes())
+    droid_samples._truncate_shard(copy, 1)
+    release = DroidConverter(tmp_path).release(version_dir)
+    got = []
+    with pytest.raises(EpisodeError) as err:
+        for item in release.records(copy, "copy"):
+            got.append(item)
+    assert len(got) == 1 and err.value.reason is Reason.CORRUPT_FILE
+    assert err.value.message.startswith("copy: unreadable after record 1") and "lost" not in err.value.message
+
+
+def test_a_non_numeric_array_is_unsupported_layout_naming_the_stream_and_dtype():
+    """A stream that is not numbers (an array, not an HDF5 dataset) is unsupported_layout, naming it and its dtype."""
+    field = droid.Field(("flag",), "x", "x")
+    with pytest.raises(EpisodeError) as err:
+        droid._matrix(np.array(["a", "b"]), field, "steps/x", "ep")
+    assert err.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.value.message == "ep: steps/x has non-numeric dtype <U1"
+
+
+def test_a_root_that_is_a_version_folder_must_be_the_version_asked(tmp_path):
+    """The ``version`` option with a version folder as root: the same version reads it, another is an error."""
+    version_dir = make_release(tmp_path, [[spec()]])
+    assert DroidConverter(version_dir, {"version": "1.0.1"}).rlds_version_dir() == version_dir
+    with pytest.raises(ValueError, match="is version folder 1.0.1, option asks 1.0.0"):
+        DroidConverter(version_dir, {"version": "1.0.0"}).rlds_version_dir()
+
+
+def test_a_shard_unit_that_dataset_info_does_not_list_is_unsupported_layout(tmp_path):
+    version_dir = make_release(tmp_path, [[spec()]])
+    (version_dir / "droid_101-train.tfrecord-00007-of-00009").write_bytes(b"stray")
+    unit = "1.0.1/droid_101-train.tfrecord-00007-of-00009"
+    assert read_all(DroidConverter(tmp_path), unit) == [
+        (unit, Reason.UNSUPPORTED_LAYOUT, f"{unit}: not a shard listed in {version_dir}/dataset_info.json")]
+
+
+def test_rlds_metadata_names_the_shard_of_the_record(tmp_path):
+    make_release(tmp_path, [[spec()], [spec(seed=1, when="2023-04-17 15:00:00")]])
+    conv = DroidConverter(tmp_path)
+    for unit in conv.discover():
+        _, ep, _ = only_episode(conv, unit)
+        assert ep.metadata["shard"] == unit.split("/")[1] and ep.metadata["record_index"] == 0
+        assert {cam.source_file for cam in ep.cameras.values()} == {f"{unit}#0"}
+
+
+def test_the_instruction_of_a_record_is_its_first_steps(tmp_path):
+    """Language that changes within an episode: the first step's text is the instruction (the change is noted)."""
+    edit = _bytes_edit("steps/language_instruction", lambda v: [b"open the drawer"] + v[1:])
+    make_release(tmp_path, [[spec()]], edit=edit)
+    _, ep, _ = only_episode(DroidConverter(tmp_path), SHARD0)
+    assert ep.instruction == "open the drawer"
+    assert ep.metadata["language_varies_within_episode"] == ["language_instruction"]
+
+
+def test_an_rlds_action_of_another_shape_names_the_episode(tmp_path):
+    """features.json declaring the opaque 7-D ``action`` with another shape: shape_mismatch naming the episode."""
+    version_dir = make_release(tmp_path, [[spec(n=8)]])
+    features = json.loads((version_dir / "features.json").read_text())
+    steps = features["featuresDict"]["features"]["steps"]["sequence"]["feature"]["featuresDict"]["features"]
+    steps["action"]["tensor"]["shape"]["dimensions"] = []  # a scalar per step: 56 values come back as [56]
+    (version_dir / "features.json").write_text(json.dumps(features))
+    ref, reason, message = only_episode(DroidConverter(tmp_path), SHARD0)
+    assert reason is Reason.SHAPE_MISMATCH
+    assert message.startswith(f"{ref} ({SHARD0}#0): steps/action must be [T, 7]") and message.endswith("got (56,)")
+
+
+def test_a_release_without_steps_is_missing_key_per_record(tmp_path):
+    """A TFDS folder of another dataset (no ``steps`` feature): each record is missing_key, naming it."""
+    f = droid.load_tfds().features
+    features = f.FeaturesDict({"episode_metadata": f.FeaturesDict({"file_path": f.Text()})})
+    path = "/data/RAIL/success/2023-04-17/Mon_Apr_17_14:48:05_2023/trajectory.h5"
+    droid_samples.write_rlds(tmp_path / "1.0.1", [[{"episode_metadata": {"file_path": path}}]], features=features,
+                             builder="droid_101")
+    ref = "1.0.1/RAIL/success/2023-04-17/Mon_Apr_17_14:48:05_2023"
+    assert read_all(DroidConverter(tmp_path), SHARD0) == [
+        (ref, Reason.MISSING_KEY, f"{ref} ({SHARD0}#0): record has no 'steps'")]
+
+
+def test_a_record_that_no_longer_parses_when_opened_names_the_record(tmp_path):
+    """The shard rewritten between listing and opening: the handle's re-read record fails to parse, corrupt_file
+    naming the shard and record."""
+    if droid._crc32c() is None:
+        pytest.skip("google-crc32c is not installed")
+    version_dir = make_release(tmp_path, [[spec()]])
+    conv = DroidConverter(tmp_path)
+    [(_, opener)] = list(conv.episodes(SHARD0))
+    with tf().io.TFRecordWriter(str(version_dir / "droid_101-train.tfrecord-00000-of-00001")) as writer:
+        writer.write(b"\xff\xfe not a protobuf")
+    with pytest.raises(EpisodeError) as err:
+        with conv.read(opener):
+            pass
+    assert err.value.reason is Reason.CORRUPT_FILE
+    assert err.value.message.startswith(f"{SHARD0}#0: cannot parse tf.train.Example: ")
+
+
+def test_raw_cameras_name_their_mp4_and_its_header(tmp_path):
+    """A raw camera's source is its ZED serial and its MP4 (relative to root); metadata keeps each MP4's codec,
+    size and declared frame count."""
+    ref, _ = make_raw(tmp_path)
+    _, ep, _ = only_episode(DroidConverter(tmp_path), ref)
+    serials = ep.metadata["camera_serials"]
+    h, w = RAW_SAMPLE_IMAGE_HW
+    for name, cam in ep.cameras.items():
+        assert cam.source_name == serials[name]
+        assert cam.source_file == f"{ref}/recordings/MP4/{serials[name]}.mp4"
+        assert ep.metadata["videos"][name] == {"codec": "mpeg4", "width": w, "height": h,
+                                               "header_frames": ep.metadata["videos"][name]["header_frames"]}
+        assert ep.metadata["videos"][name]["header_frames"] >= ep.num_frames
+
+
+def test_a_raw_video_that_fails_when_its_frames_are_read_names_the_video(tmp_path):
+    path = tmp_path / "gone.mp4"
+    path.write_bytes(b"\x00" * 4096)
+    frames = droid._video_stream("cam", path, 3, "ep:recordings/MP4/gone.mp4").open_frames()
+    with pytest.raises(EpisodeError) as err:
+        next(frames)
+    assert err.value.reason is Reason.VIDEO_DECODE_ERROR
+    assert err.value.message.startswith("ep:recordings/MP4/gone.mp4: cannot open video")
+
+
+def test_an_annotations_option_naming_an_absent_file_is_missing_file(tmp_path):
+    ref, _ = make_raw(tmp_path)
+    _, reason, message = only_episode(DroidConverter(tmp_path, {"annotations": "absent.json"}), ref)
+    assert reason is Reason.MISSING_FILE
+    assert message == f"{ref}: annotations file {tmp_path / 'absent.json'} not found"
+
+
+def test_raw_success_comes_from_the_folder_and_the_metadata_only_without_one(tmp_path):
+    """A success/failure folder decides; a metadata ``success`` flag counts only for a folder outside both."""
+    ref, _ = make_raw(tmp_path)
+    _edit_json(lambda m: m.update(success=False))(tmp_path, ref)
+    _, ep, _ = only_episode(DroidConverter(tmp_path), ref)
+    assert ep.metadata["success"] is True
+    unsorted = ref.replace("/success/", "/unsorted/")
+    (tmp_path / ref).parent.parent.rename((tmp_path / unsorted).parent.parent)
+    _edit_json(lambda m: m.update(success=True))(tmp_path, unsorted)
+    _, ep, _ = only_episode(DroidConverter(tmp_path), unsorted)
+    assert ep.metadata["success"] is True
+    _edit_json(lambda m: m.pop("success"))(tmp_path, unsorted)
+    _, ep, _ = only_episode(DroidConverter(tmp_path), unsorted)
+    assert ep.metadata["success"] is None
+
+
+def test_an_unreadable_raw_metadata_file_is_corrupt_file(tmp_path):
+    ref, uuid = make_raw(tmp_path)
+    path = _metadata_file(tmp_path, ref)
+    path.unlink()
+    path.mkdir()  # matches metadata_*.json, but cannot be read
+    _, reason, message = only_episode(DroidConverter(tmp_path), ref)
+    assert reason is Reason.CORRUPT_FILE
+    assert message.startswith(f"{ref}: cannot read metadata_{uuid}.json: ")
+
+
+def test_camera_type_entries_without_a_first_value_are_ignored(tmp_path):
+    """``observation/camera_type`` members that are empty, scalar or groups identify no camera: the episode reads."""
+    ref, _ = make_raw(tmp_path)
+    with h5py.File(tmp_path / ref / "trajectory.h5", "r+") as h5:
+        types = h5["observation/camera_type"]
+        types.create_dataset("empty", data=np.zeros(0, np.int64))
+        types.create_dataset("scalar", data=np.int64(0))
+        types.create_group("group")
+    meta = json.loads(_metadata_file(tmp_path, ref).read_text())
+    _, ep, _ = only_episode(DroidConverter(tmp_path), ref)
+    assert ep.metadata["camera_serials"] == {cam.name: meta[cam.raw_serial_key] for cam in droid.CAMERAS}
+
+
+def test_a_trajectory_h5_that_is_a_directory_is_still_an_episode(tmp_path):
+    """A folder whose trajectory.h5 is a directory is discovered and reported corrupt_file, not left out."""
+    ref, _ = make_raw(tmp_path)
+    h5 = tmp_path / ref / "trajectory.h5"
+    h5.unlink()
+    h5.mkdir()
+    conv = DroidConverter(tmp_path)
+    assert conv.discover() == [ref]
+    assert reason_of(conv, ref) is Reason.CORRUPT_FILE
