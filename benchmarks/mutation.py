@@ -249,6 +249,22 @@ MODULES: dict[str, Module] = {
             # closed) handle left in its set is closed again, which does nothing to a closed file
             "xǁ_Leaseǁrelease__mutmut_1": "discard(None): the released handle stays in the set until the context "
                                           "exits, and closing it again does nothing",
+            # '.' is neither numeric nor an observation subfolder, and both member parsers match from a numeric part
+            "x__member_parts__mutmut_2": "a leading './' kept: its '.' part is never numeric nor a subfolder, so "
+                                         "every member parses the same",
+            "x__probe_video__mutmut_27": "alignment 'XXXX': its only caller, _cameras, replaces it with 'index' or "
+                                         "'nearest_timestamp' before use",
+            "xǁAgibotConverterǁ_shard_episodes__mutmut_10": "counts = None at first: item() runs only for a current "
+                                                            "episode, whose first member rebinds counts to {} (and "
+                                                            "_TarFiles takes None as {})",
+            "xǁAgibotConverterǁ_task_records__mutmut_11": "popitem(last=None): OrderedDict reads last as a bool, "
+                                                          "None is False, so the oldest entry is evicted all the same",
+            "xǁAgibotConverterǁ_task_records__mutmut_6": "_load_task_info(task, None): it never uses its ref (its "
+                                                         "errors name the file; _task_records prefixes the ref)",
+            "xǁ_SidecarIndexǁ__init____mutmut_4": "glob('*.tar') also when the section is no directory: a missing "
+                                                  "or non-directory path globs to nothing, the same []",
+            "xǁ_SidecarIndexǁ_scan__mutmut_27": "array('Q') for member sizes: _iter_tar refuses a negative size as "
+                                                "damage, so the same non-negative values in the same 8 bytes",
         },
     ),
     "converters.droid": Module(

@@ -320,7 +320,7 @@ def _iter_tar(path: Path) -> Iterator[tarfile.TarInfo]:
     """Yield a tar's members header by header (data is skipped by seeking), then check its end marker.
 
     Raises :class:`_TarDamaged` where the archive stops being readable: an unreadable
-    header, a member whose data runs past the end of the file, or a missing
+    header, a member with a negative size or whose data runs past the end of the file, or a missing
     end-of-archive block (a file cut at a member boundary, which ``tarfile`` alone
     reads as a clean end). Only the current header is kept in memory.
     """
@@ -339,6 +339,8 @@ def _iter_tar(path: Path) -> Iterator[tarfile.TarInfo]:
                 tf.members.clear()  # tarfile keeps every header it read; a shard can hold millions
                 if info is None:
                     break
+                if info.isfile() and info.size < 0:  # a base-256 size field can be negative; tarfile accepts it
+                    raise _TarDamaged(path, info.offset, f"member {info.name} has a negative size ({info.size})", info)
                 if info.isfile() and info.offset_data + info.size > size:
                     raise _TarDamaged(path, info.offset_data, f"member {info.name} ({info.size} bytes) runs past "
                                                               f"the end of the file ({size} bytes)", info)

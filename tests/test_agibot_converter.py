@@ -845,6 +845,7 @@ def test_float_timestamps_start_at_their_rounded_first_value(tmp_path):
     ({"start_frame": 5, "end_frame": 3, "action_text": "x"}, "has invalid frames start=5 end=3"),
     ({"start_frame": -1, "end_frame": 3, "action_text": "x"}, "has invalid frames start=-1 end=3"),
     ({"start_frame": 1, "end_frame": 3, "action_text": 7}, "has no string 'action_text': 7"),
+    ("Grasp the cup.", "label_info.action_config[0] must be an object, got 'Grasp the cup.'"),
 ])
 def test_a_label_segment_needs_ordered_frames_from_zero_and_a_text(tmp_path, segment, words):
     ref = build(tmp_path, rec=record(1000, label_info={"action_config": [segment], "key_frame": []}))
@@ -862,3 +863,178 @@ def test_label_segments_with_blank_texts_only_give_no_subtasks(tmp_path):
 def test_an_instruction_template_may_format_its_texts():
     conv = AgibotConverter("/nowhere", {"instruction_template": "{task_name:.20} ({english_task_name:>3}) {init_scene_text!s}"})
     assert conv.options.instruction_template.startswith("{task_name:.20}")
+
+
+# -- rules the seed-2 mutation sample showed unpinned (issue 18) ------------------------------------
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set("state/waist/position", lambda d: d["state/waist/position"][:-2]),
+     "proprio_stats.h5:/state/waist/position has 18 frames but /timestamp has 20"),
+    (_set("state/end/position", np.zeros((20, 6))),
+     "proprio_stats.h5:/state/end/position has shape (20, 6), expected [N, 2, 3]"),
+])
+def test_a_misfit_state_field_names_its_numbers_and_only_an_effector_suggests_the_catalogue(tmp_path, edit, message):
+    """A short state field names its own and /timestamp's frame counts; a wrong shape outside the effector is
+    the file's fault, so the message does not point at options.effector_types."""
+    data = proprio()
+    edit(data)
+    ref = build(tmp_path, data=data)
+    assert reason_of(AgibotConverter(tmp_path), ref).message == f"{ref}: {message}"
+
+
+def test_every_field_has_one_unit_per_dimension():
+    """A unit is repeated once per named dimension, so state_units/action_units line up with the names."""
+    assert agibot._units("m", 3) == ("m", "m", "m")
+    specs = [*agibot.FIELDS.values(), *(s for e in agibot.EFFECTOR_TYPES.values()
+                                        for s in (e.state_effector, e.action_effector))]
+    assert all(len(s.units) == len(s.names) == int(np.prod(s.frame_shape)) for s in specs)
+
+
+def test_a_non_string_task_text_is_invalid_metadata_naming_the_key(tmp_path):
+    ref = build(tmp_path, rec=record(1000, task_name=5))
+    err = reason_of(AgibotConverter(tmp_path), ref)
+    assert err.reason is Reason.INVALID_METADATA
+    assert err.message == f"{ref}: task_info 'task_name' must be a string, got 5"
+
+
+def test_task_info_that_is_not_a_list_says_what_it_holds(tmp_path):
+    ref = build(tmp_path)
+    (tmp_path / "task_info" / "task_327.json").write_text('{"episode_id": 1000}')
+    err = reason_of(AgibotConverter(tmp_path), ref)
+    assert err.message == f"{ref}: task_info/task_327.json must hold a JSON list of episode records, got dict"
+
+
+def test_a_unit_that_is_neither_an_episode_folder_nor_a_shard_is_unsupported(tmp_path):
+    with pytest.raises(EpisodeError) as err:
+        list(AgibotConverter(tmp_path).episodes("observations/327/notes"))
+    assert err.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.value.message == ("observations/327/notes: not an observations/<task>/<episode> folder or "
+                                 "observations/<task>/<shard>.tar")
+
+
+def test_a_ref_found_nowhere_is_a_missing_file(tmp_path):
+    """Neither an extracted folder nor a member of one of its task's shards: missing_file, naming the ref."""
+    build(tmp_path, episode=1000)
+    with pytest.raises(EpisodeError) as err:
+        AgibotConverter(tmp_path).open_episode("327/1001")
+    assert err.value.reason is Reason.MISSING_FILE
+    assert err.value.message == "327/1001: no observations folder or shard member found"
+
+
+def test_camera_parameter_problems_name_their_file(tmp_path):
+    """An unusable intrinsics or extrinsics file is an issue that names the file (in 'read' mode, not an error)."""
+    ref = build(tmp_path)
+    camera = tmp_path / "parameters" / ref / "camera"
+    camera.mkdir(parents=True)
+    (camera / "head_intrinsic_params.json").write_text('{"intrinsic": {"fx": 1, "fy": 1, "ppx": 1}}')
+    (camera / "hand_left_extrinsic_params_aligned.json").write_text('{"extrinsic": {}}')
+    ep, _ = read_all(AgibotConverter(tmp_path), ref)
+    assert ep.metadata["camera_parameter_issues"] == [
+        "head_intrinsic_params.json: intrinsic 'ppy' must be a finite number, got None",
+        "hand_left_extrinsic_params_aligned.json must be a list of per-frame poses"]
+
+
+def test_optional_cameras_are_included_only_when_present(tmp_path):
+    """A tactile task reads its visuo-tactile sensor videos when they are there, and converts without them."""
+    ref = build(tmp_path, task=666, effector="tactile")
+    ep, frames = read_all(AgibotConverter(tmp_path), ref)
+    assert ep.embodiment == "agibot_g1_tactile" and set(frames) == {"head", "hand_left", "hand_right"}
+    sensor = tmp_path / "observations" / ref / camera_file("left_sensor_1")
+    sensor.parent.mkdir()
+    sensor.write_bytes(grey_video(20))
+    _, frames = read_all(AgibotConverter(tmp_path), ref)
+    assert set(frames) == {"head", "hand_left", "hand_right", "left_sensor_1"}
+
+
+def test_leaving_the_episode_closes_a_camera_file_still_being_read(tmp_path, monkeypatch):
+    """A frame stream abandoned half-way does not keep its video file open past the episode's context."""
+    ref = build(tmp_path)
+    opened = []
+    original = agibot._FolderFiles.open
+    monkeypatch.setattr(agibot._FolderFiles, "open", lambda self, rel: opened.append(original(self, rel)) or opened[-1])
+    conv = AgibotConverter(tmp_path)
+    with conv.read(lambda: conv.open_episode(ref)) as ep:
+        opened.clear()  # the probes at open time closed theirs
+        frames = ep.cameras["head"].open_frames()
+        next(frames)
+        assert len(opened) == 1 and not opened[0].closed
+    assert opened[0].closed
+    frames.close()
+
+
+@pytest.mark.parametrize("threads", [None, 0, 3])
+def test_the_decode_threads_option_reaches_the_decoder(tmp_path, monkeypatch, threads):
+    """options.decode_threads (default 1: no decoder threads; 0: FFmpeg decides) is what each camera decodes with."""
+    ref = build(tmp_path)
+    seen = []
+    original = agibot.decode_frames
+    monkeypatch.setattr(agibot, "decode_frames", lambda *a, **kw: seen.append(kw["threads"]) or original(*a, **kw))
+    conv = AgibotConverter(tmp_path, None if threads is None else {"decode_threads": threads})
+    read_all(conv, ref)
+    assert seen == [1 if threads is None else threads] * 3
+
+
+def test_a_parameters_tar_grouped_per_task_gives_only_the_camera_files(tmp_path):
+    """parameters/<task>/<first>-<last>.tar with members relative to the task: files under camera/ are the
+    camera parameters, in whatever subfolder; other members of the episode are not."""
+    ref = build(tmp_path)
+    intrinsic = json.dumps({"intrinsic": {"fx": 50.0, "fy": 50.0, "ppx": 32.0, "ppy": 24.0}}).encode()
+    tar = tmp_path / "parameters/327/1000-1000.tar"
+    tar.parent.mkdir(parents=True)
+    tar.write_bytes(agibot_samples._tar_bytes([
+        ("1000/", None), ("1000/notes.txt", b"x"),
+        ("1000/parameters/camera/head_intrinsic_params.json", intrinsic),
+        ("1000/parameters/lidar/hand_left_intrinsic_params.json", intrinsic),
+    ]))
+    ep, _ = read_all(AgibotConverter(tmp_path), ref)
+    assert ep.metadata["camera_parameters_from"] == "parameters/327/1000-1000.tar:327/1000"
+    assert ep.metadata["camera_intrinsics"] == {"head": {"fx": 50.0, "fy": 50.0, "cx": 32.0, "cy": 24.0}}
+
+
+def test_an_episode_absent_from_a_proprio_tar_does_not_get_another_episode_s_file(tmp_path):
+    """Alpha's unranged proprio_stats/*.tar holds episode 1000 of the task: 1000 reads from it, 1001 (in no tar,
+    not extracted) is missing_file rather than given 1000's proprio_stats.h5."""
+    build(tmp_path, episode=1000)
+    build(tmp_path, episode=1001)
+    extracted = tmp_path / "proprio_stats/327"
+    blob = (extracted / "1000/proprio_stats.h5").read_bytes()
+    shutil.rmtree(extracted)
+    (tmp_path / "proprio_stats/proprio_stats.tar").write_bytes(
+        agibot_samples._tar_bytes([("327/1000/proprio_stats.h5", blob)]))
+    conv = AgibotConverter(tmp_path)
+    assert read_all(conv, "327/1000")[0].metadata["proprio_from"] == \
+        "proprio_stats/proprio_stats.tar:327/1000/proprio_stats.h5"
+    assert reason_of(conv, "327/1001").reason is Reason.MISSING_FILE
+
+
+def test_task_info_is_read_as_utf8_whatever_the_locale(tmp_path):
+    """task_info texts are Chinese in the release: they are decoded as UTF-8 even where the locale is ASCII."""
+    import locale
+
+    ref = build(tmp_path)
+    (tmp_path / "task_info/task_327.json").write_text(
+        json.dumps([record(1000, task_name="拿起杯子", init_scene_text=None)], ensure_ascii=False), encoding="utf-8")
+    before = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C")
+        ep, _ = read_all(AgibotConverter(tmp_path), ref)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert ep.instruction == "拿起杯子"
+
+
+def test_a_proprio_tar_member_with_a_negative_size_is_damage_not_a_crash(tmp_path):
+    """A header whose base-256 size field is negative (tarfile accepts it, and h5py then failed with a
+    ValueError) is where the tar is damaged: corrupt_file for the episode, like any other damaged sidecar tar."""
+    ref = build(tmp_path)
+    h5 = tmp_path / "proprio_stats" / ref / "proprio_stats.h5"
+    blob = bytearray(agibot_samples._tar_bytes([(f"{ref}/proprio_stats.h5", h5.read_bytes())]))
+    shutil.rmtree(tmp_path / "proprio_stats/327")
+    blob[124:136] = b"\xff" * 11 + b"\xfb"  # size -5
+    blob[148:156] = b" " * 8
+    blob[148:156] = b"%06o\0 " % sum(blob[:512])
+    (tmp_path / "proprio_stats/proprio_stats.tar").write_bytes(bytes(blob))
+    err = reason_of(AgibotConverter(tmp_path), ref)
+    assert err.reason is Reason.CORRUPT_FILE
+    assert f"member {ref}/proprio_stats.h5 has a negative size (-5)" in err.message
