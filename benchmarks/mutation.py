@@ -293,8 +293,6 @@ MODULES: dict[str, Module] = {
             "xǁGM100Converterǁ_load_task_texts__mutmut_6": "root / path also for an absolute path: pathlib gives the "
                                                            "absolute path itself",
             "xǁGM100Converterǁ_load_task_texts__mutmut_13": "read_text(encoding='UTF-8'): the same codec as 'utf-8'",
-            "xǁGM100Converterǁ_load_task_texts__mutmut_11": "read_text(encoding=None): the locale's, UTF-8 here "
-                                                            "(C.UTF-8, and Python coerces the C locale to UTF-8)",
         },
     ),
     "converters.inhouse": Module(

@@ -225,6 +225,20 @@ def test_task_texts_file_relative_to_the_root_stripped_and_overridden_by_the_opt
     assert GM100Converter(tmp_path).task_texts == {}
 
 
+def test_a_task_texts_file_is_read_as_utf8_whatever_the_locale(tmp_path):
+    """Task texts may be in any language: the file is decoded as UTF-8 even where the locale is ASCII."""
+    import locale
+
+    (tmp_path / "tasks.json").write_text(json.dumps({"task_1": "拿起杯子"}, ensure_ascii=False), encoding="utf-8")
+    before = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C")
+        texts = GM100Converter(tmp_path, {"task_texts_file": "tasks.json"}).task_texts
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert texts == {"task_1": "拿起杯子"}
+
+
 @pytest.mark.parametrize("content", [None, b"{", b"\xff\xfe", b'{"task_1": 3}'])
 def test_an_unreadable_task_texts_file_is_an_option_error(tmp_path, content):
     path = tmp_path / "tasks.json"
