@@ -174,6 +174,8 @@ MODULES: dict[str, Module] = {
             # encoded_frames(block=) only groups the reads: every block yields its frames in order
             "x__check_camera__mutmut_67": "encoded_frames without block=256: the reader's default 64 frames a read, "
                                           "the same frames in the same order",
+            "x__check_camera__mutmut_69": "encoded_frames(block=257): reads of 257 frames, the same frames in the same "
+                                          "order",
             # ok is only ever tested for truth (the content digest's guard, the episode's return value)
             "x__check_episode__mutmut_299": "ok = None for unordered timestamps: falsy like False, and nothing sets "
                                             "it back",

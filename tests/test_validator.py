@@ -897,3 +897,121 @@ def test_statistics_near_zero_are_compared_within_1e_9_of_the_dimension_s_larges
     for the data's 0, or a q01 1e-7 below the minimum, is rounding; 1e-5 is a mismatch."""
     errors = _designed_errors(designed_store, change)
     assert bool(errors) == reported, errors
+
+
+# --- where each violation is reported and what it says, one violation not ending the checks of the next ------
+
+
+def test_a_duplicated_index_row_and_an_unindexed_file_name_the_episode_and_the_file(store):
+    """Rules index_duplicate and unindexed_episode: the report names the duplicated id (in the index) and
+    the published file no row points at (at that file), so an auditor can find both without a search."""
+    rows = pq.read_table(store.root / INDEX_FILE).to_pylist()
+    BREAKERS["index_duplicate"](store)
+    assert ("index_duplicate", INDEX_FILE, f"episode id {rows[0]['episode_id']} appears more than once") \
+        in _errors(store)
+    edit_index(store, lambda r: [x for x in r if x["episode_id"] != rows[0]["episode_id"]])  # both of its rows gone
+    assert ("unindexed_episode", rows[0]["path"], "published episode file has no index row") in _errors(store)
+
+
+def test_curation_violations_are_reported_at_the_episode_s_row_with_what_was_found(store):
+    """Rule curation: a row whose ranges do not tile the episode, or a quarantined row that keeps frames,
+    is reported at ``curation.parquet:<episode id>`` with the ranges, the count and the row's status."""
+    eid = pq.read_table(store.root / INDEX_FILE).to_pylist()[0]["episode_id"]
+    n = pq.read_table(store.root / INDEX_FILE).to_pylist()[0]["num_frames"]
+    _curation(store, _first_row(lambda r, n: r.update(status="quarantined")))
+    assert _errors(store) == [("curation", f"curation.parquet:{eid}",
+                               f"frames_kept {n} vs kept ranges {n} (status quarantined)")]
+    _curation(store, _first_row(lambda r, n: r.update(kept_ranges=[{"start": 0, "stop": n - 3}],
+                                                      removed_ranges=[{"start": n - 2, "stop": n}], frames_kept=n - 3)))
+    assert _errors(store) == [("curation", f"curation.parquet:{eid}",
+                               f"kept and removed ranges do not tile [0, {n}): [(0, {n - 3}), ({n - 2}, {n})]")]
+
+
+def test_a_curation_row_that_cannot_be_checked_does_not_stop_the_rows_after_it(store):
+    """Rule curation: a row for an episode not in the index, and a row whose frames_in is wrong, are
+    reported and skipped; every later row is still checked, and no episode with a row is called row-less."""
+    index = pq.read_table(store.root / INDEX_FILE).to_pylist()
+
+    def edit(rows):
+        stranger = dict(rows[0], episode_id="inhouse-0000000000000000")
+        rows[0]["frames_in"] += 1
+        rows[2]["frames_kept"] -= 1
+        return [stranger] + rows
+    _curation(store, edit)
+    where = [f"curation.parquet:{r['episode_id']}" for r in index]
+    assert _errors(store) == [
+        ("curation", "curation.parquet:inhouse-0000000000000000", "row for an episode that is not in the index"),
+        ("curation", where[0], f"frames_in {index[0]['num_frames'] + 1} but the episode has {index[0]['num_frames']} frames"),
+        ("curation", where[2], f"frames_kept {index[2]['num_frames'] - 1} vs kept ranges {index[2]['num_frames']} "
+                               "(status kept)"),
+    ]
+
+
+def test_every_missing_low_dimensional_array_is_named_not_only_the_first(store):
+    """Rule array_missing: each of timestamp, state and action that is absent is reported."""
+    def edit(g):
+        del g["timestamp"]
+        del g["action"]
+    rewrite(first_episode(store), edit)
+    missing = [e for e in _episode_errors(store) if e[0] == "array_missing"]
+    assert missing == [("array_missing", "array 'timestamp' missing"), ("array_missing", "array 'action' missing")]
+
+
+def test_a_zero_control_rate_and_a_short_extra_array_are_reported_at_the_episode(store):
+    """Rules episode_metadata and array_shape: the episode's own path is where they are reported (the
+    helper keeps only violations reported there)."""
+    with EpisodeReader(first_episode(store)) as reader:
+        n = reader.meta["num_frames"]
+    edit_meta(first_episode(store), lambda m: m.update(control_hz=0))
+    rewrite(first_episode(store), lambda g: replace_array(g, "extras/qvel", g["extras/qvel"][:-1]))
+    errors = _episode_errors(store)
+    assert ("episode_metadata", "control_hz must be > 0, got 0") in errors
+    assert ("array_shape", f"extra 'qvel' does not have {n} rows") in errors
+
+
+@pytest.mark.parametrize("bad", [5, 6])
+def test_at_most_five_bad_frames_are_named_and_only_more_than_five_are_counted(store, bad):
+    """Rule image_frame: the first five bad frames of a camera are named one by one; a count line follows
+    only when there are more (five bad frames: five lines, no "0 more")."""
+    cam = _camera(store)
+    frames_of = {}
+    rewrite(first_episode(store), lambda g: frames_of.setdefault("f", _frames(g, cam)))
+    frames = [b"\x89PNG"] * bad + frames_of["f"][bad:]
+    rewrite(first_episode(store), lambda g: _vlen(g, f"images/{cam}", frames, chunks=(1,)))
+    named = [m for c, m in _episode_errors(store) if c == "image_frame"]
+    assert named[:5] == [f"camera '{cam}' frame {i}: not a JPEG (4 bytes)" for i in range(5)]
+    assert named[5:] == ([] if bad == 5 else [f"camera '{cam}': {bad - 5} more bad frames"])
+
+
+def test_a_truncated_jpeg_is_found_only_when_frames_are_decoded(store):
+    """Rule image_frame, ``decode_frames``: by default a frame is checked by its header and size (cheap);
+    a frame whose entropy-coded data is cut short passes that and is found only by a full decode."""
+    cam = _camera(store)
+    frames_of = {}
+    rewrite(first_episode(store), lambda g: frames_of.setdefault("f", _frames(g, cam)))
+    data = frames_of["f"][0]
+    scan = data.index(b"\xff\xda") + 2  # start of scan: the headers end, the entropy-coded data follows
+    cut = data[: scan + int.from_bytes(data[scan : scan + 2], "big") + 4]
+    rewrite(first_episode(store), lambda g: _vlen(g, f"images/{cam}", [cut] + frames_of["f"][1:], chunks=(1,)))
+    rel = str(first_episode(store).relative_to(store.root))
+
+    def frame_errors(**kw):
+        return [e.message for e in validate_store(store.root, **kw).errors if e.code == "image_frame" and e.where == rel]
+    assert frame_errors() == []
+    found = frame_errors(decode_frames=True)
+    assert len(found) == 1 and found[0].startswith(f"camera '{cam}' frame 0: undecodable: "), found
+
+
+@pytest.mark.parametrize("key,value,outside", [
+    ("q01", -1000.0 - 1e-9 * 1000.0, False),
+    ("q01", float(np.nextafter(-1000.0 - 1e-9 * 1000.0, -np.inf)), True),
+    ("q99", 0.0 + 1e-9 * 1000.0, False),
+    ("q99", float(np.nextafter(1e-9 * 1000.0, np.inf)), True),
+], ids=["q01 at the tolerance", "q01 just past it", "q99 at the tolerance", "q99 just past it"])
+def test_a_quantile_is_outside_the_data_s_range_only_past_1e_9_of_the_largest_magnitude(
+        designed_store, key, value, outside):
+    """Rule stats_mismatch: joint_1's data spans [-1000, 0], so a quantile may sit up to 1e-9 * 1000 past
+    either end (inclusive) before it is called outside the range; one float further it is."""
+    errors = _designed_errors(designed_store, lambda e: e[key].__setitem__(1, value))
+    flagged = [m for m in errors if m == f"state 'joint_1' {key} = {value} is outside the data's range [-1000.0, 0.0]"]
+    assert bool(flagged) == outside, errors
