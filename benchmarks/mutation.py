@@ -283,6 +283,16 @@ MODULES: dict[str, Module] = {
             # _fields raised empty_episode for 0 steps and _check_rows holds every language stream to num_frames
             "xǁDroidConverterǁ_rlds_episode__mutmut_65": "'XXXX' for a language stream with no steps: it always has "
                                                          "num_frames > 0 of them",
+            "xǁDroidConverterǁ_rlds_episode__mutmut_63": "decoded[0] also for a language stream with no steps: it "
+                                                         "always has num_frames > 0 of them",
+            "xǁDroidConverterǁ_rlds_episode__mutmut_109": "'XXXX' for a record without file_path: like '', it names "
+                                                          "no success/failure folder, so success is None either way",
+            "x__matrix__mutmut_26": "astype(None): NumPy's default dtype is float64, the same array",
+            # folder = root / <4 parts> has parents[3] == root: the base is root whether 4 parts count or not
+            "xǁDroidConverterǁ_raw_language__mutmut_18": "parts >= 5: a folder 4 parts below root has root as "
+                                                        "parents[3], the same base",
+            "x__video_stream__mutmut_8": "threads=3 instead of 2: the decoder's thread count changes speed, not the "
+                                         "frames decoded",
         },
     ),
     "converters.gm100": Module(

@@ -985,6 +985,8 @@ def test_a_release_read_directly_reports_damage_in_an_unlisted_shard_without_a_l
             got.append(item)
     assert len(got) == 1 and err.value.reason is Reason.CORRUPT_FILE
     assert err.value.message.startswith("copy: unreadable after record 1") and "lost" not in err.value.message
+    second = 16 + int.from_bytes(copy.read_bytes()[:8], "little")  # where the cut record starts
+    assert err.value.message.endswith(f" at byte {second}")  # the reader's own words, nothing appended
 
 
 def test_a_non_numeric_array_is_unsupported_layout_naming_the_stream_and_dtype():
@@ -1151,3 +1153,160 @@ def test_a_trajectory_h5_that_is_a_directory_is_still_an_episode(tmp_path):
     conv = DroidConverter(tmp_path)
     assert conv.discover() == [ref]
     assert reason_of(conv, ref) is Reason.CORRUPT_FILE
+
+
+# -- rules the seed-3 mutation sample showed unpinned (issue 18) -----------------------------------
+
+
+def test_without_google_crc32c_records_are_read_by_tensorflow_without_offsets(tmp_path, monkeypatch):
+    """google-crc32c missing: ``_crc32c`` is None (kept, not retried) and the shard is read by TensorFlow's
+    reader, which gives no byte offsets."""
+    monkeypatch.setattr(droid, "_MODULES", {})
+    monkeypatch.setitem(sys.modules, "google_crc32c", None)  # ``import google_crc32c`` raises ImportError
+    assert droid._crc32c() is None and droid._MODULES["crc32c"] is None
+    path = tmp_path / "x.tfrecord"
+    with tf().io.TFRecordWriter(str(path)) as writer:
+        writer.write(b"first")
+        writer.write(b"second")
+    assert list(droid.read_tfrecords(path, "shard")) == [(None, b"first"), (None, b"second")]
+
+
+def test_the_tensorflow_reader_reports_its_error_without_the_op_decorations(tmp_path, monkeypatch):
+    """TensorFlow wraps its reader's error in ``{{function_node ...}}`` and ``[Op:...] name:``; the corrupt_file
+    message keeps TensorFlow's own words between them, unchanged."""
+    monkeypatch.setitem(droid._MODULES, "crc32c", None)
+    specs = [spec(seed=i, when=f"2023-04-17 14:4{i}:05") for i in range(2)]
+    version_dir = make_release(tmp_path, [specs])
+    path = version_dir / "droid_101-train.tfrecord-00000-of-00001"
+    droid_samples._truncate_shard(path, 1)
+    with pytest.raises(tf().errors.OpError) as raw:
+        list(tf().data.TFRecordDataset(str(path)))
+    assert "{{" in raw.value.message and "[Op:" in raw.value.message  # what there is to drop
+    results = read_all(DroidConverter(tmp_path), SHARD0)
+    unit, reason, message = results[-1]
+    assert unit == SHARD0 and reason is Reason.CORRUPT_FILE
+    prefix, lost = f"{SHARD0}: unreadable after record 1: {type(raw.value).__name__}: ", "; 1 of 2 episodes lost"
+    assert message.startswith(prefix) and message.endswith(lost)
+    detail = message[len(prefix):-len(lost)]
+    assert detail and detail in raw.value.message and "{{" not in detail and "[Op:" not in detail
+
+
+def test_raw_cameras_may_be_read_on_parallel_threads(tmp_path):
+    """Each raw camera opens its own decoder when its frames are read, so the writer may read them in parallel."""
+    assert droid._video_stream("cam", tmp_path / "never_opened.mp4", 3, "ep").thread_safe
+
+
+def test_an_episode_without_language_names_the_empty_rlds_slots(tmp_path):
+    """All three instructions blank: missing_language naming the episode and the RLDS keys it looked at."""
+    make_release(tmp_path, [[spec(language=(False, False, False))]])
+    ref, reason, message = only_episode(DroidConverter(tmp_path), SHARD0)
+    assert reason is Reason.MISSING_LANGUAGE
+    assert message == (f"{ref} ({SHARD0}#0): all instructions are empty "
+                       "(language_instruction, language_instruction_2, language_instruction_3)")
+
+
+def test_episode_metadata_records_the_action_option_its_streams_and_units(tmp_path):
+    make_release(tmp_path, [[spec()]])
+    _, ep, _ = only_episode(DroidConverter(tmp_path, {"action": "cartesian_velocity"}), SHARD0)
+    assert ep.metadata["action"] == {
+        "option": "cartesian_velocity",
+        "streams": ["steps/action_dict/cartesian_velocity", "steps/action_dict/gripper_position"],
+        "units": droid.ACTION_CHOICES["cartesian_velocity"][2],
+    }
+
+
+def test_raw_metadata_is_read_as_utf8_whatever_the_locale(tmp_path):
+    """metadata_<uuid>.json is JSON, hence UTF-8: a task typed in any language reads where the locale is ASCII."""
+    import locale
+
+    ref, _ = make_raw(tmp_path)
+    path = _metadata_file(tmp_path, ref)
+    meta = json.loads(path.read_text())
+    meta["current_task"] = "把杯子放进抽屉"
+    path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    before = locale.setlocale(locale.LC_CTYPE)
+    try:
+        locale.setlocale(locale.LC_CTYPE, "C")
+        _, ep, _ = only_episode(DroidConverter(tmp_path), ref)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert ep.metadata["episode_metadata"]["current_task"] == "把杯子放进抽屉"
+
+
+def test_a_camera_serial_of_the_wrong_type_says_what_camera_type_holds(tmp_path):
+    """Wrist and exterior serials swapped in the metadata: invalid_metadata naming the first camera checked (ext1),
+    its serial and the camera_type stored for it, with the meaning of the types."""
+    ref, _ = make_raw(tmp_path)
+    _edit_json(_swap_wrist)(tmp_path, ref)
+    serial = json.loads(_metadata_file(tmp_path, ref).read_text())["ext1_cam_serial"]
+    _, reason, message = only_episode(DroidConverter(tmp_path), ref)
+    assert reason is Reason.INVALID_METADATA
+    assert message == (f"{ref}: 'ext1_cam_serial' = {serial} but observation/camera_type/{serial} = 0 "
+                       "(0 = wrist, 1 = exterior)")
+
+
+def test_raw_discovery_skips_hidden_and_recordings_folders(tmp_path):
+    """A trajectory.h5 under a hidden folder (a trash, a sync cache) or a recordings/ folder is no episode."""
+    for rel in ("RAIL/success/2023-06-05/t", ".trash/RAIL/success/2023-06-05/t", "recordings/RAIL/success/x/t"):
+        (tmp_path / rel).mkdir(parents=True)
+        (tmp_path / rel / "trajectory.h5").touch()
+    assert DroidConverter(tmp_path, {"mode": "raw"}).discover() == ["RAIL/success/2023-06-05/t"]
+
+
+def test_rlds_mode_without_a_version_folder_says_so_even_beside_raw_folders(tmp_path):
+    (tmp_path / "RAIL/success/2023-06-05/t").mkdir(parents=True)
+    (tmp_path / "RAIL/success/2023-06-05/t/trajectory.h5").touch()
+    with pytest.raises(FileNotFoundError, match="no TFDS version folder .with dataset_info.json. at or under"):
+        DroidConverter(tmp_path, {"mode": "rlds"}).discover()
+
+
+def _drop_from_features(version_dir: Path, *path: str) -> None:
+    """Remove one feature (a key path below the top-level features, through sequences) from features.json."""
+    features = json.loads((version_dir / "features.json").read_text())
+    node = features["featuresDict"]["features"]
+    for key in path[:-1]:
+        node = node[key]
+        node = node["sequence"]["feature"] if "sequence" in node else node
+        node = node["featuresDict"]["features"]
+    del node[path[-1]]
+    (version_dir / "features.json").write_text(json.dumps(features))
+
+
+def test_a_release_declaring_no_action_dict_is_missing_key_naming_the_action_stream(tmp_path):
+    """features.json without ``steps/action_dict``: the parsed steps have no such group, missing_key naming the
+    primary action stream."""
+    version_dir = make_release(tmp_path, [[spec(n=8)]])
+    _drop_from_features(version_dir, "steps", "action_dict")
+    ref, reason, message = only_episode(DroidConverter(tmp_path), SHARD0)
+    assert reason is Reason.MISSING_KEY
+    assert message == f"{ref} ({SHARD0}#0): missing steps/action_dict/joint_position"
+
+
+def test_a_release_declaring_no_episode_metadata_falls_back_to_the_shard_ref(tmp_path):
+    """features.json without ``episode_metadata``: no file_path to take the ref from, so the ref is the shard and
+    record index, the success unknown, and the episode still converts."""
+    version_dir = make_release(tmp_path, [[spec(n=8)]])
+    _drop_from_features(version_dir, "episode_metadata")
+    ref, ep, _ = only_episode(DroidConverter(tmp_path), SHARD0)
+    assert ref == f"{SHARD0}#0" and ep.num_frames == 8
+    assert ep.metadata["episode_metadata"] == {} and ep.metadata["success"] is None
+    assert ep.metadata["ref_fallback_reason"] == ("episode_metadata/file_path None has no "
+                                                  "<lab>/<success|failure>/<date>/<time>")
+
+
+def test_a_record_without_a_language_slot_reads_with_that_slot_empty(tmp_path):
+    """A record missing one of the three instruction streams: that slot is empty, the others still count."""
+    make_release(tmp_path, [[spec()]], edit=_del("steps/language_instruction_3"))
+    _, ep, _ = only_episode(DroidConverter(tmp_path), SHARD0)
+    assert ep.metadata["language_instructions"] == [TASKS[0][0], TASKS[0][1], ""]
+    assert ep.instruction == TASKS[0][0] and ep.instruction_alternatives == [TASKS[0][1]]
+
+
+def test_a_record_that_is_not_an_example_names_the_shard_and_record(tmp_path):
+    """A listed record whose payload is no tf.train.Example: corrupt_file naming the shard and the record."""
+    version_dir = make_release(tmp_path, [[spec()]])
+    with tf().io.TFRecordWriter(str(version_dir / "droid_101-train.tfrecord-00000-of-00001")) as writer:
+        writer.write(b"\xff\xfe not a protobuf")
+    ref, reason, message = only_episode(DroidConverter(tmp_path), SHARD0)
+    assert ref == f"{SHARD0}#0" and reason is Reason.CORRUPT_FILE
+    assert message.startswith(f"{SHARD0}#0: cannot parse tf.train.Example: ")
