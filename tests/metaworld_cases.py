@@ -318,8 +318,9 @@ def test_a_noise_share_spreads_the_noisy_demonstrations_evenly_over_the_seeds():
     for bad in (-0.01, 1.01):
         with pytest.raises(SimError, match="noise_share must be in"):
             DemoConfig(out="x", tasks=(TASK,), seeds=(0,), action_noise=0.3, noise_share=bad)
-    with pytest.raises(SimError, match="action_noise must be >= 0"):
-        DemoConfig(out="x", tasks=(TASK,), seeds=(0,), action_noise=-0.1)
+    for bad in (-0.1, float("nan"), float("inf")):  # NaN passes a plain `< 0` check
+        with pytest.raises(SimError, match="action_noise must be a finite number >= 0"):
+            DemoConfig(out="x", tasks=(TASK,), seeds=(0,), action_noise=bad)
 
 
 def test_a_task_named_in_task_noise_gets_its_own_noise_and_the_others_the_common_one():
@@ -337,8 +338,9 @@ def test_a_task_named_in_task_noise_gets_its_own_noise_and_the_others_the_common
                       task_noise={TASK: 0.0}).noise_for(0, TASK) == 0.0  # 0 for one task: its expert plain
     with pytest.raises(SimError, match=r"task_noise names tasks not recorded: \['window-open-v3'\]"):
         DemoConfig(out="x", tasks=tasks, seeds=(0,), task_noise={"window-open-v3": 0.3})
-    with pytest.raises(SimError, match="task_noise must be >= 0"):
-        DemoConfig(out="x", tasks=tasks, seeds=(0,), task_noise={TASK: -0.1})
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(SimError, match="task_noise must be finite numbers >= 0"):
+            DemoConfig(out="x", tasks=tasks, seeds=(0,), task_noise={TASK: bad})
 
 
 def test_recording_applies_each_task_its_own_noise(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,23 +63,23 @@ class DemoConfig:
     task_noise: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.action_noise < 0:
-            raise SimError(f"action_noise must be >= 0, got {self.action_noise}")
+        if not 0 <= self.action_noise < math.inf:  # NaN fails every comparison: a NaN std would record NaN moves
+            raise SimError(f"action_noise must be a finite number >= 0, got {self.action_noise}")
         if not 0.0 <= self.noise_share <= 1.0:
             raise SimError(f"noise_share must be in [0, 1], got {self.noise_share}")
         stray = sorted(set(self.task_noise) - set(self.tasks))
         if stray:  # a misspelt task would otherwise record every demonstration plain, silently
             raise SimError(f"task_noise names tasks not recorded: {stray} (tasks: {list(self.tasks)})")
-        negative = {t: v for t, v in self.task_noise.items() if v < 0}
-        if negative:
-            raise SimError(f"task_noise must be >= 0, got {negative}")
+        bad = {t: v for t, v in self.task_noise.items() if not 0 <= v < math.inf}
+        if bad:
+            raise SimError(f"task_noise must be finite numbers >= 0, got {bad}")
 
     def noise_for(self, index: int, task: str | None = None) -> float:
         """The action noise of ``task``'s ``index``-th demonstration: noisy where the running count
         floor((index + 1) * noise_share) steps up, so any first n demonstrations hold their share."""
         share = Fraction(self.noise_share).limit_denominator(10_000)
         noisy = (index + 1) * share // 1 > index * share // 1
-        noise = self.task_noise.get(task, self.action_noise) if task is not None else self.action_noise
+        noise = self.task_noise.get(task, self.action_noise)  # no task (None) is never a key: the common std
         return noise if noisy else 0.0
 
 
@@ -128,8 +129,8 @@ def record_episode(task: MetaWorldTask, seed: int, path: Path, quality: int,
     off that path in closed loop then has demonstrations of getting back to it."""
     import h5py
 
-    if action_noise < 0:
-        raise SimError(f"action_noise must be >= 0, got {action_noise}")
+    if not 0 <= action_noise < math.inf:
+        raise SimError(f"action_noise must be a finite number >= 0, got {action_noise}")
     rng = np.random.default_rng((int(seed), 0x4441_5254))  # the episode's own noise: the same on every run
     observation = task.reset(seed)
     proprio, actions, frames = [], [], {c: [] for c in task.cameras}
