@@ -395,6 +395,8 @@ MODULES: dict[str, Module] = {
         equivalent={
             # the span of one frame is np.ptp over one row, 0.0, and the stuck flag needs num_frames > 1 anyway
             "xǁRoboMindConverterǁ_build__mutmut_143": "ee span computed also for one frame: ptp of one row is 0.0",
+            "x__load_annotations__mutmut_5": "read_text(encoding='UTF-8-SIG'): the same codec as 'utf-8-sig'",
+            "x__read_parts__mutmut_68": "np.concatenate also of one column: the same float32 values and shape",
         },
     ),
 }

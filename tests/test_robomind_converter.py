@@ -1002,3 +1002,77 @@ def test_discover_on_an_absent_root_names_it(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         RoboMindConverter(tmp_path / "absent").discover()
     assert str(err.value) == f"RoboMIND root {tmp_path / 'absent'} is not a directory"
+
+
+# -- behaviour pinned from the seed-3 mutation sample (issue 18) --------------------------------------------------
+
+
+def test_a_frameless_step_is_recorded_with_both_frame_ends_empty(tmp_path):
+    """A step given as plain text has no frames: its record says so for both ends, like a step with frames."""
+    ref = make(tmp_path, "h5_ur_1rgb", split="unsplit")
+    write_annotation(tmp_path, "h5_ur_1rgb.json", [record(ref, ["reach"])])
+    ep, _ = read_all(RoboMindConverter(tmp_path), ref)
+    assert ep.metadata["annotation"]["steps"] == [{"text": "reach", "start_frame": None, "end_frame": None}]
+
+
+def test_a_language_raw_with_bytes_that_are_not_utf8_is_read_with_them_replaced(tmp_path):
+    """A damaged byte in the file's instruction does not lose the rest of it (or the episode): it becomes U+FFFD."""
+    ref = make(tmp_path, "h5_ur_1rgb")
+    (tmp_path / rm.INSTRUCTION_CSV).unlink()
+    edit(tmp_path, ref, lambda f: f.create_dataset("language_raw", data=[b"Pick \xff up."]))
+    ep, _ = read_all(RoboMindConverter(tmp_path), ref)
+    assert ep.instruction == "Pick \ufffd up." and ep.metadata["instruction_source"] == "hdf5_language_raw"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_a_state_stored_in_any_numeric_dtype_is_read_as_float32(tmp_path, dtype):
+    """Any numeric dtype is a valid stream (only non-numeric data is unsupported_layout); values come out float32."""
+    ref = make(tmp_path, "h5_ur_1rgb")
+    stored = {}
+
+    def retype(f):
+        values = np.round(f["puppet/joint_position"][()]).astype(dtype)
+        del f["puppet/joint_position"]
+        f.create_dataset("puppet/joint_position", data=values)
+        stored["v"] = values
+    edit(tmp_path, ref, retype)
+    ep, _ = read_all(RoboMindConverter(tmp_path), ref)
+    assert ep.state.dtype == np.float32
+    np.testing.assert_array_equal(ep.state, stored["v"].astype(np.float32))
+
+
+def test_an_instruction_table_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Spreadsheet programs save CSV as UTF-8 with a BOM: the header's first column is still 'task'."""
+    path = tmp_path / "instr.csv"
+    path.write_bytes("task,instruction\nt,Do it.\n".encode("utf-8-sig"))
+    assert rm.InstructionTable.load(path).instructions == {"t": ["Do it."]}
+
+
+def test_a_one_frame_episode_has_no_stuck_end_effector(tmp_path):
+    """An end-effector can only be called stuck over more than one frame: one frame spans nothing."""
+    ep, _ = read_all(RoboMindConverter(tmp_path), make(tmp_path, "h5_ur_1rgb", frames=1))
+    assert ep.num_frames == 1 and ep.metadata["ee_pose_stuck"] is False
+
+
+def test_a_missing_extra_does_not_stop_the_extras_after_it(tmp_path):
+    """Each extra is read or recorded as missing on its own: without joint velocities, efforts and poses still come."""
+    ref = make(tmp_path, "h5_agilex_3rgb")
+    edit(tmp_path, ref, lambda f: f.__delitem__("puppet/joint_velocity_left"))
+    ep, _ = read_all(RoboMindConverter(tmp_path), ref)
+    assert ep.metadata["missing_extras"] == ["joint_velocity"]
+    assert set(ep.extras) == {"joint_effort", "ee_pose"}
+
+
+def test_episode_metadata_names_the_embodiment_folder(tmp_path):
+    ep, _ = read_all(RoboMindConverter(tmp_path), make(tmp_path, "h5_ur_1rgb"))
+    assert ep.metadata["embodiment_folder"] == "h5_ur_1rgb"
+
+
+def test_an_annotation_dir_option_is_where_annotations_are_read(tmp_path):
+    """``annotation_dir`` (relative to the root) replaces the release's annotation folders."""
+    ref = make(tmp_path, "h5_ur_1rgb", split="unsplit")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "h5_ur_1rgb.json").write_text(json.dumps([record(ref, [step("reach", 0, 11)])]))
+    assert read_all(RoboMindConverter(tmp_path, {"annotation_dir": "mine"}), ref)[0].subtasks == ["reach"] * 12
+    assert read_all(RoboMindConverter(tmp_path), ref)[0].subtasks is None
