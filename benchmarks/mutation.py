@@ -267,6 +267,10 @@ MODULES: dict[str, Module] = {
                                                   "or non-directory path globs to nothing, the same []",
             "xǁ_SidecarIndexǁ_scan__mutmut_27": "array('Q') for member sizes: _iter_tar refuses a negative size as "
                                                 "damage, so the same non-negative values in the same 8 bytes",
+            "x__action_field__mutmut_65": "np.ones(n) as float for a full field's mask: its only use is "
+                                          "np.stack(commanded).astype(uint8), the same 1s",
+            "x__probe_video__mutmut_18": "alignment None: its only caller, _cameras, replaces it with 'index' or "
+                                         "'nearest_timestamp' before use",
         },
     ),
     "converters.droid": Module(

@@ -1038,3 +1038,218 @@ def test_a_proprio_tar_member_with_a_negative_size_is_damage_not_a_crash(tmp_pat
     err = reason_of(AgibotConverter(tmp_path), ref)
     assert err.reason is Reason.CORRUPT_FILE
     assert f"member {ref}/proprio_stats.h5 has a negative size (-5)" in err.message
+
+
+# -- rules the seed-3 mutation sample showed unpinned (issue 18) ------------------------------------
+
+
+def test_a_full_action_field_is_recorded_as_full(tmp_path):
+    """An action field with one command per frame is used as is, and action_sources says so."""
+    ref = build(tmp_path)
+    ep, _ = read_all(AgibotConverter(tmp_path), ref)
+    assert ep.metadata["action_sources"]["head/position"] == {"status": "full", "commanded_frames": 20}
+
+
+def test_a_command_on_frame_0_is_held_and_velocity_gaps_are_zero(tmp_path):
+    """'hold' keeps a command recorded on the very first frame until the next one (the state fills only frames
+    before the first command, and there are none); a velocity is never held: frames without one are 0."""
+    data = proprio()
+    cmd = data["action/joint/position"]
+    data["action/joint/position"], data["action/joint/index"] = cmd[[0, 10]], np.array([0, 10])
+    velocity = np.array([[0.5, 0.1], [0.4, -0.2]])
+    data["action/robot/velocity"], data["action/robot/index"] = velocity, np.array([3, 7])
+    ep, _ = read_all(AgibotConverter(tmp_path), build(tmp_path, data=data))
+    np.testing.assert_allclose(ep.action[:10, :14], np.repeat(cmd[:1], 10, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(ep.action[10:, :14], np.repeat(cmd[10:11], 10, axis=0), rtol=1e-6)
+    expected = np.zeros((20, 2))
+    expected[[3, 7]] = velocity
+    np.testing.assert_allclose(ep.action[:, 20:22], expected, rtol=1e-6)
+
+
+def test_a_misfit_action_field_names_its_shape_without_a_catalogue_hint(tmp_path):
+    """An action field of the wrong per-frame shape is shape_mismatch naming the file's shape and the expected
+    one, and nothing else."""
+    data = proprio()
+    data["action/end/position"] = np.zeros((20, 6))
+    ref = build(tmp_path, data=data)
+    err = reason_of(AgibotConverter(tmp_path), ref)
+    assert err.reason is Reason.SHAPE_MISMATCH
+    assert err.message == f"{ref}: proprio_stats.h5:/action/end/position has shape (20, 6), expected [N, 2, 3]"
+
+
+def test_a_state_field_that_is_a_group_names_the_episode(tmp_path):
+    ref = build(tmp_path)
+    with h5py.File(tmp_path / "proprio_stats" / ref / "proprio_stats.h5", "a") as f:
+        del f["state/head/position"]
+        f.create_group("state/head/position")
+    err = reason_of(AgibotConverter(tmp_path), ref)
+    assert err.reason is Reason.UNSUPPORTED_LAYOUT
+    assert err.message == f"{ref}: proprio_stats.h5:/state/head/position is a group, expected a dataset"
+
+
+def test_state_extras_and_camera_poses_are_float32(tmp_path):
+    """joint_current and <cam>_extrinsic are float32 [N, D] (docs/sources/agibot.md), whatever the file's dtype;
+    a pose matrix with a null in it is a camera parameter issue, not a crash."""
+    ref = build(tmp_path)
+    camera = tmp_path / "parameters" / ref / "camera"
+    camera.mkdir(parents=True)
+    pose = {"extrinsic": {"rotation_matrix": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "translation_vector": [1, 2, 3]}}
+    (camera / "head_extrinsic_params_aligned.json").write_text(json.dumps([pose] * 20))
+    bad = {"extrinsic": {"rotation_matrix": [[1, 0, 0], [0, None, 0], [0, 0, 1]], "translation_vector": [1, 2, 3]}}
+    (camera / "hand_left_extrinsic_params_aligned.json").write_text(json.dumps([pose, bad]))
+    ep, _ = read_all(AgibotConverter(tmp_path), ref)
+    assert ep.extras["joint_current"].dtype == np.float32
+    poses = ep.extras["head_extrinsic"]
+    assert poses.dtype == np.float32 and poses.shape == (20, 12)
+    assert poses[0].tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 2, 3]
+    assert ep.metadata["camera_parameter_issues"] == [
+        "hand_left_extrinsic_params_aligned.json[1] must hold a finite 3x3 rotation and 3-vector translation"]
+
+
+def test_a_video_that_decodes_no_frame_says_so():
+    class Empty:
+        def next(self):
+            return None
+
+    with pytest.raises(EpisodeError) as err:
+        list(agibot._by_nearest_time(Empty(), np.array([0.0, 0.1]), "cam"))
+    assert err.value.reason is Reason.VIDEO_DECODE_ERROR and err.value.message == "cam: video has no frames"
+
+
+def test_frames_without_a_full_presentation_time_are_timed_by_count():
+    """A frame needs both pts and time_base to be timed by them; otherwise its time is its count at the rate."""
+    from fractions import Fraction
+
+    class Frame:
+        def __init__(self, pts, time_base):
+            self.pts, self.time_base = pts, time_base
+
+        def to_ndarray(self, format):
+            return np.zeros((2, 2, 3), np.uint8)
+
+    video = agibot._Video("head", "videos/head_color.mp4", "h264", 2, 2, 25.0, 3, "index")
+    for frames in ([Frame(None, Fraction(1, 90000))] * 3, [Frame(i * 3600, None) for i in range(3)]):
+        decoded = agibot._Decoded(iter(frames), video)
+        assert [decoded.next()[1] for _ in range(3)] == [0.0, 0.04, 0.08]
+    decoded = agibot._Decoded(iter([Frame(i * 3600 + 100, Fraction(1, 90000)) for i in range(2)]), video)
+    assert [decoded.next()[1] for _ in range(2)] == [0.0, 0.04]
+
+
+def test_a_one_byte_tar_member_is_read():
+    """The last byte of a member is data like any other (a member of one byte reads as that byte)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.bin"
+        path.write_bytes(bytes(range(10)))
+        with agibot._open_member(path, 7, 1) as fh:
+            assert fh.read() == b"\x07"
+
+
+def test_a_negative_member_size_is_damage_at_that_member_s_header(tmp_path):
+    blob = bytearray(agibot_samples._tar_bytes([("a.bin", b"x" * 10), ("b.bin", b"y" * 10)]))
+    header = 1024  # a.bin's header and its one data block come first
+    assert blob[header : header + 5] == b"b.bin"
+    blob[header + 124 : header + 136] = b"\xff" * 11 + b"\xfb"  # size -5
+    blob[header + 148 : header + 156] = b" " * 8
+    blob[header + 148 : header + 156] = b"%06o\0 " % sum(blob[header : header + 512])
+    path = tmp_path / "x.tar"
+    path.write_bytes(bytes(blob))
+    names = []
+    with pytest.raises(agibot._TarDamaged) as err:
+        for info in agibot._iter_tar(path):
+            names.append(info.name)
+    assert names == ["a.bin"] and err.value.offset == header and err.value.member.name == "b.bin"
+    assert err.value.detail == "member b.bin has a negative size (-5)"
+
+
+def test_a_member_running_past_the_end_says_both_sizes(tmp_path):
+    blob = agibot_samples._tar_bytes([("a.bin", b"x" * 1000)])
+    path = tmp_path / "cut.tar"
+    path.write_bytes(blob[:612])
+    with pytest.raises(agibot._TarDamaged) as err:
+        list(agibot._iter_tar(path))
+    assert err.value.offset == 512 and err.value.member.name == "a.bin"
+    assert err.value.detail == "member a.bin (1000 bytes) runs past the end of the file (612 bytes)"
+
+
+def test_shard_members_named_with_a_leading_dot_slash_keep_their_episode_id(tmp_path):
+    """A shard packed as './<episode>/videos/...' gives the same episode as one packed without './'."""
+    build(tmp_path, episode=1000, frames={"head": None, "hand_left": None, "hand_right": None})
+    shard = tmp_path / "observations/327/1000-1000.tar"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(agibot_samples._tar_bytes(
+        [("./1000/", None)] + [(f"./1000/{camera_file(c)}", grey_video(20)) for c in ("head", "hand_left", "hand_right")]))
+    conv = AgibotConverter(tmp_path)
+    [(ref, opener)] = list(conv.episodes("observations/327/1000-1000.tar"))
+    assert ref == "327/1000"
+    with conv.read(opener) as ep:
+        assert ep.cameras["head"].source_file == "observations/327/1000-1000.tar:videos/head_color.mp4"
+
+
+def test_an_episode_split_across_a_shard_is_reported_after_its_runs(tmp_path):
+    """Members of one episode that come back after another episode's are unsupported_layout for the unit,
+    raised once every run has been yielded."""
+    shard = tmp_path / "observations/327/1-2.tar"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(agibot_samples._tar_bytes([("1/videos/head_color.mp4", b"a"), ("2/videos/head_color.mp4", b"b"),
+                                                 ("1/videos/hand_left_color.mp4", b"c")]))
+    refs = []
+    with pytest.raises(EpisodeError) as err:
+        for ref, _ in AgibotConverter(tmp_path).episodes("observations/327/1-2.tar"):
+            refs.append(ref)
+    assert refs[:2] == ["327/1", "327/2"] and err.value.reason is Reason.UNSUPPORTED_LAYOUT
+    assert "members of episode(s) ['1'] are not contiguous" in err.value.message
+
+
+@pytest.mark.parametrize("unit", ["elsewhere/327/1000", "observations/abc/1000", "observations/327/1000/videos"])
+def test_only_units_under_observations_task_are_work_units(tmp_path, unit):
+    build(tmp_path)
+    with pytest.raises(EpisodeError) as err:
+        list(AgibotConverter(tmp_path).episodes(unit))
+    assert err.value.reason is Reason.UNSUPPORTED_LAYOUT
+
+
+def test_an_episode_opened_by_ref_records_its_folder_as_unit(tmp_path):
+    ref = build(tmp_path)
+    ep, _ = read_all(AgibotConverter(tmp_path), ref)
+    assert ep.metadata["unit"] == "observations/327/1000" and ep.metadata["layout"] == "extracted"
+
+
+def test_label_info_without_action_config_gives_no_subtasks(tmp_path):
+    """label_info with key frames only (no action_config) is valid: the episode converts without subtasks."""
+    ref = build(tmp_path, rec=record(1000, label_info={"key_frame": []}))
+    ep, _ = read_all(AgibotConverter(tmp_path), ref)
+    assert ep.subtasks is None and ep.metadata["label_info"] == {"key_frame": []}
+
+
+def test_an_unreadable_task_info_is_corrupt_file_naming_it(tmp_path, monkeypatch):
+    ref = build(tmp_path)
+    original = Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        if self.name == "task_327.json":
+            raise OSError("Input/output error")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    err = reason_of(AgibotConverter(tmp_path), ref)
+    assert err.reason is Reason.CORRUPT_FILE
+    assert err.message == f"{ref}: cannot read task_info/task_327.json: Input/output error"
+
+
+@pytest.mark.parametrize("eid", ['"x"', "true", "1.5", "null"])
+def test_a_record_without_an_integer_episode_id_is_invalid_metadata(tmp_path, eid):
+    ref = build(tmp_path)
+    (tmp_path / "task_info/task_327.json").write_text(f'[{{"episode_id": 1000, "task_name": "a"}}, '
+                                                      f'{{"episode_id": {eid}}}]')
+    err = reason_of(AgibotConverter(tmp_path), ref)
+    assert err.reason is Reason.INVALID_METADATA
+    assert err.message == f"{ref}: task_info/task_327.json[1] has no integer 'episode_id': {json.loads(eid)!r}"
+
+
+def test_measured_hz_is_rounded_to_three_decimals(tmp_path):
+    data = proprio()
+    data["timestamp"] = T0 + np.arange(20, dtype=np.int64) * 30_000_000  # 33.33... Hz
+    ep, _ = read_all(AgibotConverter(tmp_path), build(tmp_path, data=data))
+    assert ep.metadata["measured_hz"] == 33.333
