@@ -687,17 +687,30 @@ def test_a_file_that_is_not_a_tar_is_damaged_at_byte_zero(tmp_path):
     assert err.value.offset == 0 and err.value.detail.startswith("not a readable tar archive (")
 
 
+def _read_until_damaged(path: Path) -> tuple[list[str], agibot._TarDamaged]:
+    """The member names ``_iter_tar`` yields before it reports the tar damaged, and that report."""
+    names = []
+    with pytest.raises(agibot._TarDamaged) as err:
+        for info in agibot._iter_tar(path):
+            names.append(info.name)
+    return names, err.value
+
+
+def _negative_size(blob: bytearray, header: int) -> None:
+    """Write a size of -5 (base-256, which tarfile accepts) into the header at ``header``, checksum fixed."""
+    blob[header + 124 : header + 136] = b"\xff" * 11 + b"\xfb"
+    blob[header + 148 : header + 156] = b" " * 8
+    blob[header + 148 : header + 156] = b"%06o\0 " % sum(blob[header : header + 512])
+
+
 def test_a_member_ending_exactly_at_the_file_end_is_read_and_the_missing_end_marker_reported(tmp_path):
     blob = agibot_samples._tar_bytes([("a.bin", b"x" * 512)])
     with tarfile_open(blob) as tf:
         member = tf.getmember("a.bin")
     path = tmp_path / "cut.tar"
     path.write_bytes(blob[: member.offset_data + 512])  # the data intact, the end-of-archive blocks gone
-    names = []
-    with pytest.raises(agibot._TarDamaged) as err:
-        for info in agibot._iter_tar(path):
-            names.append(info.name)
-    assert names == ["a.bin"] and "no end-of-archive block" in err.value.detail
+    names, damage = _read_until_damaged(path)
+    assert names == ["a.bin"] and "no end-of-archive block" in damage.detail
 
 
 def test_a_shard_damaged_before_any_episode_says_none_was_read(tmp_path):
@@ -803,11 +816,8 @@ def test_an_unreadable_header_after_a_good_member_is_damage_at_that_header(tmp_p
     blob[second.offset_data - 512 : second.offset_data] = b"\x7f" * 512  # the member's own header, after its pax header
     path = tmp_path / "x.tar"
     path.write_bytes(bytes(blob))
-    names = []
-    with pytest.raises(agibot._TarDamaged) as err:
-        for info in agibot._iter_tar(path):
-            names.append(info.name)
-    assert names == ["a.bin"] and err.value.offset == second.offset and err.value.detail
+    names, damage = _read_until_damaged(path)
+    assert names == ["a.bin"] and damage.offset == second.offset and damage.detail
 
 
 def test_timestamp_problems_name_the_episode(tmp_path):
@@ -1031,9 +1041,7 @@ def test_a_proprio_tar_member_with_a_negative_size_is_damage_not_a_crash(tmp_pat
     h5 = tmp_path / "proprio_stats" / ref / "proprio_stats.h5"
     blob = bytearray(agibot_samples._tar_bytes([(f"{ref}/proprio_stats.h5", h5.read_bytes())]))
     shutil.rmtree(tmp_path / "proprio_stats/327")
-    blob[124:136] = b"\xff" * 11 + b"\xfb"  # size -5
-    blob[148:156] = b" " * 8
-    blob[148:156] = b"%06o\0 " % sum(blob[:512])
+    _negative_size(blob, 0)
     (tmp_path / "proprio_stats/proprio_stats.tar").write_bytes(bytes(blob))
     err = reason_of(AgibotConverter(tmp_path), ref)
     assert err.reason is Reason.CORRUPT_FILE
@@ -1150,17 +1158,12 @@ def test_a_negative_member_size_is_damage_at_that_member_s_header(tmp_path):
     blob = bytearray(agibot_samples._tar_bytes([("a.bin", b"x" * 10), ("b.bin", b"y" * 10)]))
     header = 1024  # a.bin's header and its one data block come first
     assert blob[header : header + 5] == b"b.bin"
-    blob[header + 124 : header + 136] = b"\xff" * 11 + b"\xfb"  # size -5
-    blob[header + 148 : header + 156] = b" " * 8
-    blob[header + 148 : header + 156] = b"%06o\0 " % sum(blob[header : header + 512])
+    _negative_size(blob, header)
     path = tmp_path / "x.tar"
     path.write_bytes(bytes(blob))
-    names = []
-    with pytest.raises(agibot._TarDamaged) as err:
-        for info in agibot._iter_tar(path):
-            names.append(info.name)
-    assert names == ["a.bin"] and err.value.offset == header and err.value.member.name == "b.bin"
-    assert err.value.detail == "member b.bin has a negative size (-5)"
+    names, damage = _read_until_damaged(path)
+    assert names == ["a.bin"] and damage.offset == header and damage.member.name == "b.bin"
+    assert damage.detail == "member b.bin has a negative size (-5)"
 
 
 def test_a_member_running_past_the_end_says_both_sizes(tmp_path):
