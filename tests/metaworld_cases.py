@@ -297,8 +297,9 @@ def test_noisy_demonstrations_record_the_expert_s_action_for_each_state_they_rea
     plain, plain_qpos, plain_attrs = recorded("plain.hdf5", 0.0)
     assert np.array_equal(np.array(executed), plain) and "action_noise" not in plain_attrs
     assert not np.allclose(plain_qpos[1:], qpos[1:])  # the noise moved the robot off the expert's path
-    with pytest.raises(SimError, match="action_noise"):
-        record_episode(task, 3, tmp_path / "bad.hdf5", 95, action_noise=-0.1)
+    for bad in (-0.1, float("nan"), float("inf")):  # refused before the episode runs, as DemoConfig does
+        with pytest.raises(SimError, match="action_noise must be a finite number >= 0"):
+            record_episode(task, 3, tmp_path / "bad.hdf5", 95, action_noise=bad)
 
 
 def test_a_noise_share_spreads_the_noisy_demonstrations_evenly_over_the_seeds():
