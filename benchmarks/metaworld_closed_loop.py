@@ -20,6 +20,7 @@ Usage::
     python benchmarks/metaworld_closed_loop.py --tasks button-press-topdown-v3 drawer-open-v3 door-open-v3 \
         window-open-v3 --demos 50 --steps 5000 --episodes 20 --workdir /tmp/mw --json out.json
     python benchmarks/metaworld_closed_loop.py ... --workdir /tmp/mw --reuse --execute-steps 4   # same models, new loop
+    python benchmarks/metaworld_closed_loop.py ... --workdir /tmp/mw --reuse-data --backbone tiny-deep   # same data
     python benchmarks/metaworld_closed_loop.py ... --parallel 1   # one episode at a time: ms/query is a latency
 
 The episodes of a task run in lockstep by default (``--parallel``, docs/evaluation.md), their
@@ -52,6 +53,15 @@ def _task_noise(text: str) -> tuple[str, float]:
         return task, float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected TASK=STD (e.g. window-open-v3=0.3), got {text!r}") from None
+
+
+def _finished(checkpoint: Path) -> bool:
+    """Whether a checkpoint holds a run trained to its last step (an interrupted one resumes instead)."""
+    config = checkpoint / "config.json"
+    if not config.is_file():
+        return False
+    saved = json.loads(config.read_text())
+    return saved.get("step") is not None and saved.get("step") == saved.get("total_steps")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,16 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cs", type=float, nargs="+", default=[1.0, 0.7])
     parser.add_argument("--chains", nargs="+", choices=["itfm", "full"], default=["itfm"],
                         help="flow-matching exit chains: itfm (delta = 2, warm start) and/or full (10 steps per check)")
-    parser.add_argument("--baselines", nargs="+", choices=["expert", "mean_action", "no_images"],
-                        default=["expert", "mean_action", "no_images"])
+    parser.add_argument("--baselines", nargs="*", choices=["expert", "mean_action", "no_images"],
+                        default=["expert", "mean_action", "no_images"],
+                        help="baseline rows (none: only the trained policy's rows, e.g. beside an earlier run's "
+                             "baselines on the same seeds)")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
     parser.add_argument("--workdir", help="keep everything here (default: a temporary directory)")
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--reuse", action="store_true",
                         help="with --workdir of an earlier run of the same tasks and sizes: keep its demonstrations, "
                              "store, manifest and trained models; calibrate and run the closed loop again (e.g. with "
-                             "another --execute-steps, --cs or --episodes)")
+                             "another --execute-steps, --cs or --episodes); a no_images control in --baselines "
+                             "that the run did not finish is trained (with the reused run's steps)")
+    parser.add_argument("--reuse-data", action="store_true",
+                        help="with --workdir of an earlier run: keep its demonstrations, store and manifest, and "
+                             "train anew on them (e.g. another --backbone, --head or --steps; same --image-size)")
     args = parser.parse_args(argv)
+    if args.reuse and args.reuse_data:
+        parser.error("--reuse keeps the trained models as well as the data: give one of --reuse and --reuse-data")
 
     import torch
 
@@ -119,25 +137,35 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     trained = work / "models" / "finetune" / "mw" / "checkpoint"
+    blind = work / "models" / "baselines" / "mw" / "no_images" / "checkpoint"
     if args.reuse and not trained.is_dir():
         parser.error(f"--reuse needs --workdir of a finished run; {trained} is missing")
+    kept = work / "demos" / "demos.json", work / "manifests" / "mw" / "manifest.json"
+    if args.reuse_data and not all(path.is_file() for path in kept):
+        parser.error(f"--reuse-data needs --workdir of a run that built its data; "
+                     f"{next(path for path in kept if not path.is_file())} is missing")
 
     t = time.perf_counter()
-    if args.reuse:  # the demonstrations as recorded (their own max_steps), not re-recorded or re-described
+    if args.reuse or args.reuse_data:  # the demonstrations as recorded (their own max_steps), not re-recorded
         demos = json.loads((work / "demos" / "demos.json").read_text())
+        args.demos = len(demos["config"]["seeds"])
+        unrecorded = sorted(set(args.tasks) - set(demos["config"]["tasks"]))
+        if unrecorded:
+            parser.error(f"--tasks {unrecorded} were not recorded in {work / 'demos'}: "
+                         f"it has {list(demos['config']['tasks'])}")
+    if args.reuse:
         # the reused run's sizes, not this command's defaults: the printout, the --json record and the
         # held-out seeds' overlap check describe what was recorded and trained
         trained_run = json.loads((trained / "config.json").read_text())["run"]["run"]
-        args.demos = len(demos["config"]["seeds"])
         args.steps, args.batch_size = int(trained_run["steps"]), int(trained_run["batch_size"])
-    else:
+    elif not args.reuse_data:
         demos = record(DemoConfig(out=str(work / "demos"), tasks=tuple(args.tasks), seeds=tuple(range(args.demos)),
                                   image_size=args.image_size, max_steps=args.max_steps,
                                   action_noise=args.demo_noise, noise_share=args.demo_noise_share,
                                   task_noise=dict(args.demo_task_noise)))
         times["demonstrations"] = time.perf_counter() - t
     t = time.perf_counter()
-    if not args.reuse:
+    if not (args.reuse or args.reuse_data):
         run_conversion(ConvertConfig(source="metaworld", converter="inhouse", input_root=str(work / "demos"),
                                      store_root=str(work / "data" / "metaworld"),
                                      image=ImageConfig(height=args.image_size, width=args.image_size),
@@ -176,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         Trainer(resolve_run(doc, "pretrain"), quiet=True).train()
         Trainer(resolve_run(doc, "finetune", "mw"), quiet=True).train()
     times["training"] = time.perf_counter() - t
-    if "no_images" in args.baselines and not args.reuse:
+    if "no_images" in args.baselines and not (args.reuse and _finished(blind)):
         t = time.perf_counter()
         Trainer(resolve_run(doc, "finetune", "mw", variant="no_images"), quiet=True).train()
         times["training_no_images"] = time.perf_counter() - t

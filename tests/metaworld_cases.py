@@ -7,8 +7,9 @@ TensorFlow for the DROID tests cannot render); ``pytest tests/metaworld_cases.py
 from __future__ import annotations
 
 import argparse
-
 import json
+import re
+import shutil
 
 import h5py
 import numpy as np
@@ -500,14 +501,16 @@ def test_closed_loop_evaluation_end_to_end_through_the_benchmark_script(tmp_path
 
     # --reuse evaluates the trained models again (here one action per query) without recording or training
     trained = work / "models/finetune/mw/checkpoint/model.safetensors"
-    before = trained.stat().st_mtime_ns
+    before, blind_before = trained.stat().st_mtime_ns, (blind / "model.safetensors").stat().st_mtime_ns
+    assert module._finished(blind)
     # (two episodes in lockstep, their queries batched)
     assert module.main(["--tasks", TASK, "--image-size", "32", "--episodes", "2", "--parallel", "2", "--max-steps", "30",
-                        "--cs", "0.4", "--baselines", "mean_action", "--execute-steps", "1", "--videos-per-task", "0",
-                        "--eval-seed-start", "10002",  # held-out seeds of another range
+                        "--cs", "0.4", "--baselines", "mean_action", "no_images", "--execute-steps", "1",
+                        "--videos-per-task", "0", "--eval-seed-start", "10002",  # held-out seeds of another range
                         "--threads", "1",
                         "--workdir", str(work), "--reuse"]) == 0
     assert trained.stat().st_mtime_ns == before
+    assert (blind / "model.safetensors").stat().st_mtime_ns == blind_before  # a finished control is kept
     reused = capsys.readouterr().out  # the reused run's sizes, not this command's defaults (20 demos, 1500 steps)
     assert "1 tasks, 3 demonstrations each" in reused and "2 training steps (batch 4)" in reused
     again = json.loads((work / "reports/evaluation/mw/episodes.json").read_text())
@@ -518,4 +521,41 @@ def test_closed_loop_evaluation_end_to_end_through_the_benchmark_script(tmp_path
     assert len(list((work / "demos").rglob("*.hdf5"))) == 3  # the demonstrations were kept, not re-recorded
     with pytest.raises(SystemExit):  # nothing trained there
         module.main(["--tasks", TASK, "--workdir", str(tmp_path / "empty"), "--reuse"])
+    _reuse_trains_a_missing_control_and_reuse_data_trains_another_model(module, work, tmp_path, capsys)
+
+
+def _reuse_trains_a_missing_control_and_reuse_data_trains_another_model(module, work, tmp_path, capsys):
+    """--reuse trains a no_images control the reused run lacks (with that run's steps, not this command's
+    default); --reuse-data keeps the demonstrations, store and manifest and trains another model on them."""
+    trained = work / "models/finetune/mw/checkpoint"
+    blind = work / "models/baselines/mw/no_images/checkpoint"
+    quick = ["--tasks", TASK, "--image-size", "32", "--episodes", "1", "--max-steps", "10", "--cs", "0.4",
+             "--execute-steps", "4", "--videos-per-task", "0", "--threads", "1", "--workdir", str(work)]
+    shutil.rmtree(blind)
+    before = (trained / "model.safetensors").stat().st_mtime_ns
+    assert module.main([*quick, "--baselines", "no_images", "--reuse"]) == 0
+    assert json.loads((blind / "config.json").read_text())["step"] == 2  # the reused run's 2 steps, not 1500
+    assert module._finished(blind) and (trained / "model.safetensors").stat().st_mtime_ns == before
+    capsys.readouterr()
+
+    recorded = {p: p.stat().st_mtime_ns for p in (work / "demos").rglob("*.hdf5")}
+    store = {p: p.stat().st_mtime_ns for p in (work / "data").rglob("*") if p.is_file()}
+    out = tmp_path / "deep.json"
+    # no baselines: only the trained policy's rows
+    assert module.main([*quick, "--backbone", "tiny-deep", "--steps", "3", "--batch-size", "4", "--baselines",
+                        "--reuse-data", "--json", str(out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (work / "demos").rglob("*.hdf5")} == recorded
+    assert {p: p.stat().st_mtime_ns for p in (work / "data").rglob("*") if p.is_file()} == store
+    saved = json.loads((trained / "config.json").read_text())
+    assert saved["step"] == 3 and saved["run"]["model"]["backbone"] == "tiny-deep"
+    assert list(json.loads(out.read_text())["rows"]) == ["no_exit", "itfm c=0.4"]
+    episodes = json.loads((work / "reports/evaluation/mw/episodes.json").read_text())
+    assert {e for ep in episodes if ep["config"] == "no_exit" for e in ep["exit_layers"]} == {7}  # 8 LLM layers
+    assert "3 demonstrations each" in capsys.readouterr().out
+    for bad, message in ((["--reuse", "--reuse-data"], "give one of --reuse and --reuse-data"),
+                         (["--reuse-data", "--workdir", str(tmp_path / "empty")], "demos.json is missing"),
+                         (["--reuse-data", "--tasks", "door-open-v3"], r"\['door-open-v3'\] were not recorded")):
+        with pytest.raises(SystemExit):
+            module.main([*quick, *bad])
+        assert re.search(message, capsys.readouterr().err)
 
