@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1500, help="training steps")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--train-seed", type=int, default=0,
+                        help="the training runs' seed (initial weights, sampling order, exit and noise draws): "
+                             "another seed is another training run of the same recipe")
     parser.add_argument("--head", choices=["fm", "mlp"], default="fm")
     parser.add_argument("--backbone", default="tiny",
                         help="training/model/presets.py: tiny (4 LLM layers) or tiny-deep (8: finer exit steps)")
@@ -156,8 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse:
         # the reused run's sizes, not this command's defaults: the printout, the --json record and the
         # held-out seeds' overlap check describe what was recorded and trained
-        trained_run = json.loads((trained / "config.json").read_text())["run"]["run"]
+        trained_config = json.loads((trained / "config.json").read_text())["run"]
+        trained_run, trained_model = trained_config["run"], trained_config["model"]
         args.steps, args.batch_size = int(trained_run["steps"]), int(trained_run["batch_size"])
+        # and its model and seed: a control trained here is the trained policy's, cameras withheld
+        args.train_seed = int(trained_run.get("seed", 0))
+        args.backbone, args.head = trained_model["backbone"], trained_model["head"]
     elif not args.reuse_data:
         demos = record(DemoConfig(out=str(work / "demos"), tasks=tuple(args.tasks), seeds=tuple(range(args.demos)),
                                   image_size=args.image_size, max_steps=args.max_steps,
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     optim = {"lr_vision": args.lr, "lr_connector": args.lr, "lr_llm": args.lr, "lr_head": args.lr,
              "warmup_steps": min(100, args.steps // 10), "freeze_steps": 0}
-    stage = {"steps": args.steps, "batch_size": args.batch_size, "log_every": 50,
+    stage = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.train_seed, "log_every": 50,
              "checkpoint_every": max(1, args.steps // 4), "validation_batches": 0, "threads": args.threads,
              "optim": optim, "data": {"num_workers": 1}}
     doc = {"training": {

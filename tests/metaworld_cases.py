@@ -543,15 +543,20 @@ def _reuse_trains_a_missing_control_and_reuse_data_trains_another_model(module, 
     out = tmp_path / "deep.json"
     # no baselines: only the trained policy's rows
     assert module.main([*quick, "--backbone", "tiny-deep", "--steps", "3", "--batch-size", "4", "--baselines",
-                        "--reuse-data", "--json", str(out)]) == 0
+                        "--train-seed", "5", "--reuse-data", "--json", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (work / "demos").rglob("*.hdf5")} == recorded
     assert {p: p.stat().st_mtime_ns for p in (work / "data").rglob("*") if p.is_file()} == store
     saved = json.loads((trained / "config.json").read_text())
     assert saved["step"] == 3 and saved["run"]["model"]["backbone"] == "tiny-deep"
+    assert saved["run"]["run"]["seed"] == 5
     assert list(json.loads(out.read_text())["rows"]) == ["no_exit", "itfm c=0.4"]
     episodes = json.loads((work / "reports/evaluation/mw/episodes.json").read_text())
     assert {e for ep in episodes if ep["config"] == "no_exit" for e in ep["exit_layers"]} == {7}  # 8 LLM layers
     assert "3 demonstrations each" in capsys.readouterr().out
+    # --reuse takes that run's model and seed, not this command's defaults (tiny, 0)
+    assert module.main([*quick, "--baselines", "--reuse", "--json", str(out)]) == 0
+    assert {k: json.loads(out.read_text())["args"][k] for k in ("backbone", "train_seed", "steps")} == {
+        "backbone": "tiny-deep", "train_seed": 5, "steps": 3}
     for bad, message in ((["--reuse", "--reuse-data"], "give one of --reuse and --reuse-data"),
                          (["--reuse-data", "--workdir", str(tmp_path / "empty")], "demos.json is missing"),
                          (["--reuse-data", "--tasks", "door-open-v3"], r"\['door-open-v3'\] were not recorded")):
