@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --workdir of an earlier run of the same tasks and sizes: keep its demonstrations, "
                              "store, manifest and trained models; calibrate and run the closed loop again (e.g. with "
                              "another --execute-steps, --cs or --episodes); a no_images control in --baselines "
-                             "that the run did not finish is trained (with the reused run's steps)")
+                             "that the run did not finish is trained (with the reused run's steps, model and seed)")
     parser.add_argument("--reuse-data", action="store_true",
                         help="with --workdir of an earlier run: keep its demonstrations, store and manifest, and "
                              "train anew on them (e.g. another --backbone, --head or --steps; same --image-size)")
