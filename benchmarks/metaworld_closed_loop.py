@@ -57,10 +57,12 @@ def _task_noise(text: str) -> tuple[str, float]:
 
 def _finished(checkpoint: Path) -> bool:
     """Whether a checkpoint holds a run trained to its last step (an interrupted one resumes instead)."""
-    config = checkpoint / "config.json"
-    if not config.is_file():
+    from training.checkpoint import read_config
+
+    try:
+        saved = read_config(checkpoint)
+    except FileNotFoundError:
         return False
-    saved = json.loads(config.read_text())
     return saved.get("step") is not None and saved.get("step") == saved.get("total_steps")
 
 

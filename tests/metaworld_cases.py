@@ -539,7 +539,8 @@ def _reuse_trains_a_missing_control_and_reuse_data_trains_another_model(module, 
     capsys.readouterr()
     partial = tmp_path / "interrupted"  # stopped before its last step: trained on (resumed), not kept
     partial.mkdir()
-    (partial / "config.json").write_text(json.dumps({"step": 1, "total_steps": 2}))
+    (partial / "config.json").write_text(json.dumps({**json.loads((blind / "config.json").read_text()),
+                                                     "step": 1, "total_steps": 2}))
     assert not module._finished(partial) and not module._finished(tmp_path / "never-trained")
 
     recorded = {p: p.stat().st_mtime_ns for p in (work / "demos").rglob("*.hdf5")}
