@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.episode_store.images import ImageConfig
     from pipelines.manifest.build import ManifestParams, build_manifest
     from training.calibrate import calibrate
+    from training.checkpoint import read_config
     from training.config import resolve_run
     from training.evaluate import evaluate
     from training.sim.demos import DemoConfig, record
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse:
         # the reused run's sizes, not this command's defaults: the printout, the --json record and the
         # held-out seeds' overlap check describe what was recorded and trained
-        trained_config = json.loads((trained / "config.json").read_text())["run"]
+        trained_config = read_config(trained)["run"]
         trained_run, trained_model = trained_config["run"], trained_config["model"]
         args.steps, args.batch_size = int(trained_run["steps"]), int(trained_run["batch_size"])
         # and its model and seed: a control trained here is the trained policy's, cameras withheld

@@ -558,10 +558,10 @@ def _reuse_trains_a_missing_control_and_reuse_data_trains_another_model(module, 
     episodes = json.loads((work / "reports/evaluation/mw/episodes.json").read_text())
     assert {e for ep in episodes if ep["config"] == "no_exit" for e in ep["exit_layers"]} == {7}  # 8 LLM layers
     assert "3 demonstrations each" in capsys.readouterr().out
-    # --reuse takes that run's model and seed, not this command's defaults (tiny, 0)
-    assert module.main([*quick, "--baselines", "--reuse", "--json", str(out)]) == 0
-    assert {k: json.loads(out.read_text())["args"][k] for k in ("backbone", "train_seed", "steps")} == {
-        "backbone": "tiny-deep", "train_seed": 5, "steps": 3}
+    # --reuse takes that run's model and seed, not this command's defaults (tiny, 0) nor its --head
+    assert module.main([*quick, "--baselines", "--head", "mlp", "--reuse", "--json", str(out)]) == 0
+    assert {k: json.loads(out.read_text())["args"][k] for k in ("backbone", "train_seed", "steps", "head")} == {
+        "backbone": "tiny-deep", "train_seed": 5, "steps": 3, "head": "fm"}
     for bad, message in ((["--reuse", "--reuse-data"], "give one of --reuse and --reuse-data"),
                          (["--reuse-data", "--workdir", str(tmp_path / "empty")], "demos.json is missing"),
                          (["--reuse-data", "--tasks", "door-open-v3"], r"\['door-open-v3'\] were not recorded")):
